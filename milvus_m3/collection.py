@@ -1,0 +1,779 @@
+"""Collection spec, schema + index creation, validation of existing collections, batched writes.
+
+A collection built by milvus-m3 records what built it (model, dims, spec, package version) as JSON in
+its schema description, which every Milvus engine (Lite included) keeps; a later run checks an
+existing collection against the embedder and spec and refuses a mismatch with the fix in the message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from . import __version__
+from .connection import Capabilities, Connection, RetryPolicy
+from .errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    ConfigError,
+    InputError,
+    SchemaMismatchError,
+)
+from .sparse import to_milvus_sparse
+from .types import M3Embeddings
+
+__all__ = ["CollectionInfo", "CollectionManager", "CollectionSpec", "ScalarField"]
+
+logger = logging.getLogger("milvus_m3.collection")
+logger.addHandler(logging.NullHandler())
+
+# Field names in every milvus-m3 collection.
+ID_FIELD = "id"
+TEXT_FIELD = "text"
+DENSE_FIELD = "dense"
+SPARSE_FIELD = "sparse"
+METADATA_FIELD = "metadata"
+PARENT_FIELD = "parent_id"
+CHUNK_FIELD = "chunk_index"
+RESERVED_FIELDS = frozenset({ID_FIELD, TEXT_FIELD, DENSE_FIELD, SPARSE_FIELD, METADATA_FIELD, PARENT_FIELD, CHUNK_FIELD})
+
+META_MARKER = "milvus-m3:"
+MAX_VARCHAR_BYTES = 65_535
+MAX_JSON_BYTES = 65_536
+DEFAULT_WRITE_BATCH = 256
+
+ScalarType = Literal["varchar", "int64", "double", "bool"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScalarField:
+    """A declared metadata column (filterable, typed), besides the free-form JSON ``metadata`` field."""
+
+    name: str
+    dtype: ScalarType = "varchar"
+    max_length: int = 512
+    default: str | int | float | bool | None = None
+    """Stored when a row has no value. None: the value is required (unless nullable)."""
+    nullable: bool = False
+    """Allow missing values stored as null (Milvus servers only; Milvus Lite has no nullable fields)."""
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier() or self.name in RESERVED_FIELDS:
+            raise ConfigError(
+                f"scalar field name {self.name!r} must be an identifier and not one of {sorted(RESERVED_FIELDS)}"
+            )
+        if self.dtype not in ("varchar", "int64", "double", "bool"):
+            raise ConfigError(f"scalar field {self.name!r}: dtype must be varchar, int64, double or bool")
+        if self.dtype == "varchar" and not 1 <= self.max_length <= MAX_VARCHAR_BYTES:
+            raise ConfigError(f"scalar field {self.name!r}: max_length must be in [1, {MAX_VARCHAR_BYTES}]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectionSpec:
+    """Everything that shapes a collection. Every default is written out here.
+
+    dense_index "auto" means HNSW on a server and AUTOINDEX on Milvus Lite (which only takes FLAT,
+    IVF_FLAT and AUTOINDEX). All vector indexes use the inner-product metric: BGE-M3's dense vectors
+    are normalised and its lexical score is an inner product.
+    """
+
+    dense_dim: int
+    model_name: str = "BAAI/bge-m3"
+    id_type: Literal["varchar", "int64"] = "varchar"
+    id_max_length: int = 512
+    auto_id: bool = False
+    text_max_length: int = MAX_VARCHAR_BYTES
+    dense_index: str = "auto"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    ivf_nlist: int = 1024
+    sparse_index: Literal["SPARSE_INVERTED_INDEX", "SPARSE_WAND"] = "SPARSE_INVERTED_INDEX"
+    sparse_drop_ratio_build: float = 0.0
+    scalar_fields: tuple[ScalarField, ...] = ()
+    chunked: bool = False
+    consistency_level: Literal["Strong", "Bounded", "Session", "Eventually"] = "Strong"
+    num_shards: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dense_dim, bool) or not isinstance(self.dense_dim, int) or not 2 <= self.dense_dim <= 32_768:
+            raise ConfigError(f"dense_dim must be an int in [2, 32768], got {self.dense_dim!r}")
+        if self.id_type not in ("varchar", "int64"):
+            raise ConfigError(f"id_type must be 'varchar' or 'int64', got {self.id_type!r}")
+        if self.auto_id and self.id_type != "int64":
+            raise ConfigError("auto_id needs id_type='int64' (Milvus generates int64 keys)")
+        if not 1 <= self.id_max_length <= MAX_VARCHAR_BYTES:
+            raise ConfigError(f"id_max_length must be in [1, {MAX_VARCHAR_BYTES}], got {self.id_max_length}")
+        if not 1 <= self.text_max_length <= MAX_VARCHAR_BYTES:
+            raise ConfigError(f"text_max_length must be in [1, {MAX_VARCHAR_BYTES}], got {self.text_max_length}")
+        if not 2 <= self.hnsw_m <= 2048:
+            raise ConfigError(f"hnsw_m must be in [2, 2048], got {self.hnsw_m}")
+        if not 1 <= self.hnsw_ef_construction <= 2**31 - 1:
+            raise ConfigError(f"hnsw_ef_construction must be >= 1, got {self.hnsw_ef_construction}")
+        if not 0.0 <= self.sparse_drop_ratio_build < 1.0:
+            raise ConfigError(f"sparse_drop_ratio_build must be in [0, 1), got {self.sparse_drop_ratio_build}")
+        if self.sparse_index not in ("SPARSE_INVERTED_INDEX", "SPARSE_WAND"):
+            raise ConfigError("sparse_index must be SPARSE_INVERTED_INDEX or SPARSE_WAND")
+        names = [f.name for f in self.scalar_fields]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"scalar field names repeat: {names}")
+        if self.consistency_level not in ("Strong", "Bounded", "Session", "Eventually"):
+            raise ConfigError(f"consistency_level must be Strong, Bounded, Session or Eventually, got {self.consistency_level!r}")
+
+    def resolved_dense_index(self, caps: Capabilities) -> str:
+        kind = caps.default_dense_index if self.dense_index.lower() == "auto" else self.dense_index.upper()
+        if kind not in caps.dense_index_types:
+            where = "Milvus Lite" if caps.is_lite else "this Milvus server"
+            raise ConfigError(
+                f"dense_index {self.dense_index!r} is not available on {where}; use one of "
+                f"{', '.join(caps.dense_index_types)} (or 'auto')"
+            )
+        return kind
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["scalar_fields"] = [asdict(f) for f in self.scalar_fields]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CollectionSpec:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["scalar_fields"] = tuple(ScalarField(**f) for f in data.get("scalar_fields", ()))
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What ``describe`` tells about a collection."""
+
+    name: str
+    spec: CollectionSpec | None
+    """None for a collection milvus-m3 did not build."""
+    built_by_version: str | None
+    count: int
+    fields: tuple[str, ...]
+    indexes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str | None:
+        return None if self.spec is None else self.spec.model_name
+
+    @property
+    def dense_dim(self) -> int | None:
+        return None if self.spec is None else self.spec.dense_dim
+
+
+class CollectionManager:
+    """Creates, checks, fills and drops milvus-m3 collections on Milvus Lite or a Milvus server.
+
+    ``uri`` is a Milvus Lite file (``./milvus_m3.db``, the embedded default) or a server URI
+    (``http://localhost:19530``) with ``token`` or ``user``/``password``.
+    """
+
+    def __init__(
+        self,
+        uri: str = "./milvus_m3.db",
+        *,
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        db_name: str | None = None,
+        timeout: float | None = 30.0,
+        retry: RetryPolicy | None = None,
+        secure: bool | None = None,
+        server_pem_path: str | None = None,
+        server_name: str | None = None,
+        connection: Connection | None = None,
+    ) -> None:
+        self.connection = connection or Connection(
+            uri,
+            token=token,
+            user=user,
+            password=password,
+            db_name=db_name,
+            timeout=timeout,
+            retry=retry,
+            secure=secure,
+            server_pem_path=server_pem_path,
+            server_name=server_name,
+        )
+        self._specs: dict[str, CollectionSpec | None] = {}
+
+    def __repr__(self) -> str:
+        return f"CollectionManager(uri={self.connection.display_uri!r})"
+
+    def __enter__(self) -> CollectionManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def uri(self) -> str:
+        return self.connection.display_uri
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.connection.capabilities
+
+    @property
+    def client(self) -> Any:
+        return self.connection.client
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        fn = getattr(self.connection.client, method)
+        return self.connection.call(what, fn, *args, **kwargs)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def list_collections(self) -> list[str]:
+        return sorted(self._call("list collections", "list_collections"))
+
+    def has_collection(self, name: str) -> bool:
+        _check_name(name)
+        return bool(self._call(f"has collection {name!r}", "has_collection", name))
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        dense_dim: int | None = None,
+        spec: CollectionSpec | None = None,
+        model_name: str | None = None,
+        exists_ok: bool = False,
+        recreate: bool = False,
+    ) -> CollectionInfo:
+        """Create ``name`` from ``spec`` (or from ``dense_dim`` with defaults for the rest).
+
+        exists_ok: an existing collection is checked against the spec and kept.
+        recreate: an existing collection is dropped first (its data is lost).
+        """
+        _check_name(name)
+        if exists_ok and recreate:
+            raise ConfigError("give exists_ok or recreate, not both")
+        spec = _resolve_spec(spec, dense_dim, model_name)
+        caps = self.capabilities
+        dense_index = spec.resolved_dense_index(caps)
+        if self.has_collection(name):
+            if recreate:
+                logger.info("dropping collection %r to recreate it", name)
+                self.drop(name)
+            elif exists_ok:
+                self.check_collection(name, spec=spec)
+                return self.describe(name)
+            else:
+                raise CollectionExistsError(
+                    f"collection {name!r} already exists at {self.uri}; pass exists_ok=True to reuse it "
+                    "(it is checked against the spec), recreate=True (--recreate) to drop and rebuild it, "
+                    "or choose another name"
+                )
+        schema = self._build_schema(spec, caps)
+        index_params = self._build_index_params(spec, dense_index)
+        kwargs: dict[str, Any] = {"consistency_level": spec.consistency_level}
+        if spec.num_shards is not None:
+            kwargs["num_shards"] = spec.num_shards
+        self._call(
+            f"create collection {name!r}",
+            "create_collection",
+            collection_name=name,
+            schema=schema,
+            index_params=index_params,
+            **kwargs,
+        )
+        self._specs[name] = spec
+        logger.info("created collection %r (dense %d-d %s, sparse %s)", name, spec.dense_dim, dense_index, spec.sparse_index)
+        return self.describe(name)
+
+    def _build_schema(self, spec: CollectionSpec, caps: Capabilities) -> Any:
+        from pymilvus import DataType, MilvusClient
+
+        meta = {"package": "milvus-m3", "version": __version__, "spec": spec.to_json()}
+        schema = MilvusClient.create_schema(
+            auto_id=spec.auto_id,
+            enable_dynamic_field=False,
+            description=META_MARKER + json.dumps(meta, sort_keys=True, separators=(",", ":")),
+        )
+        if spec.id_type == "varchar":
+            schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=spec.id_max_length)
+        else:
+            schema.add_field(ID_FIELD, DataType.INT64, is_primary=True)
+        schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=spec.text_max_length)
+        schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=spec.dense_dim)
+        schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_field(METADATA_FIELD, DataType.JSON)
+        if spec.chunked:
+            schema.add_field(PARENT_FIELD, DataType.VARCHAR, max_length=spec.id_max_length)
+            schema.add_field(CHUNK_FIELD, DataType.INT64)
+        types = {"varchar": DataType.VARCHAR, "int64": DataType.INT64, "double": DataType.DOUBLE, "bool": DataType.BOOL}
+        for sf in spec.scalar_fields:
+            extra: dict[str, Any] = {"nullable": True} if sf.nullable else {}
+            if sf.nullable and caps.is_lite:
+                raise ConfigError(
+                    f"scalar field {sf.name!r}: Milvus Lite does not support nullable fields; give it a default "
+                    "(ScalarField(default=...)) or use a Milvus server"
+                )
+            if sf.dtype == "varchar":
+                extra["max_length"] = sf.max_length
+            schema.add_field(sf.name, types[sf.dtype], **extra)
+        return schema
+
+    def _build_index_params(self, spec: CollectionSpec, dense_index: str) -> Any:
+        from pymilvus import MilvusClient
+
+        params = MilvusClient.prepare_index_params()
+        dense_params: dict[str, Any] = {}
+        if dense_index == "HNSW":
+            dense_params = {"M": spec.hnsw_m, "efConstruction": spec.hnsw_ef_construction}
+        elif dense_index.startswith("IVF"):
+            dense_params = {"nlist": spec.ivf_nlist}
+        params.add_index(field_name=DENSE_FIELD, index_type=dense_index, metric_type="IP", params=dense_params)
+        params.add_index(
+            field_name=SPARSE_FIELD,
+            index_type=spec.sparse_index,
+            metric_type="IP",
+            params={"drop_ratio_build": spec.sparse_drop_ratio_build},
+        )
+        return params
+
+    def drop(self, name: str, *, missing_ok: bool = False) -> bool:
+        """Drop ``name``; returns False when it did not exist and missing_ok was given."""
+        if not self.has_collection(name):
+            if missing_ok:
+                return False
+            raise CollectionNotFoundError(_not_found(name, self.uri))
+        self._call(f"drop collection {name!r}", "drop_collection", name)
+        self._specs.pop(name, None)
+        return True
+
+    def count(self, name: str) -> int:
+        self._require(name)
+        res = self._call(f"count {name!r}", "query", collection_name=name, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def describe(self, name: str) -> CollectionInfo:
+        self._require(name)
+        desc = self._call(f"describe {name!r}", "describe_collection", name)
+        spec, version = _parse_meta(desc.get("description", ""))
+        self._specs[name] = spec
+        indexes: dict[str, Mapping[str, Any]] = {}
+        for idx in self._call(f"list indexes of {name!r}", "list_indexes", name):
+            info = self._call(f"describe index {idx!r}", "describe_index", name, idx)
+            indexes[str(info.get("field_name", idx))] = {
+                k: v for k, v in info.items() if k in ("index_type", "metric_type", "M", "efConstruction", "nlist", "drop_ratio_build")
+            }
+        return CollectionInfo(
+            name=name,
+            spec=spec,
+            built_by_version=version,
+            count=self.count(name),
+            fields=tuple(f["name"] for f in desc.get("fields", [])),
+            indexes=indexes,
+        )
+
+    def spec(self, name: str) -> CollectionSpec:
+        """The spec a milvus-m3 collection was built with (cached after the first read)."""
+        if name not in self._specs:
+            self._require(name)
+            desc = self._call(f"describe {name!r}", "describe_collection", name)
+            self._specs[name] = _parse_meta(desc.get("description", ""))[0]
+        spec = self._specs[name]
+        if spec is None:
+            raise SchemaMismatchError(
+                f"collection {name!r} was not built by milvus-m3 (no '{META_MARKER}' record in its description); "
+                "create a new collection with milvus-m3 (CollectionManager.create_collection / milvus-m3 create)"
+            )
+        return spec
+
+    def check_collection(
+        self,
+        name: str,
+        *,
+        spec: CollectionSpec | None = None,
+        dense_dim: int | None = None,
+        model_name: str | None = None,
+    ) -> CollectionSpec:
+        """Check an existing collection against what the caller is about to write or search with."""
+        stored = self.spec(name)
+        want_dim = spec.dense_dim if spec is not None else dense_dim
+        want_model = spec.model_name if spec is not None else model_name
+        fix = "use a new collection name, or recreate it (recreate=True / --recreate; its data is dropped)"
+        if want_dim is not None and stored.dense_dim != want_dim:
+            raise SchemaMismatchError(
+                f"collection {name!r} has dense dim {stored.dense_dim}, the embedder gives {want_dim}; {fix}"
+            )
+        if want_model is not None and _model_key(stored.model_name) != _model_key(want_model):
+            raise SchemaMismatchError(
+                f"collection {name!r} was built with model {stored.model_name!r}, not {want_model!r}: their vectors "
+                f"are not comparable; use the same model, or {fix}"
+            )
+        if spec is not None:
+            for attr in ("id_type", "auto_id", "chunked", "scalar_fields"):
+                if getattr(stored, attr) != getattr(spec, attr):
+                    raise SchemaMismatchError(
+                        f"collection {name!r} has {attr}={getattr(stored, attr)!r}, the spec asks for "
+                        f"{getattr(spec, attr)!r}; {fix}"
+                    )
+        return stored
+
+    def _require(self, name: str) -> None:
+        if not self.has_collection(name):
+            raise CollectionNotFoundError(_not_found(name, self.uri))
+
+    # ----------------------------------------------------------------- writes
+
+    def upsert(
+        self,
+        name: str,
+        *,
+        ids: Sequence[str | int] | None,
+        texts: Sequence[str],
+        embeddings: M3Embeddings,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        fields: Mapping[str, Sequence[Any]] | None = None,
+        parent_ids: Sequence[str] | None = None,
+        chunk_indexes: Sequence[int] | None = None,
+        batch_size: int = DEFAULT_WRITE_BATCH,
+    ) -> int:
+        """Insert or replace rows by id. Every row is validated before anything is written.
+
+        Returns the number of rows written. With an auto-id collection use ``insert``.
+        """
+        spec = self.spec(name)
+        if spec.auto_id:
+            raise ConfigError(f"collection {name!r} uses auto_id: use insert(), which lets Milvus assign ids")
+        rows = self.prepare_rows(
+            spec, ids=ids, texts=texts, embeddings=embeddings, metadata=metadata, fields=fields,
+            parent_ids=parent_ids, chunk_indexes=chunk_indexes,
+        )
+        return self.write_rows(name, rows, batch_size=batch_size, mode="upsert")
+
+    def insert(
+        self,
+        name: str,
+        *,
+        texts: Sequence[str],
+        embeddings: M3Embeddings,
+        ids: Sequence[str | int] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        fields: Mapping[str, Sequence[Any]] | None = None,
+        parent_ids: Sequence[str] | None = None,
+        chunk_indexes: Sequence[int] | None = None,
+        batch_size: int = DEFAULT_WRITE_BATCH,
+    ) -> int:
+        """Insert rows (no replacement: an existing id is stored twice). Prefer upsert for re-runnable jobs."""
+        spec = self.spec(name)
+        rows = self.prepare_rows(
+            spec, ids=ids, texts=texts, embeddings=embeddings, metadata=metadata, fields=fields,
+            parent_ids=parent_ids, chunk_indexes=chunk_indexes,
+        )
+        return self.write_rows(name, rows, batch_size=batch_size, mode="insert")
+
+    def prepare_rows(
+        self,
+        spec: CollectionSpec,
+        *,
+        ids: Sequence[str | int] | None,
+        texts: Sequence[str],
+        embeddings: M3Embeddings,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        fields: Mapping[str, Sequence[Any]] | None = None,
+        parent_ids: Sequence[str] | None = None,
+        chunk_indexes: Sequence[int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Validate a batch and build Milvus rows. Raises InputError naming the field and row."""
+        if isinstance(texts, str):
+            raise InputError("texts must be a list of strings, not one string; wrap it: [text]", field="text")
+        n = len(texts)
+        if not isinstance(embeddings, M3Embeddings):
+            raise InputError(
+                f"embeddings must be M3Embeddings (from an encoder), got {type(embeddings).__name__}",
+                field="embeddings",
+            )
+        if len(embeddings) != n:
+            raise InputError(f"{n} texts but {len(embeddings)} embeddings; give one embedding per text", field="embeddings")
+        if embeddings.dim != spec.dense_dim:
+            raise InputError(
+                f"dense vectors have dim {embeddings.dim}, the collection expects {spec.dense_dim}; "
+                "encode with the model the collection was built for",
+                field="dense",
+            )
+        if ids is None:
+            if not spec.auto_id:
+                raise InputError("ids are required (the collection does not use auto_id)", field="id")
+        else:
+            if spec.auto_id:
+                raise InputError("the collection uses auto_id: do not pass ids", field="id")
+            if len(ids) != n:
+                raise InputError(f"{n} texts but {len(ids)} ids; give one id per text", field="id")
+        if metadata is not None and len(metadata) != n:
+            raise InputError(f"{n} texts but {len(metadata)} metadata entries", field="metadata")
+        if spec.chunked:
+            if parent_ids is None or chunk_indexes is None or len(parent_ids) != n or len(chunk_indexes) != n:
+                raise InputError("a chunked collection needs parent_ids and chunk_indexes, one per text", field=PARENT_FIELD)
+        elif parent_ids is not None or chunk_indexes is not None:
+            raise InputError(
+                "parent_ids/chunk_indexes given but the collection is not chunked; create it with chunked=True",
+                field=PARENT_FIELD,
+            )
+        declared = {f.name: f for f in spec.scalar_fields}
+        fields = dict(fields or {})
+        for key, col in fields.items():
+            if key not in declared:
+                raise InputError(
+                    f"field {key!r} is not declared on the collection (declared: {sorted(declared) or 'none'}); "
+                    "put free-form values in metadata instead",
+                    field=key,
+                )
+            if len(col) != n:
+                raise InputError(f"field {key!r} has {len(col)} values for {n} texts", field=key)
+
+        dense = np.asarray(embeddings.dense, dtype=np.float32)
+        finite = np.isfinite(dense).all(axis=1)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            raise InputError(
+                f"row {row}: dense vector holds NaN or inf; re-encode the text or drop the row", field="dense", row=row
+            )
+        norms = np.linalg.norm(dense, axis=1)
+        zero = norms == 0.0
+        if zero.any():
+            row = int(np.flatnonzero(zero)[0])
+            raise InputError(f"row {row}: dense vector is all zeros; it cannot be ranked by inner product", field="dense", row=row)
+
+        seen: dict[Any, int] = {}
+        rows: list[dict[str, Any]] = []
+        for i in range(n):
+            row: dict[str, Any] = {}
+            if ids is not None:
+                row[ID_FIELD] = _check_id(ids[i], i, spec)
+                if row[ID_FIELD] in seen:
+                    raise InputError(
+                        f"row {i}: id {row[ID_FIELD]!r} repeats row {seen[row[ID_FIELD]]} in the same batch; "
+                        "ids must be unique (deduplicate the input or derive ids from content)",
+                        field="id",
+                        row=i,
+                    )
+                seen[row[ID_FIELD]] = i
+            text = texts[i]
+            if not isinstance(text, str):
+                raise InputError(f"row {i}: text must be a string, got {type(text).__name__}", field="text", row=i)
+            if "\x00" in text:
+                raise InputError(f"row {i}: text holds a NUL byte; strip control characters first", field="text", row=i)
+            if not _is_valid_utf8(text):
+                raise InputError(f"row {i}: text is not valid UTF-8 (lone surrogates); fix the input encoding", field="text", row=i)
+            nbytes = len(text.encode("utf-8"))
+            if nbytes > spec.text_max_length:
+                raise InputError(
+                    f"row {i}: text is {nbytes} bytes, the collection stores at most {spec.text_max_length}; "
+                    "chunk long documents (ingest --chunk-tokens) or create the collection with a larger text_max_length",
+                    field="text",
+                    row=i,
+                )
+            row[TEXT_FIELD] = text
+            row[DENSE_FIELD] = dense[i]
+            row[SPARSE_FIELD] = to_milvus_sparse(embeddings.sparse[i], row=i)
+            row[METADATA_FIELD] = _check_metadata(None if metadata is None else metadata[i], i)
+            if spec.chunked:
+                assert parent_ids is not None and chunk_indexes is not None
+                row[PARENT_FIELD] = _check_id(parent_ids[i], i, replace(spec, id_type="varchar"), field=PARENT_FIELD)
+                ci = chunk_indexes[i]
+                if isinstance(ci, bool) or not isinstance(ci, (int, np.integer)) or ci < 0:
+                    raise InputError(f"row {i}: chunk_index must be an int >= 0, got {ci!r}", field=CHUNK_FIELD, row=i)
+                row[CHUNK_FIELD] = int(ci)
+            for key, col in fields.items():
+                row[key] = _check_scalar(declared[key], col[i], i)
+            rows.append(row)
+        return rows
+
+    def write_rows(self, name: str, rows: Sequence[Mapping[str, Any]], *, batch_size: int = DEFAULT_WRITE_BATCH, mode: str = "upsert") -> int:
+        """Write prepared rows in batches, each retried on transient failures (upsert is idempotent)."""
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        written = 0
+        for start in range(0, len(rows), batch_size):
+            chunk = list(rows[start : start + batch_size])
+            self._call(f"{mode} {len(chunk)} rows into {name!r}", mode, collection_name=name, data=chunk)
+            written += len(chunk)
+        return written
+
+    def delete(self, name: str, *, ids: Sequence[str | int] | None = None, filter: str | None = None) -> int:
+        """Delete by ids or by a filter expression (see ``filters.render``)."""
+        self._require(name)
+        if (ids is None) == (filter is None):
+            raise ConfigError("delete needs ids or filter, exactly one")
+        if ids is not None:
+            spec = self.spec(name)
+            checked = [_check_id(x, i, spec) for i, x in enumerate(ids)]
+            res = self._call(f"delete from {name!r}", "delete", collection_name=name, ids=checked)
+        else:
+            res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=filter)
+        if isinstance(res, Mapping):
+            return int(res.get("delete_count", 0))
+        return int(getattr(res, "delete_count", 0) or 0)
+
+    def get(self, name: str, ids: Sequence[str | int], *, output_fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Fetch rows by id (text, metadata and declared fields by default; vectors only when asked)."""
+        spec = self.spec(name)
+        checked = [_check_id(x, i, spec) for i, x in enumerate(ids)]
+        if not checked:
+            return []
+        out = list(output_fields) if output_fields is not None else default_output_fields(spec)
+        res = self._call(f"get from {name!r}", "get", collection_name=name, ids=checked, output_fields=out)
+        return [dict(r) for r in res]
+
+
+def default_output_fields(spec: CollectionSpec) -> list[str]:
+    out = [TEXT_FIELD, METADATA_FIELD]
+    if spec.chunked:
+        out += [PARENT_FIELD, CHUNK_FIELD]
+    out += [f.name for f in spec.scalar_fields]
+    return out
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _resolve_spec(spec: CollectionSpec | None, dense_dim: int | None, model_name: str | None) -> CollectionSpec:
+    if spec is None:
+        if dense_dim is None:
+            raise ConfigError("create_collection needs dense_dim (embedder.dense_dim) or a CollectionSpec")
+        return CollectionSpec(dense_dim=dense_dim, **({"model_name": model_name} if model_name else {}))
+    if dense_dim is not None and dense_dim != spec.dense_dim:
+        raise ConfigError(f"dense_dim={dense_dim} disagrees with spec.dense_dim={spec.dense_dim}")
+    if model_name is not None and model_name != spec.model_name:
+        spec = replace(spec, model_name=model_name)
+    return spec
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name or len(name) > 255 or not (name[0].isalpha() or name[0] == "_") or not all(
+        c.isalnum() or c == "_" for c in name
+    ) or not name.isascii():
+        raise ConfigError(
+            f"collection name {name!r} is not valid in Milvus: use letters, digits and underscores, "
+            "starting with a letter or underscore, at most 255 characters"
+        )
+
+
+def _not_found(name: str, uri: str) -> str:
+    return (
+        f"collection {name!r} does not exist at {uri}; create it first "
+        "(CollectionManager.create_collection or `milvus-m3 create --collection NAME`)"
+    )
+
+
+def _model_key(name: str) -> str:
+    """Compare models by their last path part, so 'BAAI/bge-m3' matches a local '/models/bge-m3'."""
+    return name.rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+def _parse_meta(description: str) -> tuple[CollectionSpec | None, str | None]:
+    if not description.startswith(META_MARKER):
+        return None, None
+    try:
+        meta = json.loads(description[len(META_MARKER) :])
+        return CollectionSpec.from_json(meta["spec"]), str(meta.get("version"))
+    except (ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise SchemaMismatchError(
+            f"the milvus-m3 record in the collection description is unreadable ({exc}); recreate the collection"
+        ) from exc
+
+
+def _is_valid_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_id(value: Any, row: int, spec: CollectionSpec, *, field: str = ID_FIELD) -> str | int:
+    if spec.id_type == "int64":
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputError(f"row {row}: {field} must be an int for this collection, got {type(value).__name__}", field=field, row=row)
+        v = int(value)
+        if not -(2**63) <= v < 2**63:
+            raise InputError(f"row {row}: {field} {v} does not fit in int64", field=field, row=row)
+        return v
+    if not isinstance(value, str):
+        raise InputError(
+            f"row {row}: {field} must be a string for this collection, got {type(value).__name__}; convert with str()",
+            field=field,
+            row=row,
+        )
+    if not value.strip():
+        raise InputError(f"row {row}: {field} is empty; give every document a non-empty id", field=field, row=row)
+    if not _is_valid_utf8(value) or "\x00" in value:
+        raise InputError(f"row {row}: {field} holds invalid UTF-8 or a NUL byte", field=field, row=row)
+    nbytes = len(value.encode("utf-8"))
+    if nbytes > spec.id_max_length:
+        raise InputError(
+            f"row {row}: {field} is {nbytes} bytes, longer than the collection's id_max_length {spec.id_max_length}; "
+            "use shorter ids (e.g. a content hash) or a collection with a larger id_max_length",
+            field=field,
+            row=row,
+        )
+    return value
+
+
+def _check_metadata(value: Mapping[str, Any] | None, row: int) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InputError(f"row {row}: metadata must be a dict, got {type(value).__name__}", field="metadata", row=row)
+    try:
+        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"row {row}: metadata is not JSON-serialisable ({exc}); use str/int/float/bool/list/dict values without NaN",
+            field="metadata",
+            row=row,
+        ) from None
+    size = len(encoded.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_JSON_BYTES:
+        raise InputError(
+            f"row {row}: metadata is {size} bytes as JSON, Milvus stores at most {MAX_JSON_BYTES}; store large values elsewhere",
+            field="metadata",
+            row=row,
+        )
+    result: dict[str, Any] = json.loads(encoded)
+    return result
+
+
+def _check_scalar(sf: ScalarField, value: Any, row: int) -> Any:
+    if value is None:
+        if sf.default is not None:
+            return sf.default
+        if not sf.nullable:
+            raise InputError(
+                f"row {row}: field {sf.name!r} has no value and no default; give a value or declare a default",
+                field=sf.name,
+                row=row,
+            )
+        return None
+    if sf.dtype == "varchar":
+        if not isinstance(value, str):
+            raise InputError(f"row {row}: field {sf.name!r} must be a string, got {type(value).__name__}", field=sf.name, row=row)
+        if len(value.encode("utf-8", errors="surrogatepass")) > sf.max_length:
+            raise InputError(f"row {row}: field {sf.name!r} is longer than {sf.max_length} bytes", field=sf.name, row=row)
+        return value
+    if sf.dtype == "int64":
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputError(f"row {row}: field {sf.name!r} must be an int, got {type(value).__name__}", field=sf.name, row=row)
+        return int(value)
+    if sf.dtype == "double":
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(float(value)):
+            raise InputError(f"row {row}: field {sf.name!r} must be a finite number", field=sf.name, row=row)
+        return float(value)
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"row {row}: field {sf.name!r} must be a bool", field=sf.name, row=row)
+    return bool(value)
