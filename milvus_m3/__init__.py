@@ -1,5 +1,90 @@
-"""milvus-m3: hybrid dense + learned-sparse retrieval for Milvus with BGE-M3."""
+"""milvus-m3: hybrid dense + learned-sparse retrieval for Milvus with BGE-M3.
+
+The public surface is ``__all__`` (pinned by tests/test_public_api.py). The three parts are imported
+on first use, so ``import milvus_m3`` loads neither pymilvus nor torch.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    CollectionError,
+    CollectionExistsError,
+    CollectionNotFoundError,
+    ConfigError,
+    FilterError,
+    InputError,
+    MilvusM3Error,
+    MilvusUnavailableError,
+    MissingDependencyError,
+    ModelLoadError,
+    SchemaMismatchError,
+    SearchError,
+    TextTooLongError,
+)
+from .types import Encoder, Hit, M3Embeddings
+
+from ._version import __version__
+
+logging.getLogger("milvus_m3").addHandler(logging.NullHandler())
+
+if TYPE_CHECKING:
+    from .collection import CollectionInfo, CollectionManager, CollectionSpec, ScalarField
+    from .connection import RetryPolicy
+    from .embedder import M3Embedder
+    from .filters import Filter
+    from .search import HybridSearcher
+
+_LAZY = {
+    "CollectionInfo": "collection",
+    "CollectionManager": "collection",
+    "CollectionSpec": "collection",
+    "ScalarField": "collection",
+    "RetryPolicy": "connection",
+    "M3Embedder": "embedder",
+    "Filter": "filters",
+    "HybridSearcher": "search",
+}
+
+__all__ = [
+    "CollectionError",
+    "CollectionExistsError",
+    "CollectionInfo",
+    "CollectionManager",
+    "CollectionNotFoundError",
+    "CollectionSpec",
+    "ConfigError",
+    "Encoder",
+    "Filter",
+    "FilterError",
+    "Hit",
+    "HybridSearcher",
+    "InputError",
+    "M3Embedder",
+    "M3Embeddings",
+    "MilvusM3Error",
+    "MilvusUnavailableError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "RetryPolicy",
+    "ScalarField",
+    "SchemaMismatchError",
+    "SearchError",
+    "TextTooLongError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'milvus_m3' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

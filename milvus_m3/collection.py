@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .connection import Capabilities, Connection, RetryPolicy
 from .errors import (
     CollectionExistsError,

@@ -1,0 +1,1 @@
+"""Milvus gRPC server fixtures (filled in by the server tier)."""

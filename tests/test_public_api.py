@@ -1,0 +1,62 @@
+"""The public surface is a visible decision: this test pins it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import milvus_m3
+
+EXPECTED = [
+    "CollectionError",
+    "CollectionExistsError",
+    "CollectionInfo",
+    "CollectionManager",
+    "CollectionNotFoundError",
+    "CollectionSpec",
+    "ConfigError",
+    "Encoder",
+    "Filter",
+    "FilterError",
+    "Hit",
+    "HybridSearcher",
+    "InputError",
+    "M3Embedder",
+    "M3Embeddings",
+    "MilvusM3Error",
+    "MilvusUnavailableError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "RetryPolicy",
+    "ScalarField",
+    "SchemaMismatchError",
+    "SearchError",
+    "TextTooLongError",
+]
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert milvus_m3.__all__ == EXPECTED
+    assert milvus_m3.__all__ == sorted(milvus_m3.__all__)
+
+
+def test_every_public_name_resolves() -> None:
+    for name in milvus_m3.__all__:
+        assert getattr(milvus_m3, name) is not None, name
+
+
+def test_errors_share_one_root() -> None:
+    for name in milvus_m3.__all__:
+        obj = getattr(milvus_m3, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, milvus_m3.MilvusM3Error), name
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, milvus_m3; "
+        "heavy = [m for m in ('torch', 'FlagEmbedding', 'transformers', 'pymilvus') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
