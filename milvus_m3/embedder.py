@@ -219,7 +219,8 @@ class M3Embedder:
 
         Spans follow token boundaries of the whole text, in order, and together cover every token.
         A span is shortened when ``text[start:end]`` tokenized on its own would exceed ``max_tokens``
-        (a window starting inside a word can tokenize differently). Empty text gives ``[]``.
+        (a window starting inside a word can tokenize differently); the next one then starts at least
+        one token later. Whitespace-only spans are left out: empty or blank text gives ``[]``.
         """
         if not isinstance(text, str):
             raise InputError(f"chunk_spans: text must be a str, got {type(text).__name__}", field="text")
@@ -236,7 +237,9 @@ class M3Embedder:
                 text[offsets[start][0]:offsets[end - 1][1]]
             ) > max_tokens:
                 end -= 1
-            spans.append((offsets[start][0], offsets[end - 1][1]))
+            span = (offsets[start][0], offsets[end - 1][1])
+            if text[span[0]:span[1]].strip():  # a lone "▁" token can cover only whitespace
+                spans.append(span)
             if end >= n:
                 break
             start = max(end - overlap, start + 1)
