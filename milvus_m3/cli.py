@@ -205,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    if "://" not in os.environ.get(URI_ENV, "://"):
+        # pymilvus parses $MILVUS_URI when it is imported and refuses a Milvus Lite path; it is read above.
+        del os.environ[URI_ENV]
     token = getattr(args, "token", None)
     try:
         code: int = args.func(args)

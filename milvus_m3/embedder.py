@@ -28,7 +28,7 @@ import numpy.typing as npt
 from .errors import ConfigError, InputError, ModelLoadError, TextTooLongError
 from .types import M3Embeddings, SparseVector
 
-__all__ = ["DEFAULT_MODEL", "M3Embedder", "OVERFLOW_MODES", "PRECISIONS"]
+__all__ = ["DEFAULT_MODEL", "OVERFLOW_MODES", "PRECISIONS", "M3Embedder"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +119,18 @@ class M3Embedder:
         resolved_precision = _resolve_precision(precision, resolved_device)
         model_dir = _resolve_model_dir(self._model_name, cache_dir, local_files_only)
         colbert_dim = _check_model_dir(model_dir)
-        self._backend = _FlagM3(model_dir, device=resolved_device, precision=resolved_precision,
-                                colbert_dim=colbert_dim)
+        self._backend = _FlagM3(
+            model_dir, device=resolved_device, precision=resolved_precision, colbert_dim=colbert_dim
+        )
         self._model_dir = model_dir
         self._device = resolved_device
         self._precision = resolved_precision
 
         limit = self._backend.max_length
-        for option, value in (("query_max_length", query_max_length), ("document_max_length", document_max_length)):
+        for option, value in (
+            ("query_max_length", query_max_length),
+            ("document_max_length", document_max_length),
+        ):
             if value > limit:
                 raise ConfigError(
                     f"{option}={value} is more than the model in {model_dir} can take ({limit} tokens); "
@@ -136,8 +140,13 @@ class M3Embedder:
         self._document_max_length = document_max_length
         logger.info(
             "loaded %s from %s on %s (%s): dense dim %d, colbert dim %d, max %d tokens",
-            self._model_name, model_dir, resolved_device, resolved_precision,
-            self.dense_dim, self.colbert_dim, limit,
+            self._model_name,
+            model_dir,
+            resolved_device,
+            resolved_precision,
+            self.dense_dim,
+            self.colbert_dim,
+            limit,
         )
 
     # -- what the model is ------------------------------------------------------------------------
@@ -176,7 +185,7 @@ class M3Embedder:
 
     @property
     def precision(self) -> str:
-        """"fp32", "fp16" or "bf16" ("auto" resolved)."""
+        """ "fp32", "fp16" or "bf16" ("auto" resolved)."""
         return self._precision
 
     @property
@@ -233,12 +242,13 @@ class M3Embedder:
         start = 0
         while start < n:
             end = min(start + max_tokens, n)
-            while end - start > 1 and self._backend.count(
-                text[offsets[start][0]:offsets[end - 1][1]]
-            ) > max_tokens:
+            while (
+                end - start > 1
+                and self._backend.count(text[offsets[start][0] : offsets[end - 1][1]]) > max_tokens
+            ):
                 end -= 1
             span = (offsets[start][0], offsets[end - 1][1])
-            if text[span[0]:span[1]].strip():  # a lone "▁" token can cover only whitespace
+            if text[span[0] : span[1]].strip():  # a lone "▁" token can cover only whitespace
                 spans.append(span)
             if end >= n:
                 break
@@ -453,9 +463,11 @@ class _FlagM3:
         order = np.argsort(-lengths, kind="stable")
         dense = np.empty((n, self.dense_dim), dtype=np.float32)
         sparse: list[SparseVector] = [{}] * n
-        colbert_vecs: list[_FloatArray] | None = [np.empty((0, self.colbert_dim), np.float32)] * n if colbert else None
+        colbert_vecs: list[_FloatArray] | None = (
+            [np.empty((0, self.colbert_dim), np.float32)] * n if colbert else None
+        )
 
-        batches = range(0, n, batch_size)
+        batches = _plan_batches(lengths[order], batch_size)
         progress: Any = None
         if show_progress:
             from tqdm.auto import tqdm
@@ -463,8 +475,8 @@ class _FlagM3:
             progress = tqdm(total=n, desc="Encoding", unit="text")
         try:
             with torch.inference_mode():
-                for start in batches:
-                    idx = order[start:start + batch_size]
+                for start, stop in batches:
+                    idx = order[start:stop]
                     lens = lengths[idx]
                     width = int(lens[0])
                     batch_ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
@@ -522,9 +534,41 @@ class _FlagM3:
         values = best.tolist()
         bounds = np.searchsorted(urow, np.arange(rows_n + 1)).tolist()
         return [
-            dict(zip(token_ids[bounds[r]:bounds[r + 1]], values[bounds[r]:bounds[r + 1]]))
+            dict(zip(token_ids[bounds[r] : bounds[r + 1]], values[bounds[r] : bounds[r + 1]]))
             for r in range(rows_n)
         ]
+
+
+_PAD_TOLERANCE = 0.05
+_PAD_MIN_TOKENS = 512
+
+
+def _plan_batches(sorted_lengths: _IntArray, batch_size: int) -> list[tuple[int, int]]:
+    """Split texts sorted longest first into ``(start, stop)`` batches of at most ``batch_size``.
+
+    A batch also ends early when the next text would make padding more than 5% of its tokens in a
+    batch of at least ``_PAD_MIN_TOKENS`` padded tokens: long texts of mixed lengths then run in
+    smaller, tighter batches (padding is wasted compute, and a batch without padding needs no
+    attention mask), while short texts such as queries keep full batches.
+    """
+    lengths = sorted_lengths.tolist()
+    batches: list[tuple[int, int]] = []
+    start, tokens = 0, 0
+    for i, length in enumerate(lengths):
+        count = i - start
+        if count and (
+            count >= batch_size
+            or (
+                lengths[start] * (count + 1) >= _PAD_MIN_TOKENS
+                and lengths[start] * (count + 1) > (1 + _PAD_TOLERANCE) * (tokens + length)
+            )
+        ):
+            batches.append((start, i))
+            start, tokens = i, 0
+        tokens += length
+    if lengths:
+        batches.append((start, len(lengths)))
+    return batches
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -561,12 +605,14 @@ def _check_texts(texts: Sequence[str], *, allow_empty: bool) -> list[str]:
     for i, text in enumerate(rows):
         if not isinstance(text, str):
             what = "None" if text is None else f"a {type(text).__name__}"
-            raise InputError(f"text at row {i} is {what}, not a str; give every row a non-empty str",
-                             field="text", row=i)
+            raise InputError(
+                f"text at row {i} is {what}, not a str; give every row a non-empty str", field="text", row=i
+            )
         if not allow_empty and (not text or text.isspace()):
             raise InputError(
                 f"text at row {i} is empty or whitespace-only; drop the row or give it some text",
-                field="text", row=i,
+                field="text",
+                row=i,
             )
     return rows
 
@@ -591,7 +637,9 @@ def _resolve_device(device: str | None) -> str:
         index = 0 if parsed.index is None else parsed.index
         count = torch.cuda.device_count()
         if index >= count:
-            raise ConfigError(f"device {device!r} does not exist: there are {count} CUDA devices (0..{count - 1})")
+            raise ConfigError(
+                f"device {device!r} does not exist: there are {count} CUDA devices (0..{count - 1})"
+            )
         return f"cuda:{index}"
     if parsed.type == "mps":
         if not torch.backends.mps.is_available():
@@ -674,9 +722,7 @@ def _check_model_dir(path: Path) -> int:
 
     weights = [f for f in _WEIGHT_FILES if (path / f).is_file()]
     if not weights:
-        raise ModelLoadError(
-            f"model weights are missing {where}: expected one of {', '.join(_WEIGHT_FILES)}"
-        )
+        raise ModelLoadError(f"model weights are missing {where}: expected one of {', '.join(_WEIGHT_FILES)}")
     if weights[0] == "model.safetensors":
         _check_safetensors(path / "model.safetensors")
     elif weights[0].endswith(".index.json"):

@@ -175,7 +175,8 @@ class SentenceTransformerEncoder:
                 raise ConfigError(f"max_length must be >= 2, got {max_length}")
             self._model.max_seq_length = max_length
         self._name = model_name or default_name
-        self._dim = int(self._model.get_sentence_embedding_dimension() or 0)
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self._dim = int(get_dim() or 0)
         if self._dim < 2:
             raise ModelLoadError(f"{path!r} reports dense dimension {self._dim}; is it a sentence-embedding model?")
         self.batch_size = batch_size
@@ -273,8 +274,8 @@ class SpladeEncoder:
             path = str(model)
             default_name = path
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(path)
-            self._model = AutoModelForMaskedLM.from_pretrained(path, torch_dtype=torch.float32)
+            self._tokenizer = AutoTokenizer.from_pretrained(path)  # type: ignore[no-untyped-call]
+            self._model = AutoModelForMaskedLM.from_pretrained(path, dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"could not load SPLADE model {path!r} (a *ForMaskedLM checkpoint): {exc}") from exc
         self._model.eval().to(device)

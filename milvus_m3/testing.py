@@ -68,7 +68,9 @@ def find_tokenizer_file(start: Sequence[Path] | None = None) -> Path:
     if env:
         path = Path(env).expanduser()
         if not path.is_file():
-            raise ConfigError(f"${TOKENIZER_ENV} is {env!r}, which is not a file; point it at an XLM-R tokenizer.json")
+            raise ConfigError(
+                f"${TOKENIZER_ENV} is {env!r}, which is not a file; point it at an XLM-R tokenizer.json"
+            )
         return path
     roots = list(start) if start is not None else [Path(__file__).resolve().parent, Path.cwd().resolve()]
     for root in roots:
@@ -114,17 +116,21 @@ def build_checkpoint(
         raise ConfigError(f"tokenizer_file {str(tok_path)!r} is not a file")
 
     import torch
-    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+    import transformers
+
+    hf: Any = transformers  # untyped for mypy
 
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
-        raise ConfigError(f"dtype {dtype!r} is not a floating torch dtype; use 'float32', 'float16' or 'bfloat16'")
+        raise ConfigError(
+            f"dtype {dtype!r} is not a floating torch dtype; use 'float32', 'float16' or 'bfloat16'"
+        )
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     max_tokens = min(_MAX_TOKENS, max_position_embeddings - _PAD_ID - 1)
 
-    tokenizer = XLMRobertaTokenizerFast(
+    tokenizer = hf.XLMRobertaTokenizerFast(
         tokenizer_file=str(tok_path),
         bos_token="<s>",
         cls_token="<s>",
@@ -141,7 +147,7 @@ def build_checkpoint(
             f"a BGE-M3 checkpoint needs the XLM-R vocabulary ({_VOCAB_SIZE} tokens, pad id {_PAD_ID})"
         )
 
-    config = XLMRobertaConfig(
+    config = hf.XLMRobertaConfig(
         vocab_size=_VOCAB_SIZE,
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
@@ -161,7 +167,7 @@ def build_checkpoint(
         architectures=["XLMRobertaModel"],
     )
     torch.manual_seed(seed)
-    model = XLMRobertaModel(config).eval()
+    model = hf.XLMRobertaModel(config).eval()
     colbert = torch.nn.Linear(hidden_size, colbert_dim or hidden_size)
     sparse = torch.nn.Linear(hidden_size, 1)
     with torch.no_grad():
@@ -203,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--full-size", action="store_true", help="the real BGE-M3 architecture (24 layers, hidden 1024)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tokenizer-file", default=None, help=f"XLM-R tokenizer.json (default: ${TOKENIZER_ENV})")
+    parser.add_argument(
+        "--tokenizer-file", default=None, help=f"XLM-R tokenizer.json (default: ${TOKENIZER_ENV})"
+    )
     args = parser.parse_args(argv)
     kwargs: dict[str, Any] = dict(FULL_SIZE) if args.full_size else {}
     try:

@@ -52,9 +52,18 @@ def run(args: Sequence[str], cwd: Path, *, stdin: bytes | None = None, env: dict
     return proc
 
 
+def release(uri: str) -> None:
+    """Stop this process's Milvus Lite server for ``uri``: pymilvus keeps it (and the file's lock) until
+    the process exits, and the next CLI process must open the file."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_server(uri)
+
+
 def rows_of(uri: str, name: str) -> dict[str, dict[str, Any]]:
     with CollectionManager(uri) as m:
         res = m.client.query(collection_name=name, filter="", output_fields=["*"], limit=16_384)
+    release(uri)
     out: dict[str, dict[str, Any]] = {}
     for r in res:
         r = dict(r)
@@ -66,7 +75,9 @@ def rows_of(uri: str, name: str) -> dict[str, dict[str, Any]]:
 
 def count_of(uri: str, name: str) -> int:
     with CollectionManager(uri) as m:
-        return m.count(name)
+        n = m.count(name)
+    release(uri)
+    return n
 
 
 def write_jsonl(path: Path, rows: Sequence[Any]) -> Path:
@@ -147,11 +158,11 @@ def _inputs(tmp: Path) -> tuple[list[str], bytes, set[str], dict[str, str]]:
     bad = tmp / "bad.jsonl"
     bad.write_bytes(
         b'{"id": "ok", "text": "the good neighbour"}\n'
+        b'{"id": "ok", "text": "duplicate in the same batch"}\n'
         b"{broken\n"
         b'{"id": "e1", "text": ""}\n'
         b'{"id": "e2"}\n'
         b'{"id": "e3", "text": "bad \xff bytes"}\n'
-        b'{"id": "ok", "text": "duplicate in the same batch"}\n'
     )
     stdin = "".join(json.dumps({"text": f"stdin document {i}"}) + "\n" for i in range(3)).encode()
     from milvus_m3.ingest import content_id
@@ -175,12 +186,13 @@ def test_ingest_every_format_then_rerun_is_identical(tmp_path: Path, tiny_checkp
     first = run(args, tmp_path, stdin=stdin, env=env)
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout.strip().splitlines()[-1])
-    assert (summary["read"], summary["written"], summary["failed"]) == (41, 36, 5)
+    assert (summary["read"], summary["written"], summary["failed"]) == (38, 33, 5)
     errors_path = tmp_path / "e2e.docs.ingest-errors.jsonl"
     assert summary["errors_path"] == str(errors_path)
     errors = [json.loads(line) for line in errors_path.read_text().splitlines()]
     assert [(e["file"], e["line"]) for e in errors] == [("bad.jsonl", n) for n in (2, 3, 4, 5, 6)]
-    assert [e["field"] for e in errors] == [None, "text", "text", "text", "id"]
+    assert [e["field"] for e in errors] == ["id", None, "text", "text", None]
+    assert "invalid UTF-8" in errors[4]["error"]
     assert "created collection 'docs'" in first.stderr and "Traceback" not in first.stderr
     rows = rows_of(db, "docs")
     assert set(rows) == ids
@@ -191,16 +203,16 @@ def test_ingest_every_format_then_rerun_is_identical(tmp_path: Path, tiny_checkp
 
     again = run(args, tmp_path, stdin=stdin, env=env)
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout.strip().splitlines()[-1])["written"] == 36
+    assert json.loads(again.stdout.strip().splitlines()[-1])["written"] == 33
     assert rows_of(db, "docs") == rows  # same count, same rows, same vectors
     assert len(errors_path.read_text().splitlines()) == 5  # a fresh run rewrites the errors file
 
-    # human summary and --resume of a finished job: nothing to do
+    # the human summary; --resume with no checkpoint yet starts from the beginning
     proc = run(["ingest", *files[:-1], "--collection", "docs", "--model", str(tiny_checkpoint), "--resume",
                 "--metadata-fields", "lang", "--batch-size", "4", "--state", str(tmp_path / "s.json")],
                tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "read 38, written 33" in proc.stdout and "bad rows (5" in proc.stdout and "bad.jsonl:2" in proc.stdout
+    assert "read 35, written 30" in proc.stdout and "bad rows (5" in proc.stdout and "bad.jsonl:2" in proc.stdout
 
 
 @pytest.mark.integration

@@ -6,6 +6,7 @@ XLM-R tokenizer, so token ids, specials and lengths are realistic.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import warnings
@@ -148,8 +149,9 @@ def test_dense_rows_are_unit_float32(tiny_embedder: M3Embedder) -> None:
 def test_dims_are_read_from_the_checkpoint(tmp_path: Path) -> None:
     from milvus_m3.testing import build_checkpoint
 
-    path = build_checkpoint(tmp_path / "h48", hidden_size=48, num_heads=3, colbert_dim=24,
-                            max_position_embeddings=514)
+    path = build_checkpoint(
+        tmp_path / "h48", hidden_size=48, num_heads=3, colbert_dim=24, max_position_embeddings=514
+    )
     emb = M3Embedder(path, device="cpu", document_max_length=512)
     assert (emb.dense_dim, emb.colbert_dim, emb.max_length, emb.vocab_size) == (48, 24, 512, 250002)
     out = emb.encode_documents(["one text", "another, longer text"], colbert=True)
@@ -363,8 +365,13 @@ def test_import_does_not_load_torch_or_flagembedding() -> None:
         "print(','.join(m for m in ('torch', 'FlagEmbedding', 'transformers', 'huggingface_hub') "
         "if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == ""
 
 
@@ -504,7 +511,7 @@ def _check_spans(
         in_a_span[start:end] = True
     assert all(in_a_span[i] for i, ch in enumerate(text) if not ch.isspace())
     assert spans == sorted(spans)
-    for a, b in zip(windows, windows[1:]):
+    for a, b in itertools.pairwise(windows):
         # ``overlap`` tokens shared, unless a shortened window forces a step of one token
         assert len(set(a) & set(b)) == min(overlap, len(a) - 1)
 
@@ -550,7 +557,13 @@ def test_testing_main_writes_a_checkpoint(tmp_path: Path, capsys: pytest.Capture
     assert main([str(tmp_path / "ck"), "--seed", "3"]) == 0  # python -m milvus_m3.testing OUT_DIR
     assert capsys.readouterr().out.strip() == str(tmp_path / "ck")
     names = {p.name for p in (tmp_path / "ck").iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "colbert_linear.pt", "sparse_linear.pt"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "colbert_linear.pt",
+        "sparse_linear.pt",
+    } <= names
     assert main([str(tmp_path / "bad"), "--tokenizer-file", str(tmp_path / "absent.json")]) == 2
 
 
@@ -560,3 +573,30 @@ def test_missing_tokenizer_file_is_a_config_error(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("MILVUS_M3_TOKENIZER_FILE", str(tmp_path / "absent.json"))
     with pytest.raises(ConfigError, match="MILVUS_M3_TOKENIZER_FILE"):
         build_checkpoint(tmp_path / "ck")
+
+
+# ---------------------------------------------------------------------------------------------------
+# batch planning (no model)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(3, 3000), max_size=300),
+    batch_size=st.integers(1, 64),
+)
+def test_batches_cover_in_order_and_respect_batch_size(lengths: list[int], batch_size: int) -> None:
+    from milvus_m3.embedder import _plan_batches
+
+    sorted_lengths = np.array(sorted(lengths, reverse=True), dtype=np.int64)
+    batches = _plan_batches(sorted_lengths, batch_size)
+    assert [i for a, b in batches for i in range(a, b)] == list(range(len(lengths)))
+    assert all(0 < b - a <= batch_size for a, b in batches)
+
+
+def test_batches_keep_short_texts_together_and_split_long_mixed_ones() -> None:
+    from milvus_m3.embedder import _plan_batches
+
+    queries = np.array([30] * 5 + [10] * 40, dtype=np.int64)
+    assert _plan_batches(queries, 16) == [(0, 16), (16, 32), (32, 45)]
+    docs = np.array([1000, 800, 400, 399, 398, 20], dtype=np.int64)
+    assert _plan_batches(docs, 16) == [(0, 1), (1, 2), (2, 5), (5, 6)]

@@ -13,6 +13,7 @@ middle of a write and back within the retry budget: the ingest retries and compl
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 import time
@@ -96,3 +97,135 @@ def test_outage_beyond_the_retry_budget_then_resume(how: str, lite_server: Any, 
         assert ids == sorted(d["id"] for d in docs)  # exactly the input: none lost, none twice
         assert manager.count("docs") == 500
     assert not errors.exists() or errors.read_text() == ""
+
+
+# ------------------------------------------------------------------ readers while a writer writes
+
+N_READERS = 8
+N_BATCHES = 24
+BATCH_DOCS = 12
+HOT = [f"hot-{j}" for j in range(6)]
+"""Ids every write batch rewrites: a reader must never see one with parts of two versions."""
+
+
+def _doc(doc_id: str, batch: int) -> tuple[str, dict[str, Any]]:
+    rng = random.Random(f"{doc_id}/{batch}")
+    text = f"{doc_id} written in batch {batch}: " + " ".join(rng.choices(WORDS, k=8))
+    return text, {"id": doc_id, "batch": batch, "sha": _sha(text)}
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@pytest.mark.integration
+def test_eight_searchers_and_a_writer(tmp_path: Path) -> None:
+    """On the embedded default (Milvus Lite 2.5.1), with one shared CollectionManager.
+
+    Each write batch rewrites the HOT ids and adds new ones; every text and metadata encodes the id and
+    batch, so a reader can check each hit against itself. Readers search in every mode, every fourth
+    search asking for the HOT ids (all must be there), and count now and then (never down, never
+    below the batches finished before the search began).
+
+    Measured without a guard in milvus-m3: Lite's upsert is a delete then an insert, so a concurrent
+    reader sees rewritten rows vanish (count of 50 rewritten rows read as 0); and a search filtered on
+    the primary key running while an upsert runs kills Lite's embedded server (every later call:
+    "Fail connecting to server on unix:...sock"). A readers-writer lock around the manager's calls
+    (writes exclusive, writer first; reads shared) makes both go away.
+    """
+    from milvus_m3.filters import F
+    from milvus_m3.search import HybridSearcher
+
+    enc = FakeEncoder(dim=32)
+    name = "live"
+    # A dead engine should fail the test in seconds, not after the default 12-24 s of retries per thread.
+    manager = CollectionManager(str(tmp_path / "live.db"),
+                                retry=RetryPolicy(attempts=3, initial_backoff=0.05, total_seconds=3))
+    manager.create_collection(name, dense_dim=32, model_name=enc.model_name)
+    first = [_doc(i, 0) for i in HOT]
+    manager.upsert(name, ids=HOT, texts=[t for t, _ in first], embeddings=enc.encode_documents([t for t, _ in first]),
+                   metadata=[m for _, m in first])
+
+    done = threading.Event()
+    start = threading.Barrier(N_READERS + 1)
+    errors: list[str] = []
+    searches = [0] * N_READERS
+    written_batches: list[int] = []
+
+    def writer() -> None:
+        try:
+            start.wait()
+            for b in range(1, N_BATCHES + 1):
+                ids = HOT + [f"b{b:02d}-{i}" for i in range(BATCH_DOCS)]
+                docs = [_doc(i, b) for i in ids]
+                texts = [t for t, _ in docs]
+                manager.upsert(name, ids=ids, texts=texts, embeddings=enc.encode_documents(texts),
+                               metadata=[m for _, m in docs], batch_size=7)  # one upsert call per 7 rows
+                written_batches.append(b)
+                time.sleep(0.01)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(f"writer: {type(exc).__name__}: {exc}")
+        finally:
+            done.set()
+
+    def reader(r: int) -> None:
+        searcher = HybridSearcher(manager, name, enc)
+        rng = random.Random(r)
+        last_count = 0
+        last_hot: dict[str, int] = {}
+        try:
+            start.wait()
+            while not done.is_set() or searches[r] < 4:
+                kind = searches[r] % 4
+                mode = ("hybrid", "dense", "sparse", "hybrid")[kind]
+                query = " ".join(rng.choices(WORDS, k=3))
+                # every fourth search asks for the rows the writer keeps rewriting: all must be there
+                flt = F.in_("id", HOT) if kind == 3 else F.ge("metadata.batch", rng.randint(0, 3)) if r % 2 else None
+                floor = len(written_batches)  # batches fully written before this search started
+                hits = searcher.search(query, limit=20, mode=mode, filter=flt)
+                searches[r] += 1
+                assert len({h.id for h in hits}) == len(hits), "an id twice in one result"
+                if kind == 3:
+                    missing = sorted(set(HOT) - {h.id for h in hits})
+                    assert not missing, f"rows {missing} vanished while being rewritten (upsert not atomic)"
+                for h in hits:
+                    meta = h.metadata
+                    # no torn rows: the text, its metadata and its id belong to one write
+                    assert meta["id"] == h.id and h.text is not None and h.text.startswith(f"{h.id} written in batch ")
+                    assert meta["sha"] == _sha(h.text), f"{h.id}: text and metadata of different writes"
+                    assert h.text.split(": ", 1)[0].endswith(f"batch {meta['batch']}")
+                    assert math.isfinite(h.score)
+                    if not h.id.startswith("hot-"):
+                        assert meta["batch"] == int(h.id[1:3])
+                    else:  # a rewritten row never goes back to an older version
+                        assert meta["batch"] >= last_hot.get(h.id, 0), f"{h.id} went back in time"
+                        last_hot[h.id] = meta["batch"]
+                if searches[r] % 5 == 0:
+                    n = manager.count(name)
+                    assert n >= last_count, f"count went down: {last_count} -> {n}"
+                    assert n >= len(HOT) + BATCH_DOCS * floor, "a finished batch is not visible"
+                    assert n <= len(HOT) + BATCH_DOCS * N_BATCHES
+                    last_count = n
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(f"reader {r}: {type(exc).__name__}: {exc}")
+            done.set()
+
+    threads = [threading.Thread(target=reader, args=(r,), name=f"reader-{r}") for r in range(N_READERS)]
+    threads.append(threading.Thread(target=writer, name="writer"))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    try:
+        assert not any(t.is_alive() for t in threads), "a thread hung"
+        assert not errors, "\n".join(errors[:10])
+        assert written_batches == list(range(1, N_BATCHES + 1))
+        assert min(searches) >= 4, searches
+        # afterwards: exactly what was written, each hot id at its last version
+        rows = manager.client.query(name, filter='id != ""', output_fields=["id", "metadata"], limit=16_384)
+        assert len(rows) == manager.count(name) == len(HOT) + BATCH_DOCS * N_BATCHES
+        assert {r["id"]: r["metadata"]["batch"] for r in rows if r["id"].startswith("hot-")} == dict.fromkeys(HOT, N_BATCHES)
+    finally:
+        manager.close()

@@ -1,0 +1,336 @@
+"""Search latency on the embedded default (Milvus Lite): hybrid vs dense vs sparse, and our layer's cost.
+
+Data: ``--docs`` documents (default 100,000) with BGE-M3-shaped vectors: 1024-d normalised dense, and
+sparse vectors of about 80 non-zeros whose ids follow a Zipf law over BGE-M3's 250,002 token ids, with
+weights like BGE-M3's (mostly 0.02-0.4). Queries: a noisy copy of a document's dense vector and about 12
+sparse terms (half of them from that document). Everything is seeded. The collection is created with
+``CollectionManager`` (AUTOINDEX dense + SPARSE_INVERTED_INDEX, the defaults) and cached under
+.cache/bench_search/ keyed by the data parameters, so a rerun skips the insert (about a minute per
+100k rows here).
+
+Contenders, one query per call (what an application serving users does), interleaved per query in an
+order that rotates with the query:
+
+* ``HybridSearcher.search_embeddings`` in hybrid (RRF), dense and sparse mode, on pre-computed vectors;
+* the same searches written by hand with pymilvus (``client.hybrid_search`` with the same two
+  ``AnnSearchRequest``s, ranker, limits and output fields; ``client.search`` for one field).
+
+Reported: p50/p95 latency and QPS (one client, sequential), hybrid p50 / dense p50 (target <= 1.5x),
+and searcher / bare pymilvus per query (target <= 1.05x); also one batched call of all queries.
+
+    python benchmarks/bench_search.py                 # 100k docs, 300 queries
+    python benchmarks/bench_search.py --docs 10000    # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+VOCAB = 250_002
+FIRST_ID = 4  # 0-3 are <s>, <pad>, </s>, <unk>: never in BGE-M3's sparse output
+DIM = 1024
+COLLECTION = "bench_search"
+DATA_VERSION = 1  # bump when the generator changes, so cached databases are rebuilt
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def zipf_cdf(s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative probabilities of ranks 1..V under p(r) ~ 1/r^s, and a fixed rank -> token id map."""
+    ranks = np.arange(1, VOCAB - FIRST_ID + 1, dtype=np.float64)
+    p = ranks ** -s
+    cdf = np.cumsum(p / p.sum())
+    ids = np.random.default_rng(12345).permutation(np.arange(FIRST_ID, VOCAB, dtype=np.int64))
+    return cdf, ids
+
+
+def sparse_rows(rng: np.random.Generator, n: int, mean_nnz: int, s: float) -> list[dict[int, float]]:
+    """``n`` sparse vectors, about ``mean_nnz`` distinct Zipf-drawn ids each, BGE-M3-like weights."""
+    cdf, ids = zipf_cdf(s)
+    want = np.clip(rng.poisson(mean_nnz, n), 4, None)
+    out: list[dict[int, float]] = []
+    draws = int(mean_nnz * 2.5)
+    for start in range(0, n, 10_000):
+        m = min(10_000, n - start)
+        u = rng.random((m, draws))
+        tok = ids[np.minimum(np.searchsorted(cdf, u), len(ids) - 1)]
+        weights = rng.gamma(2.0, 0.07, (m, draws)).astype(np.float32) + np.float32(0.005)
+        for r in range(m):
+            uniq, first = np.unique(tok[r], return_index=True)
+            k = int(want[start + r])
+            if uniq.size < k:  # very rare: top up with uniform ids
+                extra = rng.choice(ids, k - uniq.size, replace=False)
+                uniq = np.union1d(uniq, extra)
+                first = np.arange(uniq.size) % draws
+            keep = rng.permutation(uniq.size)[:k]
+            out.append(dict(zip(uniq[keep].tolist(), weights[r, first[keep]].tolist())))
+    return out
+
+
+def dense_rows(rng: np.random.Generator, n: int) -> np.ndarray:
+    x = rng.standard_normal((n, DIM), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def make_docs(n: int, seed: int, nnz: int, s: float) -> tuple[np.ndarray, list[dict[int, float]]]:
+    rng = np.random.default_rng(seed)
+    return dense_rows(rng, n), sparse_rows(rng, n, nnz, s)
+
+
+def make_queries(dense: np.ndarray, sparse: Sequence[dict[int, float]], nq: int, seed: int, terms: int,
+                 s: float) -> tuple[np.ndarray, list[dict[int, float]], np.ndarray]:
+    """Queries near a random document: dense = that document plus noise (cosine about 0.5); sparse =
+    half of the terms from the document's heaviest ones, half Zipf-drawn."""
+    rng = np.random.default_rng(seed + 1)
+    target = rng.choice(dense.shape[0], nq, replace=False)
+    noise = dense_rows(rng, nq)
+    q = dense[target] + noise * 1.7
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    background = sparse_rows(rng, nq, terms, s)
+    qs: list[dict[int, float]] = []
+    for i, t in enumerate(target):
+        own = sorted(sparse[t].items(), key=lambda kv: -kv[1])[: terms // 2]
+        vec = {k: float(rng.gamma(2.0, 0.08)) + 0.01 for k, _ in own}
+        for k, w in background[i].items():
+            if len(vec) >= terms:
+                break
+            vec.setdefault(k, w)
+        qs.append(vec)
+    return q.astype(np.float32), qs, target
+
+
+# ------------------------------------------------------------------------------------ collection
+
+
+def db_path(docs: int, seed: int, nnz: int, s: float) -> Path:
+    key = f"v{DATA_VERSION}-docs{docs}-seed{seed}-nnz{nnz}-zipf{s}"
+    return C.CACHE / "bench_search" / f"{hashlib.sha1(key.encode()).hexdigest()[:10]}-{docs}" / "search.db"
+
+
+def open_collection(path: Path, dense: np.ndarray, sparse: list[dict[int, float]], fresh: bool) -> Any:
+    """A CollectionManager on ``path`` holding the documents (inserted once, then reused)."""
+    from milvus_m3 import CollectionManager, CollectionSpec, M3Embeddings
+
+    n = dense.shape[0]
+    if fresh and path.parent.exists():
+        shutil.rmtree(path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    manager = CollectionManager(str(path))
+    if manager.has_collection(COLLECTION) and (path.parent / "complete").is_file():
+        count = manager.count(COLLECTION)
+        if count == n:
+            print(f"reusing {path} ({count} rows)", flush=True)
+            return manager
+    manager.create_collection(COLLECTION, spec=CollectionSpec(dense_dim=DIM, id_type="int64"), recreate=True)
+    t0 = time.perf_counter()
+    step = 5_000
+    for start in range(0, n, step):
+        end = min(n, start + step)
+        ids = list(range(start, end))
+        manager.insert(
+            COLLECTION,
+            ids=ids,
+            texts=[f"document {i}" for i in ids],
+            embeddings=M3Embeddings(dense=dense[start:end], sparse=sparse[start:end]),
+            batch_size=1_000,
+        )
+        rate = end / (time.perf_counter() - t0)
+        print(f"  inserted {end}/{n} ({rate:.0f} rows/s)", flush=True)
+    manager.client.flush(COLLECTION)
+    (path.parent / "complete").write_text(f"{n}\n")
+    print(f"inserted {n} rows in {time.perf_counter() - t0:.0f}s into {path}", flush=True)
+    return manager
+
+
+# ------------------------------------------------------------------------------------ contenders
+
+
+def bare_pymilvus(client: Any, limit: int, candidates: int, output_fields: list[str]) -> dict[str, Callable[..., Any]]:
+    """The searches a user writes by hand with pymilvus, with the parameters HybridSearcher sends."""
+    from pymilvus import AnnSearchRequest, RRFRanker
+
+    dense_param = {"metric_type": "IP", "params": {}}
+    # pymilvus 3 results are lazy: a user reads the hits, so the bare path reads them too.
+    sparse_param = {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}
+
+    def hybrid(d: np.ndarray, s: dict[int, float]) -> Any:
+        reqs = [
+            AnnSearchRequest(data=[d], anns_field="dense", param=dense_param, limit=candidates),
+            AnnSearchRequest(data=[s], anns_field="sparse", param=sparse_param, limit=candidates),
+        ]
+        return read(client.hybrid_search(collection_name=COLLECTION, reqs=reqs, ranker=RRFRanker(60), limit=limit,
+                                          output_fields=output_fields))
+
+    def dense(d: np.ndarray, s: dict[int, float]) -> Any:
+        return read(client.search(collection_name=COLLECTION, data=[d], anns_field="dense", limit=limit,
+                                  search_params=dense_param, output_fields=output_fields))
+
+    def sparse(d: np.ndarray, s: dict[int, float]) -> Any:
+        return read(client.search(collection_name=COLLECTION, data=[s], anns_field="sparse", limit=limit,
+                                  search_params=sparse_param, output_fields=output_fields))
+
+    return {"hybrid": hybrid, "dense": dense, "sparse": sparse}
+
+
+def read(result: Any) -> list[list[tuple[Any, float, dict[str, Any]]]]:
+    """(id, score, entity) of every hit of every query: what a caller of pymilvus goes on with."""
+    return [[(h["id"], float(h["distance"]), h["entity"]) for h in hits] for hits in result]
+
+
+def ids_of(result: Any) -> list[Any]:
+    """Hit ids of one query's result, from HybridSearcher (list of Hit) or pymilvus (list of dicts)."""
+    first = result[0]
+    return [h.id if hasattr(h, "id") else h[0] for h in first]
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def report_line(name: str, lat: Sequence[float]) -> str:
+    ms = np.asarray(lat) * 1000
+    return (f"{name:28s} p50 {np.percentile(ms, 50):7.2f} ms   p95 {np.percentile(ms, 95):7.2f} ms   "
+            f"QPS {1000 / ms.mean():7.1f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--docs", type=int, default=100_000)
+    p.add_argument("--queries", type=int, default=300)
+    p.add_argument("--limit", type=int, default=10)
+    p.add_argument("--nnz", type=int, default=80, help="mean sparse non-zeros per document")
+    p.add_argument("--query-terms", type=int, default=12)
+    p.add_argument("--zipf", type=float, default=1.0, help="Zipf exponent of sparse token ids")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="rebuild the cached collection")
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+
+    import pymilvus
+
+    from milvus_m3 import HybridSearcher, M3Embeddings
+    from milvus_m3 import search as search_mod
+
+    C.header(
+        "bench_search: Milvus Lite (embedded default), one query per call",
+        data=(f"{args.docs} docs, dense {DIM}-d normalised, sparse ~{args.nnz} non-zeros (Zipf s={args.zipf} "
+              f"over {VOCAB} ids); {args.queries} queries with ~{args.query_terms} sparse terms; top {args.limit}"),
+        versions=f"pymilvus {pymilvus.__version__}, milvus-lite {_version('milvus-lite')}",
+    )
+    t0 = time.perf_counter()
+    dense, sparse = make_docs(args.docs, args.seed, args.nnz, args.zipf)
+    nnz = np.array([len(x) for x in sparse])
+    print(f"generated data in {time.perf_counter() - t0:.1f}s: sparse non-zeros per doc mean {nnz.mean():.1f} "
+          f"(min {nnz.min()}, max {nnz.max()})", flush=True)
+    qd, qs, _ = make_queries(dense, sparse, args.queries, args.seed, args.query_terms, args.zipf)
+    manager = open_collection(db_path(args.docs, args.seed, args.nnz, args.zipf), dense, sparse, args.fresh)
+    del dense, sparse
+
+    searcher = HybridSearcher(manager, COLLECTION)
+    out_fields = list(search_mod.default_output_fields(searcher.spec))
+    candidates = min(search_mod.MAX_TOPK, max(search_mod.DEFAULT_CANDIDATES, search_mod.CANDIDATE_FACTOR * args.limit))
+    bare = bare_pymilvus(manager.client, args.limit, candidates, out_fields)
+    queries = [M3Embeddings(dense=qd[i:i + 1], sparse=[qs[i]]) for i in range(args.queries)]
+    modes = [m for m in search_mod.MODES]
+    extra = [m for m in ("m3",) if m not in modes]
+    print(f"searcher modes: {', '.join(modes)}" + (f" (no client-side {', '.join(extra)} mode in search.py yet)" if extra else ""))
+    print(f"both paths: {candidates} candidates per field, RRF k=60, output fields {out_fields}", flush=True)
+
+    contenders: list[tuple[str, Callable[[int], Any]]] = []
+    for mode in modes:
+        contenders.append((f"{mode} (HybridSearcher)",
+                           lambda i, m=mode: searcher.search_embeddings(queries[i], limit=args.limit, mode=m)))
+        if mode in bare:
+            contenders.append((f"{mode} (bare pymilvus)", lambda i, f=bare[mode]: f(qd[i], qs[i])))
+
+    # Warm-up: the first searches load segments and indexes.
+    for i in range(min(10, args.queries)):
+        for _, fn in contenders:
+            fn(i)
+    lat: dict[str, list[float]] = {name: [] for name, _ in contenders}
+    same = {mode: 0 for mode in bare}
+    k = len(contenders)
+    load_start = C.load()
+    for i in range(args.queries):
+        results: dict[str, Any] = {}
+        for j in range(k):
+            name, fn = contenders[(i + j) % k]
+            t = time.perf_counter()
+            results[name] = fn(i)
+            lat[name].append(time.perf_counter() - t)
+        for mode in bare:
+            same[mode] += ids_of(results[f"{mode} (HybridSearcher)"]) == ids_of(results[f"{mode} (bare pymilvus)"])
+    print(f"\n## one query per call ({args.queries} queries, contenders rotated per query; load {load_start} -> {C.load()})")
+    for name, _ in contenders:
+        print(report_line(name, lat[name]))
+    hyb = C.median(lat["hybrid (HybridSearcher)"])
+    den = C.median(lat["dense (HybridSearcher)"])
+    print(f"\nhybrid p50 / dense p50 (HybridSearcher): {hyb / den:.3f}x  (target <= 1.5x -> "
+          f"{'MET' if hyb / den <= 1.5 else 'NOT MET'})")
+    bare_h = C.median(lat["hybrid (bare pymilvus)"])
+    bare_d = C.median(lat["dense (bare pymilvus)"])
+    print(f"hybrid p50 / dense p50 (bare pymilvus):  {bare_h / bare_d:.3f}x  (the engine's own ratio)")
+    print("\n## cost of our layer: HybridSearcher / bare pymilvus, same requests (median of per-query ratios)")
+    for mode in bare:
+        ours, theirs = lat[f"{mode} (HybridSearcher)"], lat[f"{mode} (bare pymilvus)"]
+        ratios = [a / b for a, b in zip(ours, theirs)]
+        extra_ms = C.median([(a - b) * 1000 for a, b in zip(ours, theirs)])
+        verdict = f"  (target <= 1.05x -> {'MET' if C.median(ratios) <= 1.05 else 'NOT MET'})" if mode == "hybrid" else ""
+        print(f"{mode:7s} {C.median(ratios):.3f}x  p50 ratio {C.median(ours) / C.median(theirs):.3f}x  "
+              f"median extra {extra_ms:+.3f} ms  same top-{args.limit} ids {same[mode]}/{args.queries}{verdict}")
+
+    # One batched call with all queries: throughput, where per-call overheads are amortised.
+    all_q = M3Embeddings(dense=qd, sparse=list(qs))
+    from pymilvus import AnnSearchRequest, RRFRanker
+
+    def bare_batch() -> Any:
+        reqs = [
+            AnnSearchRequest(data=list(qd), anns_field="dense", param={"metric_type": "IP", "params": {}},
+                             limit=candidates),
+            AnnSearchRequest(data=list(qs), anns_field="sparse",
+                             param={"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}, limit=candidates),
+        ]
+        return read(manager.client.hybrid_search(collection_name=COLLECTION, reqs=reqs, ranker=RRFRanker(60),
+                                                 limit=args.limit, output_fields=out_fields))
+
+    batch = C.interleaved(
+        [("hybrid (HybridSearcher)", lambda: searcher.search_embeddings(all_q, limit=args.limit, mode="hybrid")),
+         ("hybrid (bare pymilvus)", bare_batch)],
+        5, quiet=True,
+    )
+    print(f"\n## one batched call of {args.queries} queries (5 interleaved rounds, medians)")
+    for name, ts in batch.items():
+        print(f"{name:28s} {C.median(ts):7.3f} s/call   QPS {args.queries / C.median(ts):7.1f}")
+    print(f"HybridSearcher / bare pymilvus: {C.median(C.paired_ratios(batch, 'hybrid (HybridSearcher)', 'hybrid (bare pymilvus)')):.3f}x")
+    manager.close()
+    C.footer()
+    return 0
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

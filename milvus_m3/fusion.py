@@ -1,0 +1,218 @@
+"""Rank fusion as pure functions: reciprocal rank fusion, Milvus's weighted ranker, raw score sums.
+
+Each input is one candidate list: ``(id, score)`` pairs in rank order (best first), as one Milvus
+search on one vector field returns them. Every function returns a new list of new ``(id, score)``
+tuples, best first, ties broken by id (ints before strings, then ascending), and never mutates its
+inputs. Scores are computed in float64; Milvus computes in float32, so the two agree to ~1e-7.
+
+What Milvus does, and what these functions mirror:
+
+* ``RRFRanker(k)``: the document at 1-based position ``r`` of a list gets ``1 / (k + r)`` from that
+  list; the fused score is the sum over the lists that contain it. Positions count as given, the
+  per-list scores are not looked at. ``k`` defaults to 60 in pymilvus and here.
+* ``WeightedRanker(w_1, ..., w_n)``: every score is first mapped into [0, 1] by a function of the
+  field's metric, then multiplied by its list's weight; the fused score is the sum. For ``IP`` (both
+  BGE-M3 fields) the map is ``0.5 + arctan(s) / pi``; for ``COSINE`` ``(1 + s) / 2``; for ``L2``
+  (a distance, smaller is better) ``1 - 2 * arctan(d) / pi``. Milvus Lite 2.5.1 always applies the
+  map and ignores pymilvus's ``norm_score=False``; a Milvus server >= 2.5 honours it. Both engines
+  refuse weights outside [0, 1]. A document missing from a list gets nothing from that list.
+
+This module imports neither pymilvus nor torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Sequence
+from typing import Literal, TypeVar
+
+from .errors import ConfigError, InputError
+
+__all__ = [
+    "NORMALIZERS",
+    "RRF_K",
+    "Normalize",
+    "normalize_score",
+    "rrf",
+    "score_sum",
+    "weighted",
+]
+
+RRF_K = 60
+"""The RRF constant of pymilvus ``RRFRanker`` (and of Cormack et al. 2009)."""
+
+Normalize = Literal["arctan", "cosine", "l2", "none"]
+"""How ``weighted`` maps raw scores before weighting: by the metric of the field they come from."""
+
+IdT = TypeVar("IdT", bound=Hashable)
+
+
+def _arctan(score: float) -> float:
+    # Milvus: 0.5 + atan(score) / pi for IP (unbounded similarity, larger is better).
+    return 0.5 + math.atan(score) / math.pi
+
+
+def _cosine(score: float) -> float:
+    # Milvus: (1 + score) / 2 for COSINE (similarity in [-1, 1]).
+    return (1.0 + score) * 0.5
+
+
+def _l2(distance: float) -> float:
+    # Milvus: 1 - 2 * atan(distance) / pi for L2 (a distance: smaller is better).
+    return 1.0 - 2.0 * math.atan(distance) / math.pi
+
+
+def _identity(score: float) -> float:
+    return score
+
+
+NORMALIZERS: dict[str, Callable[[float], float]] = {
+    "arctan": _arctan,
+    "cosine": _cosine,
+    "l2": _l2,
+    "none": _identity,
+}
+"""The score maps of Milvus's WeightedRanker by metric (``arctan`` is the one for IP)."""
+
+
+def normalize_score(score: float, normalize: Normalize = "arctan") -> float:
+    """One score mapped as Milvus's WeightedRanker maps it (see the module docstring)."""
+    return _normalizer(normalize)(float(score))
+
+
+def rrf(
+    lists: Sequence[Sequence[tuple[IdT, float]]],
+    k: float = RRF_K,
+    limit: int | None = None,
+) -> list[tuple[IdT, float]]:
+    """Reciprocal rank fusion: score(d) = sum over lists containing d of 1 / (k + rank), rank 1-based.
+
+    The scores inside the lists are ignored; only their order counts (as in Milvus's RRFRanker).
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k <= 0:
+        raise ConfigError(f"rrf k must be a finite number > 0, got {k!r}")
+    fused: dict[IdT, float] = {}
+    for li, ranking in enumerate(lists):
+        seen: set[IdT] = set()
+        for rank, item in enumerate(ranking, start=1):
+            doc = _item_id(item, li)
+            if doc in seen:
+                raise InputError(
+                    f"rrf: id {doc!r} appears twice in list {li}; each list must rank an id once",
+                    field="lists",
+                    row=li,
+                )
+            seen.add(doc)
+            fused[doc] = fused.get(doc, 0.0) + 1.0 / (k + rank)
+    return _ordered(fused, limit)
+
+
+def weighted(
+    lists: Sequence[Sequence[tuple[IdT, float]]],
+    weights: Sequence[float],
+    *,
+    normalize: Normalize = "arctan",
+    limit: int | None = None,
+) -> list[tuple[IdT, float]]:
+    """Milvus's WeightedRanker: score(d) = sum over lists containing d of w_i * normalize(s_i(d)).
+
+    ``normalize`` names the map for the metric the scores come from: "arctan" (IP, the default and
+    what Milvus applies to both BGE-M3 fields), "cosine", "l2", or "none" for raw scores (what a Milvus
+    server >= 2.5 does with ``WeightedRanker(..., norm_score=False)``).
+    """
+    fn = _normalizer(normalize)
+    ws = _check_weights(weights, len(lists))
+    fused: dict[IdT, float] = {}
+    for li, (ranking, w) in enumerate(zip(lists, ws)):
+        seen: set[IdT] = set()
+        for item in ranking:
+            doc = _item_id(item, li)
+            if doc in seen:
+                raise InputError(
+                    f"weighted: id {doc!r} appears twice in list {li}; each list must score an id once",
+                    field="lists",
+                    row=li,
+                )
+            seen.add(doc)
+            fused[doc] = fused.get(doc, 0.0) + w * fn(_item_score(item, li))
+    return _ordered(fused, limit)
+
+
+def score_sum(
+    lists: Sequence[Sequence[tuple[IdT, float]]],
+    weights: Sequence[float] | None = None,
+    *,
+    limit: int | None = None,
+) -> list[tuple[IdT, float]]:
+    """Raw weighted sum over the union: score(d) = sum of w_i * s_i(d), 0 where d is missing.
+
+    BGE-M3's own "dense + sparse" combination (``w_dense * s_dense + w_sparse * s_lexical``) is this
+    with the paper's weights; weights default to 1 for every list.
+    """
+    ws = [1.0] * len(lists) if weights is None else weights
+    return weighted(lists, ws, normalize="none", limit=limit)
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _normalizer(normalize: str) -> Callable[[float], float]:
+    try:
+        return NORMALIZERS[normalize]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"normalize must be one of {sorted(NORMALIZERS)}, got {normalize!r} "
+            "('arctan' is Milvus's map for IP scores)"
+        ) from None
+
+
+def _check_weights(weights: Sequence[float], n_lists: int) -> list[float]:
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise ConfigError(f"weights must be a sequence of numbers, one per list, got {weights!r}")
+    if len(weights) != n_lists:
+        raise ConfigError(f"{len(weights)} weights for {n_lists} lists; give one weight per list")
+    out: list[float] = []
+    for i, w in enumerate(weights):
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ConfigError(f"weight {i} is {w!r}; weights must be finite numbers >= 0")
+        out.append(float(w))
+    return out
+
+
+def _item_id(item: tuple[IdT, float], li: int) -> IdT:
+    try:
+        doc, _ = item
+    except (TypeError, ValueError):
+        raise InputError(
+            f"list {li} holds {item!r}; every entry must be an (id, score) pair", field="lists", row=li
+        ) from None
+    return doc
+
+
+def _item_score(item: tuple[IdT, float], li: int) -> float:
+    score = item[1]
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
+        raise InputError(
+            f"list {li}: score {score!r} of id {item[0]!r} is not a number", field="lists", row=li
+        )
+    return float(score)
+
+
+def _id_key(doc: Hashable) -> tuple[int, object]:
+    """A sort key that orders ints before strings and never compares an int with a string."""
+    if isinstance(doc, bool):
+        return (2, repr(doc))
+    if isinstance(doc, int):
+        return (0, doc)
+    if isinstance(doc, str):
+        return (1, doc)
+    return (2, repr(doc))
+
+
+def _ordered(fused: dict[IdT, float], limit: int | None) -> list[tuple[IdT, float]]:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigError(f"limit must be an int >= 0 or None, got {limit!r}")
+    items = sorted(fused.items(), key=lambda kv: (-kv[1], _id_key(kv[0])))
+    if limit is not None:
+        items = items[:limit]
+    return [(doc, score) for doc, score in items]
