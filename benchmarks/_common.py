@@ -188,3 +188,31 @@ def add_pylib() -> None:
     """Make packages installed under .cache/pylib importable (kept out of the shared venv)."""
     if PYLIB.is_dir() and str(PYLIB) not in sys.path:
         sys.path.append(str(PYLIB))
+
+
+# ------------------------------------------------------------------ transformer cost model
+
+
+def flops(config: dict[str, Any], lengths: Sequence[int]) -> float:
+    """FLOPs of an encoder forward over texts of these lengths: 2 * P * s + 4 * L * h * s^2 each, P being
+    the parameters of the matrix multiplications (per layer 4h^2 + 2hI, plus the sparse head)."""
+    L, h, inter = int(config["num_hidden_layers"]), int(config["hidden_size"]), int(config["intermediate_size"])
+    params = L * (4 * h * h + 2 * h * inter) + h  # + sparse head (h -> 1)
+    s = np.asarray(lengths, dtype=np.float64)
+    return float((2 * params * s + 4 * L * h * s**2).sum())
+
+
+def batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    srt = sorted(lengths, reverse=True)
+    return [srt[i:i + batch_size] for i in range(0, len(srt), batch_size)]
+
+
+def executed_lengths(lengths: Sequence[int], batch_size: int, probe: bool) -> list[int]:
+    """Per row, the padded width it runs at; plus the first batch again when there is a probe pass."""
+    out: list[int] = []
+    bs = batches(lengths, batch_size)
+    for b in bs:
+        out += [b[0]] * len(b)
+    if probe and bs:
+        out += [bs[0][0]] * len(bs[0])
+    return out

@@ -102,7 +102,7 @@ class Sampler(threading.Thread):
             self.stop.wait(self.interval)
 
 
-def run_ingest(n: int, model: Path, batch_size: int) -> dict[str, Any]:
+def run_ingest(n: int, model: Path, batch_size: int, threads: int | None) -> dict[str, Any]:
     docs = make_docs(n)
     out = WORK / f"run-{n}"
     if out.exists():
@@ -114,7 +114,10 @@ def run_ingest(n: int, model: Path, batch_size: int) -> dict[str, Any]:
         "--batch-size", str(batch_size), "--quiet", "--json",
     ]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=C.ROOT)
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=C.ROOT, env=env)
     sampler = Sampler(proc.pid)
     sampler.start()
     stdout_chunks: list[str] = []
@@ -160,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sizes", default="10000,100000")
     p.add_argument("--batch-size", type=int, default=64, help="ingest --batch-size (its default)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint (default: the tiny one, built once)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="OMP_NUM_THREADS for the ingest process (default 1: on an oversubscribed machine torch's "
+                        "spinning OpenMP threads made the tiny model 15x slower in CPU time; 0 = leave unset)")
     args = p.parse_args(argv)
     model = args.model or ensure_tiny()
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
@@ -167,11 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench_memory: peak RSS of `milvus-m3 ingest` (CLI, Milvus Lite, streaming)",
         model=f"{model} (tiny BGE-M3-shaped checkpoint: the pipeline's memory, not the model's, shows)",
         input="JSONL of short documents (SciFact sentences, 8-60 words), one per line",
+        threads=f"OMP_NUM_THREADS={args.threads or 'unset'} for the ingest process",
     )
     results = []
     for n in sizes:
         print(f"ingesting {n} documents ...", flush=True)
-        r = run_ingest(n, model, args.batch_size)
+        r = run_ingest(n, model, args.batch_size, args.threads)
         results.append(r)
         print(f"  done in {r['seconds']:.0f}s ({n / r['seconds']:.0f} docs/s), written {r['written']}", flush=True)
     print("\n## peak resident memory (MiB)")

@@ -362,6 +362,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             manager.create_collection(args.collection, spec=spec)
             _note(args, f"created collection {args.collection!r} at {manager.uri} "
                   f"(dense {spec.dense_dim}-d{', chunked' if spec.chunked else ''})")
+            if args.resume and state.is_file():
+                # The checkpoint describes rows of a collection that is gone: skipping them would lose them.
+                _note(args, f"the collection was missing, so {state} no longer applies: starting from the beginning")
+                args.resume = False
         report = ingest(
             args.files,
             manager=manager,

@@ -539,22 +539,23 @@ class CollectionManager:
         dense = np.asarray(embeddings.dense, dtype=np.float32)
         finite = np.isfinite(dense).all(axis=1)
         if not finite.all():
-            row = int(np.flatnonzero(~finite)[0])
+            bad = int(np.flatnonzero(~finite)[0])
             raise InputError(
-                f"row {row}: dense vector holds NaN or inf; re-encode the text or drop the row", field="dense", row=row
+                f"row {bad}: dense vector holds NaN or inf; re-encode the text or drop the row", field="dense", row=bad
             )
         norms = np.linalg.norm(dense, axis=1)
         zero = norms == 0.0
         if zero.any():
-            row = int(np.flatnonzero(zero)[0])
-            raise InputError(f"row {row}: dense vector is all zeros; it cannot be ranked by inner product", field="dense", row=row)
+            bad = int(np.flatnonzero(zero)[0])
+            raise InputError(f"row {bad}: dense vector is all zeros; it cannot be ranked by inner product", field="dense", row=bad)
 
+        lite = self.capabilities.is_lite
         seen: dict[Any, int] = {}
         rows: list[dict[str, Any]] = []
         for i in range(n):
             row: dict[str, Any] = {}
             if ids is not None:
-                row[ID_FIELD] = _check_id(ids[i], i, spec)
+                row[ID_FIELD] = _check_id(ids[i], i, spec, lite=lite)
                 if row[ID_FIELD] in seen:
                     raise InputError(
                         f"row {i}: id {row[ID_FIELD]!r} repeats row {seen[row[ID_FIELD]]} in the same batch; "
@@ -584,7 +585,9 @@ class CollectionManager:
             row[METADATA_FIELD] = _check_metadata(None if metadata is None else metadata[i], i)
             if spec.chunked:
                 assert parent_ids is not None and chunk_indexes is not None
-                row[PARENT_FIELD] = _check_id(parent_ids[i], i, replace(spec, id_type="varchar"), field=PARENT_FIELD)
+                row[PARENT_FIELD] = _check_id(
+                    parent_ids[i], i, replace(spec, id_type="varchar"), field=PARENT_FIELD, lite=lite
+                )
                 ci = chunk_indexes[i]
                 if isinstance(ci, bool) or not isinstance(ci, (int, np.integer)) or ci < 0:
                     raise InputError(f"row {i}: chunk_index must be an int >= 0, got {ci!r}", field=CHUNK_FIELD, row=i)
@@ -613,7 +616,9 @@ class CollectionManager:
         if ids is not None:
             spec = self.spec(name)
             checked = [_check_id(x, i, spec) for i, x in enumerate(ids)]
-            res = self._call(f"delete from {name!r}", "delete", collection_name=name, ids=checked)
+            if not checked:
+                return 0
+            res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=self._ids_filter(checked))
         else:
             res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=filter)
         if isinstance(res, Mapping):
@@ -627,8 +632,19 @@ class CollectionManager:
         if not checked:
             return []
         out = list(output_fields) if output_fields is not None else default_output_fields(spec)
-        res = self._call(f"get from {name!r}", "get", collection_name=name, ids=checked, output_fields=out)
-        return [dict(r) for r in res]
+        res = self._call(
+            f"get from {name!r}", "query", collection_name=name, filter=self._ids_filter(checked),
+            output_fields=out, limit=len(checked),
+        )
+        order = {v: i for i, v in enumerate(checked)}
+        return sorted((dict(r) for r in res), key=lambda r: order.get(r[ID_FIELD], len(order)))
+
+    def _ids_filter(self, ids: Sequence[str | int]) -> str:
+        """``id in [...]`` with every id written as an escaped literal for this engine."""
+        from .filters import literal
+
+        lite = self.capabilities.is_lite
+        return f"{ID_FIELD} in [{', '.join(literal(v, dialect='lite' if lite else 'server') for v in ids)}]"
 
 
 def default_output_fields(spec: CollectionSpec) -> list[str]:
@@ -646,7 +662,9 @@ def _resolve_spec(spec: CollectionSpec | None, dense_dim: int | None, model_name
     if spec is None:
         if dense_dim is None:
             raise ConfigError("create_collection needs dense_dim (embedder.dense_dim) or a CollectionSpec")
-        return CollectionSpec(dense_dim=dense_dim, **({"model_name": model_name} if model_name else {}))
+        if model_name:
+            return CollectionSpec(dense_dim=dense_dim, model_name=model_name)
+        return CollectionSpec(dense_dim=dense_dim)
     if dense_dim is not None and dense_dim != spec.dense_dim:
         raise ConfigError(f"dense_dim={dense_dim} disagrees with spec.dense_dim={spec.dense_dim}")
     if model_name is not None and model_name != spec.model_name:
@@ -696,7 +714,10 @@ def _is_valid_utf8(text: str) -> bool:
     return True
 
 
-def _check_id(value: Any, row: int, spec: CollectionSpec, *, field: str = ID_FIELD) -> str | int:
+_LITE_UNSAFE_ID_CHARS = ("'", "\\")
+
+
+def _check_id(value: Any, row: int, spec: CollectionSpec, *, field: str = ID_FIELD, lite: bool = False) -> str | int:
     if spec.id_type == "int64":
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise InputError(f"row {row}: {field} must be an int for this collection, got {type(value).__name__}", field=field, row=row)
@@ -714,6 +735,14 @@ def _check_id(value: Any, row: int, spec: CollectionSpec, *, field: str = ID_FIE
         raise InputError(f"row {row}: {field} is empty; give every document a non-empty id", field=field, row=row)
     if not _is_valid_utf8(value) or "\x00" in value:
         raise InputError(f"row {row}: {field} holds invalid UTF-8 or a NUL byte", field=field, row=row)
+    if lite and any(c in value for c in _LITE_UNSAFE_ID_CHARS):
+        raise InputError(
+            f"row {row}: {field} {value!r} holds a single quote or backslash, which Milvus Lite 2.5 mishandles in "
+            "its own internal queries (wrong rows or a crashed engine); replace those characters, hash the id, "
+            "or use a Milvus server",
+            field=field,
+            row=row,
+        )
     nbytes = len(value.encode("utf-8"))
     if nbytes > spec.id_max_length:
         raise InputError(

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ConfigError, InputError, ModelLoadError, TextTooLongError
+from .errors import ConfigError, InputError, MissingDependencyError, ModelLoadError, TextTooLongError
 from .types import M3Embeddings, SparseVector
 
 __all__ = ["DEFAULT_MODEL", "OVERFLOW_MODES", "PRECISIONS", "M3Embedder"]
@@ -370,8 +370,6 @@ class _FlagM3:
         try:
             from FlagEmbedding import BGEM3FlagModel
         except ImportError as exc:  # pragma: no cover - a declared dependency
-            from .errors import MissingDependencyError
-
             raise MissingDependencyError(
                 f"FlagEmbedding is needed to load BGE-M3 ({exc}); pip install 'FlagEmbedding>=1.3,<1.5'"
             ) from exc
@@ -462,7 +460,7 @@ class _FlagM3:
         lengths = np.fromiter((len(seq) for seq in ids), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")
         dense = np.empty((n, self.dense_dim), dtype=np.float32)
-        sparse: list[SparseVector] = [{}] * n
+        sparse: list[SparseVector] = [{} for _ in range(n)]
         colbert_vecs: list[_FloatArray] | None = (
             [np.empty((0, self.colbert_dim), np.float32)] * n if colbert else None
         )

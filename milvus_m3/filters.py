@@ -31,7 +31,8 @@ error message is run through a format function that throws; a plain search then 
 server and a hybrid search answers with no result list at all. So a raw expression holding a brace
 is refused for Lite (write that comparison as a structured Filter), and ``render(..., fields=...)``
 checks structured filters against the collection's fields and types first, so the expressions it
-writes are ones Lite accepts.
+writes are ones Lite accepts. (Some other malformed raw expressions, e.g. ``text like 3``, also kill
+Lite's embedded server: on Lite, prefer structured filters.)
 
 A raw expression string passes through unchanged (its author wrote it); it can be combined with
 structured filters, every part in parentheses, joined by ``and``.
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -301,7 +302,7 @@ def _render_one(
     return f"{lhs} {f.op} {value(f.value)}"
 
 
-def _render_prefix(lhs: str, prefix: str, value: Any, *, dialect: Dialect) -> str:
+def _render_prefix(lhs: str, prefix: str, value: Callable[[Scalar], str], *, dialect: Dialect) -> str:
     """``like "p%"`` when the prefix holds no wildcard or backslash, else a half-open string range.
 
     Milvus Lite turns ``like "a\\%b%"`` into a prefix match on the text ``a\\%b`` (backslash
@@ -416,10 +417,7 @@ def _check_scalar(field: str, value: Any) -> None:
             raise FilterError(f"filter on {field!r}: value {value!r} is not finite; NaN and infinities cannot be compared")
         return
     if isinstance(value, str):
-        try:
-            _check_text(value, where=f"value for {field!r}")
-        except FilterError as exc:
-            raise FilterError(str(exc)) from None
+        _check_text(value, where=f"value for {field!r}")
         return
     raise FilterError(
         f"filter on {field!r}: value {_short(repr(value))} is a {type(value).__name__}; use str, int, float or "

@@ -378,7 +378,8 @@ def _read_csv(stream: io.BufferedReader, source: str, skip: int, skipped: _Skipp
         except csv.Error as exc:
             last = reader.line_num
             if index >= skip:
-                yield Record(source, start, index, None, f"malformed {dialect == 'excel' and 'CSV' or 'TSV'} row: {exc}")
+                kind = "TSV" if dialect == "excel-tab" else "CSV"
+                yield Record(source, start, index, None, f"malformed {kind} row: {exc}")
             else:
                 skipped.count = index + 1
             index += 1
@@ -571,9 +572,6 @@ class _Checkpoint:
             if stat:
                 entry["stat"] = stat
 
-    def set_id_choice(self, source: str, id_field: str | None) -> None:
-        self.inputs.setdefault(_source_key(source), {"done": 0})["id_field"] = id_field
-
     def commit(self, positions: Mapping[str, int], id_choices: Mapping[str, str | None], errors_offset: int | None,
                finished: bool = False) -> None:
         for source, done in positions.items():
@@ -629,6 +627,10 @@ class _ErrorLog:
 
 
 # ------------------------------------------------------------------------------------------- batches
+
+
+class _BadValue(Exception):
+    """A field value that cannot be stored; the message is the bad row's error."""
 
 
 @dataclass
@@ -743,10 +745,10 @@ class _Preparer:
         if id_field is None:
             doc_id: str | int = content_id(text, id_type=self.spec.id_type)
         else:
-            checked = self._check_id(raw_id)
-            if isinstance(checked, str) and checked.startswith("!"):
-                return bad(checked[1:], id_field, raw_id)
-            doc_id = checked
+            try:
+                doc_id = self._check_id(raw_id)
+            except _BadValue as exc:
+                return bad(str(exc), id_field, raw_id)
         metadata: dict[str, Any] = {}
         if beir and isinstance(data.get("metadata"), Mapping):
             metadata.update(data["metadata"])
@@ -759,22 +761,22 @@ class _Preparer:
         for name, sf in self.scalars.items():
             try:
                 fields[name] = _convert_scalar(sf, data.get(name))
-            except ValueError as exc:
+            except _BadValue as exc:
                 return bad(str(exc), name, doc_id)
         return _Doc(rec.source, rec.line, rec.index, doc_id, text, metadata, fields)
 
     def _check_id(self, raw: Any) -> str | int:
-        """The id as the collection stores it, or ``"!message"`` when it cannot be one."""
+        """The id as the collection stores it; _BadValue says why ``raw`` cannot be one."""
         if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-            return f"!id must be a string or an integer, got {_json_type(raw)}"
-        if self.spec.id_type == "int64":
-            if isinstance(raw, int):
-                return raw
-            try:
-                return int(raw.strip())
-            except ValueError:
-                return f"!id {raw!r} is not an integer, and the collection has int64 ids"
-        return str(raw)
+            raise _BadValue(f"id must be a string or an integer, got {_json_type(raw)}")
+        if self.spec.id_type == "varchar":
+            return str(raw)
+        if isinstance(raw, int):
+            return raw
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise _BadValue(f"id {raw!r} is not an integer, and the collection has int64 ids") from None
 
     # -- one batch -----------------------------------------------------------------------------
 
@@ -922,13 +924,13 @@ def _convert_scalar(sf: ScalarField, value: Any) -> Any:
         if sf.dtype == "double":
             return float(text)
     except ValueError:
-        raise ValueError(f"field {sf.name!r}: {value!r} is not a {sf.dtype}") from None
+        raise _BadValue(f"field {sf.name!r}: {value!r} is not a {sf.dtype}") from None
     low = text.lower()
     if low in ("true", "1", "yes"):
         return True
     if low in ("false", "0", "no"):
         return False
-    raise ValueError(f"field {sf.name!r}: {value!r} is not a bool (true/false)")
+    raise _BadValue(f"field {sf.name!r}: {value!r} is not a bool (true/false)")
 
 
 def _batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
@@ -981,9 +983,11 @@ def ingest(
         report so far (for progress reporting of callers that do their own).
     """
     started = time.perf_counter()
-    sources = [STDIN if str(f) == STDIN else os.fspath(f) for f in files]
+    if isinstance(files, (str, os.PathLike)):
+        raise ConfigError("files must be a list of paths ('-' for stdin), not one path; wrap it: [path]")
+    sources = [os.fspath(f) for f in files]
     opts = _check_options(
-        sources, manager, collection, encoder, format=format, id_field=id_field, hash_ids=hash_ids,
+        sources, encoder, format=format, id_field=id_field, hash_ids=hash_ids,
         text_field=text_field, title_field=title_field, metadata_fields=metadata_fields, batch_size=batch_size,
         on_error=on_error, resume=resume, state_path=state_path, chunk_tokens=chunk_tokens,
         chunk_overlap=chunk_overlap, truncate=truncate,
@@ -1174,8 +1178,6 @@ def _progress_bar(progress: bool | None, collection: str) -> Any:
 
 def _check_options(
     sources: Sequence[str],
-    manager: CollectionManager,
-    collection: str,
     encoder: Encoder,
     *,
     format: str,
@@ -1192,7 +1194,7 @@ def _check_options(
     chunk_overlap: int,
     truncate: bool,
 ) -> _Options:
-    if isinstance(files := sources, str) or not files:
+    if not sources:
         raise ConfigError("files must be a non-empty list of paths ('-' for stdin)")
     if format not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
@@ -1235,7 +1237,6 @@ def _check_options(
             )
     elif chunk_overlap:
         raise ConfigError("chunk_overlap needs chunk_tokens")
-    del manager, collection
     return _Options(
         text_field=text_field,
         title_field=title_field,

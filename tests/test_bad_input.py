@@ -524,3 +524,328 @@ def test_checkpoint_refused(case_id: str, tiny_checkpoint: Path, tmp_path: Path)
     msg = str(err.value)
     assert re.search(pattern, msg, re.DOTALL), msg
     assert str(d) in msg, f"the message does not say which directory: {msg}"
+
+
+# ----------------------------------------------------------------------------- input files, Python API
+
+
+def _gz_cut(d: Path) -> Path:
+    import gzip
+
+    body = "".join(json.dumps({"id": f"g{i}", "text": f"gzip document {i} " * 20}) + "\n" for i in range(2000))
+    raw = gzip.compress(body.encode())
+    (d / "cut.jsonl.gz").write_bytes(raw[: len(raw) // 2])
+    return d / "cut.jsonl.gz"
+
+
+def _csv_bad_header(d: Path) -> Path:
+    (d / "h.csv").write_bytes(b"id,t\xe9xt\n1,hello\n")
+    return d / "h.csv"
+
+
+def _a_directory(d: Path) -> Path:
+    (d / "adir.jsonl").mkdir()
+    return d / "adir.jsonl"
+
+
+FILE_CASES: dict[str, tuple[Callable[[Path], Path], type[BaseException], str]] = {
+    # case id: (make the input, exception, regex: names the file (and line) and the fix)
+    "file-gzip-cut-short": (_gz_cut, InputError, r"cut\.jsonl\.gz: the gzip stream is corrupt or cut short.*re-create the file"),
+    "file-csv-header-not-utf8": (_csv_bad_header, InputError, r"h\.csv:1: the header row must hold distinct UTF-8"),
+    "file-is-a-directory": (_a_directory, ConfigError, r"adir\.jsonl does not exist or is not a file"),
+}
+
+
+@pytest.mark.parametrize("case_id", sorted(FILE_CASES))
+def test_input_file_refused(case_id: str, unchanged: CollectionManager, enc: FakeEncoder, tmp_path: Path) -> None:
+    """Whole-file problems stop the job with the file named; what was stored stays (this job writes
+    into the seeded collection)."""
+    from milvus_m3.ingest import ingest
+
+    make, exc, pattern = FILE_CASES[case_id]
+    path = make(tmp_path)
+    before = checksum(unchanged)
+    with pytest.raises(MilvusM3Error) as err:
+        ingest([path], manager=unchanged, collection=COLL, encoder=enc, batch_size=4096, progress=False)
+    assert isinstance(err.value, exc), f"{type(err.value).__name__}: {err.value}"
+    assert re.search(pattern, str(err.value), re.DOTALL), str(err.value)
+    if case_id == "file-gzip-cut-short":  # one batch bigger than what the cut file holds: nothing written
+        assert checksum(unchanged) == before
+
+
+def test_utf16_file_is_named_as_such(unchanged: CollectionManager, enc: FakeEncoder, tmp_path: Path) -> None:
+    """A UTF-16 export (Windows tools write them) is invalid UTF-8 on every line. Either the file is
+    refused as UTF-16 with the fix, or every row is reported as an encoding problem: never as
+    'malformed JSON', which sends the user looking for a syntax error that is not there."""
+    from milvus_m3.ingest import ingest
+
+    path = tmp_path / "utf16.jsonl"
+    body = "".join(json.dumps({"id": f"u{i}", "text": f"utf16 text {i}"}) + "\n" for i in range(3))
+    path.write_bytes(body.encode("utf-16"))
+    try:
+        rep = ingest([path], manager=unchanged, collection=COLL, encoder=enc, errors_path=tmp_path / "e.jsonl",
+                     progress=False)
+    except InputError as exc:
+        assert re.search(r"UTF-16|encoding", str(exc)) and "utf16.jsonl" in str(exc), str(exc)
+        return
+    assert rep.written == 0 and rep.failed == rep.read >= 3
+    lines = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
+    bad = [f"line {e['line']}: {e['error']}" for e in lines if not re.search(r"UTF-8|UTF-16|encoding", e["error"])]
+    assert not bad, bad
+
+
+# ------------------------------------------------------------------------------------- the CLI
+
+_SCRIPT = Path(sys.executable).parent / "milvus-m3"
+CLI = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "milvus_m3"]
+ROOT = Path(__file__).resolve().parents[1]
+CLI_TIMEOUT = 300
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MILVUS_")}
+    env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT))
+    return env
+
+
+def _cli_ok(p: subprocess.CompletedProcess[str] | Any, *, code: int | None = None) -> None:
+    assert p.returncode != 0, f"exit 0 for a bad input:\n{p.stdout[-2000:]}"
+    if code is not None:
+        assert p.returncode == code, f"exit {p.returncode}, expected {code}:\n{p.stderr[-2000:]}"
+    assert "Traceback" not in p.stderr, p.stderr[-4000:]
+    assert p.stderr.strip(), "no message on stderr"
+
+
+# The bad-file ingest: a real `milvus-m3 ingest` over a JSONL and a CSV holding one bad row per case,
+# killed with SIGKILL at three random points (one during start-up, two at random checkpoints) and
+# resumed each time; the last --resume finishes. The errors file must hold each bad row exactly once
+# (a resume cuts back what a killed run wrote past its checkpoint) and the collection exactly the good
+# rows. These kills add to the three of test_cli's kill -9 test: six points in all.
+
+GOOD_JSONL = 30
+GOOD_CSV = 12
+LONG_TEXT = " ".join(f"word{i}" for i in range(300))  # far beyond --max-length 32
+
+JSONL_BAD: dict[str, tuple[bytes, str | None, str]] = {
+    # case id: (the line, field, regex the error must match (the fix or the rule))
+    "jsonl-raw-nul-byte": (b'{"id": "b-nul-raw", "text": "raw \x00 nul"}', None, r"malformed JSON.*control character"),
+    "jsonl-escaped-nul": (b'{"id": "b-nul-esc", "text": "escaped \\u0000 nul"}', "text", r"NUL byte; strip control characters"),
+    "jsonl-invalid-utf8": (b'{"id": "b-utf8", "text": "caf\xe9 au lait"}', None, r"invalid UTF-8 at byte \d+"),
+    "jsonl-lone-surrogate": (b'{"id": "b-sur", "text": "lone \\ud800 half"}', "text", r"not valid UTF-8"),
+    "jsonl-id-too-long": (json.dumps({"id": "L" * 600, "text": "fine text"}).encode(), "id",
+                          r"600 bytes.*shorter ids"),
+    "jsonl-metadata-too-large": (json.dumps({"id": "b-big", "text": "fine text", "blob": "y" * 70_000}).encode(),
+                                 "metadata", r"store large values elsewhere"),
+    "jsonl-text-too-long": (json.dumps({"id": "b-long", "text": LONG_TEXT}).encode(), "text", r"--chunk-tokens|--truncate"),
+    "jsonl-text-array": (b'{"id": "b-arr", "text": ["a", "b"]}', "text", r"must be a string, got an array"),
+    "jsonl-text-null": (b'{"id": "b-null", "text": null}', "text", r"missing text"),
+    "jsonl-text-whitespace": (b'{"id": "b-ws", "text": " \\t\\n "}', "text", r"empty text"),
+    "jsonl-id-object": (b'{"id": {"k": 1}, "text": "fine text"}', "id", r"id must be a string or an integer"),
+    "jsonl-id-empty": (b'{"id": "", "text": "fine text"}', "id", r"missing id"),
+    "jsonl-not-an-object": (b'["id", "text"]', None, r"expected a JSON object"),
+}
+CSV_BAD: dict[str, tuple[bytes, str | None, str]] = {
+    "csv-nul-byte": (b'c-nul,"nul \x00 in csv",en', "text", r"NUL byte; strip control characters"),
+    "csv-invalid-utf8": (b"c-utf8,caf\xe9 in csv,en", "text", r"invalid UTF-8"),
+    "csv-field-count": (b"c-cols,one,two,three", None, r"has 4 fields, the header has 3"),
+    "csv-empty-text": (b"c-empty,,en", "text", r"empty text"),
+}
+
+
+def _write_bad_files(d: Path) -> tuple[dict[str, tuple[str, int]], set[str]]:
+    """Writes a.jsonl and b.csv; returns case -> (file, line) and the good ids."""
+    where: dict[str, tuple[str, int]] = {}
+    good: set[str] = set()
+    lines: list[bytes] = []
+    bad = list(JSONL_BAD.items())
+    for i in range(GOOD_JSONL):
+        if i % 2 == 1 and bad:
+            case, (raw, _, _) = bad.pop(0)
+            lines.append(raw)
+            where[case] = ("a.jsonl", len(lines))
+        lines.append(json.dumps({"id": f"a{i}", "text": f"alpha document {i} about topic {i % 5}", "lang": "en"}).encode())
+        good.add(f"a{i}")
+    assert not bad
+    (d / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    rows = [b"id,text,lang"]
+    cbad = list(CSV_BAD.items())
+    for i in range(GOOD_CSV):
+        if i % 3 == 2 and cbad:
+            case, (raw, _, _) = cbad.pop(0)
+            rows.append(raw)
+            where[case] = ("b.csv", len(rows))
+        rows.append(f"c{i},csv document {i} on topic {i % 3},de".encode())
+        good.add(f"c{i}")
+    assert not cbad
+    (d / "b.csv").write_bytes(b"\n".join(rows) + b"\n")
+    return where, good
+
+
+def _done(state: Path) -> int:
+    try:
+        return sum(int(v.get("done", 0)) for v in json.loads(state.read_text())["inputs"].values())
+    except (OSError, ValueError, KeyError, AttributeError):
+        return 0
+
+
+@dataclass
+class BadIngest:
+    where: dict[str, tuple[str, int]]
+    good: set[str]
+    errors: list[dict[str, Any]]
+    summary: dict[str, Any]
+    stored: dict[str, str]
+    kills: list[int]
+    total: int
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def bad_ingest(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> BadIngest:
+    import random
+    import signal
+    import time
+
+    d = tmp_path_factory.mktemp("cli-bad-files")
+    where, good = _write_bad_files(d)
+    total = GOOD_JSONL + GOOD_CSV + len(JSONL_BAD) + len(CSV_BAD)
+    db = str(d / "bad.db")
+    state = d / "bad.docs.ingest-state.json"
+    args = [*CLI, "ingest", "a.jsonl", "b.csv", "--collection", "docs", "--uri", db, "--model", str(tiny_checkpoint),
+            "--batch-size", "4", "--max-length", "32", "--metadata-fields", "blob,lang", "--json", "-q"]
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    first = rng.randint(4, total // 2)
+    # kill 1: early, at a random moment of start-up (before or just after the first checkpoint);
+    # kills 2 and 3: once the checkpoint covers a random number of records.
+    plan: list[tuple[str, float]] = [("seconds", rng.uniform(0.5, 4.0)), ("records", first),
+                                     ("records", rng.randint(first + 4, total - 4))]
+    kills: list[int] = []
+    for i, (kind, at) in enumerate(plan):
+        proc = subprocess.Popen([*args, *(["--resume"] if i else [])], cwd=d, env=cli_env(), text=True,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        start = time.monotonic()
+        try:
+            while proc.poll() is None:
+                now = time.monotonic() - start
+                assert now < CLI_TIMEOUT, f"ingest never reached {kind} {at} (seed {seed})"
+                if (now >= at) if kind == "seconds" else (_done(state) >= at):
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(timeout=30)
+                    kills.append(_done(state))
+                    break
+                time.sleep(0.002)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=60)
+    final = subprocess.run([*args, "--resume"], cwd=d, env=cli_env(), text=True, capture_output=True,
+                           stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT)
+    assert final.returncode == 0, f"seed {seed}: {final.stderr[-3000:]}"
+    summary = json.loads(final.stdout.strip().splitlines()[-1])
+    errors = [json.loads(x) for x in (d / "bad.docs.ingest-errors.jsonl").read_text(encoding="utf-8").splitlines()]
+    with CollectionManager(db) as m:
+        rows = m.client.query("docs", filter='id != ""', output_fields=["id", "text"], limit=16_384)
+        assert m.count("docs") == len(rows)
+    stored: dict[str, str] = {}
+    for r in rows:
+        assert r["id"] not in stored, f"id {r['id']} stored twice (seed {seed})"
+        stored[r["id"]] = r["text"]
+    return BadIngest(where, good, errors, summary, stored, kills, total, final.stderr)
+
+
+@pytest.mark.parametrize("case_id", sorted({**JSONL_BAD, **CSV_BAD}))
+def test_cli_bad_row_is_reported_with_file_line_and_fix(case_id: str, bad_ingest: BadIngest) -> None:
+    raw, fld, pattern = {**JSONL_BAD, **CSV_BAD}[case_id]
+    file, line = bad_ingest.where[case_id]
+    mine = [e for e in bad_ingest.errors if (e["file"], e["line"]) == (file, line)]
+    assert len(mine) == 1, f"{file}:{line} reported {len(mine)} times: {mine}"
+    err = mine[0]
+    assert err["field"] == fld, err
+    assert re.search(pattern, err["error"], re.DOTALL), err["error"][:500]
+
+
+def test_cli_bad_files_lose_and_duplicate_nothing_across_kills(bad_ingest: BadIngest) -> None:
+    b = bad_ingest
+    n_bad = len(JSONL_BAD) + len(CSV_BAD)
+    assert len(b.kills) >= 2, f"the job was killed {len(b.kills)} times, not in the middle twice: {b.kills}"
+    assert set(b.stored) == b.good, f"missing {sorted(b.good - set(b.stored))[:5]}, extra {sorted(set(b.stored) - b.good)[:5]}"
+    assert sorted((e["file"], e["line"]) for e in b.errors) == sorted(b.where.values())  # each bad row once
+    assert b.summary["skipped"] + b.summary["read"] == b.total
+    assert b.summary["failed"] <= n_bad  # this run's share; the errors file holds them all
+    assert all(t.startswith(("alpha document", "csv document")) for t in b.stored.values())
+    assert "Traceback" not in b.stderr
+
+
+# Light commands: they fail before any model is loaded (argparse, the collection check, the checkpoint
+# check), so they run in parallel; each has its own copy of a seeded database.
+
+LIGHT_CASES: dict[str, tuple[list[str], int, str]] = {
+    # case id: (arguments after the command, exit code, regex on stderr)
+    "cli-search-missing-collection": (["search", "cat", "--collection", "nope"], 1, r"'nope' does not exist.*milvus-m3 create"),
+    "cli-search-limit-zero": (["search", "cat", "--collection", COLL, "--limit", "0"], 2, r"--limit.*must be at least 1"),
+    "cli-search-limit-not-int": (["search", "cat", "--collection", COLL, "--limit", "ten"], 2, r"'ten' is not an integer"),
+    "cli-search-unknown-mode": (["search", "cat", "--collection", COLL, "--mode", "semantic"], 2, r"invalid choice: 'semantic'"),
+    "cli-search-unknown-ranker": (["search", "cat", "--collection", COLL, "--ranker", "borda"], 2, r"invalid choice: 'borda'"),
+    "cli-ingest-into-foreign-collection": (["ingest", "{good}", "--collection", "foreign"], 1,
+                                           r"not built by milvus-m3.*create a new collection"),
+    "cli-ingest-a-directory": (["ingest", "{dir}", "--collection", COLL], 2, r"does not exist or is not a file"),
+    "cli-ingest-batch-size-zero": (["ingest", "{good}", "--collection", COLL, "--batch-size", "0"], 2, r"must be at least 1"),
+    "cli-ingest-checkpoint-without-sparse-head": (["ingest", "{good}", "--collection", COLL, "--model", "{nohead}"], 1,
+                                                  r"sparse_linear\.pt is missing.*complete BGE-M3 checkpoint"),
+    "cli-ingest-chunk-overlap-alone": (["ingest", "{good}", "--collection", COLL, "--chunk-overlap", "4"], 2,
+                                       r"--chunk-overlap needs --chunk-tokens"),
+    # Milvus Lite lets one process open a .db file; this test process holds this one open.
+    "cli-db-open-in-another-process": (["info", "--collection", COLL], 1, r"\.db.*(another|other) (process|program)"),
+}
+
+
+@pytest.fixture(scope="module")
+def light_runs(tmp_path_factory: pytest.TempPathFactory, store: CollectionManager, enc: FakeEncoder,
+               tiny_checkpoint: Path) -> dict[str, tuple[Any, tuple[int, str], tuple[int, str]]]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    d = tmp_path_factory.mktemp("cli-light")
+    seed_db = d / "seed.db"
+    with CollectionManager(str(seed_db)) as m:
+        _seed(m, enc)
+        with pytest.raises(SchemaMismatchError):
+            _foreign_collection(m, enc)
+        seeded = checksum(m)
+    # pymilvus keeps a Milvus Lite file open until the process ends (close() does not release it), so
+    # the copies below are only opened here after the CLI has run, except the one meant to be locked.
+    (d / "good.jsonl").write_text(json.dumps({"id": "g1", "text": "a good document"}) + "\n", encoding="utf-8")
+    (d / "adir").mkdir()
+    nohead = d / "nohead"
+    nohead.mkdir()
+    for f in tiny_checkpoint.iterdir():
+        if f.name != "sparse_linear.pt":
+            (nohead / f.name).symlink_to(f.resolve())
+
+    def one(case: str) -> tuple[Any, tuple[int, str], tuple[int, str]]:
+        db = d / f"c{sorted(LIGHT_CASES).index(case)}.db"  # Milvus Lite wants file names under 36 characters
+        shutil.copyfile(seed_db, db)
+        before = seeded
+        if case == "cli-db-open-in-another-process":
+            with CollectionManager(str(db)) as m:
+                before = checksum(m)
+        args = [a.format(good=d / "good.jsonl", dir=d / "adir", nohead=nohead) for a in LIGHT_CASES[case][0]]
+        if "--model" not in args and args[0] in ("ingest", "search"):
+            args += ["--model", str(tiny_checkpoint)]
+        p = subprocess.run([*CLI, *args, "--uri", str(db)], cwd=d, env=cli_env(), text=True, capture_output=True,
+                           stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT)
+        with CollectionManager(str(db)) as m:
+            after = checksum(m)
+        return p, before, after
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(zip(LIGHT_CASES, pool.map(one, LIGHT_CASES)))
+
+
+@pytest.mark.parametrize("case_id", sorted(LIGHT_CASES))
+def test_cli_refuses(case_id: str, light_runs: dict[str, Any]) -> None:
+    _, code, pattern = LIGHT_CASES[case_id]
+    p, before, after = light_runs[case_id]
+    _cli_ok(p, code=code)
+    assert re.search(pattern, p.stderr, re.DOTALL), p.stderr[-2000:]
+    assert after == before, "a refused command changed what was stored"

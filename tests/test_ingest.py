@@ -300,8 +300,8 @@ def test_ingest_ids_metadata_title_and_rerun_is_identical(lite: CollectionManage
     rows = [dict(d, title=f"Title {d['n']}", lang="en") for d in docs(30)]
     f = write_jsonl(tmp_path / "a.jsonl", rows)
     enc = FakeEncoder(16)
-    kw: dict[str, Any] = dict(manager=lite, collection=coll, encoder=enc, title_field="title",
-                              metadata_fields=["lang", "n"], batch_size=7, progress=False)
+    kw: dict[str, Any] = {"manager": lite, "collection": coll, "encoder": enc, "title_field": "title",
+                          "metadata_fields": ["lang", "n"], "batch_size": 7, "progress": False}
     rep = ingest([f], **kw)
     assert (rep.read, rep.written, rep.failed, rep.skipped, rep.chunks) == (30, 30, 0, 0, 30)
     assert rep.tokens > 0 and rep.docs_per_s > 0 and rep.tokens_per_s > 0
@@ -428,8 +428,8 @@ def test_on_error_fail_stops_before_the_bad_batch(lite: CollectionManager, coll:
     f = write_jsonl(tmp_path / "a.jsonl", rows)
     errors, state = tmp_path / "errors.jsonl", tmp_path / "state.json"
     enc = FakeEncoder(16)
-    kw: dict[str, Any] = dict(manager=lite, collection=coll, encoder=enc, batch_size=10, errors_path=errors,
-                              state_path=state, progress=False)
+    kw: dict[str, Any] = {"manager": lite, "collection": coll, "encoder": enc, "batch_size": 10,
+                          "errors_path": errors, "state_path": state, "progress": False}
     with pytest.raises(IngestAborted, match=r"a.jsonl:24") as info:
         ingest([f], on_error="fail", **kw)
     assert lite.count(coll) == 20
@@ -455,8 +455,8 @@ def test_resume_after_a_crash_between_write_and_checkpoint(
     rows[5] = "{bad"
     f = write_jsonl(tmp_path / "a.jsonl", rows)
     errors, state = tmp_path / "errors.jsonl", tmp_path / "state.json"
-    kw: dict[str, Any] = dict(manager=lite, collection=coll, batch_size=8, errors_path=errors, state_path=state,
-                              progress=False)
+    kw: dict[str, Any] = {"manager": lite, "collection": coll, "batch_size": 8, "errors_path": errors,
+                          "state_path": state, "progress": False}
     real_commit = ingest_mod._Checkpoint.commit
     calls = {"n": 0}
 

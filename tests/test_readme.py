@@ -59,5 +59,5 @@ def test_readme_first_command_ingests_and_prints_hybrid_results(tiny_checkpoint:
     assert out.returncode == 0, out.stderr[-3000:]
     assert "== highest mountain" in out.stdout
     ingested_ids = {line.split('"id": "')[1].split('"')[0] for line in (ROOT / "examples" / "sample.jsonl").read_text().splitlines()}
-    printed = [tok for tok in re.findall(r"[a-z]+-\d", out.stdout) if tok in ingested_ids]
+    printed = [tok for tok in re.findall(r"[a-z0-9]+-\d+", out.stdout) if tok in ingested_ids]
     assert len(printed) >= 9  # three hits for each of the three queries
