@@ -125,33 +125,39 @@ def db_path(docs: int, seed: int, nnz: int, s: float) -> Path:
 
 def open_collection(path: Path, dense: np.ndarray, sparse: list[dict[int, float]], fresh: bool) -> Any:
     """A CollectionManager on ``path`` holding the documents (inserted once, then reused)."""
-    from milvus_m3 import CollectionManager, CollectionSpec, M3Embeddings
+    from milvus_m3 import CollectionManager, CollectionSpec, M3Embeddings, RetryPolicy
 
     n = dense.shape[0]
     if fresh and path.parent.exists():
         shutil.rmtree(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    manager = CollectionManager(str(path))
-    if manager.has_collection(COLLECTION) and (path.parent / "complete").is_file():
+    # A generous deadline: on a loaded machine Milvus Lite can stall for a minute while it seals segments.
+    manager = CollectionManager(str(path), timeout=600.0, retry=RetryPolicy(attempts=3, total_seconds=1800.0))
+    done = 0
+    if manager.has_collection(COLLECTION):
         count = manager.count(COLLECTION)
-        if count == n:
+        if (path.parent / "complete").is_file() and count == n:
             print(f"reusing {path} ({count} rows)", flush=True)
             return manager
-    manager.create_collection(COLLECTION, spec=CollectionSpec(dense_dim=DIM, id_type="int64"), recreate=True)
+        # An interrupted build: upserts are idempotent, so go on from a little before where it stopped.
+        done = max(0, (count // 5_000 - 1) * 5_000)
+        print(f"resuming the build of {path} at row {done} ({count} rows there)", flush=True)
+    else:
+        manager.create_collection(COLLECTION, spec=CollectionSpec(dense_dim=DIM, id_type="int64"))
     t0 = time.perf_counter()
     step = 5_000
-    for start in range(0, n, step):
+    for start in range(done, n, step):
         end = min(n, start + step)
         ids = list(range(start, end))
-        manager.insert(
+        manager.upsert(
             COLLECTION,
             ids=ids,
             texts=[f"document {i}" for i in ids],
             embeddings=M3Embeddings(dense=dense[start:end], sparse=sparse[start:end]),
-            batch_size=1_000,
+            batch_size=500,
         )
-        rate = end / (time.perf_counter() - t0)
-        print(f"  inserted {end}/{n} ({rate:.0f} rows/s)", flush=True)
+        rate = (end - done) / (time.perf_counter() - t0)
+        print(f"  wrote {end}/{n} ({rate:.0f} rows/s)", flush=True)
     manager.client.flush(COLLECTION)
     (path.parent / "complete").write_text(f"{n}\n")
     print(f"inserted {n} rows in {time.perf_counter() - t0:.0f}s into {path}", flush=True)

@@ -208,7 +208,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "://" not in os.environ.get(URI_ENV, "://"):
         # pymilvus parses $MILVUS_URI when it is imported and refuses a Milvus Lite path; it is read above.
         del os.environ[URI_ENV]
-    token = getattr(args, "token", None)
     try:
         code: int = args.func(args)
         return code
@@ -216,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("milvus-m3: interrupted", file=sys.stderr)
         return 130
     except MilvusM3Error as exc:
-        print(f"milvus-m3: error: {_redact(str(exc), token)}", file=sys.stderr)
+        print(f"milvus-m3: error: {_redact(str(exc), args)}", file=sys.stderr)
         report = getattr(exc, "report", None)
         if report is not None and getattr(args, "command", None) == "ingest":
             _print_report(report, args)
@@ -224,6 +223,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `milvus-m3 search ... | head`: stop quietly, as the docs of signal advise
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except Exception as exc:  # noqa: BLE001 - an error from below (pymilvus, torch, OS): one line, no secrets
+        if args.verbose:
+            import traceback
+
+            print(_redact("".join(traceback.format_exception(exc)), args), file=sys.stderr, end="")
+        detail = _redact(" ".join(str(exc).split()), args)
+        print(f"milvus-m3: error: {type(exc).__name__}: {detail}"
+              + ("" if args.verbose else " (-v shows the traceback)"), file=sys.stderr)
         return 1
 
 
@@ -241,13 +249,27 @@ def _setup_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def _redact(text: str, token: str | None) -> str:
+def _redact(text: str, args: argparse.Namespace) -> str:
+    """``text`` without the token and without credentials written into the URI."""
+    from .connection import redact_uri
+
+    uri = getattr(args, "uri", None) or ""
+    secrets: list[str] = []
+    token = getattr(args, "token", None)
     if token:
-        text = text.replace(token, "***")
-        if ":" in token:
-            for part in token.split(":", 1):
-                if len(part) >= 4:
-                    text = text.replace(part, "***")
+        secrets += [token, *(part for part in token.split(":", 1) if len(part) >= 4)]
+    if uri:
+        from urllib.parse import urlsplit
+
+        text = text.replace(uri, redact_uri(uri))
+        try:
+            password = urlsplit(uri).password
+        except ValueError:
+            password = None
+        if password and len(password) >= 4:
+            secrets.append(password)
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
     return text
 
 

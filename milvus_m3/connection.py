@@ -11,7 +11,8 @@ tests/test_connection.py and tests/test_server.py keep it true):
   (pymilvus's own retry loop first tries to reconnect, and gives up at once on a refused connection);
 - a host that accepts TCP but does not answer (a firewall, a hung proxy): the same exception after
   the connect timeout; a frozen server answers a call with ``grpc.RpcError`` DEADLINE_EXCEEDED after
-  the call's ``timeout=``, and without one a call waits forever;
+  the call's ``timeout=``, and without one a call waits until gRPC's keepalive gives up (measured
+  here: 60 s, once 6 minutes), then fails with UNAVAILABLE "Stream removed (ping timeout)";
 - a server that answers UNAVAILABLE itself (a proxy during a rolling restart): pymilvus retries up to
   75 times (about 3.5 minutes) unless the call has ``timeout=``.
 
@@ -493,15 +494,24 @@ class Connection:
         return capabilities_for_version(raw, uri=self.display_uri, deploy_mode=mode)
 
     def _accepts_timeout(self, fn: Callable[..., Any]) -> bool:
-        """Whether ``fn`` is a method of our client that takes ``timeout=``."""
+        """Whether ``fn`` is a method of our client that takes ``timeout=``.
+
+        Some MilvusClient methods (``list_collections``, ``list_indexes``, the database calls) take only
+        ``**kwargs``, which they hand to the gRPC layer, whose methods all take ``timeout=``; without one a
+        call to a frozen server waits for the gRPC keepalive (measured: 60 s to 6 minutes).
+        """
         if self._client is None or getattr(fn, "__self__", None) is not self._client:
             return False
         name = getattr(fn, "__name__", "")
         if name not in self._timeout_params:
             try:
-                self._timeout_params[name] = "timeout" in inspect.signature(fn).parameters
+                params = inspect.signature(fn).parameters.values()
             except (TypeError, ValueError):
                 self._timeout_params[name] = False
+            else:
+                self._timeout_params[name] = any(
+                    p.name == "timeout" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params
+                )
         return self._timeout_params[name]
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -423,28 +423,36 @@ class _FlagM3:
     # -- tokenizer --------------------------------------------------------------------------------
 
     def token_ids(self, texts: list[str], *, special_tokens: bool) -> list[list[int]]:
-        enc = self._tokenizer(
-            texts,
-            add_special_tokens=special_tokens,
-            truncation=False,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            verbose=False,
-        )
+        try:
+            enc = self._tokenizer(
+                texts,
+                add_special_tokens=special_tokens,
+                truncation=False,
+                padding=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,
+            )
+        except (TypeError, UnicodeEncodeError):
+            _raise_if_not_utf8(texts)
+            raise
         ids: list[list[int]] = enc["input_ids"]
         return ids
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
-        enc = self._tokenizer(
-            text,
-            add_special_tokens=False,
-            truncation=False,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-            verbose=False,
-        )
+        try:
+            enc = self._tokenizer(
+                text,
+                add_special_tokens=False,
+                truncation=False,
+                return_offsets_mapping=True,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,
+            )
+        except (TypeError, UnicodeEncodeError):
+            _raise_if_not_utf8([text], single=True)
+            raise
         return [(int(s), int(e)) for s, e in enc["offset_mapping"]]
 
     def count(self, text: str) -> int:
@@ -613,6 +621,21 @@ def _check_texts(texts: Sequence[str], *, allow_empty: bool) -> list[str]:
                 row=i,
             )
     return rows
+
+
+def _raise_if_not_utf8(texts: Sequence[str], *, single: bool = False) -> None:
+    """The tokenizer refuses str it cannot encode as UTF-8 (lone surrogates): name the row."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            where = "text" if single else f"text at row {i}"
+            raise InputError(
+                f"{where} is not valid UTF-8: it holds a lone surrogate ({text[err.start]!r} at character "
+                f"{err.start}); fix the input encoding (decode bytes with errors='replace')",
+                field="text",
+                row=None if single else i,
+            ) from err
 
 
 def _resolve_device(device: str | None) -> str:

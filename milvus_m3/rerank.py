@@ -81,7 +81,12 @@ class M3Weights:
     def __post_init__(self) -> None:
         for name in ("dense", "sparse", "colbert"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
                 raise ConfigError(f"M3Weights.{name} must be a finite number >= 0, got {value!r}")
         if self.dense == 0 and self.sparse == 0:
             raise ConfigError("M3Weights: dense and sparse weights are both 0; at least one must be > 0")
@@ -114,7 +119,9 @@ def colbert_score(query: npt.ArrayLike, doc: npt.ArrayLike) -> float:
     q = np.asarray(query, dtype=np.float64)
     d = np.asarray(doc, dtype=np.float64)
     if q.ndim != 2 or d.ndim != 2:
-        raise InputError(f"colbert vectors must be 2-d (tokens, dim), got shapes {q.shape} and {d.shape}", field="colbert")
+        raise InputError(
+            f"colbert vectors must be 2-d (tokens, dim), got shapes {q.shape} and {d.shape}", field="colbert"
+        )
     if q.shape[0] == 0 or d.shape[0] == 0:
         return 0.0
     if q.shape[1] != d.shape[1]:
@@ -194,10 +201,14 @@ class M3Reranker:
     ) -> None:
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise ConfigError(f"candidates must be an int >= 1, got {candidates!r}")
-        if rerank_depth is not None and (isinstance(rerank_depth, bool) or not isinstance(rerank_depth, int) or rerank_depth < 1):
+        if rerank_depth is not None and (
+            isinstance(rerank_depth, bool) or not isinstance(rerank_depth, int) or rerank_depth < 1
+        ):
             raise ConfigError(f"rerank_depth must be an int >= 1 or None, got {rerank_depth!r}")
         if score_scale not in ("sum", "mean"):
-            raise ConfigError(f"score_scale must be 'sum' (the paper's weighted sum) or 'mean' (FlagEmbedding's), got {score_scale!r}")
+            raise ConfigError(
+                f"score_scale must be 'sum' (the paper's weighted sum) or 'mean' (FlagEmbedding's), got {score_scale!r}"
+            )
         self.manager = manager
         self.collection = collection
         self.encoder = encoder
@@ -218,7 +229,13 @@ class M3Reranker:
     # -- public ------------------------------------------------------------------------------
 
     def search(
-        self, query: str, *, limit: int = 10, mode: Mode = "m3", filter: str | None = None, with_text: bool = True
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        mode: Mode = "m3",
+        filter: str | None = None,
+        with_text: bool = True,
     ) -> list[Hit]:
         """Top ``limit`` hits for one query (see ``search_many``)."""
         return self.search_many([query], limit=limit, mode=mode, filter=filter, with_text=with_text)[0]
@@ -246,7 +263,9 @@ class M3Reranker:
         if mode not in ("m3", "m3-all"):
             raise ConfigError(f"mode must be 'm3' or 'm3-all', got {mode!r}")
         if mode == "m3-all" and self.rerank_depth is not None and limit > self.rerank_depth:
-            raise ConfigError(f"limit {limit} is more than rerank_depth {self.rerank_depth}; raise rerank_depth")
+            raise ConfigError(
+                f"limit {limit} is more than rerank_depth {self.rerank_depth}; raise rerank_depth"
+            )
         if not texts:
             return []
         q = query_embeddings if query_embeddings is not None else self.encoder.encode_queries(texts)
@@ -269,7 +288,9 @@ class M3Reranker:
         depth = depth or self.candidates
         dense_q = np.asarray(queries.dense, dtype=np.float32)
         sparse_q = [{int(k): float(np.float32(v)) for k, v in s.items()} for s in queries.sparse]
-        dense_lists = self._search_field(DENSE_FIELD, [row.tolist() for row in dense_q], depth, filter, self.dense_search_params)
+        dense_lists = self._search_field(
+            DENSE_FIELD, [row.tolist() for row in dense_q], depth, filter, self.dense_search_params
+        )
         sparse_lists = self._search_sparse(sparse_q, depth, filter)
 
         need_dense: dict[str | int, None] = {}
@@ -318,7 +339,11 @@ class M3Reranker:
         scale = self._scale("m3")
         index = {doc: j for j, doc in enumerate(cs.ids)}
         return [
-            (doc, score * scale, {"dense_score": float(cs.dense[index[doc]]), "sparse_score": float(cs.sparse[index[doc]])})
+            (
+                doc,
+                score * scale,
+                {"dense_score": float(cs.dense[index[doc]]), "sparse_score": float(cs.sparse[index[doc]])},
+            )
             for doc, score in cs.top(self.weights, limit)
         ]
 
@@ -339,8 +364,13 @@ class M3Reranker:
                 j = index[doc]
                 d, s = float(cs.dense[j]), float(cs.sparse[j])
                 c = colbert_score(q_colbert[qi], doc_vecs[doc])
-                rows.append((doc, (w.dense * d + w.sparse * s + w.colbert * c) * scale,
-                             {"dense_score": d, "sparse_score": s, "colbert_score": c}))
+                rows.append(
+                    (
+                        doc,
+                        (w.dense * d + w.sparse * s + w.colbert * c) * scale,
+                        {"dense_score": d, "sparse_score": s, "colbert_score": c},
+                    )
+                )
             rows.sort(key=lambda r: (-r[1], _id_key(r[0])))
             out.append(rows[:limit])
         return out
@@ -385,11 +415,15 @@ class M3Reranker:
             raise SearchError(f"Milvus answered {len(res)} result lists for {len(data)} queries on {field!r}")
         return [{hit["id"]: float(hit["distance"]) for hit in hits} for hits in res]
 
-    def _search_sparse(self, queries: list[SparseVector], limit: int, filter: str | None) -> list[dict[str | int, float]]:
+    def _search_sparse(
+        self, queries: list[SparseVector], limit: int, filter: str | None
+    ) -> list[dict[str | int, float]]:
         # Milvus refuses an empty sparse query vector; a query with no weight matches nothing.
         out: list[dict[str | int, float]] = [{} for _ in queries]
         rows = [i for i, s in enumerate(queries) if s]
-        found = self._search_field(SPARSE_FIELD, [queries[i] for i in rows], limit, filter, self.sparse_search_params)
+        found = self._search_field(
+            SPARSE_FIELD, [queries[i] for i in rows], limit, filter, self.sparse_search_params
+        )
         for i, hits in zip(rows, found):
             out[i] = hits
         return out
@@ -397,11 +431,15 @@ class M3Reranker:
     def _fetch(self, ids: list[str | int], field: str) -> dict[str | int, Any]:
         got: dict[str | int, Any] = {}
         for start in range(0, len(ids), GET_BATCH):
-            for row in self.manager.get(self.collection, ids[start : start + GET_BATCH], output_fields=[field]):
+            for row in self.manager.get(
+                self.collection, ids[start : start + GET_BATCH], output_fields=[field]
+            ):
                 got[row["id"]] = row[field]
         return got
 
-    def _hits(self, ranked: list[list[tuple[str | int, float, dict[str, float]]]], with_text: bool) -> list[list[Hit]]:
+    def _hits(
+        self, ranked: list[list[tuple[str | int, float, dict[str, float]]]], with_text: bool
+    ) -> list[list[Hit]]:
         info: dict[str | int, dict[str, Any]] = {}
         if with_text:
             ids = list(dict.fromkeys(doc for rows in ranked for doc, _, _ in rows))
@@ -415,8 +453,13 @@ class M3Reranker:
                 row = info.get(doc, {})
                 extra = {k: v for k, v in row.items() if k not in ("id", TEXT_FIELD, METADATA_FIELD)}
                 hits.append(
-                    Hit(id=doc, score=float(score), text=row.get(TEXT_FIELD), metadata=row.get(METADATA_FIELD) or {},
-                        fields={**extra, **parts})
+                    Hit(
+                        id=doc,
+                        score=float(score),
+                        text=row.get(TEXT_FIELD),
+                        metadata=row.get(METADATA_FIELD) or {},
+                        fields={**extra, **parts},
+                    )
                 )
             out.append(hits)
         return out
@@ -433,7 +476,9 @@ def _need(rows: Mapping[str | int, Any], doc: str | int, field: str) -> Any:
 
 def _check_queries(queries: Sequence[str]) -> list[str]:
     if isinstance(queries, str):
-        raise InputError("queries must be a list of strings, not one string; use search() for one query", field="query")
+        raise InputError(
+            "queries must be a list of strings, not one string; use search() for one query", field="query"
+        )
     out = list(queries)
     for i, q in enumerate(out):
         if not isinstance(q, str) or not q.strip():

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from milvus_m3.collection import CollectionManager, CollectionSpec
@@ -739,7 +738,7 @@ def bad_ingest(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) 
             if proc.poll() is None:
                 proc.kill()
             proc.communicate(timeout=60)
-    final = subprocess.run([*args, "--resume"], cwd=d, env=cli_env(), text=True, capture_output=True,
+    final = subprocess.run([*args, "--resume"], check=False, cwd=d, env=cli_env(), text=True, capture_output=True,
                            stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT)
     assert final.returncode == 0, f"seed {seed}: {final.stderr[-3000:]}"
     summary = json.loads(final.stdout.strip().splitlines()[-1])
@@ -756,7 +755,7 @@ def bad_ingest(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) 
 
 @pytest.mark.parametrize("case_id", sorted({**JSONL_BAD, **CSV_BAD}))
 def test_cli_bad_row_is_reported_with_file_line_and_fix(case_id: str, bad_ingest: BadIngest) -> None:
-    raw, fld, pattern = {**JSONL_BAD, **CSV_BAD}[case_id]
+    _, fld, pattern = {**JSONL_BAD, **CSV_BAD}[case_id]
     file, line = bad_ingest.where[case_id]
     mine = [e for e in bad_ingest.errors if (e["file"], e["line"]) == (file, line)]
     assert len(mine) == 1, f"{file}:{line} reported {len(mine)} times: {mine}"
@@ -832,7 +831,7 @@ def light_runs(tmp_path_factory: pytest.TempPathFactory, store: CollectionManage
         args = [a.format(good=d / "good.jsonl", dir=d / "adir", nohead=nohead) for a in LIGHT_CASES[case][0]]
         if "--model" not in args and args[0] in ("ingest", "search"):
             args += ["--model", str(tiny_checkpoint)]
-        p = subprocess.run([*CLI, *args, "--uri", str(db)], cwd=d, env=cli_env(), text=True, capture_output=True,
+        p = subprocess.run([*CLI, *args, "--uri", str(db)], check=False, cwd=d, env=cli_env(), text=True, capture_output=True,
                            stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT)
         with CollectionManager(str(db)) as m:
             after = checksum(m)

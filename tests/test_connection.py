@@ -32,7 +32,7 @@ from tests.fixtures_server import free_port
 SECRET = "s3cr3t-Pa55"
 
 
-class FakeRpcError(grpc.RpcError):
+class FakeRpcError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no type stubs
     """What grpc raises: an RpcError with code() and details()."""
 
     def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
@@ -72,6 +72,10 @@ class StubClient:
 
     def no_timeout_param(self, x: int) -> int:
         return x
+
+    def list_collections(self, **kwargs: Any) -> list[str]:  # as in pymilvus: timeout= rides in **kwargs
+        self.timeouts.append(kwargs.get("timeout"))
+        return []
 
     def get_server_version(self, timeout: float | None = None, detail: bool = False, **kwargs: Any) -> Any:
         self.version_calls += 1
@@ -292,7 +296,8 @@ def test_timeout_is_passed_to_client_methods(clock: Clock) -> None:
     conn = Connection("http://h:19530", client=client, timeout=7, retry=RetryPolicy(total_seconds=60))
     conn.call("has", client.has_collection, "docs")
     conn.call("has", client.has_collection, "docs", timeout=2)  # the caller's own wins
-    assert client.timeouts == [7, 2]
+    conn.call("list", client.list_collections)
+    assert client.timeouts == [7, 2, 7]
     # Cut to the retry budget, never below MIN_CALL_TIMEOUT.
     conn2 = Connection("http://h:19530", client=client, timeout=30, retry=RetryPolicy(total_seconds=3))
     conn2.call("has", client.has_collection, "docs")

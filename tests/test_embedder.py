@@ -600,3 +600,12 @@ def test_batches_keep_short_texts_together_and_split_long_mixed_ones() -> None:
     assert _plan_batches(queries, 16) == [(0, 16), (16, 32), (32, 45)]
     docs = np.array([1000, 800, 400, 399, 398, 20], dtype=np.int64)
     assert _plan_batches(docs, 16) == [(0, 1), (1, 2), (2, 5), (5, 6)]
+
+
+@integration
+def test_lone_surrogate_names_the_row(tiny_embedder: M3Embedder) -> None:
+    with pytest.raises(InputError, match=r"row 1 is not valid UTF-8.*encoding") as info:
+        tiny_embedder.encode_documents(["ok", "bad \udcff byte"])
+    assert info.value.row == 1
+    with pytest.raises(InputError, match="UTF-8"):
+        tiny_embedder.chunk_spans("bad \ud800", 4)

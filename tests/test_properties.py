@@ -14,8 +14,10 @@ seconds. Each property is a contract other modules rely on:
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,8 +46,8 @@ positive_vecs = st.dictionaries(token_ids, pos_weights, max_size=40)
 @given(sparse_vecs)
 def test_sparse_keys_are_int_values_float_and_positive(vec: dict[int, float]) -> None:
     out = to_milvus_sparse(vec)
-    assert all(type(k) is int for k in out)  # noqa: E721 - exactly int: no numpy ints, no bools, no str
-    assert all(type(v) is float for v in out.values())  # noqa: E721
+    assert all(type(k) is int for k in out)  # exactly int: no numpy ints, no bools, no str
+    assert all(type(v) is float for v in out.values())
     assert all(v > 0.0 and math.isfinite(v) for v in out.values())
     assert all(0 <= k <= MAX_SPARSE_ID for k in out)
     # every positive weight is kept unchanged; every zero weight is dropped
@@ -81,7 +83,7 @@ def test_sparse_accepts_numpy_scalars_and_returns_python_ones(vec: dict[int, flo
     keys = [k for k in vec if k <= np.iinfo(kt).max]
     np_vec = {kt(k): vt(vec[k]) for k in keys}
     out = to_milvus_sparse(np_vec)
-    assert all(type(k) is int for k in out) and all(type(v) is float for v in out.values())  # noqa: E721
+    assert all(type(k) is int for k in out) and all(type(v) is float for v in out.values())
     assert set(out) <= set(keys)
     assert all(out[k] == float(vt(vec[k])) for k in out)
 
@@ -200,7 +202,7 @@ def _key(doc: object) -> tuple[int, object]:
 
 def _check_order(fused: list[tuple[object, float]]) -> None:
     """Best first; equal scores ordered by id (ints before strings, then ascending)."""
-    for (a, sa), (b, sb) in zip(fused, fused[1:]):
+    for (a, sa), (b, sb) in itertools.pairwise(fused):
         assert sa >= sb
         if sa == sb:
             assert _key(a) < _key(b), f"tie between {a!r} and {b!r} not broken by id"

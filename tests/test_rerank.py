@@ -19,10 +19,36 @@ from milvus_m3.rerank import CandidateSet, M3Reranker, M3Weights, colbert_score,
 from milvus_m3.types import M3Embeddings
 from tests.fakes import FakeEncoder
 
-WORDS = (
-    "milvus vector database dense sparse retrieval hybrid search index query document model encoder "
-    "token weight score fusion rank paper lexical semantic graph cat dog bread yeast river mountain"
-).split()
+WORDS = [
+    "milvus",
+    "vector",
+    "database",
+    "dense",
+    "sparse",
+    "retrieval",
+    "hybrid",
+    "search",
+    "index",
+    "query",
+    "document",
+    "model",
+    "encoder",
+    "token",
+    "weight",
+    "score",
+    "fusion",
+    "rank",
+    "paper",
+    "lexical",
+    "semantic",
+    "graph",
+    "cat",
+    "dog",
+    "bread",
+    "yeast",
+    "river",
+    "mountain",
+]
 
 
 def _corpus(n: int, seed: int = 7) -> list[str]:
@@ -79,7 +105,9 @@ def test_candidate_set_fuses_raw_scores_with_deterministic_ties() -> None:
 # ------------------------------------------------------------------------- m3 through Milvus Lite
 
 
-def _reference_m3(q: M3Embeddings, docs: M3Embeddings, ids: Sequence[str], depth: int, w: M3Weights) -> list[list[tuple[str, float]]]:
+def _reference_m3(
+    q: M3Embeddings, docs: M3Embeddings, ids: Sequence[str], depth: int, w: M3Weights
+) -> list[list[tuple[str, float]]]:
     """Brute force: top-depth per field, union, exact scores from the original vectors, fused."""
     out = []
     for i in range(len(q)):
@@ -88,16 +116,25 @@ def _reference_m3(q: M3Embeddings, docs: M3Embeddings, ids: Sequence[str], depth
         # a sparse ANN list holds only documents sharing a token with the query (score > 0)
         by_sparse = [j for j in np.argsort(-s, kind="stable")[:depth] if s[j] > 0]
         union = set(np.argsort(-d, kind="stable")[:depth]) | set(by_sparse)
-        fused = sorted(((ids[j], w.dense * d[j] + w.sparse * s[j]) for j in union), key=lambda t: (-t[1], t[0]))
+        fused = sorted(
+            ((ids[j], w.dense * d[j] + w.sparse * s[j]) for j in union), key=lambda t: (-t[1], t[0])
+        )
         out.append(fused)
     return out
 
 
 @pytest.fixture
-def fake_collection(manager: CollectionManager, fake_encoder: FakeEncoder) -> tuple[str, list[str], list[str], M3Embeddings]:
+def fake_collection(
+    manager: CollectionManager, fake_encoder: FakeEncoder
+) -> tuple[str, list[str], list[str], M3Embeddings]:
     texts = _corpus(60)
     ids = [f"doc{i:03d}" for i in range(len(texts))]
-    manager.create_collection("m3fake", spec=CollectionSpec(dense_dim=fake_encoder.dense_dim, model_name=fake_encoder.model_name, dense_index="FLAT"))
+    manager.create_collection(
+        "m3fake",
+        spec=CollectionSpec(
+            dense_dim=fake_encoder.dense_dim, model_name=fake_encoder.model_name, dense_index="FLAT"
+        ),
+    )
     emb = fake_encoder.encode_documents(texts)
     manager.upsert("m3fake", ids=ids, texts=texts, embeddings=emb)
     return "m3fake", ids, texts, emb
@@ -105,7 +142,9 @@ def fake_collection(manager: CollectionManager, fake_encoder: FakeEncoder) -> tu
 
 @pytest.mark.integration
 def test_m3_matches_numpy_union_fusion_with_exact_fill_in(
-    manager: CollectionManager, fake_encoder: FakeEncoder, fake_collection: tuple[str, list[str], list[str], M3Embeddings]
+    manager: CollectionManager,
+    fake_encoder: FakeEncoder,
+    fake_collection: tuple[str, list[str], list[str], M3Embeddings],
 ) -> None:
     name, ids, texts, docs = fake_collection
     queries = ["dense sparse fusion", "cat dog bread", "milvus query index score", "river"]
@@ -136,13 +175,17 @@ def test_m3_matches_numpy_union_fusion_with_exact_fill_in(
         assert hs[0].text == texts[text_of[str(hs[0].id)]]
         assert set(hs[0].fields) >= {"dense_score", "sparse_score"}
         assert hs[0].score == pytest.approx(hs[0].fields["dense_score"] + 0.3 * hs[0].fields["sparse_score"])
-    mean = M3Reranker(manager, name, fake_encoder, candidates=depth, score_scale="mean").search(queries[0], limit=1)[0]
+    mean = M3Reranker(manager, name, fake_encoder, candidates=depth, score_scale="mean").search(
+        queries[0], limit=1
+    )[0]
     assert mean.score == pytest.approx(hits[0][0].score / 1.3)
 
 
 @pytest.mark.integration
 def test_m3_all_refuses_an_encoder_without_colbert(
-    manager: CollectionManager, fake_encoder: FakeEncoder, fake_collection: tuple[str, list[str], list[str], M3Embeddings]
+    manager: CollectionManager,
+    fake_encoder: FakeEncoder,
+    fake_collection: tuple[str, list[str], list[str], M3Embeddings],
 ) -> None:
     rr = M3Reranker(manager, fake_collection[0], fake_encoder, candidates=5)
     with pytest.raises(ConfigError, match="ColBERT"):
@@ -155,7 +198,9 @@ def test_m3_all_refuses_an_encoder_without_colbert(
 
 @pytest.mark.integration
 def test_m3_all_with_stored_colbert_vectors_matches_numpy(
-    manager: CollectionManager, fake_encoder: FakeEncoder, fake_collection: tuple[str, list[str], list[str], M3Embeddings]
+    manager: CollectionManager,
+    fake_encoder: FakeEncoder,
+    fake_collection: tuple[str, list[str], list[str], M3Embeddings],
 ) -> None:
     """doc_colbert= takes vectors from the caller's store; the fused score is the paper's sum."""
     name, ids, texts, docs = fake_collection
@@ -184,7 +229,12 @@ def test_m3_all_with_stored_colbert_vectors_matches_numpy(
     rr = M3Reranker(manager, name, enc, candidates=5, doc_colbert=doc_colbert, rerank_depth=4)
     hits = rr.search("dense sparse fusion", limit=4, mode="m3-all")
     assert asked == [4]
-    m3_top4 = [d for d, _ in _reference_m3(enc.encode_queries(["dense sparse fusion"]), docs, ids, 5, M3Weights())[0][:4]]
+    m3_top4 = [
+        d
+        for d, _ in _reference_m3(enc.encode_queries(["dense sparse fusion"]), docs, ids, 5, M3Weights())[0][
+            :4
+        ]
+    ]
     assert sorted(h.id for h in hits) == sorted(m3_top4)
     for h in hits:
         c = colbert_score(q_col, store[str(h.id)])
@@ -211,7 +261,11 @@ TINY_DOCS = [
     "Vector databases index embeddings for nearest neighbour search.",
     "Yeast, flour, water and salt are all that bread needs.",
 ]
-TINY_QUERIES = ["how does hybrid vector search work?", "what makes bread rise", "late interaction token vectors"]
+TINY_QUERIES = [
+    "how does hybrid vector search work?",
+    "what makes bread rise",
+    "late interaction token vectors",
+]
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +281,10 @@ def test_m3_and_m3_all_on_the_tiny_checkpoint_equal_flagembedding(
 ) -> None:
     ids = [f"t{i:02d}" for i in range(len(TINY_DOCS))]
     manager.create_collection(
-        "tiny", spec=CollectionSpec(dense_dim=tiny_embedder.dense_dim, model_name=tiny_embedder.model_name, dense_index="FLAT")
+        "tiny",
+        spec=CollectionSpec(
+            dense_dim=tiny_embedder.dense_dim, model_name=tiny_embedder.model_name, dense_index="FLAT"
+        ),
     )
     docs = tiny_embedder.encode_documents(TINY_DOCS)
     manager.upsert("tiny", ids=ids, texts=TINY_DOCS, embeddings=docs)
@@ -245,11 +302,15 @@ def test_m3_and_m3_all_on_the_tiny_checkpoint_equal_flagembedding(
     # m3-all, FlagEmbedding's scale: compute_score(...)["colbert+sparse+dense"] pair by pair
     rr_all = M3Reranker(manager, "tiny", tiny_embedder, candidates=4, score_scale="mean")
     worst = 0.0
-    for query, hits in zip(TINY_QUERIES, rr_all.search_many(TINY_QUERIES, limit=4, mode="m3-all", with_text=False)):
+    for query, hits in zip(
+        TINY_QUERIES, rr_all.search_many(TINY_QUERIES, limit=4, mode="m3-all", with_text=False)
+    ):
         assert len(hits) == 4
         pairs = [(query, text_of[str(h.id)]) for h in hits]
         flag = flag_reference.compute_score(pairs, batch_size=1, weights_for_different_modes=weights)
-        for h, want, c, d, s in zip(hits, flag["colbert+sparse+dense"], flag["colbert"], flag["dense"], flag["sparse"]):
+        for h, want, c, d, s in zip(
+            hits, flag["colbert+sparse+dense"], flag["colbert"], flag["dense"], flag["sparse"]
+        ):
             worst = max(worst, abs(h.score - want))
             assert h.score == pytest.approx(want, abs=1e-4)
             assert h.fields["colbert_score"] == pytest.approx(c, abs=1e-4)
@@ -259,7 +320,9 @@ def test_m3_and_m3_all_on_the_tiny_checkpoint_equal_flagembedding(
     assert worst <= 1e-4
 
     # the paper's scale is the same ranking times the weight sum
-    summed = M3Reranker(manager, "tiny", tiny_embedder, candidates=4).search(TINY_QUERIES[0], limit=3, mode="m3-all")
+    summed = M3Reranker(manager, "tiny", tiny_embedder, candidates=4).search(
+        TINY_QUERIES[0], limit=3, mode="m3-all"
+    )
     mean = rr_all.search(TINY_QUERIES[0], limit=3, mode="m3-all")
     assert [h.id for h in summed] == [h.id for h in mean]
     np.testing.assert_allclose([h.score for h in summed], [h.score * 2.3 for h in mean], rtol=1e-9)

@@ -14,9 +14,11 @@ test_embedder (pickled code in ``sparse_linear.pt``). Here:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -179,7 +181,7 @@ def test_cli_never_echoes_credentials_of_a_live_server(milvus_server: str, tmp_p
         ["search", "q", "--uri", f"http://root:{SECRET}@{host}", "--collection", "no_such", "--json"],
     ]
     for args in runs:
-        p = subprocess.run(CLI + args, cwd=tmp_path, env=cli_env(), text=True, capture_output=True, timeout=120)
+        p = subprocess.run(CLI + args, check=False, cwd=tmp_path, env=cli_env(), text=True, capture_output=True, timeout=120)
         assert "Traceback" not in p.stderr, p.stderr[-3000:]
         _no_secret(p.stdout, p.stderr)
         if "no_such" in args:
@@ -187,3 +189,217 @@ def test_cli_never_echoes_credentials_of_a_live_server(milvus_server: str, tmp_p
         else:
             assert p.returncode == 0, p.stderr[-2000:]
             assert host in p.stdout  # the server is named, without its credentials
+
+
+# ------------------------------------------------------------------------------ hostile filter values
+
+HOSTILE = [
+    "plain",
+    'a" or id != "',
+    '" or 1 == 1 or "',
+    "' or ''=='",
+    ") or (id != ''",
+    'x") or ("1"=="1',
+    "back\\slash",
+    "trailing\\",
+    '\\"',
+    '\\\\" or id != "',
+    "new\nline",
+    'new\n" or id != "',
+    "crlf\r\nend",
+    "tab\tand\x01ctl",
+    "{p0}",
+    "{id}",
+    "%_",
+    "ünï©ødé 🙂 検索 \u202eevil",
+    "\u2028line sep",
+    "z" * 4000 + '" or id != "',
+    "",
+]
+
+
+def _hostile_store(manager: Any, name: str) -> dict[str, str]:
+    from milvus_m3.collection import CollectionSpec, ScalarField
+    from tests.fakes import FakeEncoder
+
+    enc = FakeEncoder(dim=8)
+    spec = CollectionSpec(dense_dim=8, model_name=enc.model_name,
+                          scalar_fields=(ScalarField(name="tag", max_length=8192, default=""),))
+    manager.create_collection(name, spec=spec, recreate=True)
+    ids = [f"h{i:02d}" for i in range(len(HOSTILE))]
+    texts = [f"shared words document {i}" for i in range(len(HOSTILE))]
+    manager.upsert(name, ids=ids, texts=texts, embeddings=enc.encode_documents(texts),
+                   metadata=[{"tag": v} for v in HOSTILE], fields={"tag": HOSTILE})
+    return dict(zip(ids, HOSTILE))
+
+
+def _hits(searcher: Any, flt: Any, mode: str) -> set[str]:
+    return {h.id for h in searcher.search("shared words document", limit=100, candidate_limit=200, filter=flt,
+                                          mode=mode)}
+
+
+def _check_hostile(manager: Any, name: str, stored: dict[str, str]) -> int:
+    from milvus_m3.filters import F
+    from milvus_m3.search import HybridSearcher
+    from tests.fakes import FakeEncoder
+
+    searcher = HybridSearcher(manager, name, FakeEncoder(dim=8))
+    checked = 0
+    for rid, value in stored.items():
+        honest = _hits(searcher, F.eq("id", rid), "dense")
+        assert honest == {rid}
+        for field in ("tag", "metadata.tag"):
+            for mode in ("hybrid", "dense", "sparse"):
+                got = _hits(searcher, F.eq(field, value), mode)
+                assert got == {r for r, v in stored.items() if v == value}, (field, mode, value[:60])
+                checked += 1
+            got = _hits(searcher, [F.in_(field, [value, "no such tag"]), F.ne("id", "nobody")], "dense")
+            assert got == {r for r, v in stored.items() if v == value}, (field, "in", value[:60])
+            got = _hits(searcher, F.ne(field, value), "dense")
+            assert got == {r for r, v in stored.items() if v != value}, (field, "!=", value[:60])
+            if value:
+                got = _hits(searcher, F.prefix(field, value), "dense")
+                assert got == {r for r, v in stored.items() if v.startswith(value)}, (field, "prefix", value[:60])
+            checked += 3
+    return checked
+
+
+@pytest.mark.server
+def test_hostile_filter_values_through_the_server_engine(server_manager: Any) -> None:
+    """The same values through a Milvus gRPC server (Milvus Lite's server binary here, so escaped
+    literals in the Lite dialect; a Milvus >= 2.5 server gets templates, checked below)."""
+    stored = _hostile_store(server_manager, "hostile")
+    assert not server_manager.capabilities.filter_templates
+    assert _check_hostile(server_manager, "hostile", stored) > 200
+
+
+@pytest.mark.integration
+def test_hostile_filter_values_through_the_searcher_on_lite(tmp_path: Path) -> None:
+    """test_filters checks rendered expressions with query(); this goes through HybridSearcher in
+    every mode (three engine code paths: hybrid_search, dense search, sparse search)."""
+    from milvus_m3.collection import CollectionManager
+
+    with CollectionManager(str(tmp_path / "h.db")) as m:
+        stored = _hostile_store(m, "hostile")
+        assert _check_hostile(m, "hostile", stored) > 200
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=[f"v{i}" for i in range(len(HOSTILE))])
+def test_templates_carry_values_outside_the_expression(value: str) -> None:
+    """What a Milvus >= 2.5 server is sent: the expression names parameters only; the values travel
+    untouched beside it, whatever they hold."""
+    from milvus_m3.filters import F, render
+
+    for flt in (F.eq("tag", value), F.eq("metadata.tag", value), F.in_("tag", [value, "other"]), F.ne("tag", value)):
+        expr, params = render(flt, templates=True, dialect="server", fields={"tag": "varchar", "metadata": "json"})
+        assert set(params) == {"p0"}
+        assert params["p0"] in (value, [value, "other"])
+        assert re.fullmatch(r'(tag|metadata\["tag"\]) (==|!=|in) \{p0\}', expr), expr
+
+
+# --------------------------------------------------------------------------- secrets, Python API
+
+
+@pytest.mark.server
+def test_searcher_and_its_errors_never_show_credentials(
+    milvus_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from milvus_m3.collection import CollectionManager
+    from milvus_m3.connection import RetryPolicy
+    from milvus_m3.errors import MilvusM3Error
+    from milvus_m3.filters import F
+    from milvus_m3.search import HybridSearcher
+    from tests.fakes import FakeEncoder
+
+    host = milvus_server.removeprefix("http://")
+    shown: list[str] = []
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep(logging.DEBUG)
+    pym = logging.getLogger("pymilvus")
+    old = pym.level
+    pym.addHandler(keep)
+    pym.setLevel(logging.DEBUG)
+    try:
+        with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="milvus_m3"):
+            for kwargs in ({"uri": f"http://root:{SECRET}@{host}"}, {"uri": milvus_server, "token": TOKEN}):
+                m = CollectionManager(**kwargs, retry=RetryPolicy(attempts=2, initial_backoff=0.05, total_seconds=2))  # type: ignore[arg-type]
+                enc = FakeEncoder(dim=8)
+                m.create_collection("sec", dense_dim=8, model_name=enc.model_name, recreate=True)
+                m.upsert("sec", ids=["a", "b"], texts=["alpha one", "beta two"], embeddings=enc.encode_documents(["alpha one", "beta two"]))
+                s = HybridSearcher(m, "sec", enc)
+                shown += [repr(s), str(s), repr(m), repr(m.connection)]
+                shown += [repr(h) for h in s.search("alpha", filter=F.eq("id", "a"))]
+                for bad in ("nosuch == 1", 'id == "{x}"'):
+                    with pytest.raises(MilvusM3Error) as err:
+                        s.search("alpha", filter=bad)
+                    cur: BaseException | None = err.value
+                    seen: set[int] = set()
+                    while cur is not None and id(cur) not in seen:  # pymilvus raises `e from e`: a loop
+                        seen.add(id(cur))
+                        shown.append(f"{cur!s} {cur!r}")
+                        cur = cur.__cause__ or cur.__context__
+                m.drop("sec")
+                m.close()
+    finally:
+        pym.removeHandler(keep)
+        pym.setLevel(old)
+    shown += [caplog.text, "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in records)]
+    assert any("HybridSearcher(" in s for s in shown)
+    leaks = [s[:300] for s in shown if SECRET in s or TOKEN in s]
+    assert not leaks, leaks
+
+
+# ------------------------------------------------------------------------------- the CLI's --filter
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cli_filter_run(tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Any) -> Iterator[dict[str, Any]]:
+    """A collection built by the tiny model holding hostile tags, and one `milvus-m3 search --filter`
+    process started in the background with the module (autouse: it loads the model for ~10 s while the
+    other tests run; the test that reads it comes last)."""
+    from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
+    from milvus_m3.filters import F, render
+
+    d = tmp_path_factory.mktemp("cli-filter")
+    db = d / "f.db"
+    tags = {"good": "plain", "victim": 'a" or id != "', "other": "new\nline", "third": "{p0}"}
+    texts = {k: f"shared words about {k}" for k in tags}
+    with CollectionManager(str(db)) as m:
+        spec = CollectionSpec(dense_dim=tiny_embedder.dense_dim, model_name=tiny_embedder.model_name,
+                              scalar_fields=(ScalarField(name="tag", max_length=256, default=""),))
+        m.create_collection("docs", spec=spec)
+        ids = list(tags)
+        m.upsert("docs", ids=ids, texts=[texts[i] for i in ids], embeddings=tiny_embedder.encode_documents(
+            [texts[i] for i in ids]), metadata=[{"tag": tags[i]} for i in ids], fields={"tag": [tags[i] for i in ids]})
+    # The expression a user would write for the hostile value, escaped as milvus-m3 escapes it.
+    expr = render([F.eq("tag", tags["victim"]), F.eq("metadata.tag", tags["victim"])], templates=False, dialect="lite")[0]
+    copy = d / "g.db"
+    import shutil
+
+    shutil.copyfile(db, copy)  # the test process keeps f.db open (pymilvus does not release it on close)
+    proc = subprocess.Popen(
+        [*CLI, "search", "shared words", "--collection", "docs", "--uri", str(copy), "--model",
+         str(tiny_embedder.model_dir), "--filter", expr, "--json", "--limit", "10"],
+        cwd=d, env=cli_env(TOKENIZERS_PARALLELISM="false"), text=True, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        yield {"proc": proc, "expr": expr, "expected": {"victim"}}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.integration
+def test_cli_filter_with_an_escaped_hostile_value_returns_only_its_row(cli_filter_run: dict[str, Any]) -> None:
+    proc = cli_filter_run["proc"]
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    ids = {json.loads(line)["id"] for line in out.splitlines() if line.strip()}
+    assert ids == cli_filter_run["expected"], (ids, cli_filter_run["expr"])

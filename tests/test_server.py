@@ -28,7 +28,9 @@ import pytest
 from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
 from milvus_m3.connection import Connection, RetryPolicy
 from milvus_m3.errors import CollectionNotFoundError, MilvusUnavailableError
+from milvus_m3.filters import F, FilterLike
 from milvus_m3.ingest import ingest
+from milvus_m3.search import HybridSearcher, Mode
 from tests.fakes import FakeEncoder
 from tests.fixtures_server import LiteServer
 
@@ -75,32 +77,40 @@ def all_ids(manager: CollectionManager, name: str) -> list[str]:
 
 
 def search(
-    manager: CollectionManager, name: str, enc: FakeEncoder, query: str, *, mode: str, limit: int = 10,
-    filter: str | None = None,
+    manager: CollectionManager, name: str, enc: FakeEncoder, query: str, *, mode: Mode, limit: int = 10,
+    filter: FilterLike = None,
 ) -> list[tuple[str, float]]:
-    """(id, score) of the hits for ``query``: dense, sparse, or both fused by RRF (k=60) in Milvus."""
+    """(id, score) of the HybridSearcher's hits for ``query`` (RRF k=60 in hybrid mode)."""
+    hits = HybridSearcher(manager, name, enc).search(query, limit=limit, mode=mode, filter=filter)
+    return [(str(h.id), float(h.score)) for h in hits]
+
+
+def raw_search(
+    manager: CollectionManager, name: str, enc: FakeEncoder, query: str, *, mode: Mode, limit: int
+) -> list[tuple[str, float]]:
+    """(id, score) from pymilvus called directly, as a user without milvus-m3 would (no filter)."""
     from pymilvus import AnnSearchRequest, RRFRanker
 
     q = enc.encode_queries([query])
-    dense = [q.dense[0].tolist()]
-    sparse = [q.sparse[0]]
-    expr = filter or ""
+    dense, sparse = [q.dense[0].tolist()], [q.sparse[0]]
     client = manager.client
     if mode == "hybrid":
         reqs = [
-            AnnSearchRequest(dense, "dense", {"metric_type": "IP"}, limit=limit, expr=expr),
-            AnnSearchRequest(sparse, "sparse", {"metric_type": "IP"}, limit=limit, expr=expr),
+            AnnSearchRequest(dense, "dense", {"metric_type": "IP"}, limit=100),
+            AnnSearchRequest(sparse, "sparse", {"metric_type": "IP"}, limit=100),
         ]
-        res = manager.connection.call(
-            "hybrid search", client.hybrid_search, name, reqs, RRFRanker(60), limit=limit, output_fields=["id"]
-        )
+        res = client.hybrid_search(name, reqs, RRFRanker(60), limit=limit, output_fields=["id"])
     else:
-        field = "dense" if mode == "dense" else "sparse"
-        res = manager.connection.call(
-            f"{mode} search", client.search, name, data=dense if mode == "dense" else sparse, anns_field=field,
-            search_params={"metric_type": "IP"}, limit=limit, filter=expr, output_fields=["id"],
+        res = client.search(
+            name, data=dense if mode == "dense" else sparse, anns_field=mode, search_params={"metric_type": "IP"},
+            limit=limit, output_fields=["id"],
         )
     return [(str(h["id"]), float(h["distance"])) for h in res[0]]
+
+
+def ties_by_id(hits: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Equal scores come back in no fixed order from Milvus; order them by id."""
+    return sorted(hits, key=lambda h: (-round(h[1], 5), h[0]))
 
 
 # ------------------------------------------------------------------ the contract, on both paths
@@ -128,13 +138,21 @@ def run_contract(manager: CollectionManager, enc: FakeEncoder) -> dict[str, Any]
         metadata=[{"n": i} for i in range(10)], fields={"lang": [d["lang"] for d in docs[:10]]},
     )
     assert manager.count("contract") == 120
-    for mode in ("hybrid", "dense", "sparse"):
+    modes: tuple[Mode, ...] = ("hybrid", "dense", "sparse")
+    for mode in modes:
         hits = search(manager, "contract", enc, QUERIES[0], mode=mode)
         assert len(hits) == 10 and len({h[0] for h in hits}) == 10
         seen[mode] = hits
-        de = search(manager, "contract", enc, QUERIES[0], mode=mode, filter='lang == "de"')
+        # The searcher gives what pymilvus alone gives (the same RRF k and candidate depth in hybrid mode).
+        raw = raw_search(manager, "contract", enc, QUERIES[0], mode=mode, limit=10)
+        assert [h[0] for h in ties_by_id(hits)] == [h[0] for h in ties_by_id(raw)]
+        np.testing.assert_allclose([h[1] for h in hits], [h[1] for h in raw], atol=1e-6)
+        de = search(manager, "contract", enc, QUERIES[0], mode=mode, filter=F.eq("lang", "de"))
         assert de and all(int(h[0].split("-")[1]) % 3 == 1 for h in de)
         seen[mode + "+filter"] = de
+        expr = search(manager, "contract", enc, QUERIES[0], mode=mode, filter='metadata["n"] < 60')
+        assert expr and all(int(h[0].split("-")[1]) < 60 for h in expr)
+        seen[mode + "+raw filter"] = expr
     # The best dense hit is the brute-force best (inner product over normalised vectors).
     q = enc.encode_queries([QUERIES[0]]).dense[0]
     assert seen["dense"][0][0] == docs[int(np.argmax(emb.dense @ q))]["id"]
@@ -191,9 +209,10 @@ def test_congruence_server_and_embedded(server_manager: CollectionManager, tmp_p
     with CollectionManager(str(tmp_path / "embedded.db")) as embedded:
         fill(embedded)
         compared = 0
+        modes: tuple[Mode, ...] = ("hybrid", "dense", "sparse")
         for query in QUERIES:
-            for mode in ("hybrid", "dense", "sparse"):
-                for flt in (None, 'lang in ["en", "fr"]'):
+            for mode in modes:
+                for flt in (None, F.in_("lang", ["en", "fr"])):
                     a = search(server_manager, "congruence", enc, query, mode=mode, limit=20, filter=flt)
                     b = search(embedded, "congruence", enc, query, mode=mode, limit=20, filter=flt)
                     assert a, (query, mode, flt)
@@ -257,7 +276,7 @@ def test_ingest_survives_a_kill_in_the_middle_of_a_write(lite_server: LiteServer
     path = write_jsonl(tmp_path / "docs.jsonl", docs)
     restart_errors: list[BaseException] = []
     restarter: list[threading.Thread] = []
-    killed_during: list[str] = []
+    killed_during: list[int] = []
 
     with _outage_manager(lite_server) as manager:
         manager.create_collection("docs", dense_dim=256, model_name=enc.model_name)
@@ -266,17 +285,22 @@ def test_ingest_survives_a_kill_in_the_middle_of_a_write(lite_server: LiteServer
 
         def upsert(*args: Any, **kwargs: Any) -> Any:
             # The third batch: kill the server while this call is on its way.
-            if not killed_during and len(all_upserts) == 2:
-                threading.Timer(0.01, kill).start()
-                killed_during.append("upsert")
-            all_upserts.append(1)
-            return real_upsert(*args, **kwargs)
+            n = len(all_upserts)
+            all_upserts.append("sent")
+            if not killed_during and n == 2:
+                threading.Timer(0.005, kill).start()
+                killed_during.append(n)
+            try:
+                return real_upsert(*args, **kwargs)
+            except Exception:
+                all_upserts[n] = "failed"
+                raise
 
         def kill() -> None:
             lite_server.kill()
             restarter.append(_restart_later(lite_server, 2.0, restart_errors))
 
-        all_upserts: list[int] = []
+        all_upserts: list[str] = []
         client.upsert = upsert  # instance attribute: what Connection.call is handed from now on
         report = ingest([path], manager=manager, collection="docs", encoder=enc, batch_size=200, progress=False)
         for _ in range(100):
@@ -286,7 +310,7 @@ def test_ingest_survives_a_kill_in_the_middle_of_a_write(lite_server: LiteServer
         restarter[0].join(30)
         assert not restart_errors and lite_server.starts == 2
         assert report.written == 1200
-        assert len(all_upserts) > 6  # six batches, and at least one was sent again
+        assert "failed" in all_upserts and len(all_upserts) > 6  # six batches, and at least one was sent again
         assert manager.count("docs") == 1200
         assert all_ids(manager, "docs") == sorted(d["id"] for d in docs)
 
@@ -297,7 +321,9 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[5])
 from milvus_m3.collection import CollectionManager
 from milvus_m3.connection import RetryPolicy
+from milvus_m3.filters import F, FilterLike
 from milvus_m3.ingest import ingest
+from milvus_m3.search import HybridSearcher, Mode
 from tests.fakes import FakeEncoder
 
 uri, collection, path, go = sys.argv[1:5]
@@ -413,6 +439,15 @@ def test_lite_server_is_detected_without_error_logs(milvus_server: str, pymilvus
     assert not [r for r in pymilvus_records if r.levelno >= logging.WARNING]
 
 
+def _wait_stopped(pid: int) -> None:
+    """Signals land asynchronously: wait until the process is really stopped ("T" in /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat")
+    for _ in range(200):
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return
+        time.sleep(0.005)
+
+
 def test_frozen_server_is_given_up_on_within_the_bound(lite_server: LiteServer) -> None:
     """A server that accepts but never answers (SIGSTOP): per-call deadlines, DEADLINE_EXCEEDED, one error."""
     conn = Connection(lite_server.uri, timeout=1.0, connect_timeout=1.0,
@@ -422,11 +457,13 @@ def test_frozen_server_is_given_up_on_within_the_bound(lite_server: LiteServer) 
     try:
         conn.call("list", conn.client.list_collections)
         proc.send_signal(signal.SIGSTOP)
+        _wait_stopped(proc.pid)
         start = time.monotonic()
         with pytest.raises(MilvusUnavailableError) as err:
             conn.call("list collections", conn.client.list_collections)
         elapsed = time.monotonic() - start
         assert "DEADLINE_EXCEEDED" in str(err.value) or "Deadline" in str(err.value)
+        # list_collections takes timeout= only through **kwargs; without it this call hangs for a minute.
         assert 2.5 <= elapsed <= 2.5 + 1.0 + 1.0 + 0.5, elapsed  # total + one call + connect timeout + slack
     finally:
         proc.send_signal(signal.SIGCONT)
