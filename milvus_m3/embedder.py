@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import struct
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,6 +111,9 @@ class M3Embedder:
             raise ConfigError(f"cache_dir must be a directory path or None, got {cache_dir!r}")
 
         self._model_name = os.fspath(model_name_or_path)
+        # The fast tokenizer changes its truncation state on every call and one model runs one batch
+        # at a time: calls from several threads take turns.
+        self._lock = threading.RLock()
         self._batch_size = batch_size
         self._overflow = overflow
         self._colbert = colbert
@@ -220,7 +224,8 @@ class M3Embedder:
         rows = _check_texts(texts, allow_empty=True)
         if not rows:
             return []
-        return [len(ids) for ids in self._backend.token_ids(rows, special_tokens=False)]
+        with self._lock:
+            return [len(ids) for ids in self._backend.token_ids(rows, special_tokens=False)]
 
     def chunk_spans(self, text: str, max_tokens: int, overlap: int = 0) -> list[tuple[int, int]]:
         """Character spans ``(start, end)`` of windows over ``text`` of at most ``max_tokens`` content
@@ -236,6 +241,10 @@ class M3Embedder:
         _check_positive_int("max_tokens", max_tokens)
         if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < max_tokens:
             raise ConfigError(f"overlap must be an int in [0, max_tokens={max_tokens}), got {overlap!r}")
+        with self._lock:
+            return self._chunk_spans(text, max_tokens, overlap)
+
+    def _chunk_spans(self, text: str, max_tokens: int, overlap: int) -> list[tuple[int, int]]:
         offsets = self._backend.offsets(text)
         n = len(offsets)
         spans: list[tuple[int, int]] = []
@@ -266,7 +275,8 @@ class M3Embedder:
         colbert: bool | None = None,
     ) -> M3Embeddings:
         """Embed documents (max length ``document_max_length`` unless ``max_length`` is given)."""
-        return self._encode(texts, batch_size, max_length, colbert, self._document_max_length, "document")
+        with self._lock:
+            return self._encode(texts, batch_size, max_length, colbert, self._document_max_length, "document")
 
     def encode_queries(
         self,
@@ -277,7 +287,8 @@ class M3Embedder:
         colbert: bool | None = None,
     ) -> M3Embeddings:
         """Embed queries (max length ``query_max_length``). BGE-M3 uses no query instruction."""
-        return self._encode(texts, batch_size, max_length, colbert, self._query_max_length, "query")
+        with self._lock:
+            return self._encode(texts, batch_size, max_length, colbert, self._query_max_length, "query")
 
     def _encode(
         self,

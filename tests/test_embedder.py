@@ -609,3 +609,18 @@ def test_lone_surrogate_names_the_row(tiny_embedder: M3Embedder) -> None:
     assert info.value.row == 1
     with pytest.raises(InputError, match="UTF-8"):
         tiny_embedder.chunk_spans("bad \ud800", 4)
+
+
+@pytest.mark.integration
+def test_concurrent_calls_take_turns_and_match_serial(tiny_embedder: Any) -> None:
+    import concurrent.futures
+
+    texts = [f"thread safety check number {i} with some words" for i in range(6)]
+    serial = tiny_embedder.encode_documents(texts)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(tiny_embedder.encode_documents, [t]) for t in texts]
+        futures += [pool.submit(tiny_embedder.count_tokens, texts) for _ in range(2)]
+        results = [f.result() for f in futures]
+    for i, res in enumerate(results[:6]):
+        np.testing.assert_allclose(res.dense[0], serial.dense[i], atol=1e-5)
+        assert res.sparse[0].keys() == serial.sparse[i].keys()
