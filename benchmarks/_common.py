@@ -207,10 +207,17 @@ def batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [srt[i:i + batch_size] for i in range(0, len(srt), batch_size)]
 
 
-def executed_lengths(lengths: Sequence[int], batch_size: int, probe: bool) -> list[int]:
-    """Per row, the padded width it runs at; plus the first batch again when there is a probe pass."""
+def executed_lengths(
+    lengths: Sequence[int], batch_size: int, probe: bool, plan: Callable[..., Any] | None = None
+) -> list[int]:
+    """Per row, the padded width it runs at (longest-first batches of ``batch_size``, or ``plan``'s
+    ``(start, stop)`` batches over the sorted lengths); plus the first batch again when ``probe``."""
+    srt = sorted(lengths, reverse=True)
+    if plan is not None:
+        bs = [srt[a:b] for a, b in plan(np.asarray(srt, dtype=np.int64), batch_size)]
+    else:
+        bs = batches(lengths, batch_size)
     out: list[int] = []
-    bs = batches(lengths, batch_size)
     for b in bs:
         out += [b[0]] * len(b)
     if probe and bs:

@@ -160,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, ts in times.items():
             med = C.median(ts)
             ratio = C.median([b / a for a, b in zip(ts, times[E.FLAG])])
-            executed = C.flops(config, C.executed_lengths(lengths, args.batch_size, probe=name != E.M3))
+            executed = C.flops(config, C.executed_lengths(
+                lengths, args.batch_size, probe=name != E.M3, plan=E.m3_batch_plan() if name == E.M3 else None))
             u, x = useful / med / 1e12, executed / med / 1e12
             print(f"{name:14s} {med:7.2f} {args.n / med:8.0f} {sum(lengths) / med:9.0f} {ratio:7.3f}x "
                   f"{u:15.1f} {x:9.1f} {100 * u / measured:13.1f}% "

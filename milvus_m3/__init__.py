@@ -10,6 +10,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__ as __version__
 from .errors import (
     CollectionError,
     CollectionExistsError,
@@ -27,8 +28,6 @@ from .errors import (
 )
 from .types import Encoder, Hit, M3Embeddings
 
-from ._version import __version__
-
 logging.getLogger("milvus_m3").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from .connection import RetryPolicy
     from .embedder import M3Embedder
     from .filters import Filter
+    from .ingest import IngestAborted, IngestReport, ingest
     from .search import HybridSearcher
 
 _LAZY = {
@@ -46,6 +46,9 @@ _LAZY = {
     "RetryPolicy": "connection",
     "M3Embedder": "embedder",
     "Filter": "filters",
+    "IngestAborted": "ingest",
+    "IngestReport": "ingest",
+    "ingest": "ingest",
     "HybridSearcher": "search",
 }
 
@@ -62,6 +65,8 @@ __all__ = [
     "FilterError",
     "Hit",
     "HybridSearcher",
+    "IngestAborted",
+    "IngestReport",
     "InputError",
     "M3Embedder",
     "M3Embeddings",
@@ -74,6 +79,7 @@ __all__ = [
     "SchemaMismatchError",
     "SearchError",
     "TextTooLongError",
+    "ingest",
 ]
 
 

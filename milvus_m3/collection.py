@@ -208,7 +208,7 @@ class CollectionManager:
     def __repr__(self) -> str:
         return f"CollectionManager(uri={self.connection.display_uri!r})"
 
-    def __enter__(self) -> CollectionManager:
+    def __enter__(self) -> CollectionManager:  # noqa: PYI034 - Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,6 +20,8 @@ EXPECTED = [
     "FilterError",
     "Hit",
     "HybridSearcher",
+    "IngestAborted",
+    "IngestReport",
     "InputError",
     "M3Embedder",
     "M3Embeddings",
@@ -32,6 +34,7 @@ EXPECTED = [
     "SchemaMismatchError",
     "SearchError",
     "TextTooLongError",
+    "ingest",
 ]
 
 

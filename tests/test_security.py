@@ -128,11 +128,21 @@ def _no_secret(*texts: str) -> None:
             assert secret not in text, f"{secret!r} leaked in:\n{text[-3000:]}"
 
 
+def _selected(request: pytest.FixtureRequest, test_name: str) -> bool:
+    """Whether ``test_name`` is part of this run (an autouse fixture starts nothing for a deselected test)."""
+    return any(item.name == test_name for item in request.session.items)
+
+
 @pytest.fixture(scope="module", autouse=True)
-def closed_port_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[list[str], subprocess.Popen[str]]]]:
+def closed_port_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[tuple[list[str], subprocess.Popen[str]]]]:
     """CLI commands against a port nothing listens on, started at once in the background: each one
     retries with backoff for ~20 s before it gives up, so they start with the module (autouse) and run
     while the other tests do; the test that reads them comes last."""
+    if not _selected(request, "test_cli_never_echoes_credentials_of_an_unreachable_server"):
+        yield []
+        return
     from tests.fixtures_server import free_port
 
     port = free_port()
@@ -358,13 +368,17 @@ def test_searcher_and_its_errors_never_show_credentials(
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cli_filter_run(tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Any) -> Iterator[dict[str, Any]]:
+def cli_filter_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A collection built by the tiny model holding hostile tags, and one `milvus-m3 search --filter`
     process started in the background with the module (autouse: it loads the model for ~10 s while the
     other tests run; the test that reads it comes last)."""
+    if not _selected(request, "test_cli_filter_with_an_escaped_hostile_value_returns_only_its_row"):
+        yield {}
+        return
     from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
     from milvus_m3.filters import F, render
 
+    tiny_embedder: Any = request.getfixturevalue("tiny_embedder")
     d = tmp_path_factory.mktemp("cli-filter")
     db = d / "f.db"
     tags = {"good": "plain", "victim": 'a" or id != "', "other": "new\nline", "third": "{p0}"}
