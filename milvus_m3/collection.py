@@ -547,7 +547,11 @@ class CollectionManager:
         zero = norms == 0.0
         if zero.any():
             bad = int(np.flatnonzero(zero)[0])
-            raise InputError(f"row {bad}: dense vector is all zeros; it cannot be ranked by inner product", field="dense", row=bad)
+            raise InputError(
+                f"row {bad}: dense vector is all zeros; it cannot be ranked by inner product; re-encode the text or drop the row",
+                field="dense",
+                row=bad,
+            )
 
         lite = self.capabilities.is_lite
         seen: dict[Any, int] = {}
@@ -567,6 +571,10 @@ class CollectionManager:
             text = texts[i]
             if not isinstance(text, str):
                 raise InputError(f"row {i}: text must be a string, got {type(text).__name__}", field="text", row=i)
+            if not text.strip():
+                raise InputError(
+                    f"row {i}: text is empty or whitespace-only; drop the row or give it some text", field="text", row=i
+                )
             if "\x00" in text:
                 raise InputError(f"row {i}: text holds a NUL byte; strip control characters first", field="text", row=i)
             if not _is_valid_utf8(text):
@@ -733,8 +741,12 @@ def _check_id(value: Any, row: int, spec: CollectionSpec, *, field: str = ID_FIE
         )
     if not value.strip():
         raise InputError(f"row {row}: {field} is empty; give every document a non-empty id", field=field, row=row)
-    if not _is_valid_utf8(value) or "\x00" in value:
-        raise InputError(f"row {row}: {field} holds invalid UTF-8 or a NUL byte", field=field, row=row)
+    if "\x00" in value:
+        raise InputError(f"row {row}: {field} holds a NUL byte; remove the NUL byte from the id", field=field, row=row)
+    if not _is_valid_utf8(value):
+        raise InputError(
+            f"row {row}: {field} is not valid UTF-8 (lone surrogates); fix the input encoding", field=field, row=row
+        )
     if lite and any(c in value for c in _LITE_UNSAFE_ID_CHARS):
         raise InputError(
             f"row {row}: {field} {value!r} holds a single quote or backslash, which Milvus Lite 2.5 mishandles in "

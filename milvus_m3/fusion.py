@@ -91,7 +91,7 @@ def rrf(
     """
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k <= 0:
         raise ConfigError(f"rrf k must be a finite number > 0, got {k!r}")
-    fused: dict[IdT, float] = {}
+    parts: dict[IdT, list[float]] = {}
     for li, ranking in enumerate(lists):
         seen: set[IdT] = set()
         for rank, item in enumerate(ranking, start=1):
@@ -103,8 +103,8 @@ def rrf(
                     row=li,
                 )
             seen.add(doc)
-            fused[doc] = fused.get(doc, 0.0) + 1.0 / (k + rank)
-    return _ordered(fused, limit)
+            parts.setdefault(doc, []).append(1.0 / (k + rank))
+    return _ordered(_exact_sums(parts), limit)
 
 
 def weighted(
@@ -122,7 +122,7 @@ def weighted(
     """
     fn = _normalizer(normalize)
     ws = _check_weights(weights, len(lists))
-    fused: dict[IdT, float] = {}
+    parts: dict[IdT, list[float]] = {}
     for li, (ranking, w) in enumerate(zip(lists, ws)):
         seen: set[IdT] = set()
         for item in ranking:
@@ -134,8 +134,8 @@ def weighted(
                     row=li,
                 )
             seen.add(doc)
-            fused[doc] = fused.get(doc, 0.0) + w * fn(_item_score(item, li))
-    return _ordered(fused, limit)
+            parts.setdefault(doc, []).append(w * fn(_item_score(item, li)))
+    return _ordered(_exact_sums(parts), limit)
 
 
 def score_sum(
@@ -154,6 +154,11 @@ def score_sum(
 
 
 # --------------------------------------------------------------------- helpers
+
+
+def _exact_sums(parts: dict[IdT, list[float]]) -> dict[IdT, float]:
+    """Correctly rounded sums (math.fsum), so equal contributions tie exactly whatever the list order."""
+    return {doc: math.fsum(vals) for doc, vals in parts.items()}
 
 
 def _normalizer(normalize: str) -> Callable[[float], float]:

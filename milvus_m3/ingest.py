@@ -310,14 +310,31 @@ def _open_text_source(path: str) -> Iterator[io.BufferedReader]:
             gz: Any = gzip.GzipFile(fileobj=buffered, mode="rb")
             if gz.peek(4)[:4].startswith(_PARQUET_MAGIC):
                 raise ConfigError(f"{path}: a gzipped Parquet file cannot be streamed; gunzip it first")
-            yield io.BufferedReader(gz, buffer_size=1 << 16)
+            stream = io.BufferedReader(gz, buffer_size=1 << 16)
+            _refuse_utf16(stream, path)
+            yield stream
         else:
+            _refuse_utf16(buffered, path)
             yield buffered
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InputError(f"{path}: the gzip stream is corrupt or cut short ({exc}); re-create the file") from exc
     finally:
         if own:
             raw.close()
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _refuse_utf16(stream: io.BufferedReader, path: str) -> None:
+    """A UTF-16 file would give a 'malformed' error on every line: name the real problem once."""
+    head = stream.peek(2)[:2]
+    if head in _UTF16_BOMS:
+        raise InputError(
+            f"{path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); re-encode it as UTF-8 "
+            "(iconv -f UTF-16 -t UTF-8 FILE > FILE.utf8)",
+            field="file",
+        )
 
 
 def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: _Skipped) -> Iterator[Record]:
