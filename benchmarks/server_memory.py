@@ -28,11 +28,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from milvus_m3.collection import CollectionManager, CollectionSpec  # noqa: E402
-from milvus_m3.connection import RetryPolicy  # noqa: E402
-from milvus_m3.search import HybridSearcher  # noqa: E402
-from milvus_m3.types import M3Embeddings  # noqa: E402
-from tests.fixtures_server import LiteServer  # noqa: E402
+from milvus_m3.collection import CollectionManager, CollectionSpec
+from milvus_m3.connection import RetryPolicy
+from milvus_m3.search import HybridSearcher
+from milvus_m3.types import M3Embeddings
+from tests.fixtures_server import LiteServer
 
 VOCAB = 250_002
 DIM = 1024
