@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._version import __version__
-from .connection import Capabilities, Connection, RetryPolicy
+from .connection import DEFAULT_CONNECT_TIMEOUT, Capabilities, Connection, RetryPolicy
 from .errors import (
     CollectionExistsError,
     CollectionNotFoundError,
@@ -189,6 +189,10 @@ class CollectionManager:
         secure: bool | None = None,
         server_pem_path: str | None = None,
         server_name: str | None = None,
+        ca_pem_path: str | None = None,
+        client_pem_path: str | None = None,
+        client_key_path: str | None = None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         connection: Connection | None = None,
     ) -> None:
         self.connection = connection or Connection(
@@ -198,10 +202,14 @@ class CollectionManager:
             password=password,
             db_name=db_name,
             timeout=timeout,
+            connect_timeout=connect_timeout,
             retry=retry,
             secure=secure,
             server_pem_path=server_pem_path,
             server_name=server_name,
+            ca_pem_path=ca_pem_path,
+            client_pem_path=client_pem_path,
+            client_key_path=client_key_path,
         )
         self._specs: dict[str, CollectionSpec | None] = {}
 
@@ -526,6 +534,14 @@ class CollectionManager:
             )
         declared = {f.name: f for f in spec.scalar_fields}
         fields = dict(fields or {})
+        for sf in spec.scalar_fields:
+            if sf.name not in fields:
+                if sf.default is None and not sf.nullable:
+                    raise InputError(
+                        f"declared field {sf.name!r} has no values and no default; pass fields={{{sf.name!r}: [...]}}",
+                        field=sf.name,
+                    )
+                fields[sf.name] = [None] * n
         for key, col in fields.items():
             if key not in declared:
                 raise InputError(
@@ -612,7 +628,12 @@ class CollectionManager:
         written = 0
         for start in range(0, len(rows), batch_size):
             chunk = list(rows[start : start + batch_size])
-            self._call(f"{mode} {len(chunk)} rows into {name!r}", mode, collection_name=name, data=chunk)
+            # upsert is idempotent and retried; a retried insert could store rows twice (the first try may
+            # have landed before the connection broke), so an insert gets one try.
+            self._call(
+                f"{mode} {len(chunk)} rows into {name!r}", mode, collection_name=name, data=chunk,
+                _retry=(mode == "upsert"),
+            )
             written += len(chunk)
         return written
 
@@ -631,6 +652,8 @@ class CollectionManager:
             res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=filter)
         if isinstance(res, Mapping):
             return int(res.get("delete_count", 0))
+        if isinstance(res, list):  # pymilvus 3 returns the deleted keys
+            return len(res)
         return int(getattr(res, "delete_count", 0) or 0)
 
     def get(self, name: str, ids: Sequence[str | int], *, output_fields: Sequence[str] | None = None) -> list[dict[str, Any]]:

@@ -27,8 +27,10 @@ from __future__ import annotations
 import base64
 import inspect
 import logging
+import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -350,6 +352,105 @@ def _pymilvus_major() -> int:
         return 2
 
 
+# ------------------------------------------------------------------------ Milvus Lite in one process
+
+_WRITE_METHODS = frozenset({
+    "upsert", "insert", "delete", "create_collection", "drop_collection", "create_index", "drop_index",
+    "flush", "load_collection", "release_collection", "create_partition", "drop_partition",
+})
+"""Client methods that change a Lite file. Measured on milvus-lite 2.5.1: reads running during an
+upsert of existing ids see the rows vanish (count 0), and an id-filtered search during one can crash
+the embedded engine; so within a process, writes to one Lite file run alone and reads share."""
+
+
+class _ReadWriteLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no writer starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+_lite_guard = threading.Lock()
+_lite_locks: dict[str, _ReadWriteLock] = {}
+_lite_users: dict[str, int] = {}
+
+
+def _lite_key(uri: str) -> str:
+    return os.path.realpath(os.path.abspath(uri))
+
+
+def _lite_acquire(uri: str) -> _ReadWriteLock:
+    key = _lite_key(uri)
+    with _lite_guard:
+        _lite_users[key] = _lite_users.get(key, 0) + 1
+        return _lite_locks.setdefault(key, _ReadWriteLock())
+
+
+def _lite_release(uri: str) -> None:
+    """The last user of a Lite file in this process stops its engine, so another process can open it."""
+    key = _lite_key(uri)
+    with _lite_guard:
+        left = _lite_users.get(key, 0) - 1
+        if left > 0:
+            _lite_users[key] = left
+            return
+        _lite_users.pop(key, None)
+        try:
+            from milvus_lite.server_manager import server_manager_instance
+
+            if key in getattr(server_manager_instance, "_servers", {}):
+                server_manager_instance.release_server(key)
+        except Exception:  # noqa: BLE001 - a failed stop leaves the engine to exit with the process
+            logger.debug("could not stop the Milvus Lite engine for %s", key, exc_info=True)
+
+
+def _import_milvus_client() -> Any:
+    """pymilvus parses $MILVUS_URI when first imported and fails on a Lite path such as
+    ./milvus_m3.db (which our CLI and docs use): hide the variable during that import."""
+    saved = os.environ.get("MILVUS_URI")
+    hide = saved is not None and "://" not in saved
+    if hide:
+        del os.environ["MILVUS_URI"]
+    try:
+        from pymilvus import MilvusClient
+    finally:
+        if hide and saved is not None:
+            os.environ["MILVUS_URI"] = saved
+    return MilvusClient
+
+
 class Connection:
     """One pymilvus ``MilvusClient`` plus retry, engine detection and a secret-free repr.
 
@@ -413,6 +514,7 @@ class Connection:
         self.retry = retry or RetryPolicy()
         self.db_name = db_name
         self._client = client
+        self._lite_lock: _ReadWriteLock | None = None
         self._capabilities: Capabilities | None = None
         self._timeout_params: dict[str, bool] = {}
         self._kwargs: dict[str, Any] = {}
@@ -445,11 +547,24 @@ class Connection:
         return f"Connection(uri={self.display_uri!r}, db_name={self.db_name!r})"
 
     def _connect(self) -> Any:
-        from pymilvus import MilvusClient
+        MilvusClient = _import_milvus_client()  # noqa: N806 - a class
 
         if is_local_file_uri(self.uri):
             # Milvus Lite: pymilvus starts the embedded engine for this file (no auth, no TLS there).
-            return MilvusClient(self.uri)
+            lock = _lite_acquire(self.uri)
+            try:
+                client = MilvusClient(self.uri)
+            except Exception as exc:
+                _lite_release(self.uri)
+                if "open local milvus failed" in str(exc).lower():
+                    raise ConfigError(
+                        f"Milvus Lite could not open {self.uri}: another process probably has it open (Milvus Lite "
+                        "allows one process per file). Stop that process, wait for it to finish, or run a Milvus "
+                        "server (docker/docker-compose.yml) for several processes."
+                    ) from exc
+                raise
+            self._lite_lock = lock
+            return client
         kwargs = dict(self._kwargs)
         kwargs["timeout"] = self.connect_timeout
         if _pymilvus_major() >= 3:
@@ -514,7 +629,7 @@ class Connection:
                 )
         return self._timeout_params[name]
 
-    def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def call(self, what: str, fn: Callable[..., T], *args: Any, _retry: bool = True, **kwargs: Any) -> T:
         """Run ``fn`` with retries on transient failures.
 
         A method of ``self.client`` gets ``timeout=`` (unless given): ``self.timeout``, cut to what is
@@ -522,7 +637,15 @@ class Connection:
         MilvusUnavailableError; refused credentials a ConfigError; other errors pass through unchanged
         unless their text holds a secret, in which case a scrubbed MilvusM3Error replaces them.
         """
-        policy = self.retry
+        lock = self._lite_lock
+        if lock is not None and getattr(fn, "__self__", None) is self._client:
+            guard = lock.write() if getattr(fn, "__name__", "") in _WRITE_METHODS else lock.read()
+            with guard:
+                return self._call(what, fn, args, kwargs, _retry)
+        return self._call(what, fn, args, kwargs, _retry)
+
+    def _call(self, what: str, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], retry: bool) -> T:
+        policy = self.retry if retry else RetryPolicy(attempts=1, total_seconds=self.retry.total_seconds)
         start = time.monotonic()
         attempt = 0
         inject = self.timeout is not None and "timeout" not in kwargs and self._accepts_timeout(fn)
@@ -583,6 +706,9 @@ class Connection:
                 client.close()
             except Exception:
                 logger.debug("close failed", exc_info=True)
+        if self._lite_lock is not None:
+            self._lite_lock = None
+            _lite_release(self.uri)
 
 
 def _check_server_uri(uri: str) -> None:
