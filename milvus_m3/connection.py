@@ -432,7 +432,7 @@ def _lite_release(uri: str) -> None:
 
             if key in getattr(server_manager_instance, "_servers", {}):
                 server_manager_instance.release_server(key)
-        except Exception:  # noqa: BLE001 - a failed stop leaves the engine to exit with the process
+        except Exception:
             logger.debug("could not stop the Milvus Lite engine for %s", key, exc_info=True)
 
 
@@ -547,7 +547,7 @@ class Connection:
         return f"Connection(uri={self.display_uri!r}, db_name={self.db_name!r})"
 
     def _connect(self) -> Any:
-        MilvusClient = _import_milvus_client()  # noqa: N806 - a class
+        MilvusClient = _import_milvus_client()
 
         if is_local_file_uri(self.uri):
             # Milvus Lite: pymilvus starts the embedded engine for this file (no auth, no TLS there).
