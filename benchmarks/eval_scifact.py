@@ -39,32 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     from milvus_m3.evaluate import build_eval_parser, run_eval_cli
 
     extra = list(sys.argv[1:] if argv is None else argv)
+    os.chdir(REPO)  # relative paths in the committed report
     defaults = [
-        str(DATA),
-        "--dense-model",
-        "minilm",
-        "--sparse-model",
-        "splade-tiny",
-        "--uri",
-        str(REPO / ".cache" / "eval" / "scifact.db"),
-        "--collection",
-        "scifact_minilm_splade",
-        "--tune-split",
-        "train",
-        "--cache-dir",
-        str(REPO / ".cache" / "eval"),
-        "--out",
-        str(REPO / "benchmarks" / "results"),
-        "--name",
-        "scifact",
-        "--device",
-        "cpu",
-    ]
+        os.path.relpath(DATA, REPO), "--dense-model", "minilm", "--sparse-model", "splade-tiny",
+        "--uri", ".cache/eval/scifact.db", "--collection", "scifact_minilm_splade",
+        "--tune-split", "train", "--cache-dir", ".cache/eval",
+        "--out", "benchmarks/results", "--name", "scifact", "--device", "cpu",
+    ]  # fmt: skip
     args = build_eval_parser("python benchmarks/eval_scifact.py").parse_args(defaults + extra)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s: %(message)s"
     )
-    (REPO / ".cache" / "eval").mkdir(parents=True, exist_ok=True)
+    Path(".cache/eval").mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/eval_scifact.py" + (" " + shlex.join(extra) if extra else "")
     return run_eval_cli(args, command=command, notes=PUBLISHED)
 

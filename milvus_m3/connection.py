@@ -557,7 +557,7 @@ class Connection:
             except Exception as exc:
                 _lite_release(self.uri)
                 if "open local milvus failed" in str(exc).lower():
-                    raise ConfigError(
+                    raise MilvusUnavailableError(
                         f"Milvus Lite could not open {self.uri}: another process probably has it open (Milvus Lite "
                         "allows one process per file). Stop that process, wait for it to finish, or run a Milvus "
                         "server (docker/docker-compose.yml) for several processes."

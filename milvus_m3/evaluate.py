@@ -381,6 +381,7 @@ def _load_embeddings(path: Path) -> M3Embeddings:
 BM25_FIELD = "bm25"
 """Sparse output field of Milvus's BM25 function in an evaluation collection."""
 
+SINGLE_MODES = ("dense", "sparse", "bm25")
 ALL_MODES = ("dense", "sparse", "bm25", "rrf", "weighted", "rrf3", "m3", "m3-tuned", "m3-all")
 MODE_HELP = {
     "dense": "dense ANN (inner product)",
@@ -529,6 +530,7 @@ class EvalReport:
             cells = " | ".join(f"{r.metrics[n]:.4f}" for n in names)
             what = MODE_HELP.get(r.mode, "") + (f"; {r.note}" if r.note else "")
             lines.append(f"| {r.mode} | {cells} | {r.seconds:.1f} | {what} |")
+        lines += self._comparison()
         if self.skipped:
             lines += ["", "Not run:", ""]
             lines += [f"- {m}: {why}" for m, why in self.skipped.items()]
@@ -537,6 +539,29 @@ class EvalReport:
         if self.settings:
             lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items())]
         return "\n".join(lines) + "\n"
+
+    def _comparison(self) -> list[str]:
+        """Which fused modes beat the best single retriever, on the first metric (nDCG@10)."""
+        names = self.metric_names()
+        singles = [r for r in self.results if r.mode in SINGLE_MODES]
+        fused = [r for r in self.results if r.mode not in SINGLE_MODES]
+        if not names or not singles or not fused:
+            return []
+        key = names[0]
+        groups = [("Best single retriever", singles, fused)]
+        two_way = [r for r in singles if r.mode in ("dense", "sparse")]
+        if len(two_way) == 2 and len(singles) == 3:
+            # dense + sparse fusions against their own inputs; every fusion against all three singles
+            groups.insert(0, ("Best of dense and sparse", two_way, [r for r in fused if r.mode != "rrf3"]))
+        out: list[str] = []
+        for label, pool, modes in groups:
+            best = max(pool, key=lambda r: r.metrics[key])
+            gaps = [(r.mode, r.metrics[key] - best.metrics[key]) for r in modes]
+            above = ", ".join(f"{m} ({g:+.4f})" for m, g in gaps if g > 0) or "none"
+            below = ", ".join(f"{m} ({g:+.4f})" for m, g in gaps if g <= 0) or "none"
+            summary = f"{label} on {_pretty(key)}: {best.mode} {best.metrics[key]:.4f}. "
+            out += ["", summary + f"Fused modes above it: {above}; not above it: {below}."]
+        return out
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
         """A grouped bar chart (one group per mode, one bar per metric) as a PNG."""
@@ -560,12 +585,12 @@ class EvalReport:
                 bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=_pretty(name))
                 ax.bar_label(bars, labels=[f"{v:.3f}" for v in vals], fontsize=6, rotation=90, padding=2)
             ax.set_xticks(x, modes, rotation=20)
-            ax.set_ylim(0, 1.08)
+            ax.set_ylim(0, 1.18)
             ax.set_ylabel("score")
             ax.set_title(
                 f"{self.dataset} ({self.split}, {self.n_queries} queries): {self.encoder}", fontsize=9
             )
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="upper center", ncol=len(names), fontsize=8, frameon=False)
             ax.grid(axis="y", alpha=0.3)
             fig.tight_layout()
             out = Path(path)

@@ -831,14 +831,19 @@ def light_runs(tmp_path_factory: pytest.TempPathFactory, store: CollectionManage
         db = d / f"c{sorted(LIGHT_CASES).index(case)}.db"  # Milvus Lite wants file names under 36 characters
         shutil.copyfile(seed_db, db)
         before = seeded
+        holder = None
         if case == "cli-db-open-in-another-process":
-            with CollectionManager(str(db)) as m:
-                before = checksum(m)
+            holder = CollectionManager(str(db))  # kept open (the engine holds the file) while the CLI runs
+            before = checksum(holder)
         args = [a.format(good=d / "good.jsonl", dir=d / "adir", nohead=nohead) for a in LIGHT_CASES[case][0]]
         if "--model" not in args and args[0] in ("ingest", "search"):
             args += ["--model", str(tiny_checkpoint)]
-        p = subprocess.run([*CLI, *args, "--uri", str(db)], check=False, cwd=d, env=cli_env(), text=True, capture_output=True,
-                           stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT)
+        try:
+            p = subprocess.run([*CLI, *args, "--uri", str(db)], check=False, cwd=d, env=cli_env(), text=True,
+                               capture_output=True, stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT)
+        finally:
+            if holder is not None:
+                holder.close()  # the last user in this process stops the engine and frees the file
         with CollectionManager(str(db)) as m:
             after = checksum(m)
         return p, before, after
