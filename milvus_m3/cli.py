@@ -175,13 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collection", required=True)
     p.add_argument("--limit", type=_positive, default=10)
     p.add_argument("--offset", type=_non_negative, default=0)
-    p.add_argument("--mode", choices=("hybrid", "dense", "sparse"), default="hybrid")
+    p.add_argument("--mode", choices=("hybrid", "dense", "sparse", "m3", "m3-all"), default="hybrid",
+                   help="m3: dense + 0.3 x sparse raw scores over both candidate lists; m3-all: + ColBERT")
     p.add_argument("--ranker", choices=("rrf", "weighted"), default="rrf", help="how hybrid mode fuses (default rrf)")
     p.add_argument("--filter", default=None, metavar="EXPR", help="Milvus boolean expression on stored fields")
     p.add_argument("--group-by", default=None, metavar="FIELD",
                    help="one hit per value of FIELD (parent_id: one hit per document in a chunked collection)")
     p.add_argument("--json", action="store_true", help="one JSON object per hit: id, score, text, metadata")
     p.set_defaults(func=_cmd_search)
+
+    # eval (its module imports numpy and the stdlib only; models load inside the command)
+    from .evaluate import add_eval_parser
+
+    add_eval_parser(sub, parents=[common, model])
 
     # info
     p = sub.add_parser("info", parents=[common], help="count, schema and model of a collection (or list them)")

@@ -64,9 +64,12 @@ __all__ = ["HybridSearcher", "Mode", "RankerName"]
 logger = logging.getLogger("milvus_m3.search")
 logger.addHandler(logging.NullHandler())
 
-Mode = Literal["hybrid", "dense", "sparse"]
+Mode = Literal["hybrid", "dense", "sparse", "m3", "m3-all"]
 RankerName = Literal["rrf", "weighted"]
-MODES: tuple[str, ...] = ("hybrid", "dense", "sparse")
+MODES: tuple[str, ...] = ("hybrid", "dense", "sparse", "m3", "m3-all")
+CLIENT_SIDE_MODES = ("m3", "m3-all")
+"""BGE-M3 paper fusion, computed here (rerank.py): raw dense + 0.3 x sparse over the union of both
+candidate lists with exact scores from stored vectors ("m3"), re-ranked with ColBERT ("m3-all")."""
 RANKERS: tuple[str, ...] = ("rrf", "weighted")
 
 MAX_TOPK = 16_384
@@ -229,6 +232,8 @@ class HybridSearcher:
                 "this HybridSearcher has no encoder; pass encoder=M3Embedder(...) (or any Encoder) when creating "
                 "it, or search with pre-computed vectors via search_embeddings"
             )
+        if plan.mode in CLIENT_SIDE_MODES:
+            return self._client_side(texts, plan, None)
         embeddings = self.encoder.encode_queries(texts)
         if len(embeddings) != len(texts):
             raise SearchError(
@@ -266,7 +271,37 @@ class HybridSearcher:
             )
         if not len(queries):
             return []
+        if plan.mode in CLIENT_SIDE_MODES:
+            if plan.mode == "m3-all":
+                raise ConfigError(
+                    "mode 'm3-all' re-ranks with ColBERT vectors of the query text; use search/search_batch"
+                )
+            return self._client_side(["(pre-computed query)"] * len(queries), plan, queries)
         return self._run(queries, plan)
+
+    def _client_side(self, texts: list[str], plan: _Plan, embeddings: M3Embeddings | None) -> list[list[Hit]]:
+        """Modes m3 / m3-all through rerank.M3Reranker (paper weights 1, 0.3, 1)."""
+        from .rerank import M3Reranker
+
+        if plan.group_by is not None:
+            raise ConfigError(f"group_by is not available in mode {plan.mode!r}; use hybrid, dense or sparse")
+        if plan.params:
+            raise ConfigError(
+                f"mode {plan.mode!r} takes a raw filter expression or runs without templates; "
+                "pass the filter as a string, or use mode='hybrid'"
+            )
+        if self.encoder is None:
+            raise ConfigError(f"mode {plan.mode!r} needs an encoder; pass encoder= when creating the searcher")
+        reranker = M3Reranker(
+            self.manager, self.collection, self.encoder, candidates=plan.candidates,
+            dense_search_params=self._dense_request_params(plan.candidates)["params"], check=False,
+        )
+        mode: Literal["m3", "m3-all"] = "m3" if plan.mode == "m3" else "m3-all"
+        results = reranker.search_many(
+            texts, limit=plan.offset + plan.limit, mode=mode, filter=plan.expr or None,
+            query_embeddings=embeddings,
+        )
+        return [hits[plan.offset :] for hits in results]
 
     # ----------------------------------------------------------------- planning
 

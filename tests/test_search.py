@@ -569,3 +569,30 @@ def test_defaults_set_on_the_searcher_apply_to_every_call(manager: CollectionMan
     assert _pairs(w.search(QUERY, limit=5)) == _pairs(
         base.search(QUERY, limit=5, ranker="weighted", weights=(0.7, 0.3), candidate_limit=40)
     )
+
+
+# --------------------------------------------------------------------- client-side m3 mode
+
+
+@pytest.mark.integration
+def test_m3_mode_equals_brute_force_raw_score_fusion(
+    searcher: HybridSearcher, encoder: FakeEncoder, doc_embeddings: M3Embeddings
+) -> None:
+    """Mode m3 ranks by dense + 0.3 x sparse raw scores; with complete candidate lists that is exact."""
+    ids = [d["id"] for d in DOCS]
+    for query in ("w1 w2 w3", "row1 w3", "lang year w2"):
+        q = encoder.encode_queries([query])
+        dense = doc_embeddings.dense @ q.dense[0]
+        sparse = np.array([lexical_score(q.sparse[0], s) for s in doc_embeddings.sparse])
+        fused = dense + 0.3 * sparse
+        order = sorted(range(len(ids)), key=lambda i: (-fused[i], ids[i]))[:5]
+        hits = searcher.search(query, limit=5, mode="m3", candidate_limit=len(ids))
+        assert _ids(hits) == [ids[i] for i in order]
+        for h, i in zip(hits, order):
+            assert h.score == pytest.approx(float(fused[i]), abs=1e-5)
+        page2 = searcher.search(query, limit=2, offset=3, mode="m3", candidate_limit=len(ids))
+        assert _ids(page2) == [ids[i] for i in order[3:5]]
+        pre = searcher.search_embeddings(q, limit=5, mode="m3", candidate_limit=len(ids))[0]
+        assert _ids(pre) == _ids(hits)
+    with pytest.raises(ConfigError, match="group_by is not available"):
+        searcher.search("w1", mode="m3", group_by="parent_id")
