@@ -56,7 +56,7 @@ from .collection import (
 )
 from .errors import ConfigError, FilterError, InputError, MilvusM3Error, SearchError
 from .filters import F, FilterLike, render
-from .fusion import RRF_K
+from .fusion import RRF_K, rrf
 from .types import Encoder, Hit, M3Embeddings
 
 __all__ = ["HybridSearcher", "Mode", "RankerName"]
@@ -132,8 +132,12 @@ class HybridSearcher:
         dense_params: Mapping[str, Any] | None = None,
         sparse_params: Mapping[str, Any] | None = None,
         check: bool = True,
+        fusion: Literal["auto", "server", "client"] = "auto",
     ) -> None:
         from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
+
+        if fusion not in ("auto", "server", "client"):
+            raise ConfigError(f"fusion must be 'auto', 'server' or 'client', got {fusion!r}")
 
         self._AnnSearchRequest = AnnSearchRequest
         self._RRFRanker = RRFRanker
@@ -160,6 +164,12 @@ class HybridSearcher:
         self._templates = bool(caps.filter_templates)
         self._dialect: Literal["lite", "server"] = "lite" if caps.is_lite else "server"
         self._lite_batch_rrf_bug = caps.is_lite
+        # Where RRF is computed for hybrid mode. "auto": on Milvus Lite, here (fusion.rrf over one dense and
+        # one sparse search sent at once; same ranking as Lite's RRFRanker, a test pins it, and Lite's
+        # hybrid_search costs ~5x a dense search and mis-fuses batches); on a server, hybrid_search.
+        self.fusion = fusion
+        self._client_rrf = fusion == "client" or (fusion == "auto" and caps.is_lite)
+        self._pool: Any = None
         self._lite_quoted_ids = caps.is_lite and self.spec.id_type == "varchar"
         self._dense_index = _dense_index_kind(self.spec, caps.default_dense_index)
 
@@ -401,6 +411,8 @@ class HybridSearcher:
             if plan.mode != "hybrid":
                 results = self._plain_search(emb, plan)
                 what = f"{plan.mode} search"
+            elif self._client_rrf and plan.ranker_name == "rrf" and not grouped:
+                return self._client_side_rrf(emb, plan)
             elif n > 1 and self._lite_batch_rrf_bug and plan.ranker_name == "rrf":
                 # Milvus Lite 2.5.1 numbers RRF ranks across the whole batch: the first hit of query 2
                 # gets 1 / (k + hits of query 1 + 1). Only a one-query request is fused right there.
@@ -420,22 +432,70 @@ class HybridSearcher:
         except Exception as exc:  # pymilvus raises MilvusException, ParamError, grpc errors
             raise self._engine_error(exc, plan) from exc
         if len(results) != n:
-            if plan.expr:
-                raise FilterError(
-                    f"the engine rejected the filter {_short(plan.expr)!r} on collection {self.collection!r}: "
-                    f"the {what} returned {len(results)} result lists for {n} queries (Milvus Lite answers a "
-                    "bad filter in a hybrid search this way); check field names, value types and syntax"
-                )
-            raise SearchError(
-                f"the {what} on {self.collection!r} returned {len(results)} result lists for {n} queries; "
-                "the engine failed without saying why (see the Milvus log)"
-            )
+            raise self._missing_results(what, len(results), n, plan)
         if self._lite_quoted_ids and plan.mode == "hybrid" and plan.output_fields:
             results = [self._refetch_if_quoted_ids(r, plan) for r in results]
         if grouped:
             assert plan.group_by is not None
             return [_grouped_hits(r, plan.group_by, plan.offset, plan.limit) for r in results]
         return [_hits(r) for r in results]
+
+    def _client_side_rrf(self, emb: M3Embeddings, plan: _Plan) -> list[list[Hit]]:
+        """Hybrid RRF computed here: one dense and one sparse search (sent concurrently), fused by fusion.rrf."""
+        import concurrent.futures
+
+        n = len(emb)
+        k = plan.candidates
+        kwargs: dict[str, Any] = {"output_fields": plan.output_fields, "filter": plan.expr, "limit": k}
+        if plan.params:
+            kwargs["filter_params"] = plan.params
+        conn = self.manager.connection
+        client = conn.client
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="milvus-m3-search")
+        dense_f = self._pool.submit(
+            conn.call, self._what_search, client.search, collection_name=self.collection, data=list(emb.dense),
+            anns_field=DENSE_FIELD, search_params=self._dense_request_params(k), **kwargs,
+        )
+        sparse_f = self._pool.submit(
+            conn.call, self._what_search, client.search, collection_name=self.collection, data=list(emb.sparse),
+            anns_field=SPARSE_FIELD, search_params=self._sparse_request_params(), **kwargs,
+        )
+        try:
+            dense_res, sparse_res = dense_f.result(), sparse_f.result()
+        except MilvusM3Error:
+            raise
+        except Exception as exc:  # pymilvus raises MilvusException, ParamError, grpc errors
+            raise self._engine_error(exc, plan) from exc
+        if len(dense_res) != n or len(sparse_res) != n:
+            raise self._missing_results("dense and sparse searches", min(len(dense_res), len(sparse_res)), n, plan)
+        out: list[list[Hit]] = []
+        depth = plan.offset + plan.limit
+        for d_hits, s_hits in zip(dense_res, sparse_res):
+            entities: dict[Any, Any] = {}
+            lists = []
+            for hits in (d_hits, s_hits):
+                ranked = []
+                for h in hits:
+                    entities.setdefault(h[ID_FIELD], h["entity"])
+                    ranked.append((h[ID_FIELD], float(h["distance"])))
+                lists.append(ranked)
+            fused = rrf(lists, k=self.rrf_k, limit=depth)[plan.offset :]
+            out.append([_hit({ID_FIELD: i, "distance": score, "entity": dict(entities[i])}) for i, score in fused])
+        return out
+
+    def _missing_results(self, what: str, got: int, n: int, plan: _Plan) -> SearchError:
+        """A result list missing for a query is an error, never 'no hits'."""
+        if plan.expr:
+            return FilterError(
+                f"the engine rejected the filter {_short(plan.expr)!r} on collection {self.collection!r}: "
+                f"the {what} returned {got} result lists for {n} queries (Milvus Lite answers a "
+                "bad filter in a hybrid search this way); check field names, value types and syntax"
+            )
+        return SearchError(
+            f"the {what} on {self.collection!r} returned {got} result lists for {n} queries; "
+            "the engine failed without saying why (see the Milvus log)"
+        )
 
     def _refetch_if_quoted_ids(self, result: Any, plan: _Plan) -> Any:
         """Milvus Lite hybrid search: give hits whose id holds a ``'`` their own fields back."""

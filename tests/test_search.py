@@ -210,9 +210,9 @@ def test_batch_is_one_encode_call_and_equals_single_searches(
     encoder.calls.clear()
     batch = searcher.search_batch(queries, **kw)
     assert encoder.calls == [("queries", 3)]
-    # one Milvus call, except hybrid RRF on Milvus Lite, whose batch RRF numbers ranks across queries
+    # one Milvus call; hybrid RRF on Milvus Lite is fused here from one dense and one sparse search
     lite_rrf = mode == "hybrid" and ranker == "rrf" and searcher.manager.capabilities.is_lite
-    assert len(calls) == (len(queries) if lite_rrf else 1)
+    assert len(calls) == (2 if lite_rrf else 1)
     # equal, tied hits included: the searcher orders ties by id
     assert [_pairs(h) for h in batch] == [_pairs(h) for h in singles]
     assert searcher.search_batch([]) == []
@@ -596,3 +596,24 @@ def test_m3_mode_equals_brute_force_raw_score_fusion(
         assert _ids(pre) == _ids(hits)
     with pytest.raises(ConfigError, match="group_by is not available"):
         searcher.search("w1", mode="m3", group_by="parent_id")
+
+
+@pytest.mark.integration
+def test_client_side_rrf_equals_the_engines_rrf(manager: CollectionManager, docs: str, encoder: FakeEncoder) -> None:
+    """On Milvus Lite hybrid RRF is fused here by default; it must equal Milvus's own RRFRanker."""
+    client_side = HybridSearcher(manager, docs, encoder)  # fusion="auto": client-side on Lite
+    engine = HybridSearcher(manager, docs, encoder, fusion="server")
+    assert client_side._client_rrf and not engine._client_rrf
+    queries = ["w1 w2 w3", "row1 w3", "lang year w2", "w3"]
+    for kw in ({}, {"offset": 3, "limit": 4}, {"filter": F.eq("lang", "en")}, {"candidate_limit": 7, "limit": 7}):
+        for q in queries:
+            a = client_side.search(q, **kw)  # type: ignore[arg-type]
+            b = engine.search(q, **kw)  # type: ignore[arg-type]
+            assert _ids(a) == _ids(b), (q, kw)
+            for x, y in zip(a, b):
+                assert x.score == pytest.approx(y.score, abs=1e-6)
+                assert (x.text, dict(x.metadata), dict(x.fields)) == (y.text, dict(y.metadata), dict(y.fields))
+        batch = client_side.search_batch(queries, **kw)  # type: ignore[arg-type]
+        assert [_ids(h) for h in batch] == [_ids(engine.search(q, **kw)) for q in queries]  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="fusion must be"):
+        HybridSearcher(manager, docs, encoder, fusion="nowhere")  # type: ignore[arg-type]
