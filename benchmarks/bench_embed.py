@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 FULL_DIR = C.CACHE / "bge-m3-full-random"
 TINY_DIR = C.CACHE / "bge-m3-tiny-random"
@@ -208,13 +208,15 @@ class ForwardTimer:
     """Times every call of FlagEmbedding's inference module (both contenders run that module)."""
 
     def __init__(self) -> None:
-        from FlagEmbedding.finetune.embedder.encoder_only.m3 import EncoderOnlyEmbedderM3ModelForInference as cls
+        from FlagEmbedding.finetune.embedder.encoder_only.m3 import (
+            EncoderOnlyEmbedderM3ModelForInference as cls,
+        )
 
         self.cls = cls
         self.original = cls.forward
         self.calls: list[tuple[tuple[int, ...], float]] = []
 
-    def __enter__(self) -> ForwardTimer:
+    def __enter__(self) -> ForwardTimer:  # noqa: PYI034
         original, calls = self.original, self.calls
 
         def timed_forward(module: Any, text_input: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -348,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             runners[name] = factories[name](model_dir, batch, args.max_length)
-        except Exception as exc:  # report and go on with the others
+        except Exception as exc:  # noqa: BLE001 - report it and go on with the others
             print(f"{name}: could not load ({type(exc).__name__}: {exc})")
             continue
         runners[name](texts[:2])  # warm-up: first-call allocations, lazy imports

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 WORK = C.CACHE / "bench_memory"
 TINY_DIR = C.CACHE / "bge-m3-tiny-random"

@@ -17,8 +17,8 @@ ROOT=$(pwd)
 
 if [[ "${1:-}" == "--prepare" ]]; then
     mkdir -p .cache/gpu/scifact
-    cp ../shared/fixtures/xlmr-tokenizer.json .cache/gpu/xlmr-tokenizer.json
-    cp ../shared/data/scifact/corpus.jsonl .cache/gpu/scifact/corpus.jsonl
+    install -m 0644 ../shared/fixtures/xlmr-tokenizer.json .cache/gpu/xlmr-tokenizer.json
+    install -m 0644 ../shared/data/scifact/corpus.jsonl .cache/gpu/scifact/corpus.jsonl
     du -sh .cache/gpu
     exit 0
 fi
