@@ -547,16 +547,28 @@ def test_writes_overlap_with_encoding(lite: CollectionManager, coll: str, tmp_pa
         spans["write"].append((t0, time.perf_counter()))
         return n
 
+    real_encode = enc.encode_documents
+    spans["encode"] = []
+
+    def timed_encode(texts: Any) -> Any:
+        t0 = time.perf_counter()
+        out = real_encode(texts)
+        spans["encode"].append((t0, time.perf_counter()))
+        return out
+
+    enc.encode_documents = timed_encode  # type: ignore[method-assign]
     lite.write_rows = slow_write  # type: ignore[method-assign]
     try:
-        t0 = time.perf_counter()
         rep = ingest([f], manager=lite, collection=coll, encoder=enc, batch_size=10, progress=False)
-        elapsed = time.perf_counter() - t0
     finally:
         del lite.write_rows
     assert rep.written == 60
-    serial = 6 * delay * 2
-    assert elapsed < serial * 0.85, (elapsed, serial)
+    # No speed assert (shared machines are noisy): a serial pipeline never encodes while it writes, an
+    # overlapped one does, whatever the machine's speed.
+    overlaps = [
+        (w, e) for w in spans["write"] for e in spans["encode"] if e[0] < w[1] and w[0] < e[1]
+    ]
+    assert overlaps, spans
 
 
 @pytest.mark.integration
