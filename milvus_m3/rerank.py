@@ -302,8 +302,10 @@ class M3Reranker:
             for doc in dl:
                 if doc not in sl:
                     need_sparse[doc] = None
-        dense_vecs = self._fetch(list(need_dense), DENSE_FIELD)
-        sparse_vecs = self._fetch(list(need_sparse), SPARSE_FIELD)
+        # One round trip for both fields: a candidate missing from one list needs that field's vector.
+        both = self._fetch_fields(list(dict.fromkeys([*need_dense, *need_sparse])), (DENSE_FIELD, SPARSE_FIELD))
+        dense_vecs = {doc: both[doc][DENSE_FIELD] for doc in need_dense if doc in both}
+        sparse_vecs = {doc: both[doc][SPARSE_FIELD] for doc in need_sparse if doc in both}
 
         out: list[CandidateSet] = []
         for i, (dl, sl) in enumerate(zip(dense_lists, sparse_lists)):
@@ -427,6 +429,13 @@ class M3Reranker:
         for i, hits in zip(rows, found):
             out[i] = hits
         return out
+
+    def _fetch_fields(self, ids: list[str | int], fields: Sequence[str]) -> dict[str | int, dict[str, Any]]:
+        got: dict[str | int, dict[str, Any]] = {}
+        for start in range(0, len(ids), GET_BATCH):
+            for row in self.manager.get(self.collection, ids[start : start + GET_BATCH], output_fields=list(fields)):
+                got[row["id"]] = row
+        return got
 
     def _fetch(self, ids: list[str | int], field: str) -> dict[str | int, Any]:
         got: dict[str | int, Any] = {}
