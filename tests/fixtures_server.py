@@ -13,6 +13,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import subprocess
@@ -160,3 +161,24 @@ def lite_server(tmp_path: Path) -> Iterator[LiteServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def pymilvus_records() -> Iterator[list[logging.LogRecord]]:
+    """Every record pymilvus logs, at DEBUG (its logger does not propagate to pytest's caplog)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            self.format(record)
+            records.append(record)
+
+    log = logging.getLogger("pymilvus")
+    handler, old_level = Keep(logging.DEBUG), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -397,27 +396,6 @@ def test_unreadable_version_does_not_hide_a_down_server(clock: Clock) -> None:
 # --------------------------------------------------------------------- against real sockets
 
 
-@pytest.fixture
-def pymilvus_records() -> Iterator[list[logging.LogRecord]]:
-    """Every record pymilvus logs, at DEBUG (its logger does not propagate to pytest's caplog)."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            self.format(record)
-            records.append(record)
-
-    log = logging.getLogger("pymilvus")
-    handler, old_level = Keep(logging.DEBUG), log.level
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG)
-    try:
-        yield records
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(old_level)
-
-
 def _all_text(records: list[logging.LogRecord]) -> str:
     return "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in records)
 
@@ -427,11 +405,11 @@ def test_down_server_fails_fast_with_one_clear_error(
 ) -> None:
     port = free_port()  # nothing listens there
     policy = RetryPolicy(attempts=4, initial_backoff=0.05, total_seconds=5)
-    start = time.monotonic()
     with caplog.at_level(logging.DEBUG), pytest.raises(MilvusUnavailableError) as err:
         CollectionManager(f"http://root:{SECRET}@127.0.0.1:{port}", retry=policy)
-    elapsed = time.monotonic() - start
-    assert elapsed < 3, elapsed  # refused connections fail in milliseconds; 3 backoffs of <= 0.2 s
+    # Gave up after the policy's 4 tries with 3 backoffs in between (no speed assert: machines are noisy).
+    retries = [r for r in caplog.records if r.name.startswith("milvus_m3") and "retrying in" in r.getMessage()]
+    assert len(retries) == 3, [r.getMessage() for r in retries]
     msg = str(err.value)
     assert f"http://127.0.0.1:{port}" in msg and "'connect'" in msg and "4 tries" in msg
     # What pymilvus 3.0.2 raises for a refused connection:

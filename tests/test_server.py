@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -364,27 +364,6 @@ def test_two_ingest_processes_into_one_collection(server_manager: CollectionMana
 
 
 # ------------------------------------------------------------------ failure behaviour and secrets
-
-
-@pytest.fixture
-def pymilvus_records() -> Iterator[list[logging.LogRecord]]:
-    """Every record pymilvus logs, at DEBUG (its logger does not propagate to caplog)."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            self.format(record)
-            records.append(record)
-
-    log = logging.getLogger("pymilvus")
-    handler, old_level = Keep(logging.DEBUG), log.level
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG)
-    try:
-        yield records
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(old_level)
 
 
 def test_secrets_stay_out_of_logs_reprs_and_errors(
