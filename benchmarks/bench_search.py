@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import pymilvus
 
     from milvus_m3 import HybridSearcher, M3Embeddings
-    from milvus_m3 import search as search_mod
+    from milvus_m3.search import searcher as search_mod
 
     C.header(
         "bench_search: Milvus Lite (embedded default), one query per call",

@@ -1,6 +1,6 @@
 """milvus-m3: hybrid dense + learned-sparse retrieval for Milvus with BGE-M3.
 
-The public surface is ``__all__`` (pinned by tests/test_public_api.py). The three parts are imported
+The public surface is ``__all__`` (pinned by tests/unit/test_public_api.py). The three parts are imported
 on first use, so ``import milvus_m3`` loads neither pymilvus nor torch.
 """
 
@@ -17,6 +17,7 @@ from .errors import (
     CollectionNotFoundError,
     ConfigError,
     FilterError,
+    IngestAborted,
     InputError,
     MilvusM3Error,
     MilvusUnavailableError,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from .connection import RetryPolicy
     from .embedder import M3Embedder
     from .filters import Filter
-    from .ingest import IngestAborted, IngestReport, ingest
+    from .ingest import IngestReport, ingest
     from .search import HybridSearcher
 
 _LAZY = {
@@ -46,7 +47,6 @@ _LAZY = {
     "RetryPolicy": "connection",
     "M3Embedder": "embedder",
     "Filter": "filters",
-    "IngestAborted": "ingest",
     "IngestReport": "ingest",
     "ingest": "ingest",
     "HybridSearcher": "search",

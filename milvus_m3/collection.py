@@ -11,19 +11,36 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
-from ._version import __version__
-from .connection import DEFAULT_CONNECT_TIMEOUT, Capabilities, Connection, RetryPolicy
+from .capabilities import Capabilities
+from .connection import DEFAULT_CONNECT_TIMEOUT, Connection, RetryPolicy
 from .errors import (
     CollectionExistsError,
     CollectionNotFoundError,
     ConfigError,
     InputError,
     SchemaMismatchError,
+)
+from .schema import (
+    CHUNK_FIELD,
+    DENSE_FIELD,
+    ID_FIELD,
+    MAX_JSON_BYTES,
+    META_MARKER,
+    METADATA_FIELD,
+    PARENT_FIELD,
+    SPARSE_FIELD,
+    TEXT_FIELD,
+    CollectionSpec,
+    ScalarField,
+    build_index_params,
+    build_schema,
+    default_output_fields,
+    parse_build_record,
 )
 from .sparse import to_milvus_sparse
 from .types import M3Embeddings
@@ -33,119 +50,7 @@ __all__ = ["CollectionInfo", "CollectionManager", "CollectionSpec", "ScalarField
 logger = logging.getLogger("milvus_m3.collection")
 logger.addHandler(logging.NullHandler())
 
-# Field names in every milvus-m3 collection.
-ID_FIELD = "id"
-TEXT_FIELD = "text"
-DENSE_FIELD = "dense"
-SPARSE_FIELD = "sparse"
-METADATA_FIELD = "metadata"
-PARENT_FIELD = "parent_id"
-CHUNK_FIELD = "chunk_index"
-RESERVED_FIELDS = frozenset({ID_FIELD, TEXT_FIELD, DENSE_FIELD, SPARSE_FIELD, METADATA_FIELD, PARENT_FIELD, CHUNK_FIELD})
-
-META_MARKER = "milvus-m3:"
-MAX_VARCHAR_BYTES = 65_535
-MAX_JSON_BYTES = 65_536
 DEFAULT_WRITE_BATCH = 256
-
-ScalarType = Literal["varchar", "int64", "double", "bool"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScalarField:
-    """A declared metadata column (filterable, typed), besides the free-form JSON ``metadata`` field."""
-
-    name: str
-    dtype: ScalarType = "varchar"
-    max_length: int = 512
-    default: str | int | float | bool | None = None
-    """Stored when a row has no value. None: the value is required (unless nullable)."""
-    nullable: bool = False
-    """Allow missing values stored as null (Milvus servers only; Milvus Lite has no nullable fields)."""
-
-    def __post_init__(self) -> None:
-        if not self.name.isidentifier() or self.name in RESERVED_FIELDS:
-            raise ConfigError(
-                f"scalar field name {self.name!r} must be an identifier and not one of {sorted(RESERVED_FIELDS)}"
-            )
-        if self.dtype not in ("varchar", "int64", "double", "bool"):
-            raise ConfigError(f"scalar field {self.name!r}: dtype must be varchar, int64, double or bool")
-        if self.dtype == "varchar" and not 1 <= self.max_length <= MAX_VARCHAR_BYTES:
-            raise ConfigError(f"scalar field {self.name!r}: max_length must be in [1, {MAX_VARCHAR_BYTES}]")
-
-
-@dataclass(frozen=True, kw_only=True)
-class CollectionSpec:
-    """Everything that shapes a collection. Every default is written out here.
-
-    dense_index "auto" means HNSW on a server and AUTOINDEX on Milvus Lite (which only takes FLAT,
-    IVF_FLAT and AUTOINDEX). All vector indexes use the inner-product metric: BGE-M3's dense vectors
-    are normalised and its lexical score is an inner product.
-    """
-
-    dense_dim: int
-    model_name: str = "BAAI/bge-m3"
-    id_type: Literal["varchar", "int64"] = "varchar"
-    id_max_length: int = 512
-    auto_id: bool = False
-    text_max_length: int = MAX_VARCHAR_BYTES
-    dense_index: str = "auto"
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 200
-    ivf_nlist: int = 1024
-    sparse_index: Literal["SPARSE_INVERTED_INDEX", "SPARSE_WAND"] = "SPARSE_INVERTED_INDEX"
-    sparse_drop_ratio_build: float = 0.0
-    scalar_fields: tuple[ScalarField, ...] = ()
-    chunked: bool = False
-    consistency_level: Literal["Strong", "Bounded", "Session", "Eventually"] = "Strong"
-    num_shards: int | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.dense_dim, bool) or not isinstance(self.dense_dim, int) or not 2 <= self.dense_dim <= 32_768:
-            raise ConfigError(f"dense_dim must be an int in [2, 32768], got {self.dense_dim!r}")
-        if self.id_type not in ("varchar", "int64"):
-            raise ConfigError(f"id_type must be 'varchar' or 'int64', got {self.id_type!r}")
-        if self.auto_id and self.id_type != "int64":
-            raise ConfigError("auto_id needs id_type='int64' (Milvus generates int64 keys)")
-        if not 1 <= self.id_max_length <= MAX_VARCHAR_BYTES:
-            raise ConfigError(f"id_max_length must be in [1, {MAX_VARCHAR_BYTES}], got {self.id_max_length}")
-        if not 1 <= self.text_max_length <= MAX_VARCHAR_BYTES:
-            raise ConfigError(f"text_max_length must be in [1, {MAX_VARCHAR_BYTES}], got {self.text_max_length}")
-        if not 2 <= self.hnsw_m <= 2048:
-            raise ConfigError(f"hnsw_m must be in [2, 2048], got {self.hnsw_m}")
-        if not 1 <= self.hnsw_ef_construction <= 2**31 - 1:
-            raise ConfigError(f"hnsw_ef_construction must be >= 1, got {self.hnsw_ef_construction}")
-        if not 0.0 <= self.sparse_drop_ratio_build < 1.0:
-            raise ConfigError(f"sparse_drop_ratio_build must be in [0, 1), got {self.sparse_drop_ratio_build}")
-        if self.sparse_index not in ("SPARSE_INVERTED_INDEX", "SPARSE_WAND"):
-            raise ConfigError("sparse_index must be SPARSE_INVERTED_INDEX or SPARSE_WAND")
-        names = [f.name for f in self.scalar_fields]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"scalar field names repeat: {names}")
-        if self.consistency_level not in ("Strong", "Bounded", "Session", "Eventually"):
-            raise ConfigError(f"consistency_level must be Strong, Bounded, Session or Eventually, got {self.consistency_level!r}")
-
-    def resolved_dense_index(self, caps: Capabilities) -> str:
-        kind = caps.default_dense_index if self.dense_index.lower() == "auto" else self.dense_index.upper()
-        if kind not in caps.dense_index_types:
-            where = "Milvus Lite" if caps.is_lite else "this Milvus server"
-            raise ConfigError(
-                f"dense_index {self.dense_index!r} is not available on {where}; use one of "
-                f"{', '.join(caps.dense_index_types)} (or 'auto')"
-            )
-        return kind
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["scalar_fields"] = [asdict(f) for f in self.scalar_fields]
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> CollectionSpec:
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["scalar_fields"] = tuple(ScalarField(**f) for f in data.get("scalar_fields", ()))
-        return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -284,8 +189,8 @@ class CollectionManager:
                     "(it is checked against the spec), recreate=True (--recreate) to drop and rebuild it, "
                     "or choose another name"
                 )
-        schema = self._build_schema(spec, caps)
-        index_params = self._build_index_params(spec, dense_index)
+        schema = build_schema(spec, caps)
+        index_params = build_index_params(spec, dense_index)
         kwargs: dict[str, Any] = {"consistency_level": spec.consistency_level}
         if spec.num_shards is not None:
             kwargs["num_shards"] = spec.num_shards
@@ -300,57 +205,6 @@ class CollectionManager:
         self._specs[name] = spec
         logger.info("created collection %r (dense %d-d %s, sparse %s)", name, spec.dense_dim, dense_index, spec.sparse_index)
         return self.describe(name)
-
-    def _build_schema(self, spec: CollectionSpec, caps: Capabilities) -> Any:
-        from pymilvus import DataType, MilvusClient
-
-        meta = {"package": "milvus-m3", "version": __version__, "spec": spec.to_json()}
-        schema = MilvusClient.create_schema(
-            auto_id=spec.auto_id,
-            enable_dynamic_field=False,
-            description=META_MARKER + json.dumps(meta, sort_keys=True, separators=(",", ":")),
-        )
-        if spec.id_type == "varchar":
-            schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=spec.id_max_length)
-        else:
-            schema.add_field(ID_FIELD, DataType.INT64, is_primary=True)
-        schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=spec.text_max_length)
-        schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=spec.dense_dim)
-        schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_field(METADATA_FIELD, DataType.JSON)
-        if spec.chunked:
-            schema.add_field(PARENT_FIELD, DataType.VARCHAR, max_length=spec.id_max_length)
-            schema.add_field(CHUNK_FIELD, DataType.INT64)
-        types = {"varchar": DataType.VARCHAR, "int64": DataType.INT64, "double": DataType.DOUBLE, "bool": DataType.BOOL}
-        for sf in spec.scalar_fields:
-            extra: dict[str, Any] = {"nullable": True} if sf.nullable else {}
-            if sf.nullable and caps.is_lite:
-                raise ConfigError(
-                    f"scalar field {sf.name!r}: Milvus Lite does not support nullable fields; give it a default "
-                    "(ScalarField(default=...)) or use a Milvus server"
-                )
-            if sf.dtype == "varchar":
-                extra["max_length"] = sf.max_length
-            schema.add_field(sf.name, types[sf.dtype], **extra)
-        return schema
-
-    def _build_index_params(self, spec: CollectionSpec, dense_index: str) -> Any:
-        from pymilvus import MilvusClient
-
-        params = MilvusClient.prepare_index_params()
-        dense_params: dict[str, Any] = {}
-        if dense_index == "HNSW":
-            dense_params = {"M": spec.hnsw_m, "efConstruction": spec.hnsw_ef_construction}
-        elif dense_index.startswith("IVF"):
-            dense_params = {"nlist": spec.ivf_nlist}
-        params.add_index(field_name=DENSE_FIELD, index_type=dense_index, metric_type="IP", params=dense_params)
-        params.add_index(
-            field_name=SPARSE_FIELD,
-            index_type=spec.sparse_index,
-            metric_type="IP",
-            params={"drop_ratio_build": spec.sparse_drop_ratio_build},
-        )
-        return params
 
     def drop(self, name: str, *, missing_ok: bool = False) -> bool:
         """Drop ``name``; returns False when it did not exist and missing_ok was given."""
@@ -370,7 +224,7 @@ class CollectionManager:
     def describe(self, name: str) -> CollectionInfo:
         self._require(name)
         desc = self._call(f"describe {name!r}", "describe_collection", name)
-        spec, version = _parse_meta(desc.get("description", ""))
+        spec, version = parse_build_record(desc.get("description", ""))
         self._specs[name] = spec
         indexes: dict[str, Mapping[str, Any]] = {}
         for idx in self._call(f"list indexes of {name!r}", "list_indexes", name):
@@ -392,7 +246,7 @@ class CollectionManager:
         if name not in self._specs:
             self._require(name)
             desc = self._call(f"describe {name!r}", "describe_collection", name)
-            self._specs[name] = _parse_meta(desc.get("description", ""))[0]
+            self._specs[name] = parse_build_record(desc.get("description", ""))[0]
         spec = self._specs[name]
         if spec is None:
             raise SchemaMismatchError(
@@ -678,14 +532,6 @@ class CollectionManager:
         return f"{ID_FIELD} in [{', '.join(literal(v, dialect='lite' if lite else 'server') for v in ids)}]"
 
 
-def default_output_fields(spec: CollectionSpec) -> list[str]:
-    out = [TEXT_FIELD, METADATA_FIELD]
-    if spec.chunked:
-        out += [PARENT_FIELD, CHUNK_FIELD]
-    out += [f.name for f in spec.scalar_fields]
-    return out
-
-
 # --------------------------------------------------------------------- helpers
 
 
@@ -723,18 +569,6 @@ def _not_found(name: str, uri: str) -> str:
 def _model_key(name: str) -> str:
     """Compare models by their last path part, so 'BAAI/bge-m3' matches a local '/models/bge-m3'."""
     return name.rstrip("/").rsplit("/", 1)[-1].lower()
-
-
-def _parse_meta(description: str) -> tuple[CollectionSpec | None, str | None]:
-    if not description.startswith(META_MARKER):
-        return None, None
-    try:
-        meta = json.loads(description[len(META_MARKER) :])
-        return CollectionSpec.from_json(meta["spec"]), str(meta.get("version"))
-    except (ValueError, KeyError, TypeError, ConfigError) as exc:
-        raise SchemaMismatchError(
-            f"the milvus-m3 record in the collection description is unreadable ({exc}); recreate the collection"
-        ) from exc
 
 
 def _is_valid_utf8(text: str) -> bool:

@@ -3,7 +3,7 @@
 Only this module, ``collection.py`` and ``search.py`` import pymilvus.
 
 What pymilvus 3.0.2 does when the server is away (measured against Milvus Lite's gRPC server,
-tests/test_connection.py and tests/test_server.py keep it true):
+tests/unit/test_connection.py and tests/server/test_server.py keep it true):
 
 - connection refused (nothing listens, or the server was stopped or killed, even in the middle of a
   call): ``MilvusException(code=2, "Fail connecting to server on HOST:PORT, illegal connection params
@@ -29,7 +29,6 @@ import inspect
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,9 +37,11 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from .capabilities import LITE_CAPABILITIES, Capabilities, capabilities_for_version
 from .errors import ConfigError, MilvusM3Error, MilvusUnavailableError
 
 __all__ = [
+    "LITE_CAPABILITIES",
     "Capabilities",
     "Connection",
     "RetryPolicy",
@@ -54,9 +55,6 @@ logger = logging.getLogger("milvus_m3.connection")
 logger.addHandler(logging.NullHandler())
 
 T = TypeVar("T")
-
-MIN_SERVER_VERSION = (2, 4, 0)
-"""Sparse vectors and hybrid search arrived in Milvus 2.4."""
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a server to accept a connection. A refused connection fails at once anyway."""
@@ -132,70 +130,6 @@ class RetryPolicy:
         """Backoff before retry number ``attempt`` (1-based), with jitter in [50%, 100%]."""
         base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
         return base * (0.5 + random.random() / 2)
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What the engine behind a URI can do. Milvus Lite (embedded or served) lacks a few server features."""
-
-    engine: str  # "lite" or "server"
-    version: tuple[int, int, int] | None
-    filter_templates: bool
-    dense_index_types: tuple[str, ...]
-    default_dense_index: str
-    deploy_mode: str = ""
-    """What the server says it runs as ("STANDALONE", "CLUSTER", ...); empty for Lite or when unknown."""
-
-    @property
-    def is_lite(self) -> bool:
-        return self.engine == "lite"
-
-
-LITE_CAPABILITIES = Capabilities(
-    engine="lite",
-    version=None,
-    filter_templates=False,
-    dense_index_types=("AUTOINDEX", "FLAT", "IVF_FLAT"),
-    default_dense_index="AUTOINDEX",
-)
-
-
-def server_capabilities(version: tuple[int, int, int], deploy_mode: str = "") -> Capabilities:
-    return Capabilities(
-        engine="server",
-        version=version,
-        filter_templates=version >= (2, 5, 0),
-        dense_index_types=(
-            "AUTOINDEX", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW", "DISKANN", "SCANN",
-        ),
-        default_dense_index="HNSW",
-        deploy_mode=deploy_mode,
-    )
-
-
-def _parse_version(text: str) -> tuple[int, int, int] | None:
-    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text or "")
-    if not m:
-        return None
-    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-
-
-def capabilities_for_version(raw: str, *, uri: str = "the server", deploy_mode: str = "") -> Capabilities:
-    """Capabilities of a Milvus server that reported version ``raw`` ("v2.6.4", "2.4.0-rc1", ...).
-
-    Below 2.4 (no sparse vectors, no hybrid search) is refused with a ConfigError. A version that does
-    not parse is taken for a current server, with a warning.
-    """
-    version = _parse_version(raw)
-    if version is None:
-        logger.warning("could not parse the Milvus version %r from %s; assuming a current server", raw, uri)
-        return server_capabilities((2, 6, 0), deploy_mode)
-    if version < MIN_SERVER_VERSION:
-        raise ConfigError(
-            f"Milvus at {uri} is version {'.'.join(map(str, version))}; milvus-m3 needs >= 2.4 (sparse "
-            "vectors and hybrid search). Upgrade the server (docker/docker-compose.yml pins a current one)."
-        )
-    return server_capabilities(version, deploy_mode)
 
 
 # ------------------------------------------------------------------------- URIs and secrets

@@ -3,7 +3,8 @@
     MilvusM3Error
     ├── ConfigError            (also ValueError)  a bad option or argument
     ├── InputError             (also ValueError)  a bad document, query or vector; names field and row
-    │   └── TextTooLongError                      text beyond max length with overflow="error"
+    │   ├── TextTooLongError                      text beyond max length with overflow="error"
+    │   └── IngestAborted                         ingest with on_error="fail" met a bad row
     ├── ModelLoadError                            checkpoint missing files or unreadable
     ├── MissingDependencyError (also ImportError) an optional package is not installed
     ├── CollectionError
@@ -17,7 +18,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .ingest import IngestReport, RowError
 
 __all__ = [
     "CollectionError",
@@ -25,6 +29,7 @@ __all__ = [
     "CollectionNotFoundError",
     "ConfigError",
     "FilterError",
+    "IngestAborted",
     "InputError",
     "MilvusM3Error",
     "MilvusUnavailableError",
@@ -55,6 +60,15 @@ class InputError(MilvusM3Error, ValueError):
 
 class TextTooLongError(InputError):
     """A text is longer than the model's max length and the caller asked for an error."""
+
+
+class IngestAborted(InputError):
+    """``on_error="fail"`` met a bad row; nothing of its batch was written. ``report`` says what was."""
+
+    def __init__(self, message: str, *, report: IngestReport, error: RowError) -> None:
+        super().__init__(message, field=error.field, row=error.line)
+        self.report = report
+        self.error = error
 
 
 class ModelLoadError(MilvusM3Error):

@@ -467,7 +467,7 @@ class EvalConfig:
         self.weights()  # validates the weights
 
     def weights(self) -> Any:
-        from .rerank import M3Weights
+        from .search.rerank import M3Weights
 
         return M3Weights(dense=self.w_dense, sparse=self.w_sparse, colbert=self.w_colbert)
 
@@ -640,7 +640,7 @@ def run_evaluation(
     split of the same corpus) is where ``m3-tuned`` chooses its sparse weight; without it that mode is
     skipped. ``m3-all`` is skipped when no encoder gives ColBERT vectors.
     """
-    from .rerank import M3Reranker
+    from .search.rerank import M3Reranker
 
     config = config or EvalConfig()
     skipped: dict[str, str] = {}
@@ -812,8 +812,8 @@ def create_bm25_collection(
     """
     from pymilvus import DataType, FieldSchema, Function, FunctionType
 
-    from .collection import TEXT_FIELD
     from .errors import CollectionExistsError
+    from .schema import TEXT_FIELD
 
     if manager.has_collection(name):
         if not recreate:
@@ -872,7 +872,7 @@ def _to_run(dataset: BeirDataset, rows: range, res: Sequence[Sequence[Mapping[st
 def _single_field_run(
     manager: Any, name: str, dataset: BeirDataset, q: M3Embeddings, mode: str, config: EvalConfig
 ) -> Run:
-    from .collection import DENSE_FIELD, SPARSE_FIELD
+    from .schema import DENSE_FIELD, SPARSE_FIELD
 
     run: Run = {}
     client = manager.client
@@ -914,7 +914,7 @@ def _hybrid_run(
 ) -> Run:
     from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
-    from .collection import DENSE_FIELD, SPARSE_FIELD
+    from .schema import DENSE_FIELD, SPARSE_FIELD
 
     run: Run = {}
     client = manager.client

@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .collection import CollectionManager, CollectionSpec, ScalarField
-from .errors import ConfigError, InputError, MilvusM3Error, MissingDependencyError
+from .errors import ConfigError, IngestAborted, InputError, MilvusM3Error, MissingDependencyError
 from .types import Encoder, M3Embeddings
 
 __all__ = [
@@ -213,15 +213,6 @@ class IngestReport:
             if self.failed > 5:
                 lines.append(f"  ... {self.failed - 5} more")
         return "\n".join(lines)
-
-
-class IngestAborted(InputError):
-    """``on_error="fail"`` met a bad row; nothing of its batch was written. ``report`` says what was."""
-
-    def __init__(self, message: str, *, report: IngestReport, error: RowError) -> None:
-        super().__init__(message, field=error.field, row=error.line)
-        self.report = report
-        self.error = error
 
 
 @runtime_checkable

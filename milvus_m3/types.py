@@ -14,7 +14,16 @@ import numpy.typing as npt
 
 from .errors import InputError
 
-__all__ = ["Encoder", "Hit", "M3Embeddings", "SparseVector"]
+__all__ = [
+    "CacheKeyed",
+    "ChunkingEncoder",
+    "ColbertEncoder",
+    "Encoder",
+    "Hit",
+    "LengthLimited",
+    "M3Embeddings",
+    "SparseVector",
+]
 
 SparseVector = dict[int, float]
 """A Milvus-ready sparse vector: int token id -> float weight > 0."""
@@ -119,3 +128,46 @@ class Encoder(Protocol):
     def encode_documents(self, texts: Sequence[str]) -> M3Embeddings: ...
 
     def encode_queries(self, texts: Sequence[str]) -> M3Embeddings: ...
+
+
+# Optional abilities, declared: a part that needs one asks ``isinstance(encoder, Ability)`` (each is
+# runtime-checkable on the names it declares) instead of probing with getattr or inspect.signature.
+
+
+@runtime_checkable
+class LengthLimited(Protocol):
+    """An encoder that reads at most ``document_max_length`` tokens of a document."""
+
+    @property
+    def document_max_length(self) -> int: ...
+
+
+@runtime_checkable
+class ChunkingEncoder(LengthLimited, Protocol):
+    """An encoder that can cut a long text into token spans (ingest's ``chunk_tokens``)."""
+
+    def chunk_spans(self, text: str, max_tokens: int, overlap: int = 0) -> list[tuple[int, int]]:
+        """Character spans ``(start, end)`` of consecutive chunks of at most ``max_tokens`` tokens."""
+        ...
+
+
+@runtime_checkable
+class ColbertEncoder(Encoder, Protocol):
+    """An encoder that gives ColBERT token vectors when asked (``m3-all``): ``encode_*(texts, colbert=True)``
+    returns ``M3Embeddings.colbert``. ``colbert_dim`` is the declaration."""
+
+    @property
+    def colbert_dim(self) -> int: ...
+
+    def encode_documents(self, texts: Sequence[str], *, colbert: bool = False) -> M3Embeddings: ...
+
+    def encode_queries(self, texts: Sequence[str], *, colbert: bool = False) -> M3Embeddings: ...
+
+
+@runtime_checkable
+class CacheKeyed(Protocol):
+    """An encoder whose outputs are fully determined by ``config_key`` (model, lengths, options), so an
+    encoding cache may reuse them. Without it a cache keys on ``model_name`` alone."""
+
+    @property
+    def config_key(self) -> str: ...

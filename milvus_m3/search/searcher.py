@@ -42,7 +42,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from .collection import (
+from ..collection import CollectionManager
+from ..errors import ConfigError, FilterError, InputError, MilvusM3Error, SearchError
+from ..filters import F, FilterLike, render
+from ..fusion import RRF_K, rrf
+from ..schema import (
     CHUNK_FIELD,
     DENSE_FIELD,
     ID_FIELD,
@@ -50,14 +54,10 @@ from .collection import (
     PARENT_FIELD,
     SPARSE_FIELD,
     TEXT_FIELD,
-    CollectionManager,
     CollectionSpec,
     default_output_fields,
 )
-from .errors import ConfigError, FilterError, InputError, MilvusM3Error, SearchError
-from .filters import F, FilterLike, render
-from .fusion import RRF_K, rrf
-from .types import Encoder, Hit, M3Embeddings
+from ..types import Encoder, Hit, M3Embeddings
 
 __all__ = ["HybridSearcher", "Mode", "RankerName"]
 

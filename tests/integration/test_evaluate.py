@@ -27,7 +27,7 @@ from milvus_m3.evaluate import (
     run_eval_cli,
     run_evaluation,
 )
-from milvus_m3.rerank import M3Weights, sparse_score
+from milvus_m3.search.rerank import M3Weights, sparse_score
 from tests.fakes import FakeEncoder
 
 # ------------------------------------------------------------------------------------------- metrics

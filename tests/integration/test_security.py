@@ -29,7 +29,7 @@ import pytest
 
 from milvus_m3.errors import ModelLoadError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "Sup3r-s3cret-pw"
 TOKEN = "tok-9f8e7d6c5b4a"
 _SCRIPT = Path(sys.executable).parent / "milvus-m3"

@@ -370,7 +370,7 @@ def test_import_does_not_load_torch_or_flagembedding() -> None:
         capture_output=True,
         text=True,
         check=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert out.stdout.strip() == ""
 

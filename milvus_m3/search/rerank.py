@@ -41,9 +41,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from .collection import DENSE_FIELD, METADATA_FIELD, SPARSE_FIELD, TEXT_FIELD, CollectionManager
-from .errors import ConfigError, InputError, SearchError
-from .types import Encoder, Hit, M3Embeddings, SparseVector
+from ..collection import CollectionManager
+from ..errors import ConfigError, InputError, SearchError
+from ..schema import DENSE_FIELD, METADATA_FIELD, SPARSE_FIELD, TEXT_FIELD
+from ..types import Encoder, Hit, M3Embeddings, SparseVector
 
 __all__ = [
     "CandidateSet",

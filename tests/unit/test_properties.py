@@ -366,7 +366,7 @@ def test_content_ids_equal_across_processes_with_other_hash_seeds() -> None:
     sample = [*PINNED, "", " ", "x" * 10_000, *("".join(chr(int(c)) for c in rng.integers(32, 0x2FFF, 20)) for _ in range(50))]
     sample = [t for t in sample if t and not any(0xD800 <= ord(c) <= 0xDFFF for c in t)]
     here = [[content_id(t), content_id(t, id_type="int64")] for t in sample]
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     seen_hashes = []
     for seed in ("0", "4242"):
         env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=root)

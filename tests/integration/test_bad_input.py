@@ -602,7 +602,7 @@ def test_utf16_file_is_named_as_such(unchanged: CollectionManager, enc: FakeEnco
 
 _SCRIPT = Path(sys.executable).parent / "milvus-m3"
 CLI = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "milvus_m3"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT = 300
 
 

@@ -36,7 +36,7 @@ from tests.fixtures_server import LiteServer
 
 pytestmark = pytest.mark.server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-Pa55"
 WORDS = ["milvus", "vector", "sparse", "dense", "hybrid", "search", "index", "cat", "dog", "bird", "fish", "tree", "river", "mountain", "city", "music", "bread", "cheese", "wine", "coffee", "tea", "rain", "snow", "sun", "moon", "star", "ocean", "island", "forest", "desert", "garden", "book", "paper", "train", "plane", "ship", "road", "bridge", "tower", "castle", "king", "queen"]
 QUERIES = [

@@ -29,12 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-from .errors import ConfigError, InputError, MilvusM3Error
+from .._version import __version__
+from ..errors import ConfigError, InputError, MilvusM3Error
 
 if TYPE_CHECKING:
-    from .collection import CollectionManager
-    from .embedder import M3Embedder
+    from ..collection import CollectionManager
+    from ..embedder import M3Embedder
 
 __all__ = ["build_parser", "main"]
 
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_search)
 
     # eval (its module imports numpy and the stdlib only; models load inside the command)
-    from .evaluate import add_eval_parser
+    from ..evaluate import add_eval_parser
 
     add_eval_parser(sub, parents=[common, model])
 
@@ -257,7 +257,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _redact(text: str, args: argparse.Namespace) -> str:
     """``text`` without the token and without credentials written into the URI."""
-    from .connection import redact_uri
+    from ..connection import redact_uri
 
     uri = getattr(args, "uri", None) or ""
     secrets: list[str] = []
@@ -280,13 +280,13 @@ def _redact(text: str, args: argparse.Namespace) -> str:
 
 
 def _manager(args: argparse.Namespace) -> CollectionManager:
-    from .collection import CollectionManager
+    from ..collection import CollectionManager
 
     return CollectionManager(args.uri, token=args.token or None)
 
 
 def _embedder(args: argparse.Namespace, *, kind: str, overflow: str, batch_size: int = 16) -> M3Embedder:
-    from .embedder import M3Embedder
+    from ..embedder import M3Embedder
 
     kwargs: dict[str, Any] = {"device": args.device, "overflow": overflow, "batch_size": batch_size}
     if args.max_length is not None:
@@ -303,7 +303,7 @@ def _note(args: argparse.Namespace, text: str) -> None:
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
-    from .collection import CollectionSpec
+    from ..collection import CollectionSpec
 
     dim = args.dense_dim if args.dense_dim is not None else dense_dim_of(args.model, args)
     spec = CollectionSpec(
@@ -363,8 +363,8 @@ def dense_dim_of(model: str, args: argparse.Namespace | None = None) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from .collection import CollectionSpec
-    from .ingest import default_state_path, detect_format, ingest
+    from ..collection import CollectionSpec
+    from ..ingest import default_state_path, detect_format, ingest
 
     for f in args.files:  # fail on a missing file or unknown format before the model loads
         if f != "-" and not os.path.isfile(f):
@@ -427,7 +427,7 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .search import HybridSearcher
+    from ..search import HybridSearcher
 
     with _manager(args) as manager:
         manager.spec(args.collection)  # a missing collection fails before the model loads
@@ -501,7 +501,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_drop(args: argparse.Namespace) -> int:
     with _manager(args) as manager:
         if not manager.has_collection(args.collection):
-            from .errors import CollectionNotFoundError
+            from ..errors import CollectionNotFoundError
 
             raise CollectionNotFoundError(f"collection {args.collection!r} does not exist at {manager.uri}")
         if not args.yes:

@@ -1,0 +1,88 @@
+"""Text checks shared by every entry point: one place for "is it a string", "is it empty", "is it UTF-8".
+
+Private: the public modules call these so that a bad text gets the same message (field, row, fix)
+wherever it enters. Imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["check_texts", "is_valid_utf8", "short", "utf8_error"]
+
+
+def short(text: object, limit: int = 120, *, squash: bool = False) -> str:
+    """``text`` (or ``str(exc)``) cut to ``limit`` characters with "..."; ``squash`` folds whitespace runs."""
+    out = str(text)
+    if squash:
+        out = " ".join(out.split())
+    return out if len(out) <= limit else out[:limit] + "..."
+
+
+def utf8_error(text: str) -> UnicodeEncodeError | None:
+    """Why ``text`` cannot be written as UTF-8 (a lone surrogate), or None when it can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return err
+    return None
+
+
+def is_valid_utf8(text: str) -> bool:
+    return utf8_error(text) is None
+
+
+def _kind(value: Any) -> str:
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def check_texts(
+    texts: Any,
+    *,
+    field: str = "text",
+    noun: str = "text",
+    one_string_hint: str = "wrap it in a list: [text]",
+    allow_empty: bool = False,
+    check_utf8: bool = True,
+) -> list[str]:
+    """``texts`` as a list of str, or an InputError naming ``field`` and the row, with the fix.
+
+    Refused: one bare string (``one_string_hint`` says what to do instead), a non-sequence, a row that
+    is not a str, an empty or whitespace-only row (unless ``allow_empty``), a row holding a lone
+    surrogate (not encodable as UTF-8; unless ``check_utf8`` is False).
+    """
+    if isinstance(texts, (str, bytes)):
+        raise InputError(
+            f"{field} is a single string; pass a list of strings: {one_string_hint}", field=field
+        )
+    if not isinstance(texts, Sequence) and not hasattr(texts, "__array__"):
+        raise InputError(
+            f"{field} must be a list (or tuple) of strings, got {type(texts).__name__}", field=field
+        )
+    rows = list(texts)
+    for i, text in enumerate(rows):
+        if not isinstance(text, str):
+            raise InputError(
+                f"{noun} {i} is {_kind(text)}, not a string; give every row a non-empty string",
+                field=field,
+                row=i,
+            )
+        if not allow_empty and (not text or text.isspace()):
+            raise InputError(
+                f"{noun} at row {i} is empty or whitespace-only; drop the row or give it some text",
+                field=field,
+                row=i,
+            )
+        if check_utf8:
+            err = utf8_error(text)
+            if err is not None:
+                raise InputError(
+                    f"{noun} at row {i} is not valid UTF-8: it holds a lone surrogate ({text[err.start]!r} at "
+                    f"character {err.start}); fix the input encoding (decode bytes with errors='replace')",
+                    field=field,
+                    row=i,
+                ) from err
+    return rows

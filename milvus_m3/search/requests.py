@@ -1,0 +1,144 @@
+"""The one place where per-field Milvus search requests are built (dense, sparse, BM25).
+
+A ``FieldRequest`` is one ANN request on one vector field: the data, the field, the limit, the
+search parameters and the filter. It becomes either the keyword arguments of ``client.search`` or
+a pymilvus ``AnnSearchRequest`` for ``hybrid_search``; the searcher, the ``m3`` reranker and the
+evaluation runner all build theirs here, so a parameter default lives in exactly one place.
+
+pymilvus is imported only by ``FieldRequest.ann_request``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import ConfigError
+from ..schema import DENSE_FIELD, SPARSE_FIELD
+
+__all__ = [
+    "DEFAULT_DROP_RATIO_SEARCH",
+    "DEFAULT_HNSW_EF",
+    "DEFAULT_IVF_NPROBE",
+    "FieldRequest",
+    "bm25_request",
+    "dense_request",
+    "dense_search_params",
+    "sparse_request",
+    "sparse_search_params",
+]
+
+DEFAULT_HNSW_EF = 128
+"""HNSW search breadth when the caller gives none (raised to the candidate limit: Milvus needs ef >= k)."""
+
+DEFAULT_IVF_NPROBE = 32
+"""IVF clusters probed when the caller gives none (at most the collection's nlist)."""
+
+DEFAULT_DROP_RATIO_SEARCH = 0.0
+"""Sparse query weights dropped before searching: none, so the sparse ranking is exact."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FieldRequest:
+    """One ANN request on one vector field (see the module docstring)."""
+
+    field: str
+    data: Sequence[Any]
+    limit: int
+    search_params: Mapping[str, Any]
+    """``{"metric_type": ..., "params": {...}}`` as pymilvus takes it."""
+    expr: str = ""
+    expr_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def search_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``MilvusClient.search`` (add ``collection_name`` and output options)."""
+        kwargs: dict[str, Any] = {
+            "data": list(self.data),
+            "anns_field": self.field,
+            "limit": self.limit,
+            "filter": self.expr,
+            "search_params": _copy(self.search_params),
+        }
+        if self.expr_params:
+            kwargs["filter_params"] = dict(self.expr_params)
+        return kwargs
+
+    def ann_request(self) -> Any:
+        """A pymilvus ``AnnSearchRequest`` for ``hybrid_search``."""
+        from pymilvus import AnnSearchRequest
+
+        return AnnSearchRequest(
+            data=list(self.data),
+            anns_field=self.field,
+            param=_copy(self.search_params),
+            limit=self.limit,
+            expr=self.expr or None,
+            expr_params=dict(self.expr_params) or None,
+        )
+
+
+def dense_search_params(index_kind: str, limit: int, *, ivf_nlist: int = 1024,
+                        overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Search parameters for the dense field (inner product) under index ``index_kind``.
+
+    HNSW: ``ef`` = max(DEFAULT_HNSW_EF, limit) unless given (a given ``ef`` below ``limit`` is refused);
+    IVF_*: ``nprobe`` = min(nlist, DEFAULT_IVF_NPROBE); ``overrides`` win.
+    """
+    kind = index_kind.upper()
+    params: dict[str, Any] = {}
+    if kind == "HNSW":
+        params["ef"] = max(DEFAULT_HNSW_EF, limit)
+    elif kind.startswith("IVF"):
+        params["nprobe"] = min(ivf_nlist, DEFAULT_IVF_NPROBE)
+    params.update(overrides or {})
+    ef = params.get("ef")
+    if kind == "HNSW" and isinstance(ef, int) and ef < limit:
+        raise ConfigError(
+            f"dense_params ef={ef} is below the {limit} candidates asked for; HNSW needs ef >= k: raise ef"
+        )
+    return {"metric_type": "IP", "params": params}
+
+
+def sparse_search_params(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Search parameters for the learned-sparse field (inner product, nothing dropped unless asked)."""
+    params: dict[str, Any] = {"drop_ratio_search": DEFAULT_DROP_RATIO_SEARCH}
+    params.update(overrides or {})
+    return {"metric_type": "IP", "params": params}
+
+
+def dense_request(data: Sequence[Any], *, limit: int, index_kind: str = "AUTOINDEX", ivf_nlist: int = 1024,
+                  params: Mapping[str, Any] | None = None, expr: str = "",
+                  expr_params: Mapping[str, Any] | None = None) -> FieldRequest:
+    return FieldRequest(
+        field=DENSE_FIELD, data=data, limit=limit,
+        search_params=dense_search_params(index_kind, limit, ivf_nlist=ivf_nlist, overrides=params),
+        expr=expr, expr_params=dict(expr_params or {}),
+    )
+
+
+def sparse_request(data: Sequence[Any], *, limit: int, params: Mapping[str, Any] | None = None, expr: str = "",
+                   expr_params: Mapping[str, Any] | None = None, field: str = SPARSE_FIELD) -> FieldRequest:
+    return FieldRequest(
+        field=field, data=data, limit=limit, search_params=sparse_search_params(params),
+        expr=expr, expr_params=dict(expr_params or {}),
+    )
+
+
+def bm25_request(texts: Sequence[str], *, field: str, limit: int, params: Mapping[str, Any] | None = None,
+                 expr: str = "", expr_params: Mapping[str, Any] | None = None) -> FieldRequest:
+    """A request on a BM25 function field: the data are query texts, which the engine analyses."""
+    search_params: dict[str, Any] = {"metric_type": "BM25"}
+    if params:
+        search_params["params"] = dict(params)
+    return FieldRequest(
+        field=field, data=list(texts), limit=limit, search_params=search_params,
+        expr=expr, expr_params=dict(expr_params or {}),
+    )
+
+
+def _copy(params: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(params)
+    if isinstance(out.get("params"), Mapping):
+        out["params"] = dict(out["params"])
+    return out
