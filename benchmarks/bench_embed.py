@@ -135,7 +135,7 @@ def make_flag(model_dir: Path, batch_size: int, max_length: int, device: str = "
 def m3_batch_plan() -> Any:
     """M3Embedder's own batching (it ends a batch early rather than pad much), for the cost model."""
     try:
-        from milvus_m3.embedder import _plan_batches
+        from milvus_m3._flag_backend import _plan_batches
     except ImportError:
         return None
     return _plan_batches

@@ -39,6 +39,12 @@ def _kind(value: Any) -> str:
     return "None" if value is None else f"a {type(value).__name__}"
 
 
+def _row(row_label: str | None, noun: str, i: int, *, typed: bool = False) -> str:
+    if row_label is not None:
+        return row_label.format(i=i)
+    return f"{noun} {i}" if typed else f"{noun} at row {i}"
+
+
 def check_texts(
     texts: Any,
     *,
@@ -47,12 +53,16 @@ def check_texts(
     one_string_hint: str = "wrap it in a list: [text]",
     allow_empty: bool = False,
     check_utf8: bool = True,
+    expected: str = "a list (or tuple) of strings",
+    row_label: str | None = None,
 ) -> list[str]:
     """``texts`` as a list of str, or an InputError naming ``field`` and the row, with the fix.
 
     Refused: one bare string (``one_string_hint`` says what to do instead), a non-sequence, a row that
     is not a str, an empty or whitespace-only row (unless ``allow_empty``), a row holding a lone
     surrogate (not encodable as UTF-8; unless ``check_utf8`` is False).
+    ``expected`` says what to pass instead of a non-sequence; ``row_label`` (a format string with
+    ``{i}``, e.g. "text at row {i}") names a row in every message instead of the default wording.
     """
     if isinstance(texts, (str, bytes)):
         raise InputError(
@@ -60,19 +70,20 @@ def check_texts(
         )
     if not isinstance(texts, Sequence) and not hasattr(texts, "__array__"):
         raise InputError(
-            f"{field} must be a list (or tuple) of strings, got {type(texts).__name__}", field=field
+            f"{field} must be {expected}, got {type(texts).__name__}", field=field
         )
     rows = list(texts)
     for i, text in enumerate(rows):
         if not isinstance(text, str):
             raise InputError(
-                f"{noun} {i} is {_kind(text)}, not a string; give every row a non-empty string",
+                f"{_row(row_label, noun, i, typed=True)} is {_kind(text)}, not a string; "
+                "give every row a non-empty string",
                 field=field,
                 row=i,
             )
         if not allow_empty and (not text or text.isspace()):
             raise InputError(
-                f"{noun} at row {i} is empty or whitespace-only; drop the row or give it some text",
+                f"{_row(row_label, noun, i)} is empty or whitespace-only; drop the row or give it some text",
                 field=field,
                 row=i,
             )
@@ -80,8 +91,9 @@ def check_texts(
             err = utf8_error(text)
             if err is not None:
                 raise InputError(
-                    f"{noun} at row {i} is not valid UTF-8: it holds a lone surrogate ({text[err.start]!r} at "
-                    f"character {err.start}); fix the input encoding (decode bytes with errors='replace')",
+                    f"{_row(row_label, noun, i)} is not valid UTF-8: it holds a lone surrogate "
+                    f"({text[err.start]!r} at character {err.start}); fix the input encoding "
+                    "(decode bytes with errors='replace')",
                     field=field,
                     row=i,
                 ) from err

@@ -12,18 +12,8 @@ field, an array index), and ``metadata.lang`` becomes ``metadata["lang"]``. Valu
 (str, int, float, bool, or a non-empty list of one of them; NaN, infinities, NUL bytes and lone
 surrogates refused) and either sent as template parameters or written as escaped literals.
 
-String literals are not escaped the same way by every engine (checked against Milvus Lite 2.5.1 and
-the Milvus grammar and parser sources):
-
-* Both engines lex ``"..."`` with C-style escapes and forbid a raw CR or LF inside the quotes, and
-  both read ``\\\\`` as a backslash and ``\\"`` as a double quote.
-* A Milvus server (Go) unquotes with ``strconv.Unquote``: ``\\n``, ``\\r``, ``\\t`` and ``\\uXXXX`` are
-  the characters they name. ``dialect="server"`` writes those.
-* Milvus Lite unquotes with C++ ``std::quoted``, which drops the backslash of any other escape:
-  ``"a\\nb"`` is the text ``anb``, so an escaped newline would silently match the wrong rows. Lite
-  does accept a backslash followed by a raw newline (or CR LF) and reads it as that newline;
-  ``dialect="lite"`` writes that and every other character raw. A carriage return that is not
-  followed by a newline cannot be written for Lite at all: FilterError.
+String literals are escaped per engine dialect (``dialect="server"`` or ``"lite"``; the measured
+differences are in ``_literals``).
 
 Two Milvus Lite hazards shape what ``render`` accepts with ``dialect="lite"`` (measured on 2.5.1):
 Lite has no filter templates, and when Lite rejects an expression that contains ``{`` or ``}`` its
@@ -42,12 +32,13 @@ This module imports neither pymilvus nor torch.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ._literals import Dialect, Scalar, category, check_scalar, literal, string_literal, successor
+from ._text import short
 from .errors import FilterError
 
 __all__ = [
@@ -63,9 +54,7 @@ __all__ = [
     "render",
 ]
 
-Scalar = str | int | float | bool
 Value = Scalar | tuple[Scalar, ...]
-Dialect = Literal["server", "lite"]
 FieldKind = Literal["varchar", "int64", "double", "bool", "json"]
 
 FIELD_KINDS: tuple[str, ...] = ("varchar", "int64", "double", "bool", "json")
@@ -80,8 +69,6 @@ OPERATORS: tuple[str, ...] = (*COMPARISONS, *MEMBERSHIP, PREFIX)
 PARAM_PREFIX = "p"
 """Template parameters are named p0, p1, ... in the order the values appear."""
 
-INT64_MIN = -(2**63) + 1  # -2**63 itself cannot be written as a literal (it is -(2**63), which overflows)
-INT64_MAX = 2**63 - 1
 LIKE_WILDCARDS = frozenset("%_\\")
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -128,7 +115,7 @@ class Filter:
         if self.op in MEMBERSHIP:
             object.__setattr__(self, "value", _check_members(self.field, self.op, self.value))
         else:
-            _check_scalar(self.field, self.value)
+            check_scalar(self.field, self.value)
             if self.op in RELATIONAL and isinstance(self.value, bool):
                 raise FilterError(
                     f"filter on {self.field!r}: {self.op} needs a number or a string, not a bool; "
@@ -235,14 +222,14 @@ def render(
                 continue
             if dialect == "lite" and ("{" in raw or "}" in raw):
                 raise FilterError(
-                    f"raw filter {_short(raw)!r} contains '{{' or '}}': Milvus Lite has no filter templates, "
+                    f"raw filter {short(raw, 80)!r} contains '{{' or '}}': Milvus Lite has no filter templates, "
                     "and when it rejects an expression holding a brace its embedded server fails instead of "
                     "answering. Write comparisons with such values as structured filters "
                     "(e.g. F.eq(\"title\", \"{draft}\")), which are escaped and checked first"
                 )
             if templates and _PLACEHOLDER.search(_strip_string_literals(raw)):
                 raise FilterError(
-                    f"raw filter {_short(raw)!r} uses a template placeholder; milvus-m3 fills templates only "
+                    f"raw filter {short(raw, 80)!r} uses a template placeholder; milvus-m3 fills templates only "
                     "for structured filters. Write the value into the expression, or use F.eq(...) etc."
                 )
             parts.append(raw)
@@ -251,19 +238,6 @@ def render(
     if len(parts) == 1:
         return parts[0], params
     return " and ".join(f"({p})" for p in parts), params
-
-
-def literal(value: Scalar, *, dialect: Dialect = "server") -> str:
-    """``value`` as a Milvus literal: ``true``/``false``, an int, a float, or an escaped string."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return _string_literal(value, dialect)
-    raise FilterError(f"cannot write {type(value).__name__} {value!r} as a Milvus literal")
 
 
 def path_expr(field: str) -> str:
@@ -312,59 +286,13 @@ def _render_prefix(lhs: str, prefix: str, value: Callable[[Scalar], str], *, dia
     A like pattern is always a literal: the grammar has no template for it.
     """
     if prefix and not LIKE_WILDCARDS.intersection(prefix):
-        return f"{lhs} like {_string_literal(prefix + '%', dialect)}"
-    upper = _successor(prefix)
+        return f"{lhs} like {string_literal(prefix + '%', dialect)}"
+    upper = successor(prefix)
     low = f"{lhs} >= {value(prefix)}"
     if upper is None:
         return low
     return f"({low} and {lhs} < {value(upper)})"
 
-
-def _successor(prefix: str) -> str | None:
-    """The smallest string greater than every string starting with ``prefix`` (None if unbounded)."""
-    chars = list(prefix)
-    while chars:
-        last = ord(chars.pop())
-        if last < 0x10FFFF:
-            nxt = last + 1
-            if 0xD800 <= nxt <= 0xDFFF:  # surrogates are not characters
-                nxt = 0xE000
-            return "".join(chars) + chr(nxt)
-    return None
-
-
-def _string_literal(value: str, dialect: Dialect) -> str:
-    _check_text(value, where="value")
-    if dialect == "lite":
-        body = _LITE_ESCAPE.sub(_lite_escape, value)
-        return f'"{body}"'
-    return '"' + value.translate(_SERVER_ESCAPES) + '"'
-
-
-_SERVER_ESCAPES: dict[int, str] = {
-    **{c: f"\\u{c:04x}" for c in (*range(0x20), 0x7F)},
-    ord("\\"): "\\\\",
-    ord('"'): '\\"',
-    ord("\n"): "\\n",
-    ord("\r"): "\\r",
-    ord("\t"): "\\t",
-}
-"""Go strconv.Unquote escapes (also valid JSON): backslash, quote, control characters."""
-
-_LITE_ESCAPE = re.compile(r'\r\n|[\\"\n\r]')
-
-
-def _lite_escape(m: re.Match[str]) -> str:
-    s = m.group(0)
-    if s == "\r":
-        raise FilterError(
-            "a filter value holds a carriage return that is not followed by a newline; Milvus Lite cannot "
-            "express that character in a filter. Normalise line endings (\\r\\n or \\n) in the stored data "
-            "and the filter, or use a Milvus server"
-        )
-    # Backslash + raw LF (or CR LF) is Lite's only way to write a newline: std::quoted keeps the
-    # character after a backslash, and the lexer allows a backslash-newline inside quotes.
-    return "\\" + s
 
 
 # --------------------------------------------------------------------- checks
@@ -394,45 +322,6 @@ def _parse_path(field: Any) -> tuple[str, ...]:
     return parts
 
 
-def _check_text(value: str, *, where: str) -> None:
-    if "\x00" in value:
-        raise FilterError(f"filter {where} holds a NUL byte, which Milvus strings cannot hold; remove it")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FilterError(
-            f"filter {where} is not valid UTF-8 (it holds a lone surrogate); fix the text's encoding"
-        ) from None
-
-
-def _check_scalar(field: str, value: Any) -> None:
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int):
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise FilterError(f"filter on {field!r}: {value} does not fit in a Milvus int64")
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise FilterError(f"filter on {field!r}: value {value!r} is not finite; NaN and infinities cannot be compared")
-        return
-    if isinstance(value, str):
-        _check_text(value, where=f"value for {field!r}")
-        return
-    raise FilterError(
-        f"filter on {field!r}: value {_short(repr(value))} is a {type(value).__name__}; use str, int, float or "
-        "bool (or a list of one of them with in / not in)"
-    )
-
-
-def _category(value: Scalar) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    return "str"
 
 
 def _check_members(field: str, op: str, value: Any) -> tuple[Scalar, ...]:
@@ -448,8 +337,8 @@ def _check_members(field: str, op: str, value: Any) -> tuple[Scalar, ...]:
             "it: skip the search (in) or drop the filter (not in)"
         )
     for v in members:
-        _check_scalar(field, v)
-    kinds = {_category(v) for v in members}
+        check_scalar(field, v)
+    kinds = {category(v) for v in members}
     if len(kinds) > 1:
         raise FilterError(
             f"filter on {field!r}: {op} list mixes {', '.join(sorted(kinds))} values; Milvus compares a list "
@@ -460,9 +349,9 @@ def _check_members(field: str, op: str, value: Any) -> tuple[Scalar, ...]:
 
 def _as_tuple(values: Iterable[Scalar]) -> tuple[Scalar, ...]:
     if isinstance(values, (set, frozenset)):
-        return tuple(sorted(values, key=lambda v: (_category(v), v)))
+        return tuple(sorted(values, key=lambda v: (category(v), v)))
     if isinstance(values, (str, bytes)):
-        raise FilterError(f"expected a list of values, got the string {_short(repr(values))}; wrap it: [value]")
+        raise FilterError(f"expected a list of values, got the string {short(repr(values), 80)}; wrap it: [value]")
     return tuple(values)
 
 
@@ -487,7 +376,7 @@ def _check_against(f: Filter, fields: Mapping[str, str]) -> None:
         )
     values = f.value if isinstance(f.value, tuple) else (f.value,)
     for v in values:
-        cat = _category(v)
+        cat = category(v)
         ok = (
             (kind == "varchar" and cat == "str")
             or (kind == "int64" and cat == "int")
@@ -497,7 +386,7 @@ def _check_against(f: Filter, fields: Mapping[str, str]) -> None:
         if not ok:
             want = {"varchar": "a string", "int64": "an int", "double": "a number", "bool": "a bool"}.get(kind, kind)
             raise FilterError(
-                f"filter on {f.field!r}: the field is {kind} but the value {_short(repr(v))} is a {cat}; "
+                f"filter on {f.field!r}: the field is {kind} but the value {short(repr(v), 80)} is a {cat}; "
                 f"give {want}"
             )
     if f.op == PREFIX and kind != "varchar":
@@ -536,7 +425,3 @@ def _items(filters: FilterLike) -> list[str | Filter]:
 def _strip_string_literals(expr: str) -> str:
     """``expr`` with the contents of its quoted strings removed (to look at the operators only)."""
     return re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr, flags=re.DOTALL)
-
-
-def _short(text: str, limit: int = 80) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
