@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     sys.path.insert(0, str(REPO))
-    from milvus_m3.evaluate import build_eval_parser, run_eval_cli
+    from milvus_m3.cli.eval import build_eval_parser, run_eval_cli
 
     extra = list(sys.argv[1:] if argv is None else argv)
     os.chdir(REPO)  # relative paths in the committed report

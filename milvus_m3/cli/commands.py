@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_search)
 
     # eval (its module imports numpy and the stdlib only; models load inside the command)
-    from ..evaluate import add_eval_parser
+    from .eval import add_eval_parser
 
     add_eval_parser(sub, parents=[common, model])
 

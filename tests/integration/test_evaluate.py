@@ -11,20 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from milvus_m3.cli.eval import build_eval_parser, run_eval_cli
 from milvus_m3.collection import CollectionManager
 from milvus_m3.errors import ConfigError, InputError
 from milvus_m3.evaluate import (
     BM25_FIELD,
     CachedEncoder,
     EvalConfig,
-    build_eval_parser,
     evaluate_run,
     load_beir,
     mrr_at_k,
     ndcg_at_k,
     rank_run,
     recall_at_k,
-    run_eval_cli,
     run_evaluation,
 )
 from milvus_m3.search.rerank import M3Weights, sparse_score

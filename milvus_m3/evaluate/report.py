@@ -1,0 +1,264 @@
+"""What an evaluation run is and what it gives: the modes, ``EvalConfig``, ``ModeResult``, ``EvalReport``
+(markdown table, JSON, and a PNG bar chart with matplotlib imported when plotting)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ConfigError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from ..search.rerank import M3Weights
+
+__all__ = [
+    "ALL_MODES",
+    "DEFAULT_TUNE_GRID",
+    "MODE_HELP",
+    "SINGLE_MODES",
+    "EvalConfig",
+    "EvalReport",
+    "ModeResult",
+]
+
+SINGLE_MODES = ("dense", "sparse", "bm25")
+ALL_MODES = ("dense", "sparse", "bm25", "rrf", "weighted", "rrf3", "m3", "m3-tuned", "m3-all")
+MODE_HELP = {
+    "dense": "dense ANN (inner product)",
+    "sparse": "learned-sparse ANN (inner product)",
+    "bm25": "Milvus's built-in BM25 function over the stored text",
+    "rrf": "dense + sparse, server-side RRF (k=60)",
+    "weighted": "dense + sparse, server-side WeightedRanker (w_dense, w_sparse)",
+    "rrf3": "dense + sparse + BM25, server-side RRF (k=60)",
+    "m3": "raw-score fusion w_dense*dense + w_sparse*sparse over the union of both lists (exact fill-in)",
+    "m3-tuned": "m3 with w_sparse chosen on the tuning split (never on the evaluated split)",
+    "m3-all": "m3 candidates re-ranked with + w_colbert*colbert",
+}
+DEFAULT_TUNE_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
+"""Values of w_sparse (w_dense = 1) that ``m3-tuned`` tries on the tuning split."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    """What the runner does. Every default is written out here.
+
+    ``weights`` are the paper's (dense 1.0, sparse 0.3, colbert 1.0) and are used as they are for
+    ``weighted``, ``m3`` and ``m3-all``; ``m3-tuned`` picks w_sparse from ``tune_grid`` on another split.
+    """
+
+    modes: tuple[str, ...] = (
+        "dense",
+        "sparse",
+        "bm25",
+        "rrf",
+        "weighted",
+        "rrf3",
+        "m3",
+        "m3-tuned",
+        "m3-all",
+    )
+    limit: int = 100
+    candidates: int = 100
+    rrf_k: int = 60
+    w_dense: float = 1.0
+    w_sparse: float = 0.3
+    w_colbert: float = 1.0
+    ndcg_k: int = 10
+    recall_k: int = 100
+    mrr_k: int = 10
+    bm25: bool = True
+    bm25_analyzer: str = "english"
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    dense_index: str = "FLAT"
+    rerank_depth: int | None = 100
+    search_batch: int = 64
+    write_batch: int = 256
+    ignore_identical_ids: bool = False
+    tune_grid: tuple[float, ...] = DEFAULT_TUNE_GRID
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.modes if m not in ALL_MODES]
+        if unknown or not self.modes:
+            raise ConfigError(f"unknown modes {unknown}; choose from {', '.join(ALL_MODES)}")
+        for name in (
+            "limit",
+            "candidates",
+            "rrf_k",
+            "ndcg_k",
+            "recall_k",
+            "mrr_k",
+            "search_batch",
+            "write_batch",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"EvalConfig.{name} must be an int >= 1, got {value!r}")
+        if self.limit < max(self.ndcg_k, self.recall_k, self.mrr_k):
+            raise ConfigError(
+                f"limit {self.limit} is below the metric depth {max(self.ndcg_k, self.recall_k, self.mrr_k)}"
+            )
+        if self.candidates < self.limit:
+            raise ConfigError(
+                f"candidates {self.candidates} must be >= limit {self.limit} (hybrid requests feed the ranker)"
+            )
+        if not self.tune_grid or any(not math.isfinite(w) or w < 0 for w in self.tune_grid):
+            raise ConfigError("tune_grid must hold finite weights >= 0")
+        self.weights()  # validates the weights
+
+    def weights(self) -> M3Weights:
+        from ..search.rerank import M3Weights
+
+        return M3Weights(dense=self.w_dense, sparse=self.w_sparse, colbert=self.w_colbert)
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    mode: str
+    metrics: Mapping[str, float]
+    seconds: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Per-mode metrics and everything needed to reproduce them."""
+
+    dataset: str
+    split: str
+    n_docs: int
+    n_queries: int
+    encoder: str
+    collection: str
+    uri: str
+    results: tuple[ModeResult, ...]
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    command: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def result(self, mode: str) -> ModeResult:
+        for r in self.results:
+            if r.mode == mode:
+                return r
+        raise KeyError(mode)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["results"] = [{**asdict(r), "metrics": dict(r.metrics)} for r in self.results]
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    def metric_names(self) -> list[str]:
+        return list(self.results[0].metrics) if self.results else []
+
+    def to_markdown(self) -> str:
+        names = self.metric_names()
+        lines = [
+            f"# {self.dataset} ({self.split}): {self.n_queries} queries, {self.n_docs:,} documents",
+            "",
+            f"Encoder: `{self.encoder}`; collection `{self.collection}` at `{self.uri}`.",
+            "",
+        ]
+        if self.command:
+            lines += ["Command:", "", "```", self.command, "```", ""]
+        header = "| mode | " + " | ".join(_pretty(n) for n in names) + " | seconds | what |"
+        lines += [header, "|" + "---|" * (len(names) + 3)]
+        for r in self.results:
+            cells = " | ".join(f"{r.metrics[n]:.4f}" for n in names)
+            what = MODE_HELP.get(r.mode, "") + (f"; {r.note}" if r.note else "")
+            lines.append(f"| {r.mode} | {cells} | {r.seconds:.1f} | {what} |")
+        lines += self._comparison()
+        if self.skipped:
+            lines += ["", "Not run:", ""]
+            lines += [f"- {m}: {why}" for m, why in self.skipped.items()]
+        if self.notes:
+            lines += ["", *[f"{n}" for n in self.notes]]
+        if self.settings:
+            lines += ["", "Settings: " + ", ".join(f"{k}={v}" for k, v in self.settings.items())]
+        return "\n".join(lines) + "\n"
+
+    def _comparison(self) -> list[str]:
+        """Which fused modes beat the best single retriever, on the first metric (nDCG@10)."""
+        names = self.metric_names()
+        singles = [r for r in self.results if r.mode in SINGLE_MODES]
+        fused = [r for r in self.results if r.mode not in SINGLE_MODES]
+        if not names or not singles or not fused:
+            return []
+        key = names[0]
+        groups = [("Best single retriever", singles, fused)]
+        two_way = [r for r in singles if r.mode in ("dense", "sparse")]
+        if len(two_way) == 2 and len(singles) == 3:
+            # dense + sparse fusions against their own inputs; every fusion against all three singles
+            groups.insert(0, ("Best of dense and sparse", two_way, [r for r in fused if r.mode != "rrf3"]))
+        out: list[str] = []
+        for label, pool, modes in groups:
+            best = max(pool, key=lambda r: r.metrics[key])
+            gaps = [(r.mode, r.metrics[key] - best.metrics[key]) for r in modes]
+            above = ", ".join(f"{m} ({g:+.4f})" for m, g in gaps if g > 0) or "none"
+            below = ", ".join(f"{m} ({g:+.4f})" for m, g in gaps if g <= 0) or "none"
+            summary = f"{label} on {_pretty(key)}: {best.mode} {best.metrics[key]:.4f}. "
+            out += ["", summary + f"Fused modes above it: {above}; not above it: {below}."]
+        return out
+
+    def plot(self, path: str | os.PathLike[str]) -> Path:
+        """A grouped bar chart (one group per mode, one bar per metric) as a PNG."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "the bar chart needs matplotlib; pip install 'milvus-m3[plot]'"
+            ) from exc
+        names = self.metric_names()
+        modes = [r.mode for r in self.results]
+        x = np.arange(len(modes))
+        width = 0.8 / max(len(names), 1)
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(modes) + 2), 4.5), dpi=120)
+        try:
+            for i, name in enumerate(names):
+                vals = [r.metrics[name] for r in self.results]
+                bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=_pretty(name))
+                ax.bar_label(bars, labels=[f"{v:.3f}" for v in vals], fontsize=6, rotation=90, padding=2)
+            ax.set_xticks(x, modes, rotation=20)
+            ax.set_ylim(0, 1.18)
+            ax.set_ylabel("score")
+            ax.set_title(
+                f"{self.dataset} ({self.split}, {self.n_queries} queries): {self.encoder}", fontsize=9
+            )
+            ax.legend(loc="upper center", ncol=len(names), fontsize=8, frameon=False)
+            ax.grid(axis="y", alpha=0.3)
+            fig.tight_layout()
+            out = Path(path)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out)
+        finally:
+            plt.close(fig)
+        return out
+
+    def save(self, out_dir: str | os.PathLike[str], stem: str, *, plot: bool = True) -> list[Path]:
+        """Write ``<stem>.md``, ``<stem>.json`` and (with matplotlib) ``<stem>.png`` into ``out_dir``."""
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [folder / f"{stem}.md", folder / f"{stem}.json"]
+        paths[0].write_text(self.to_markdown(), encoding="utf-8")
+        paths[1].write_text(self.to_json(), encoding="utf-8")
+        if plot:
+            paths.append(self.plot(folder / f"{stem}.png"))
+        return paths
+
+
+def _pretty(name: str) -> str:
+    base, _, k = name.partition("@")
+    return {"ndcg": "nDCG", "recall": "Recall", "mrr": "MRR"}.get(base, base) + (f"@{k}" if k else "")
