@@ -18,12 +18,21 @@ import re
 import struct
 from pathlib import Path
 
-from .errors import ModelLoadError
+from .errors import ConfigError, ModelLoadError
 
-__all__ = ["DEFAULT_MODEL", "MODEL_ENV", "check_model_dir", "resolve_model_dir"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "KNOWN_DENSE_DIMS",
+    "MODEL_ENV",
+    "check_model_dir",
+    "dense_dim_from_config",
+    "resolve_model_dir",
+]
 
 DEFAULT_MODEL = "BAAI/bge-m3"
 MODEL_ENV = "MILVUS_M3_MODEL"
+KNOWN_DENSE_DIMS = {"BAAI/bge-m3": 1024}
+"""Dense dims of hub models, so a collection can be created with neither the model nor the network."""
 
 _WEIGHT_FILES = (
     "model.safetensors",
@@ -180,3 +189,25 @@ def _check_shards(index: Path) -> None:
             raise ModelLoadError(f"weight shard {shard} named by {index.name} is missing in {index.parent}")
         if shard.endswith(".safetensors"):
             _check_safetensors(file)
+
+
+def dense_dim_from_config(model: str) -> int | None:
+    """The dense dim of ``model`` without loading it: a local directory's config.json, the Hugging Face
+    cache's copy, or the known hub models; None when none of them tells."""
+    path = Path(model).expanduser()
+    config: Path | None = path / "config.json" if path.is_dir() else None
+    if config is None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model, "config.json")
+            if isinstance(cached, str):
+                config = Path(cached)
+        except Exception:  # noqa: BLE001 - the cache is only a shortcut
+            config = None
+    if config is not None and config.is_file():
+        try:
+            return int(json.loads(config.read_text(encoding="utf-8"))["hidden_size"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{config} has no readable hidden_size ({exc}); pass --dense-dim") from exc
+    return KNOWN_DENSE_DIMS.get(model)

@@ -1,4 +1,4 @@
-"""``milvus-m3``: a thin command line over the Python API.
+"""``milvus-m3``'s commands: one function per subcommand, and ``main`` that runs one (the parser is parser.py).
 
     milvus-m3 create  --collection NAME [--uri URI] [--model M] [index options]
     milvus-m3 ingest  FILE... --collection NAME [--id-field id] [--text-field text] [--title-field title]
@@ -29,178 +29,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._version import __version__
 from ..errors import ConfigError, InputError, MilvusM3Error
+from .parser import URI_ENV, build_parser
 
 if TYPE_CHECKING:
     from ..collection import CollectionManager
     from ..embedder import M3Embedder
 
-__all__ = ["build_parser", "main"]
-
-DEFAULT_URI = "./milvus_m3.db"
-DEFAULT_MODEL = "BAAI/bge-m3"
-URI_ENV = "MILVUS_URI"
-TOKEN_ENV = "MILVUS_TOKEN"
-MODEL_ENV = "MILVUS_M3_MODEL"
-KNOWN_DENSE_DIMS = {"BAAI/bge-m3": 1024}
-"""Dense dims of hub models, so ``create`` needs neither the model nor the network for them."""
+__all__ = ["COMMANDS", "dense_dim_of", "main"]
 
 logger = logging.getLogger("milvus_m3.cli")
-
-
-# ------------------------------------------------------------------------------------------ the parser
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value else default
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
-    return value
-
-
-def _field_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("give field names separated by commas, e.g. lang,topic")
-    return names
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (stdlib only: building it imports nothing heavy)."""
-    common = argparse.ArgumentParser(add_help=False)
-    conn = common.add_argument_group("connection")
-    conn.add_argument(
-        "--uri", default=_env(URI_ENV, DEFAULT_URI),
-        help=f"Milvus Lite file (*.db) or server URI (default: ${URI_ENV} or {DEFAULT_URI})",
-    )
-    conn.add_argument("--token", default=_env(TOKEN_ENV), help=f"server token, user:password (default: ${TOKEN_ENV})")
-    common.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO) on stderr")
-
-    model = argparse.ArgumentParser(add_help=False)
-    grp = model.add_argument_group("model")
-    grp.add_argument(
-        "--model", default=_env(MODEL_ENV, DEFAULT_MODEL),
-        help=f"BGE-M3 checkpoint directory or hub id (default: ${MODEL_ENV} or {DEFAULT_MODEL})",
-    )
-    grp.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 when available, else cpu)")
-    grp.add_argument("--max-length", type=_positive, default=None,
-                     help="most tokens per text (documents for ingest, queries for search)")
-
-    parser = argparse.ArgumentParser(
-        prog="milvus-m3",
-        description="Hybrid dense + learned-sparse retrieval for Milvus with BGE-M3.",
-        epilog="Run 'milvus-m3 COMMAND --help' for a command's options.",
-    )
-    parser.add_argument("--version", action="version", version=f"milvus-m3 {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    # create
-    p = sub.add_parser("create", parents=[common, model], help="create a collection for BGE-M3 vectors",
-                       description="Create a collection. The dense dim comes from --dense-dim, else the "
-                       "checkpoint's config.json (the model is not loaded).")
-    p.add_argument("--collection", required=True)
-    p.add_argument("--dense-dim", type=_positive, default=None, help="dense vector size (default: from the model)")
-    p.add_argument("--chunked", action="store_true", help="add parent_id and chunk_index (for ingest --chunk-tokens)")
-    p.add_argument("--dense-index", default="auto", help="auto (HNSW on a server, AUTOINDEX on Lite), HNSW, FLAT, ...")
-    p.add_argument("--hnsw-m", type=_positive, default=16)
-    p.add_argument("--hnsw-ef-construction", type=_positive, default=200)
-    p.add_argument("--ivf-nlist", type=_positive, default=1024)
-    p.add_argument("--sparse-index", choices=("SPARSE_INVERTED_INDEX", "SPARSE_WAND"), default="SPARSE_INVERTED_INDEX")
-    p.add_argument("--sparse-drop-ratio-build", type=float, default=0.0)
-    p.add_argument("--id-type", choices=("varchar", "int64"), default="varchar")
-    p.add_argument("--text-max-length", type=_positive, default=65_535, help="bytes of text stored per row")
-    p.add_argument("--consistency-level", choices=("Strong", "Bounded", "Session", "Eventually"), default="Strong")
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("--exists-ok", action="store_true", help="keep an existing collection (checked against the spec)")
-    how.add_argument("--recreate", action="store_true", help="drop an existing collection first (its data is lost)")
-    p.add_argument("--json", action="store_true", help="print the collection's description as JSON")
-    p.set_defaults(func=_cmd_create)
-
-    # ingest
-    p = sub.add_parser("ingest", parents=[common, model], help="embed files and upsert them into a collection",
-                       description="Stream JSONL, CSV, TSV, Parquet or BEIR corpus files ('-' for stdin, gzip "
-                       "recognised) into a collection: resumable, idempotent (upserts by id), bad rows reported. "
-                       "A missing collection is created (chunked when --chunk-tokens is given).")
-    p.add_argument("files", nargs="+", metavar="FILE", help="input files; '-' reads stdin")
-    p.add_argument("--collection", required=True)
-    p.add_argument("--format", choices=("auto", "jsonl", "csv", "tsv", "parquet", "beir"), default="auto",
-                   help="input format (default: from the name, then the first bytes; corpus.jsonl is BEIR)")
-    ids = p.add_mutually_exclusive_group()
-    ids.add_argument("--id-field", default=None,
-                     help="id column (default: 'id' or '_id' when the file has one, else content hashes)")
-    ids.add_argument("--hash-ids", action="store_true", help="ids are blake2b hashes of the text, always")
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--title-field", default=None, help="embedded as '<title> <text>' and kept in the metadata")
-    p.add_argument("--metadata-fields", type=_field_list, default=[], help="comma-separated fields kept as metadata")
-    p.add_argument("--batch-size", type=_positive, default=64, help="records per batch (default 64)")
-    p.add_argument("--resume", action="store_true", help="skip what the interrupted run with these options wrote")
-    p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
-                   help="skip: report bad rows and go on; fail: stop before writing the batch holding one")
-    p.add_argument("--errors", default=None, metavar="PATH",
-                   help="bad rows as JSON lines (default: next to the state file, *.ingest-errors.jsonl)")
-    p.add_argument("--state", default=None, metavar="PATH",
-                   help="checkpoint file (default: next to a Lite .db file, <db>.<collection>.ingest-state.json)")
-    p.add_argument("--chunk-tokens", type=_positive, default=None, help="split documents into chunks of N tokens")
-    p.add_argument("--chunk-overlap", type=_non_negative, default=0, help="tokens shared by consecutive chunks")
-    p.add_argument("--truncate", action="store_true",
-                   help="embed texts beyond the max length cut to it (default: they are bad rows)")
-    p.add_argument("--encode-batch-size", type=_positive, default=16, help="texts per model forward pass")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.set_defaults(func=_cmd_ingest)
-
-    # search
-    p = sub.add_parser("search", parents=[common, model], help="search a collection",
-                       description="Hybrid (dense + sparse, fused), dense or sparse search.")
-    p.add_argument("query")
-    p.add_argument("--collection", required=True)
-    p.add_argument("--limit", type=_positive, default=10)
-    p.add_argument("--offset", type=_non_negative, default=0)
-    p.add_argument("--mode", choices=("hybrid", "dense", "sparse", "m3", "m3-all"), default="hybrid",
-                   help="m3: dense + 0.3 x sparse raw scores over both candidate lists; m3-all: + ColBERT")
-    p.add_argument("--ranker", choices=("rrf", "weighted"), default="rrf", help="how hybrid mode fuses (default rrf)")
-    p.add_argument("--filter", default=None, metavar="EXPR", help="Milvus boolean expression on stored fields")
-    p.add_argument("--group-by", default=None, metavar="FIELD",
-                   help="one hit per value of FIELD (parent_id: one hit per document in a chunked collection)")
-    p.add_argument("--json", action="store_true", help="one JSON object per hit: id, score, text, metadata")
-    p.set_defaults(func=_cmd_search)
-
-    # eval (its module imports numpy and the stdlib only; models load inside the command)
-    from .eval import add_eval_parser
-
-    add_eval_parser(sub, parents=[common, model])
-
-    # info
-    p = sub.add_parser("info", parents=[common], help="count, schema and model of a collection (or list them)")
-    p.add_argument("--collection", default=None, help="the collection (default: list all with their counts)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_info)
-
-    # drop
-    p = sub.add_parser("drop", parents=[common], help="drop a collection and its data")
-    p.add_argument("--collection", required=True)
-    p.add_argument("--yes", action="store_true", help="do not ask (needed when stdin is not a terminal)")
-    p.set_defaults(func=_cmd_drop)
-    return parser
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -215,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # pymilvus parses $MILVUS_URI when it is imported and refuses a Milvus Lite path; it is read above.
         del os.environ[URI_ENV]
     try:
-        code: int = args.func(args)
+        code: int = COMMANDS[args.command](args)
         return code
     except KeyboardInterrupt:
         print("milvus-m3: interrupted", file=sys.stderr)
@@ -336,27 +174,13 @@ def _cmd_create(args: argparse.Namespace) -> int:
 
 
 def dense_dim_of(model: str, args: argparse.Namespace | None = None) -> int:
-    """The dense dim of ``model`` without loading it when possible: a local directory's config.json,
-    the Hugging Face cache's copy, the known hub models; else the model is loaded."""
-    path = Path(model).expanduser()
-    config: Path | None = path / "config.json" if path.is_dir() else None
-    if config is None:
-        try:
-            from huggingface_hub import try_to_load_from_cache
+    """The dense dim of ``model`` without loading it when possible (``checkpoint.dense_dim_from_config``);
+    else the model is loaded."""
+    from ..checkpoint import dense_dim_from_config
 
-            cached = try_to_load_from_cache(model, "config.json")
-            if isinstance(cached, str):
-                config = Path(cached)
-        except Exception:  # noqa: BLE001 - the cache is only a shortcut
-            config = None
-    if config is not None and config.is_file():
-        try:
-            hidden = int(json.loads(config.read_text(encoding="utf-8"))["hidden_size"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{config} has no readable hidden_size ({exc}); pass --dense-dim") from exc
-        return hidden
-    if model in KNOWN_DENSE_DIMS:
-        return KNOWN_DENSE_DIMS[model]
+    dim = dense_dim_from_config(model)
+    if dim is not None:
+        return dim
     if args is None:
         raise ConfigError(f"cannot tell the dense dim of {model!r} without loading it; pass --dense-dim")
     return _embedder(args, kind="document", overflow="truncate").dense_dim
@@ -520,5 +344,18 @@ def _cmd_drop(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .eval import run_eval_cli
+
+    return run_eval_cli(args)
+
+
+COMMANDS = {
+    "create": _cmd_create,
+    "ingest": _cmd_ingest,
+    "search": _cmd_search,
+    "eval": _cmd_eval,
+    "info": _cmd_info,
+    "drop": _cmd_drop,
+}
+"""Subcommand name -> the function that runs it (the parser in parser.py declares the options)."""
