@@ -7,34 +7,24 @@ existing collection against the embedder and spec and refuses a mismatch with th
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
+from . import _rows
+from ._rows import check_id
 from .capabilities import Capabilities
-from .connection import DEFAULT_CONNECT_TIMEOUT, Connection, RetryPolicy
+from .connection import Connection, ConnectionOptions
 from .errors import (
     CollectionExistsError,
     CollectionNotFoundError,
     ConfigError,
-    InputError,
     SchemaMismatchError,
 )
 from .schema import (
-    CHUNK_FIELD,
-    DENSE_FIELD,
     ID_FIELD,
-    MAX_JSON_BYTES,
     META_MARKER,
-    METADATA_FIELD,
-    PARENT_FIELD,
-    SPARSE_FIELD,
-    TEXT_FIELD,
     CollectionSpec,
     ScalarField,
     build_index_params,
@@ -42,13 +32,11 @@ from .schema import (
     default_output_fields,
     parse_build_record,
 )
-from .sparse import to_milvus_sparse
 from .types import M3Embeddings
 
 __all__ = ["CollectionInfo", "CollectionManager", "CollectionSpec", "ScalarField"]
 
 logger = logging.getLogger("milvus_m3.collection")
-logger.addHandler(logging.NullHandler())
 
 DEFAULT_WRITE_BATCH = 256
 
@@ -78,44 +66,28 @@ class CollectionManager:
     """Creates, checks, fills and drops milvus-m3 collections on Milvus Lite or a Milvus server.
 
     ``uri`` is a Milvus Lite file (``./milvus_m3.db``, the embedded default) or a server URI
-    (``http://localhost:19530``) with ``token`` or ``user``/``password``.
+    (``http://localhost:19530``) with ``token`` or ``user``/``password``. ``options`` (a
+    ``ConnectionOptions``) and ``option_kwargs`` (its field names: ``token=``, ``timeout=``, ``retry=``,
+    ...) say how to connect; or pass an open ``connection``.
     """
 
     def __init__(
         self,
         uri: str = "./milvus_m3.db",
         *,
-        token: str | None = None,
-        user: str | None = None,
-        password: str | None = None,
-        db_name: str | None = None,
-        timeout: float | None = 30.0,
-        retry: RetryPolicy | None = None,
-        secure: bool | None = None,
-        server_pem_path: str | None = None,
-        server_name: str | None = None,
-        ca_pem_path: str | None = None,
-        client_pem_path: str | None = None,
-        client_key_path: str | None = None,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        options: ConnectionOptions | None = None,
         connection: Connection | None = None,
+        **option_kwargs: Any,
     ) -> None:
-        self.connection = connection or Connection(
-            uri,
-            token=token,
-            user=user,
-            password=password,
-            db_name=db_name,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            retry=retry,
-            secure=secure,
-            server_pem_path=server_pem_path,
-            server_name=server_name,
-            ca_pem_path=ca_pem_path,
-            client_pem_path=client_pem_path,
-            client_key_path=client_key_path,
-        )
+        if connection is None:
+            connection = Connection(uri, options, **option_kwargs)
+        elif options is not None or option_kwargs:
+            ConnectionOptions.of(options, **option_kwargs)  # an unknown name is still named
+            raise ConfigError(
+                "give connection= or connection options (options=, token=, retry=, ...), not both: "
+                "a Connection carries its own options"
+            )
+        self.connection = connection
         self._specs: dict[str, CollectionSpec | None] = {}
 
     def __repr__(self) -> str:
@@ -352,128 +324,10 @@ class CollectionManager:
         chunk_indexes: Sequence[int] | None = None,
     ) -> list[dict[str, Any]]:
         """Validate a batch and build Milvus rows. Raises InputError naming the field and row."""
-        if isinstance(texts, str):
-            raise InputError("texts must be a list of strings, not one string; wrap it: [text]", field="text")
-        n = len(texts)
-        if not isinstance(embeddings, M3Embeddings):
-            raise InputError(
-                f"embeddings must be M3Embeddings (from an encoder), got {type(embeddings).__name__}",
-                field="embeddings",
-            )
-        if len(embeddings) != n:
-            raise InputError(f"{n} texts but {len(embeddings)} embeddings; give one embedding per text", field="embeddings")
-        if embeddings.dim != spec.dense_dim:
-            raise InputError(
-                f"dense vectors have dim {embeddings.dim}, the collection expects {spec.dense_dim}; "
-                "encode with the model the collection was built for",
-                field="dense",
-            )
-        if ids is None:
-            if not spec.auto_id:
-                raise InputError("ids are required (the collection does not use auto_id)", field="id")
-        else:
-            if spec.auto_id:
-                raise InputError("the collection uses auto_id: do not pass ids", field="id")
-            if len(ids) != n:
-                raise InputError(f"{n} texts but {len(ids)} ids; give one id per text", field="id")
-        if metadata is not None and len(metadata) != n:
-            raise InputError(f"{n} texts but {len(metadata)} metadata entries", field="metadata")
-        if spec.chunked:
-            if parent_ids is None or chunk_indexes is None or len(parent_ids) != n or len(chunk_indexes) != n:
-                raise InputError("a chunked collection needs parent_ids and chunk_indexes, one per text", field=PARENT_FIELD)
-        elif parent_ids is not None or chunk_indexes is not None:
-            raise InputError(
-                "parent_ids/chunk_indexes given but the collection is not chunked; create it with chunked=True",
-                field=PARENT_FIELD,
-            )
-        declared = {f.name: f for f in spec.scalar_fields}
-        fields = dict(fields or {})
-        for sf in spec.scalar_fields:
-            if sf.name not in fields:
-                if sf.default is None and not sf.nullable:
-                    raise InputError(
-                        f"declared field {sf.name!r} has no values and no default; pass fields={{{sf.name!r}: [...]}}",
-                        field=sf.name,
-                    )
-                fields[sf.name] = [None] * n
-        for key, col in fields.items():
-            if key not in declared:
-                raise InputError(
-                    f"field {key!r} is not declared on the collection (declared: {sorted(declared) or 'none'}); "
-                    "put free-form values in metadata instead",
-                    field=key,
-                )
-            if len(col) != n:
-                raise InputError(f"field {key!r} has {len(col)} values for {n} texts", field=key)
-
-        dense = np.asarray(embeddings.dense, dtype=np.float32)
-        finite = np.isfinite(dense).all(axis=1)
-        if not finite.all():
-            bad = int(np.flatnonzero(~finite)[0])
-            raise InputError(
-                f"row {bad}: dense vector holds NaN or inf; re-encode the text or drop the row", field="dense", row=bad
-            )
-        norms = np.linalg.norm(dense, axis=1)
-        zero = norms == 0.0
-        if zero.any():
-            bad = int(np.flatnonzero(zero)[0])
-            raise InputError(
-                f"row {bad}: dense vector is all zeros; it cannot be ranked by inner product; re-encode the text or drop the row",
-                field="dense",
-                row=bad,
-            )
-
-        lite = self.capabilities.is_lite
-        seen: dict[Any, int] = {}
-        rows: list[dict[str, Any]] = []
-        for i in range(n):
-            row: dict[str, Any] = {}
-            if ids is not None:
-                row[ID_FIELD] = _check_id(ids[i], i, spec, lite=lite)
-                if row[ID_FIELD] in seen:
-                    raise InputError(
-                        f"row {i}: id {row[ID_FIELD]!r} repeats row {seen[row[ID_FIELD]]} in the same batch; "
-                        "ids must be unique (deduplicate the input or derive ids from content)",
-                        field="id",
-                        row=i,
-                    )
-                seen[row[ID_FIELD]] = i
-            text = texts[i]
-            if not isinstance(text, str):
-                raise InputError(f"row {i}: text must be a string, got {type(text).__name__}", field="text", row=i)
-            if not text.strip():
-                raise InputError(
-                    f"row {i}: text is empty or whitespace-only; drop the row or give it some text", field="text", row=i
-                )
-            if "\x00" in text:
-                raise InputError(f"row {i}: text holds a NUL byte; strip control characters first", field="text", row=i)
-            if not _is_valid_utf8(text):
-                raise InputError(f"row {i}: text is not valid UTF-8 (lone surrogates); fix the input encoding", field="text", row=i)
-            nbytes = len(text.encode("utf-8"))
-            if nbytes > spec.text_max_length:
-                raise InputError(
-                    f"row {i}: text is {nbytes} bytes, the collection stores at most {spec.text_max_length}; "
-                    "chunk long documents (ingest --chunk-tokens) or create the collection with a larger text_max_length",
-                    field="text",
-                    row=i,
-                )
-            row[TEXT_FIELD] = text
-            row[DENSE_FIELD] = dense[i]
-            row[SPARSE_FIELD] = to_milvus_sparse(embeddings.sparse[i], row=i)
-            row[METADATA_FIELD] = _check_metadata(None if metadata is None else metadata[i], i)
-            if spec.chunked:
-                assert parent_ids is not None and chunk_indexes is not None
-                row[PARENT_FIELD] = _check_id(
-                    parent_ids[i], i, replace(spec, id_type="varchar"), field=PARENT_FIELD, lite=lite
-                )
-                ci = chunk_indexes[i]
-                if isinstance(ci, bool) or not isinstance(ci, (int, np.integer)) or ci < 0:
-                    raise InputError(f"row {i}: chunk_index must be an int >= 0, got {ci!r}", field=CHUNK_FIELD, row=i)
-                row[CHUNK_FIELD] = int(ci)
-            for key, col in fields.items():
-                row[key] = _check_scalar(declared[key], col[i], i)
-            rows.append(row)
-        return rows
+        return _rows.prepare_rows(
+            spec, self.capabilities, ids=ids, texts=texts, embeddings=embeddings, metadata=metadata,
+            fields=fields, parent_ids=parent_ids, chunk_indexes=chunk_indexes,
+        )
 
     def write_rows(self, name: str, rows: Sequence[Mapping[str, Any]], *, batch_size: int = DEFAULT_WRITE_BATCH, mode: str = "upsert") -> int:
         """Write prepared rows in batches, each retried on transient failures (upsert is idempotent)."""
@@ -498,7 +352,7 @@ class CollectionManager:
             raise ConfigError("delete needs ids or filter, exactly one")
         if ids is not None:
             spec = self.spec(name)
-            checked = [_check_id(x, i, spec) for i, x in enumerate(ids)]
+            checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
             if not checked:
                 return 0
             res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=self._ids_filter(checked))
@@ -513,7 +367,7 @@ class CollectionManager:
     def get(self, name: str, ids: Sequence[str | int], *, output_fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Fetch rows by id (text, metadata and declared fields by default; vectors only when asked)."""
         spec = self.spec(name)
-        checked = [_check_id(x, i, spec) for i, x in enumerate(ids)]
+        checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
         if not checked:
             return []
         out = list(output_fields) if output_fields is not None else default_output_fields(spec)
@@ -528,8 +382,8 @@ class CollectionManager:
         """``id in [...]`` with every id written as an escaped literal for this engine."""
         from .filters import literal
 
-        lite = self.capabilities.is_lite
-        return f"{ID_FIELD} in [{', '.join(literal(v, dialect='lite' if lite else 'server') for v in ids)}]"
+        dialect = self.capabilities.filter_dialect
+        return f"{ID_FIELD} in [{', '.join(literal(v, dialect=dialect) for v in ids)}]"
 
 
 # --------------------------------------------------------------------- helpers
@@ -569,109 +423,3 @@ def _not_found(name: str, uri: str) -> str:
 def _model_key(name: str) -> str:
     """Compare models by their last path part, so 'BAAI/bge-m3' matches a local '/models/bge-m3'."""
     return name.rstrip("/").rsplit("/", 1)[-1].lower()
-
-
-def _is_valid_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-_LITE_UNSAFE_ID_CHARS = ("'", "\\")
-
-
-def _check_id(value: Any, row: int, spec: CollectionSpec, *, field: str = ID_FIELD, lite: bool = False) -> str | int:
-    if spec.id_type == "int64":
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise InputError(f"row {row}: {field} must be an int for this collection, got {type(value).__name__}", field=field, row=row)
-        v = int(value)
-        if not -(2**63) <= v < 2**63:
-            raise InputError(f"row {row}: {field} {v} does not fit in int64", field=field, row=row)
-        return v
-    if not isinstance(value, str):
-        raise InputError(
-            f"row {row}: {field} must be a string for this collection, got {type(value).__name__}; convert with str()",
-            field=field,
-            row=row,
-        )
-    if not value.strip():
-        raise InputError(f"row {row}: {field} is empty; give every document a non-empty id", field=field, row=row)
-    if "\x00" in value:
-        raise InputError(f"row {row}: {field} holds a NUL byte; remove the NUL byte from the id", field=field, row=row)
-    if not _is_valid_utf8(value):
-        raise InputError(
-            f"row {row}: {field} is not valid UTF-8 (lone surrogates); fix the input encoding", field=field, row=row
-        )
-    if lite and any(c in value for c in _LITE_UNSAFE_ID_CHARS):
-        raise InputError(
-            f"row {row}: {field} {value!r} holds a single quote or backslash, which Milvus Lite 2.5 mishandles in "
-            "its own internal queries (wrong rows or a crashed engine); replace those characters, hash the id, "
-            "or use a Milvus server",
-            field=field,
-            row=row,
-        )
-    nbytes = len(value.encode("utf-8"))
-    if nbytes > spec.id_max_length:
-        raise InputError(
-            f"row {row}: {field} is {nbytes} bytes, longer than the collection's id_max_length {spec.id_max_length}; "
-            "use shorter ids (e.g. a content hash) or a collection with a larger id_max_length",
-            field=field,
-            row=row,
-        )
-    return value
-
-
-def _check_metadata(value: Mapping[str, Any] | None, row: int) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InputError(f"row {row}: metadata must be a dict, got {type(value).__name__}", field="metadata", row=row)
-    try:
-        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise InputError(
-            f"row {row}: metadata is not JSON-serialisable ({exc}); use str/int/float/bool/list/dict values without NaN",
-            field="metadata",
-            row=row,
-        ) from None
-    size = len(encoded.encode("utf-8", errors="surrogatepass"))
-    if size > MAX_JSON_BYTES:
-        raise InputError(
-            f"row {row}: metadata is {size} bytes as JSON, Milvus stores at most {MAX_JSON_BYTES}; store large values elsewhere",
-            field="metadata",
-            row=row,
-        )
-    result: dict[str, Any] = json.loads(encoded)
-    return result
-
-
-def _check_scalar(sf: ScalarField, value: Any, row: int) -> Any:
-    if value is None:
-        if sf.default is not None:
-            return sf.default
-        if not sf.nullable:
-            raise InputError(
-                f"row {row}: field {sf.name!r} has no value and no default; give a value or declare a default",
-                field=sf.name,
-                row=row,
-            )
-        return None
-    if sf.dtype == "varchar":
-        if not isinstance(value, str):
-            raise InputError(f"row {row}: field {sf.name!r} must be a string, got {type(value).__name__}", field=sf.name, row=row)
-        if len(value.encode("utf-8", errors="surrogatepass")) > sf.max_length:
-            raise InputError(f"row {row}: field {sf.name!r} is longer than {sf.max_length} bytes", field=sf.name, row=row)
-        return value
-    if sf.dtype == "int64":
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise InputError(f"row {row}: field {sf.name!r} must be an int, got {type(value).__name__}", field=sf.name, row=row)
-        return int(value)
-    if sf.dtype == "double":
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(float(value)):
-            raise InputError(f"row {row}: field {sf.name!r} must be a finite number", field=sf.name, row=row)
-        return float(value)
-    if not isinstance(value, (bool, np.bool_)):
-        raise InputError(f"row {row}: field {sf.name!r} must be a bool", field=sf.name, row=row)
-    return bool(value)

@@ -244,6 +244,7 @@ def build_schema(
             )
     return schema
 
+
 def build_index_params(
     spec: CollectionSpec, dense_index: str, *, function_fields: Sequence[FunctionField] = ()
 ) -> Any:

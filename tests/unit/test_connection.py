@@ -89,7 +89,7 @@ class StubClient:
 
 
 class Clock:
-    """Stands in for time.monotonic and time.sleep in milvus_m3.connection."""
+    """Stands in for time.monotonic and time.sleep in milvus_m3._retry."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -106,8 +106,8 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr("milvus_m3.connection.time.monotonic", c.monotonic)
-    monkeypatch.setattr("milvus_m3.connection.time.sleep", c.sleep)
+    monkeypatch.setattr("milvus_m3._retry.time.monotonic", c.monotonic)
+    monkeypatch.setattr("milvus_m3._retry.time.sleep", c.sleep)
     return c
 
 

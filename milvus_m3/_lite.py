@@ -1,0 +1,128 @@
+"""Milvus Lite in one process: one read/write lock per Lite file, and counting its users.
+
+Measured on milvus-lite 2.5.1: reads running during an upsert of existing ids see the rows vanish
+(count 0), and an id-filtered search during one can crash the embedded engine; so within a process,
+writes to one Lite file run alone and reads share (``Capabilities.reads_during_writes_unsafe``).
+Milvus Lite lets one process open a file (``Capabilities.one_process_per_file``): the last user of a
+file in this process stops its engine, so another process can open it.
+
+Private to ``connection.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from .errors import MilvusUnavailableError
+
+__all__ = ["WRITE_METHODS", "ReadWriteLock", "acquire", "guard", "open_lite", "release"]
+
+logger = logging.getLogger("milvus_m3.connection")
+
+WRITE_METHODS = frozenset({
+    "upsert", "insert", "delete", "create_collection", "drop_collection", "create_index", "drop_index",
+    "flush", "load_collection", "release_collection", "create_partition", "drop_partition",
+})
+"""Client methods that change a Lite file: they take the file's lock for writing, every other one for reading."""
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no writer starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+def guard(lock: ReadWriteLock, method: str) -> AbstractContextManager[None]:
+    """The write side of ``lock`` for a client method in ``WRITE_METHODS``, the read side for any other."""
+    return lock.write() if method in WRITE_METHODS else lock.read()
+
+
+_guard = threading.Lock()
+_locks: dict[str, ReadWriteLock] = {}
+_users: dict[str, int] = {}
+
+
+def _key(uri: str) -> str:
+    return os.path.realpath(os.path.abspath(uri))
+
+
+def acquire(uri: str) -> ReadWriteLock:
+    """Count one more user of the Lite file ``uri`` in this process; its lock (one per file)."""
+    key = _key(uri)
+    with _guard:
+        _users[key] = _users.get(key, 0) + 1
+        return _locks.setdefault(key, ReadWriteLock())
+
+
+def release(uri: str) -> None:
+    """The last user of a Lite file in this process stops its engine, so another process can open it."""
+    key = _key(uri)
+    with _guard:
+        left = _users.get(key, 0) - 1
+        if left > 0:
+            _users[key] = left
+            return
+        _users.pop(key, None)
+        try:
+            from milvus_lite.server_manager import server_manager_instance
+
+            if key in getattr(server_manager_instance, "_servers", {}):
+                server_manager_instance.release_server(key)
+        except Exception:
+            logger.debug("could not stop the Milvus Lite engine for %s", key, exc_info=True)
+
+
+def open_lite(milvus_client: Any, uri: str) -> tuple[Any, ReadWriteLock]:
+    """A ``MilvusClient`` on the Lite file ``uri`` (pymilvus starts the embedded engine; no auth, no TLS
+    there), counted as a user of the file, and the file's lock. ``release(uri)`` when done with it."""
+    lock = acquire(uri)
+    try:
+        client = milvus_client(uri)
+    except Exception as exc:
+        release(uri)
+        if "open local milvus failed" in str(exc).lower():
+            raise MilvusUnavailableError(
+                f"Milvus Lite could not open {uri}: another process probably has it open (Milvus Lite "
+                "allows one process per file). Stop that process, wait for it to finish, or run a Milvus "
+                "server (docker/docker-compose.yml) for several processes."
+            ) from exc
+        raise
+    return client, lock
