@@ -438,3 +438,38 @@ def test_silent_host_is_bounded_by_connect_timeout_and_total() -> None:
     tries = int(re.search(r"after (\d+) tries", str(err.value)).group(1))  # type: ignore[union-attr]
     assert tries < 10, str(err.value)
     assert elapsed >= 1.0, elapsed
+
+
+# --------------------------------------------------------------------------- ConnectionOptions
+
+
+def test_connection_options_are_written_once_and_keep_secrets_out_of_the_repr() -> None:
+    from milvus_m3.connection import OPTION_NAMES, ConnectionOptions
+
+    opts = ConnectionOptions(token="s3cr3t-token-value", db_name="prod", timeout=5.0)
+    assert "s3cr3t" not in repr(opts) and "prod" in repr(opts)
+    pw = ConnectionOptions(user="alice", password="hunter2-hunter2")
+    assert "hunter2" not in repr(pw) and "alice" in repr(pw)
+    # every option the manager and the connection take is a field, with its default written out
+    assert OPTION_NAMES == tuple(f for f in ConnectionOptions.__dataclass_fields__)
+    assert ConnectionOptions().timeout == 30.0 and ConnectionOptions().retry == RetryPolicy()
+
+
+def test_connection_options_by_keyword_or_object_give_the_same_connection() -> None:
+    from milvus_m3.connection import ConnectionOptions
+
+    by_kw = Connection("http://h:19530", client=StubClient(), db_name="x", timeout=7.0)
+    opts = ConnectionOptions(db_name="x", timeout=7.0)
+    by_obj = Connection("http://h:19530", opts, client=StubClient())
+    assert (by_kw.db_name, by_kw.timeout) == (by_obj.db_name, by_obj.timeout) == ("x", 7.0)
+    # keywords given beside an options object replace its fields
+    both = Connection("http://h:19530", opts, client=StubClient(), timeout=9.0)
+    assert (both.db_name, both.timeout) == ("x", 9.0)
+
+
+def test_an_unknown_connection_option_names_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown connection option tokn.*token") as info:
+        CollectionManager("http://h:19530", tokn="abc-secret-value")
+    assert "abc-secret-value" not in str(info.value)
+    with pytest.raises(ConfigError, match="options must be a ConnectionOptions"):
+        Connection("http://h:19530", {"token": "x"}, client=StubClient())  # type: ignore[arg-type]
