@@ -72,8 +72,8 @@ class M3Reranker:
 
     ``encoder`` embeds the queries (dense + sparse) with the model the collection was built with.
     ``colbert_encoder`` (default: ``encoder``) gives ColBERT vectors for ``m3-all``: an ``M3Embedder``
-    built with ``colbert=True``, or any encoder whose ``encode_*`` methods accept ``colbert=True`` or
-    return ``M3Embeddings.colbert``. ``doc_colbert`` replaces the query-time recomputation of document
+    built with ``colbert=True``, any encoder declaring ``types.ColbertEncoder`` (``colbert_dim`` and
+    ``encode_*(texts, colbert=True)``), or one whose ``encode_*`` return ``M3Embeddings.colbert``. ``doc_colbert`` replaces the query-time recomputation of document
     ColBERT vectors. ``candidates`` is the depth of each ANN list (at least ``limit`` is used);
     ``rerank_depth`` caps how many ``m3`` candidates ``m3-all`` re-scores (None: all of them).
     ``dense_search_params`` / ``sparse_search_params`` go to Milvus as the requests' ``params``
