@@ -295,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import pymilvus
 
     from milvus_m3 import HybridSearcher, M3Embeddings
-    from milvus_m3.search import searcher as search_mod
+    from milvus_m3.schema import default_output_fields
+    from milvus_m3.search import options as search_mod
 
     C.header(
         "bench_search: Milvus Lite (embedded default), one query per call",
@@ -319,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Like for like with a bare hybrid_search: the searcher with Milvus-side fusion (when it can choose).
     server = HybridSearcher(manager, COLLECTION, PrecomputedOnly(), fusion="server") if has_fusion else searcher
     default_fusion = getattr(searcher, "fusion", "server (the only kind)")
-    out_fields = list(search_mod.default_output_fields(searcher.spec))
+    out_fields = list(default_output_fields(searcher.spec))
     candidates = min(search_mod.MAX_TOPK, max(search_mod.DEFAULT_CANDIDATES, search_mod.CANDIDATE_FACTOR * args.limit))
     bare = bare_pymilvus(manager.client, args.limit, candidates, out_fields)
     queries = [M3Embeddings(dense=qd[i:i + 1], sparse=[qs[i]]) for i in range(args.queries)]

@@ -1,4 +1,6 @@
-"""Rank fusion as pure functions: reciprocal rank fusion, Milvus's weighted ranker, raw score sums.
+"""All score math as pure functions: reciprocal rank fusion, Milvus's weighted ranker, raw score sums,
+BGE-M3's scores (``dense_score``, ``colbert_score``) and weighted sum (``m3_scores``), and the one tie
+order by id (``id_order``).
 
 Each input is one candidate list: ``(id, score)`` pairs in rank order (best first), as one Milvus
 search on one vector field returns them. Every function returns a new list of new ``(id, score)``
@@ -17,6 +19,9 @@ What Milvus does, and what these functions mirror:
   map and ignores pymilvus's ``norm_score=False``; a Milvus server >= 2.5 honours it. Both engines
   refuse weights outside [0, 1]. A document missing from a list gets nothing from that list.
 
+BGE-M3's paper fuses raw scores instead: ``w_dense * dense + w_sparse * sparse (+ w_colbert * colbert)``
+with weights 1, 0.3 (and 1); ``m3_scores`` computes it over arrays (the ``m3`` / ``m3-all`` modes).
+
 This module imports neither pymilvus nor torch.
 """
 
@@ -26,12 +31,22 @@ import math
 from collections.abc import Callable, Hashable, Sequence
 from typing import Literal, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from .errors import ConfigError, InputError
 
 __all__ = [
+    "M3_COLBERT_WEIGHT",
+    "M3_DENSE_WEIGHT",
+    "M3_SPARSE_WEIGHT",
     "NORMALIZERS",
     "RRF_K",
     "Normalize",
+    "colbert_score",
+    "dense_score",
+    "id_order",
+    "m3_scores",
     "normalize_score",
     "rrf",
     "score_sum",
@@ -40,6 +55,11 @@ __all__ = [
 
 RRF_K = 60
 """The RRF constant of pymilvus ``RRFRanker`` (and of Cormack et al. 2009)."""
+
+M3_DENSE_WEIGHT = 1.0
+M3_SPARSE_WEIGHT = 0.3
+M3_COLBERT_WEIGHT = 1.0
+"""The BGE-M3 paper's weights of the dense, lexical (sparse) and ColBERT scores."""
 
 Normalize = Literal["arctan", "cosine", "l2", "none"]
 """How ``weighted`` maps raw scores before weighting: by the metric of the field they come from."""
@@ -153,6 +173,65 @@ def score_sum(
     return weighted(lists, ws, normalize="none", limit=limit)
 
 
+def m3_scores(
+    dense: npt.ArrayLike,
+    sparse: npt.ArrayLike,
+    colbert: npt.ArrayLike | None = None,
+    *,
+    w_dense: float = M3_DENSE_WEIGHT,
+    w_sparse: float = M3_SPARSE_WEIGHT,
+    w_colbert: float = M3_COLBERT_WEIGHT,
+) -> npt.NDArray[np.float64]:
+    """BGE-M3's weighted sum per candidate: ``w_dense * dense + w_sparse * sparse (+ w_colbert * colbert)``.
+
+    The arrays hold one raw score per candidate (same length); the result is a new float64 array.
+    """
+    d = np.asarray(dense, dtype=np.float64)
+    s = np.asarray(sparse, dtype=np.float64)
+    out: npt.NDArray[np.float64] = w_dense * d + w_sparse * s
+    if colbert is not None:
+        out = out + w_colbert * np.asarray(colbert, dtype=np.float64)
+    return out
+
+
+def dense_score(query: npt.ArrayLike, doc: npt.ArrayLike) -> float:
+    """Inner product of two dense vectors (cosine for BGE-M3's normalised vectors)."""
+    return float(np.dot(np.asarray(query, dtype=np.float64), np.asarray(doc, dtype=np.float64)))
+
+
+
+
+def colbert_score(query: npt.ArrayLike, doc: npt.ArrayLike) -> float:
+    """Mean over query token vectors of the max inner product with a document token vector.
+
+    ``query`` (q_tokens, dim) and ``doc`` (d_tokens, dim), rows normalised, [CLS] dropped (as
+    ``M3Embedder(colbert=True)`` and FlagEmbedding give them). An empty side scores 0.
+    """
+    q = np.asarray(query, dtype=np.float64)
+    d = np.asarray(doc, dtype=np.float64)
+    if q.ndim != 2 or d.ndim != 2:
+        raise InputError(
+            f"colbert vectors must be 2-d (tokens, dim), got shapes {q.shape} and {d.shape}", field="colbert"
+        )
+    if q.shape[0] == 0 or d.shape[0] == 0:
+        return 0.0
+    if q.shape[1] != d.shape[1]:
+        raise InputError(f"colbert dims differ: query {q.shape[1]}, document {d.shape[1]}", field="colbert")
+    return float((q @ d.T).max(axis=1).sum() / q.shape[0])
+
+
+def id_order(doc: Hashable) -> tuple[int, object]:
+    """The tie order of every ranking here: ints (ascending) before strings (ascending), never an int
+    compared with a string; anything else (bools included: they are not ids) after, by repr."""
+    if isinstance(doc, bool):
+        return (2, repr(doc))
+    if isinstance(doc, int):
+        return (0, doc)
+    if isinstance(doc, str):
+        return (1, doc)
+    return (2, repr(doc))
+
+
 # --------------------------------------------------------------------- helpers
 
 
@@ -203,21 +282,10 @@ def _item_score(item: tuple[IdT, float], li: int) -> float:
     return float(score)
 
 
-def _id_key(doc: Hashable) -> tuple[int, object]:
-    """A sort key that orders ints before strings and never compares an int with a string."""
-    if isinstance(doc, bool):
-        return (2, repr(doc))
-    if isinstance(doc, int):
-        return (0, doc)
-    if isinstance(doc, str):
-        return (1, doc)
-    return (2, repr(doc))
-
-
 def _ordered(fused: dict[IdT, float], limit: int | None) -> list[tuple[IdT, float]]:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ConfigError(f"limit must be an int >= 0 or None, got {limit!r}")
-    items = sorted(fused.items(), key=lambda kv: (-kv[1], _id_key(kv[0])))
+    items = sorted(fused.items(), key=lambda kv: (-kv[1], id_order(kv[0])))
     if limit is not None:
         items = items[:limit]
     return [(doc, score) for doc, score in items]

@@ -96,7 +96,10 @@ def prune(vec: Mapping[int, float], *, top_k: int | None = None, mass: float | N
 
 
 def lexical_score(query: Mapping[int, float], doc: Mapping[int, float]) -> float:
-    """BGE-M3's lexical matching score: sum over shared ids of q_w * d_w (Milvus sparse IP)."""
+    """BGE-M3's lexical matching score: sum over shared ids of q_w * d_w (Milvus sparse IP).
+
+    Weights are taken as Python floats (float64) whatever their type (numpy float32 included).
+    """
     if len(query) > len(doc):
         query, doc = doc, query
-    return float(sum(w * doc[t] for t, w in query.items() if t in doc))
+    return float(sum(float(w) * float(doc[t]) for t, w in query.items() if t in doc))

@@ -109,16 +109,21 @@ def sparse_search_params(overrides: Mapping[str, Any] | None = None) -> dict[str
 
 def dense_request(data: Sequence[Any], *, limit: int, index_kind: str = "AUTOINDEX", ivf_nlist: int = 1024,
                   params: Mapping[str, Any] | None = None, expr: str = "",
-                  expr_params: Mapping[str, Any] | None = None) -> FieldRequest:
+                  expr_params: Mapping[str, Any] | None = None, search_depth: int | None = None) -> FieldRequest:
+    """A request on the dense field. ``search_depth`` (default ``limit``) is how deep the index must
+    search (HNSW ``ef`` >= it): a grouped or paged search asks for fewer hits than it reads.
+    ``index_kind`` AUTOINDEX / FLAT adds no default parameters: ``params`` go as given."""
+    depth = limit if search_depth is None else search_depth
     return FieldRequest(
         field=DENSE_FIELD, data=data, limit=limit,
-        search_params=dense_search_params(index_kind, limit, ivf_nlist=ivf_nlist, overrides=params),
+        search_params=dense_search_params(index_kind, depth, ivf_nlist=ivf_nlist, overrides=params),
         expr=expr, expr_params=dict(expr_params or {}),
     )
 
 
 def sparse_request(data: Sequence[Any], *, limit: int, params: Mapping[str, Any] | None = None, expr: str = "",
                    expr_params: Mapping[str, Any] | None = None, field: str = SPARSE_FIELD) -> FieldRequest:
+    """A request on the learned-sparse field (``drop_ratio_search`` DEFAULT_DROP_RATIO_SEARCH unless given)."""
     return FieldRequest(
         field=field, data=data, limit=limit, search_params=sparse_search_params(params),
         expr=expr, expr_params=dict(expr_params or {}),

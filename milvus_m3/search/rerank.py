@@ -25,26 +25,28 @@ Storing ColBERT vectors costs ``colbert_dim`` floats per token: 4 KiB a token fo
 2 KiB in float16, about 0.6-1.2 MiB for a 300-token passage against 4 KiB for its dense vector; Milvus 2.5
 has no multi-vector field. Hence recomputation is the default.
 
-The Milvus calls here (one ANN request per field, ``get`` of stored vectors) go through the manager's
-retrying connection.
+The Milvus calls here (one ANN request per field, built by ``requests.py``; ``get`` of stored vectors)
+go through the manager's retrying connection. The score math (``m3_scores``, the tie order by id) is
+``fusion.py``'s; the lexical score is ``sparse.lexical_score`` (``sparse_score`` here is the same function).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ..collection import CollectionManager
 from ..errors import ConfigError, InputError, SearchError
+from ..fusion import colbert_score, dense_score, id_order, m3_scores
 from ..schema import DENSE_FIELD, METADATA_FIELD, SPARSE_FIELD, TEXT_FIELD
-from ..types import Encoder, Hit, M3Embeddings, SparseVector
+from ..types import ColbertEncoder, Encoder, Hit, M3Embeddings, SparseVector
+from .candidates import CandidateSet, DocColbert, M3Weights, Mode, ScoreScale, sparse_score
+from .options import check_queries
+from .requests import DEFAULT_DROP_RATIO_SEARCH, FieldRequest, dense_request, sparse_request
 
 __all__ = [
     "CandidateSet",
@@ -56,117 +58,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger("milvus_m3.rerank")
-logger.addHandler(logging.NullHandler())
 
 DEFAULT_CANDIDATES = 100
 """Candidates per field (dense list, sparse list) for ``m3``."""
 GET_BATCH = 512
 """Ids per ``get`` when fetching stored vectors or texts."""
-
-Mode = Literal["m3", "m3-all"]
-ScoreScale = Literal["sum", "mean"]
-DocColbert = Callable[[Sequence[str | int], Sequence[str]], Sequence[npt.NDArray[np.float32]]]
-"""``(ids, texts) -> one (tokens, dim) array per document``: where document ColBERT vectors come from."""
-
-_FArray = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True, kw_only=True)
-class M3Weights:
-    """Weights of the three BGE-M3 scores (the paper's defaults)."""
-
-    dense: float = 1.0
-    sparse: float = 0.3
-    colbert: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("dense", "sparse", "colbert"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ConfigError(f"M3Weights.{name} must be a finite number >= 0, got {value!r}")
-        if self.dense == 0 and self.sparse == 0:
-            raise ConfigError("M3Weights: dense and sparse weights are both 0; at least one must be > 0")
-
-    def total(self, mode: Mode) -> float:
-        return self.dense + self.sparse + (self.colbert if mode == "m3-all" else 0.0)
-
-
-# ------------------------------------------------------------------------------- pure scores
-
-
-def dense_score(query: npt.ArrayLike, doc: npt.ArrayLike) -> float:
-    """Inner product of two dense vectors (cosine for BGE-M3's normalised vectors)."""
-    return float(np.dot(np.asarray(query, dtype=np.float64), np.asarray(doc, dtype=np.float64)))
-
-
-def sparse_score(query: Mapping[int, float], doc: Mapping[int, float]) -> float:
-    """BGE-M3's lexical matching score: sum over shared token ids of q_w * d_w (Milvus sparse IP)."""
-    if len(query) > len(doc):
-        query, doc = doc, query
-    return float(sum(float(w) * float(doc[t]) for t, w in query.items() if t in doc))
-
-
-def colbert_score(query: npt.ArrayLike, doc: npt.ArrayLike) -> float:
-    """Mean over query token vectors of the max inner product with a document token vector.
-
-    ``query`` (q_tokens, dim) and ``doc`` (d_tokens, dim), rows normalised, [CLS] dropped (as
-    ``M3Embedder(colbert=True)`` and FlagEmbedding give them). An empty side scores 0.
-    """
-    q = np.asarray(query, dtype=np.float64)
-    d = np.asarray(doc, dtype=np.float64)
-    if q.ndim != 2 or d.ndim != 2:
-        raise InputError(
-            f"colbert vectors must be 2-d (tokens, dim), got shapes {q.shape} and {d.shape}", field="colbert"
-        )
-    if q.shape[0] == 0 or d.shape[0] == 0:
-        return 0.0
-    if q.shape[1] != d.shape[1]:
-        raise InputError(f"colbert dims differ: query {q.shape[1]}, document {d.shape[1]}", field="colbert")
-    return float((q @ d.T).max(axis=1).sum() / q.shape[0])
-
-
-# ------------------------------------------------------------------------------- candidates
-
-
-@dataclass(frozen=True)
-class CandidateSet:
-    """One query's ``m3`` candidates: the union of both lists with exact dense and sparse scores.
-
-    ``from_dense`` / ``from_sparse`` say which ANN list found each candidate (the other score was
-    computed from the stored vector). Weights apply later, so one set can be fused many ways.
-    """
-
-    ids: tuple[str | int, ...]
-    dense: _FArray
-    sparse: _FArray
-    from_dense: npt.NDArray[np.bool_]
-    from_sparse: npt.NDArray[np.bool_]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def fused(self, weights: M3Weights) -> _FArray:
-        """``w_dense * dense + w_sparse * sparse`` per candidate."""
-        out: _FArray = weights.dense * self.dense + weights.sparse * self.sparse
-        return out
-
-    def top(self, weights: M3Weights, limit: int | None = None) -> list[tuple[str | int, float]]:
-        """Candidates by fused score, highest first; ties by id so the order is deterministic."""
-        scores = self.fused(weights)
-        order = sorted(range(len(self.ids)), key=lambda i: (-scores[i], _id_key(self.ids[i])))
-        if limit is not None:
-            order = order[:limit]
-        return [(self.ids[i], float(scores[i])) for i in order]
-
-
-def _id_key(doc: str | int) -> tuple[int, str | int]:
-    return (0, doc) if isinstance(doc, int) else (1, str(doc))
-
 
 # ------------------------------------------------------------------------------- the reranker
 
@@ -176,8 +72,8 @@ class M3Reranker:
 
     ``encoder`` embeds the queries (dense + sparse) with the model the collection was built with.
     ``colbert_encoder`` (default: ``encoder``) gives ColBERT vectors for ``m3-all``: an ``M3Embedder``
-    built with ``colbert=True``, or any encoder whose ``encode_*`` methods accept ``colbert=True`` or
-    return ``M3Embeddings.colbert``. ``doc_colbert`` replaces the query-time recomputation of document
+    built with ``colbert=True``, any encoder declaring ``types.ColbertEncoder`` (``colbert_dim`` and
+    ``encode_*(texts, colbert=True)``), or one whose ``encode_*`` return ``M3Embeddings.colbert``. ``doc_colbert`` replaces the query-time recomputation of document
     ColBERT vectors. ``candidates`` is the depth of each ANN list (at least ``limit`` is used);
     ``rerank_depth`` caps how many ``m3`` candidates ``m3-all`` re-scores (None: all of them).
     ``dense_search_params`` / ``sparse_search_params`` go to Milvus as the requests' ``params``
@@ -220,7 +116,7 @@ class M3Reranker:
         self.doc_colbert = doc_colbert
         self.score_scale: ScoreScale = score_scale
         self.dense_search_params = dict(dense_search_params or {})
-        self.sparse_search_params = dict(sparse_search_params or {"drop_ratio_search": 0.0})
+        self.sparse_search_params = dict(sparse_search_params or {"drop_ratio_search": DEFAULT_DROP_RATIO_SEARCH})
         if check:
             manager.check_collection(collection, dense_dim=encoder.dense_dim, model_name=encoder.model_name)
 
@@ -258,7 +154,7 @@ class M3Reranker:
         ``with_text`` fetches text and metadata of the returned hits. ``query_embeddings`` skips
         encoding the queries (dense + sparse; ColBERT is still computed for m3-all when absent).
         """
-        texts = _check_queries(queries)
+        texts = check_queries(queries)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(f"limit must be an int >= 1, got {limit!r}")
         if mode not in ("m3", "m3-all"):
@@ -289,8 +185,10 @@ class M3Reranker:
         depth = depth or self.candidates
         dense_q = np.asarray(queries.dense, dtype=np.float32)
         sparse_q = [{int(k): float(np.float32(v)) for k, v in s.items()} for s in queries.sparse]
+        # The index kind is not known here: no default parameters, dense_search_params go as given.
         dense_lists = self._search_field(
-            DENSE_FIELD, [row.tolist() for row in dense_q], depth, filter, self.dense_search_params
+            dense_request([row.tolist() for row in dense_q], limit=depth, params=self.dense_search_params,
+                          expr=filter or "")
         )
         sparse_lists = self._search_sparse(sparse_q, depth, filter)
 
@@ -362,19 +260,20 @@ class M3Reranker:
         out = []
         for qi, (cs, pool) in enumerate(zip(sets, pools)):
             index = {doc: j for j, doc in enumerate(cs.ids)}
-            rows = []
-            for doc, _ in pool:
-                j = index[doc]
-                d, s = float(cs.dense[j]), float(cs.sparse[j])
-                c = colbert_score(q_colbert[qi], doc_vecs[doc])
-                rows.append(
-                    (
-                        doc,
-                        (w.dense * d + w.sparse * s + w.colbert * c) * scale,
-                        {"dense_score": d, "sparse_score": s, "colbert_score": c},
-                    )
+            docs = [doc for doc, _ in pool]
+            d = np.array([cs.dense[index[doc]] for doc in docs], dtype=np.float64)
+            s = np.array([cs.sparse[index[doc]] for doc in docs], dtype=np.float64)
+            c = np.array([colbert_score(q_colbert[qi], doc_vecs[doc]) for doc in docs], dtype=np.float64)
+            fused = m3_scores(d, s, c, w_dense=w.dense, w_sparse=w.sparse, w_colbert=w.colbert)
+            rows = [
+                (
+                    doc,
+                    float(fused[j]) * scale,
+                    {"dense_score": float(d[j]), "sparse_score": float(s[j]), "colbert_score": float(c[j])},
                 )
-            rows.sort(key=lambda r: (-r[1], _id_key(r[0])))
+                for j, doc in enumerate(docs)
+            ]
+            rows.sort(key=lambda r: (-r[1], id_order(r[0])))
             out.append(rows[:limit])
         return out
 
@@ -385,7 +284,7 @@ class M3Reranker:
     def _doc_colbert(self, ids: list[str | int]) -> dict[str | int, npt.NDArray[np.float32]]:
         if not ids:
             return {}
-        rows = self._fetch(ids, TEXT_FIELD)
+        rows = {doc: row[TEXT_FIELD] for doc, row in self._fetch_fields(ids, (TEXT_FIELD,)).items()}
         texts = [str(_need(rows, doc, TEXT_FIELD)) for doc in ids]
         if self.doc_colbert is not None:
             vecs = list(self.doc_colbert(ids, texts))
@@ -397,25 +296,21 @@ class M3Reranker:
 
     # -- Milvus ------------------------------------------------------------------------------
 
-    def _search_field(
-        self, field: str, data: list[Any], limit: int, filter: str | None, params: Mapping[str, Any]
-    ) -> list[dict[str | int, float]]:
-        if not data:
+    def _search_field(self, req: FieldRequest) -> list[dict[str | int, float]]:
+        if not req.data:
             return []
         client = self.manager.client
         res = self.manager.connection.call(
-            f"search {field} of {self.collection!r}",
+            f"search {req.field} of {self.collection!r}",
             client.search,
             collection_name=self.collection,
-            data=data,
-            anns_field=field,
-            limit=limit,
-            filter=filter or "",
             output_fields=[],
-            search_params={"metric_type": "IP", "params": dict(params)},
+            **req.search_kwargs(),
         )
-        if len(res) != len(data):
-            raise SearchError(f"Milvus answered {len(res)} result lists for {len(data)} queries on {field!r}")
+        if len(res) != len(req.data):
+            raise SearchError(
+                f"Milvus answered {len(res)} result lists for {len(req.data)} queries on {req.field!r}"
+            )
         return [{hit["id"]: float(hit["distance"]) for hit in hits} for hits in res]
 
     def _search_sparse(
@@ -425,26 +320,22 @@ class M3Reranker:
         out: list[dict[str | int, float]] = [{} for _ in queries]
         rows = [i for i, s in enumerate(queries) if s]
         found = self._search_field(
-            SPARSE_FIELD, [queries[i] for i in rows], limit, filter, self.sparse_search_params
+            sparse_request([queries[i] for i in rows], limit=limit, params=self.sparse_search_params,
+                           expr=filter or "")
         )
         for i, hits in zip(rows, found):
             out[i] = hits
         return out
 
-    def _fetch_fields(self, ids: list[str | int], fields: Sequence[str]) -> dict[str | int, dict[str, Any]]:
+    def _fetch_fields(
+        self, ids: list[str | int], fields: Sequence[str] | None = None
+    ) -> dict[str | int, dict[str, Any]]:
+        """Rows of ``ids`` by id, ``GET_BATCH`` ids per ``get`` (``fields`` None: the default fields)."""
         got: dict[str | int, dict[str, Any]] = {}
+        kwargs: dict[str, Any] = {} if fields is None else {"output_fields": list(fields)}
         for start in range(0, len(ids), GET_BATCH):
-            for row in self.manager.get(self.collection, ids[start : start + GET_BATCH], output_fields=list(fields)):
+            for row in self.manager.get(self.collection, ids[start : start + GET_BATCH], **kwargs):
                 got[row["id"]] = row
-        return got
-
-    def _fetch(self, ids: list[str | int], field: str) -> dict[str | int, Any]:
-        got: dict[str | int, Any] = {}
-        for start in range(0, len(ids), GET_BATCH):
-            for row in self.manager.get(
-                self.collection, ids[start : start + GET_BATCH], output_fields=[field]
-            ):
-                got[row["id"]] = row[field]
         return got
 
     def _hits(
@@ -452,10 +343,7 @@ class M3Reranker:
     ) -> list[list[Hit]]:
         info: dict[str | int, dict[str, Any]] = {}
         if with_text:
-            ids = list(dict.fromkeys(doc for rows in ranked for doc, _, _ in rows))
-            for start in range(0, len(ids), GET_BATCH):
-                for row in self.manager.get(self.collection, ids[start : start + GET_BATCH]):
-                    info[row["id"]] = row
+            info = self._fetch_fields(list(dict.fromkeys(doc for rows in ranked for doc, _, _ in rows)))
         out = []
         for rows in ranked:
             hits = []
@@ -484,30 +372,19 @@ def _need(rows: Mapping[str | int, Any], doc: str | int, field: str) -> Any:
     return rows[doc]
 
 
-def _check_queries(queries: Sequence[str]) -> list[str]:
-    if isinstance(queries, str):
-        raise InputError(
-            "queries must be a list of strings, not one string; use search() for one query", field="query"
-        )
-    out = list(queries)
-    for i, q in enumerate(out):
-        if not isinstance(q, str) or not q.strip():
-            raise InputError(f"query {i} must be a non-empty string", field="query", row=i)
-    return out
-
-
 def encode_colbert(encoder: Encoder, texts: Sequence[str], kind: str) -> list[npt.NDArray[np.float32]]:
     """ColBERT vectors of ``texts`` (``kind`` "queries" or "documents") from ``encoder``.
 
-    Asks with ``colbert=True`` when the encode method takes that keyword (``M3Embedder``), else uses
-    whatever ``M3Embeddings.colbert`` the encoder gives.
+    Asks with ``colbert=True`` when the encoder declares the ability (``types.ColbertEncoder``:
+    ``colbert_dim`` and ``encode_*(texts, colbert=...)``, as ``M3Embedder``), else uses whatever
+    ``M3Embeddings.colbert`` the encoder gives.
     """
-    fn = encoder.encode_queries if kind == "queries" else encoder.encode_documents
-    try:
-        takes = "colbert" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-        takes = False
-    emb = fn(list(texts), colbert=True) if takes else fn(list(texts))  # type: ignore[call-arg]
+    if isinstance(encoder, ColbertEncoder):
+        cfn = encoder.encode_queries if kind == "queries" else encoder.encode_documents
+        emb = cfn(list(texts), colbert=True)
+    else:
+        fn = encoder.encode_queries if kind == "queries" else encoder.encode_documents
+        emb = fn(list(texts))
     if emb.colbert is None:
         raise ConfigError(
             f"m3-all needs ColBERT vectors, and {encoder.model_name!r} gives none; use M3Embedder (which computes "

@@ -15,7 +15,14 @@ import pytest
 
 from milvus_m3.collection import CollectionManager, CollectionSpec
 from milvus_m3.errors import ConfigError, InputError
-from milvus_m3.search.rerank import CandidateSet, M3Reranker, M3Weights, colbert_score, dense_score, sparse_score
+from milvus_m3.search.rerank import (
+    CandidateSet,
+    M3Reranker,
+    M3Weights,
+    colbert_score,
+    dense_score,
+    sparse_score,
+)
 from milvus_m3.types import M3Embeddings
 from tests.fakes import FakeEncoder
 

@@ -1,0 +1,192 @@
+"""The search options a caller gives (``SearchOptions``), the plan they become (``SearchPlan``), the checks.
+
+``SearchOptions`` carries the nine per-call options of ``HybridSearcher.search`` / ``search_batch`` /
+``search_embeddings`` as given (None: the searcher's default); the searcher checks them against its
+defaults and its collection and turns them into a ``SearchPlan``, which ``execute.py`` runs. The
+``check_*`` functions raise ConfigError / InputError with the fix in the message.
+
+Imports neither pymilvus nor torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .._text import check_texts
+from ..errors import ConfigError
+from ..filters import FilterLike
+
+__all__ = [
+    "CANDIDATE_FACTOR",
+    "CLIENT_SIDE_MODES",
+    "DEFAULT_CANDIDATES",
+    "FUSIONS",
+    "MAX_RRF_K",
+    "MAX_TOPK",
+    "MODES",
+    "RANKERS",
+    "Fusion",
+    "Mode",
+    "RankerName",
+    "SearchOptions",
+    "SearchPlan",
+    "check_candidate_limit",
+    "check_fusion",
+    "check_int",
+    "check_mode",
+    "check_params",
+    "check_queries",
+    "check_ranker",
+    "check_rrf_k",
+    "check_weights",
+]
+
+Mode = Literal["hybrid", "dense", "sparse", "m3", "m3-all"]
+RankerName = Literal["rrf", "weighted"]
+Fusion = Literal["auto", "server", "client"]
+MODES: tuple[str, ...] = ("hybrid", "dense", "sparse", "m3", "m3-all")
+CLIENT_SIDE_MODES = ("m3", "m3-all")
+"""BGE-M3 paper fusion, computed here (rerank.py): raw dense + 0.3 x sparse over the union of both
+candidate lists with exact scores from stored vectors ("m3"), re-ranked with ColBERT ("m3-all")."""
+RANKERS: tuple[str, ...] = ("rrf", "weighted")
+FUSIONS: tuple[str, ...] = ("auto", "server", "client")
+
+MAX_TOPK = 16_384
+"""Milvus's cap on offset + limit of one search, and on each hybrid sub-request's limit."""
+
+DEFAULT_CANDIDATES = 100
+CANDIDATE_FACTOR = 2
+"""Default per-field candidate limit in hybrid mode: max(100, 2 * (offset + limit)), capped at 16384.
+
+Fusion can only rank what the sub-searches return: a document ranked 30th by both fields beats one
+ranked 1st by one field only, so each list must reach well below the final cut. 100 candidates is what
+Milvus's own hybrid-search examples use for top-10 results; doubling the page depth keeps deep pages
+as well served as the first.
+"""
+
+MAX_RRF_K = 16_384
+"""Milvus accepts RRF k in (0, 16384)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOptions:
+    """One call's options as given; None means "the searcher's default". Checked when planned."""
+
+    limit: int = 10
+    offset: int = 0
+    mode: Mode | None = None
+    ranker: RankerName | None = None
+    weights: Sequence[float] | None = None
+    filter: FilterLike = None
+    output_fields: Sequence[str] | None = None
+    candidate_limit: int | None = None
+    group_by: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchPlan:
+    """One call's checked arguments, defaults filled in and the filter rendered."""
+
+    limit: int
+    offset: int
+    mode: Mode
+    ranker: RankerName
+    rrf_k: float
+    weights: tuple[float, float]
+    candidates: int
+    """Per-field candidate limit (hybrid, client-side RRF, m3)."""
+    expr: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """Template values of ``expr`` (``filter_params``); empty without templates."""
+    output_fields: tuple[str, ...] = ()
+    group_by: str | None = None
+
+    @property
+    def depth(self) -> int:
+        """offset + limit: how far down the ranking this call reads."""
+        return self.offset + self.limit
+
+
+# --------------------------------------------------------------------- checks
+
+
+def check_fusion(fusion: Any) -> Fusion:
+    if fusion not in FUSIONS:
+        raise ConfigError(f"fusion must be 'auto', 'server' or 'client', got {fusion!r}")
+    result: Fusion = fusion
+    return result
+
+
+def check_mode(mode: Any) -> Mode:
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    result: Mode = mode
+    return result
+
+
+def check_ranker(ranker: Any) -> RankerName:
+    if ranker not in RANKERS:
+        raise ConfigError(
+            f"ranker must be 'rrf' (reciprocal rank fusion) or 'weighted' (Milvus WeightedRanker), got {ranker!r}"
+        )
+    result: RankerName = ranker
+    return result
+
+
+def check_rrf_k(k: Any) -> float:
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or not 0 < k < MAX_RRF_K:
+        raise ConfigError(f"rrf_k must be a number in (0, {MAX_RRF_K}) (Milvus's range; 60 is usual), got {k!r}")
+    return float(k)
+
+
+def check_weights(weights: Any) -> tuple[float, float]:
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != 2:
+        raise ConfigError(
+            f"weights must be two numbers (dense, sparse) for the weighted ranker, got {weights!r}"
+        )
+    out: list[float] = []
+    for name, w in zip(("dense", "sparse"), weights):
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0.0 <= w <= 1.0:
+            raise ConfigError(
+                f"weights: the {name} weight is {w!r}; Milvus's WeightedRanker takes weights in [0, 1] "
+                "(only their ratio matters: scale them so the larger is 1)"
+            )
+        out.append(float(w))
+    if out[0] == 0.0 and out[1] == 0.0:
+        raise ConfigError("weights are both 0, so every hit would score 0; give at least one weight > 0")
+    return out[0], out[1]
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_candidate_limit(value: Any) -> int:
+    """A per-field candidate limit: an int in [1, MAX_TOPK]."""
+    cand = check_int("candidate_limit", value, 1)
+    if cand > MAX_TOPK:
+        raise ConfigError(f"candidate_limit {cand} is above Milvus's per-request cap {MAX_TOPK}")
+    return cand
+
+
+def check_params(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{name} must be a dict of Milvus search parameters, got {type(params).__name__}")
+    for key in ("metric_type", "params"):
+        if key in params:
+            raise ConfigError(
+                f"{name} holds {key!r}; give only the inner parameters (e.g. {{'ef': 256}}): the metric is always IP"
+            )
+    return dict(params)
+
+
+def check_queries(queries: Any) -> list[str]:
+    """Query texts as a list of non-empty strings, or an InputError naming the row (field "query")."""
+    return check_texts(queries, field="query", noun="query", one_string_hint="wrap it: [query]", check_utf8=False)
