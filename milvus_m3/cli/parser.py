@@ -13,6 +13,7 @@ from typing import Any
 from .._version import __version__
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
 from ..schema import CollectionSpec
+from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
 from .eval import add_eval_parser
 
 __all__ = ["DEFAULT_URI", "TOKEN_ENV", "URI_ENV", "build_parser", "choices", "default"]
@@ -170,11 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Hybrid (dense + sparse, fused), dense or sparse search.")
     p.add_argument("query")
     p.add_argument("--collection", required=True)
-    p.add_argument("--limit", type=_positive, default=10)
-    p.add_argument("--offset", type=_non_negative, default=0)
-    p.add_argument("--mode", choices=("hybrid", "dense", "sparse", "m3", "m3-all"), default="hybrid",
+    p.add_argument("--limit", type=_positive, default=default(SearchOptions, "limit"))
+    p.add_argument("--offset", type=_non_negative, default=default(SearchOptions, "offset"))
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help="m3: dense + 0.3 x sparse raw scores over both candidate lists; m3-all: + ColBERT")
-    p.add_argument("--ranker", choices=("rrf", "weighted"), default="rrf", help="how hybrid mode fuses (default rrf)")
+    p.add_argument("--ranker", choices=RANKERS, default=DEFAULT_RANKER,
+                   help=f"how hybrid mode fuses (default {DEFAULT_RANKER})")
     p.add_argument("--filter", default=None, metavar="EXPR", help="Milvus boolean expression on stored fields")
     p.add_argument("--group-by", default=None, metavar="FIELD",
                    help="one hit per value of FIELD (parent_id: one hit per document in a chunked collection)")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CollectionExistsError, ConfigError, InputError
 from ..schema import DENSE_FIELD, CollectionSpec, FunctionField, build_index_params, build_schema
-from ..search.requests import FieldRequest, bm25_request, sparse_request
+from ..search.requests import FieldRequest, bm25_request, rrf_ranker, sparse_request, weighted_ranker
 from ..types import Encoder, M3Embeddings
 from .beir import BeirDataset
 from .metrics import evaluate_run
@@ -372,13 +372,11 @@ def _single_field_run(
 def _hybrid_run(
     manager: Any, name: str, dataset: BeirDataset, q: M3Embeddings, mode: str, config: EvalConfig
 ) -> Run:
-    from pymilvus import RRFRanker, WeightedRanker
-
     run: Run = {}
     ranker = (
-        WeightedRanker(config.w_dense, config.w_sparse, norm_score=False)
+        weighted_ranker(config.w_dense, config.w_sparse, norm_score=False)
         if mode == "weighted"
-        else RRFRanker(config.rrf_k)
+        else rrf_ranker(config.rrf_k)
     )
     fields = ("dense", "sparse", "bm25") if mode == "rrf3" else ("dense", "sparse")
     for rows in _batches(len(dataset.query_ids), config.search_batch):

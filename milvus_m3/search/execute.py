@@ -34,7 +34,14 @@ from ..fusion import id_order, rrf
 from ..schema import ID_FIELD, METADATA_FIELD, TEXT_FIELD, CollectionSpec
 from ..types import Encoder, Hit, M3Embeddings
 from .options import MAX_TOPK, Fusion, SearchPlan
-from .requests import FieldRequest, dense_request, dense_search_params, sparse_request
+from .requests import (
+    FieldRequest,
+    dense_request,
+    dense_search_params,
+    rrf_ranker,
+    sparse_request,
+    weighted_ranker,
+)
 from .rerank import M3Reranker
 
 __all__ = ["PlanRunner"]
@@ -56,10 +63,6 @@ class PlanRunner:
         dense_params: Mapping[str, Any] | None = None,
         sparse_params: Mapping[str, Any] | None = None,
     ) -> None:
-        from pymilvus import RRFRanker, WeightedRanker
-
-        self._RRFRanker = RRFRanker
-        self._WeightedRanker = WeightedRanker
         self.manager = manager
         self.collection = collection
         self.spec = spec
@@ -191,9 +194,8 @@ class PlanRunner:
 
     def _ranker(self, plan: SearchPlan) -> Any:
         if plan.ranker == "rrf":
-            k = plan.rrf_k
-            return self._RRFRanker(int(k) if float(k).is_integer() else k)
-        return self._WeightedRanker(*plan.weights)
+            return rrf_ranker(plan.rrf_k)
+        return weighted_ranker(*plan.weights)
 
     def _result_kwargs(self, plan: SearchPlan) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"output_fields": list(plan.output_fields)}

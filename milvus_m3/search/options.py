@@ -23,6 +23,8 @@ __all__ = [
     "CANDIDATE_FACTOR",
     "CLIENT_SIDE_MODES",
     "DEFAULT_CANDIDATES",
+    "DEFAULT_MODE",
+    "DEFAULT_RANKER",
     "FUSIONS",
     "MAX_RRF_K",
     "MAX_TOPK",
@@ -69,6 +71,10 @@ as well served as the first.
 
 MAX_RRF_K = 16_384
 """Milvus accepts RRF k in (0, 16384)."""
+
+DEFAULT_MODE: Mode = "hybrid"
+DEFAULT_RANKER: RankerName = "rrf"
+"""The searcher's defaults (``HybridSearcher(mode=..., ranker=...)``; the CLI reads them here)."""
 
 
 @dataclass(frozen=True, kw_only=True)

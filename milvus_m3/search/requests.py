@@ -5,7 +5,7 @@ search parameters and the filter. It becomes either the keyword arguments of ``c
 a pymilvus ``AnnSearchRequest`` for ``hybrid_search``; the searcher, the ``m3`` reranker and the
 evaluation runner all build theirs here, so a parameter default lives in exactly one place.
 
-pymilvus is imported only by ``FieldRequest.ann_request``.
+pymilvus is imported only by ``FieldRequest.ann_request`` and the two ranker builders, when called.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ __all__ = [
     "bm25_request",
     "dense_request",
     "dense_search_params",
+    "rrf_ranker",
     "sparse_request",
     "sparse_search_params",
+    "weighted_ranker",
 ]
 
 DEFAULT_HNSW_EF = 128
@@ -147,3 +149,19 @@ def _copy(params: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("params"), Mapping):
         out["params"] = dict(out["params"])
     return out
+
+
+def rrf_ranker(k: float) -> Any:
+    """Milvus's ``RRFRanker(k)`` for ``hybrid_search`` (an integral k is sent as an int)."""
+    from pymilvus import RRFRanker
+
+    return RRFRanker(int(k) if float(k).is_integer() else k)
+
+
+def weighted_ranker(*weights: float, norm_score: bool = True) -> Any:
+    """Milvus's ``WeightedRanker(w_1, ..., w_n)``; ``norm_score=False`` asks for raw scores (servers honour it,
+    engines with ``Capabilities.ignores_norm_score`` do not)."""
+    from pymilvus import WeightedRanker
+
+    return WeightedRanker(*weights, norm_score=norm_score)
+
