@@ -449,7 +449,7 @@ def test_on_error_fail_stops_before_the_bad_batch(lite: CollectionManager, coll:
 def test_resume_after_a_crash_between_write_and_checkpoint(
     lite: CollectionManager, coll: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from milvus_m3 import ingest as ingest_mod
+    from milvus_m3.ingest import checkpoint as ingest_mod
 
     rows: list[Any] = list(docs(40))
     rows[5] = "{bad"
@@ -457,7 +457,7 @@ def test_resume_after_a_crash_between_write_and_checkpoint(
     errors, state = tmp_path / "errors.jsonl", tmp_path / "state.json"
     kw: dict[str, Any] = {"manager": lite, "collection": coll, "batch_size": 8, "errors_path": errors,
                           "state_path": state, "progress": False}
-    real_commit = ingest_mod._Checkpoint.commit
+    real_commit = ingest_mod.Checkpoint.commit
     calls = {"n": 0}
 
     def crashing_commit(self: Any, *a: Any, **k: Any) -> None:
@@ -466,10 +466,10 @@ def test_resume_after_a_crash_between_write_and_checkpoint(
             raise KeyboardInterrupt
         real_commit(self, *a, **k)
 
-    monkeypatch.setattr(ingest_mod._Checkpoint, "commit", crashing_commit)
+    monkeypatch.setattr(ingest_mod.Checkpoint, "commit", crashing_commit)
     with pytest.raises(KeyboardInterrupt):
         ingest([f], encoder=FakeEncoder(16), **kw)
-    monkeypatch.setattr(ingest_mod._Checkpoint, "commit", real_commit)
+    monkeypatch.setattr(ingest_mod.Checkpoint, "commit", real_commit)
     assert lite.count(coll) == 23  # batch 3 reached Milvus but not the checkpoint
     assert json.loads(state.read_text())["inputs"][str(f.resolve())]["done"] == 16
     enc = WordEncoder()

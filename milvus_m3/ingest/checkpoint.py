@@ -1,0 +1,222 @@
+"""Resume state: the checkpoint file (atomic JSON writes) and the errors file of bad rows.
+
+With ``state_path`` the job writes a checkpoint after each batch's upsert has returned (write to a
+temporary file, fsync, ``os.replace``, fsync the directory): per input file, how many records are settled
+(written or reported bad), plus the errors file's length at that point. ``resume=True`` skips the settled
+records and cuts the errors file back to the recorded length, so that after ``kill -9`` at any moment the
+job finishes with exactly the input's documents stored. A resume with no checkpoint file starts from the
+beginning. Resume trusts that the first records of each file are the ones an earlier run saw (a change
+in size or mtime is logged).
+
+The errors file holds one JSON line per bad row, ``{"file", "line", "id", "field", "error"}``, appended
+and fsynced per batch before the batch's checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .readers import STDIN
+from .records import RowError
+
+__all__ = [
+    "STATE_VERSION",
+    "Checkpoint",
+    "ErrorLog",
+    "atomic_write_json",
+    "default_state_path",
+    "file_stat",
+    "fsync_dir",
+    "source_key",
+]
+
+logger = logging.getLogger("milvus_m3.ingest")
+
+STATE_VERSION = 1
+
+
+def default_state_path(uri: str, collection: str, directory: str | os.PathLike[str] | None = None) -> Path:
+    """Where the CLI keeps a job's checkpoint: next to a Milvus Lite file (``x.db`` ->
+    ``x.<collection>.ingest-state.json``), else ``./<collection>.ingest-state.json``."""
+    if uri.endswith(".db") and "://" not in uri:
+        db = Path(uri)
+        return db.with_name(f"{db.stem}.{collection}.ingest-state.json")
+    return Path(directory or ".") / f"{collection}.ingest-state.json"
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory (POSIX), so that a rename in it survives a crash."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` so that a crash leaves the old file or the new one: a temporary file, fsync,
+    ``os.replace``, fsync the directory."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def source_key(source: str) -> str:
+    """The checkpoint's key for an input: its resolved path (``-`` for stdin)."""
+    return source if source == STDIN else str(Path(source).resolve())
+
+
+def file_stat(source: str) -> dict[str, int] | None:
+    """Size and mtime of an input (None for stdin): a resume logs a file that changed."""
+    if source == STDIN:
+        return None
+    st = os.stat(source)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class Checkpoint:
+    """The state file: per input, the records settled; the errors file's length; the job's options.
+
+    ``options`` are the ones a resumed run must share with the run that wrote the file
+    (``IngestOptions.resume_options``); a resume with other ones is refused, naming each difference.
+    """
+
+    def __init__(self, path: Path | None, options: Mapping[str, Any], resume: bool) -> None:
+        self.path = path
+        self.options = dict(options)
+        self.inputs: dict[str, dict[str, Any]] = {}
+        self.errors_offset: int | None = None
+        self.resumed = False
+        if path is None or not resume:
+            return
+        if not path.is_file():
+            logger.info("no checkpoint at %s: starting from the beginning", path)
+            return
+        stored, inputs, offset = _load(path)
+        diff = sorted(k for k in set(stored) | set(self.options) if stored.get(k) != self.options.get(k))
+        if diff:
+            shown = ", ".join(f"{k}: {stored.get(k)!r} then, {self.options.get(k)!r} now" for k in diff)
+            raise ConfigError(
+                f"cannot resume from {path}: the job's options changed ({shown}); use the same options, or run "
+                "without --resume to start over (upserts make that safe)"
+            )
+        self.inputs = inputs
+        self.errors_offset = int(offset) if isinstance(offset, int) else None
+        self.resumed = True
+
+    def done(self, source: str) -> int:
+        entry = self.inputs.get(source_key(source))
+        return int(entry.get("done", 0)) if entry else 0
+
+    def id_choice(self, source: str) -> tuple[bool, str | None]:
+        """(known, field): the id field an earlier run chose for ``source`` (None: content hashes)."""
+        entry = self.inputs.get(source_key(source))
+        if entry is None or "id_field" not in entry:
+            return False, None
+        return True, entry["id_field"]
+
+    def id_choices(self, sources: Sequence[str]) -> dict[str, str | None]:
+        """The id fields an earlier run chose, for those of ``sources`` it chose one for."""
+        out: dict[str, str | None] = {}
+        for source in sources:
+            known, choice = self.id_choice(source)
+            if known:
+                out[source] = choice
+        return out
+
+    def begin(self, sources: Sequence[str]) -> None:
+        for source in sources:
+            key = source_key(source)
+            stat = file_stat(source)
+            entry = self.inputs.setdefault(key, {"done": 0})
+            if self.resumed and entry.get("stat") and stat and entry["stat"] != stat and entry.get("done"):
+                logger.warning(
+                    "%s changed since the checkpoint (size/mtime); resuming after its first %d records anyway",
+                    source, entry["done"],
+                )
+            if stat:
+                entry["stat"] = stat
+
+    def commit(self, positions: Mapping[str, int], id_choices: Mapping[str, str | None], errors_offset: int | None,
+               finished: bool = False) -> None:
+        for source, done in positions.items():
+            entry = self.inputs.setdefault(source_key(source), {"done": 0})
+            entry["done"] = max(int(entry.get("done", 0)), done)
+        for source, choice in id_choices.items():
+            self.inputs.setdefault(source_key(source), {"done": 0})["id_field"] = choice
+        self.errors_offset = errors_offset
+        if self.path is None:
+            return
+        atomic_write_json(
+            self.path,
+            {
+                "version": STATE_VERSION,
+                "options": self.options,
+                "inputs": self.inputs,
+                "errors_offset": errors_offset,
+                "finished": finished,
+                "updated": time.time(),
+            },
+        )
+
+
+def _load(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Any]:
+    """(options, inputs, errors_offset) of a state file; ConfigError when it cannot be used."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"version {data.get('version')!r}, expected {STATE_VERSION}")
+        stored = dict(data["options"])
+        inputs = {str(k): dict(v) for k, v in data["inputs"].items()}
+        offset = data.get("errors_offset")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(
+            f"the ingest state file {path} is unreadable ({exc}); delete it and run without --resume "
+            "(upserts make re-ingesting safe)"
+        ) from exc
+    return stored, inputs, offset
+
+
+class ErrorLog:
+    """The errors file: JSON lines appended and fsynced per batch, before the batch's checkpoint."""
+
+    def __init__(self, path: Path | None, resume_offset: int | None, resumed: bool) -> None:
+        self.path = path
+        self.offset = 0
+        if path is None:
+            return
+        if resumed and path.exists():
+            size = path.stat().st_size
+            self.offset = min(size, resume_offset or 0)
+            if size > self.offset:
+                with open(path, "r+b") as fh:  # drop lines of a batch the checkpoint did not cover
+                    fh.truncate(self.offset)
+        elif path.exists():
+            path.unlink()
+
+    def write(self, errors: Sequence[RowError]) -> None:
+        if self.path is None or not errors:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as fh:
+            fh.writelines(
+                json.dumps(err.to_json(), ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
+                for err in errors
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+            self.offset = fh.tell()

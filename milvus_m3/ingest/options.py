@@ -1,0 +1,117 @@
+"""IngestOptions: every option of an ingestion run, its default and its checks, written once.
+
+``ingest(files, ..., options=IngestOptions(...))`` or ``ingest(files, ..., <option>=...)`` (the keywords
+are these fields); the CLI passes them as keywords. The options that decide which rows a record becomes
+(``RESUME_FIELDS``, plus the collection) are stored in the checkpoint and must match on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..errors import ConfigError
+from .readers import FORMATS
+
+__all__ = ["ON_ERROR", "RESUME_FIELDS", "IngestOptions", "build_options"]
+
+ON_ERROR = ("skip", "fail")
+RESUME_FIELDS = (
+    "format",
+    "id_field",
+    "hash_ids",
+    "text_field",
+    "title_field",
+    "metadata_fields",
+    "chunk_tokens",
+    "chunk_overlap",
+    "truncate",
+)
+"""Options a resumed run must share with the run that wrote the checkpoint (``batch_size`` and
+``on_error`` may change between the two)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestOptions:
+    """How records become rows (see ``milvus_m3.ingest`` for formats, ids, chunking and bad rows).
+
+    format: one of ``FORMATS``; "auto" detects it per input (name, then first bytes).
+    id_field: the id column; None picks ``id`` or ``_id`` per input, else content hashes.
+    hash_ids: always use content hashes (not with ``id_field``).
+    text_field / title_field: the text, and an optional title embedded as ``f"{title} {text}"``.
+    metadata_fields: fields kept in the metadata JSON.
+    batch_size: records per batch (the unit of reading, embedding, writing and checkpointing).
+    on_error: "skip" writes bad rows to the errors file and goes on; "fail" raises ``IngestAborted``
+        before writing the batch that holds the first bad row.
+    chunk_tokens / chunk_overlap: cut documents into windows of at most ``chunk_tokens`` tokens
+        overlapping by ``chunk_overlap`` (a chunked collection only).
+    truncate: embed documents beyond the encoder's max length cut, instead of reporting them as bad.
+    """
+
+    format: str = "auto"
+    id_field: str | None = None
+    hash_ids: bool = False
+    text_field: str = "text"
+    title_field: str | None = None
+    metadata_fields: Sequence[str] = ()
+    batch_size: int = 64
+    on_error: str = "skip"
+    chunk_tokens: int | None = None
+    chunk_overlap: int = 0
+    truncate: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ConfigError(f"format must be one of {', '.join(FORMATS)}; got {self.format!r}")
+        if not _positive_int(self.batch_size):
+            raise ConfigError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        if self.on_error not in ON_ERROR:
+            raise ConfigError(f"on_error must be 'skip' or 'fail', got {self.on_error!r}")
+        if self.hash_ids and self.id_field is not None:
+            raise ConfigError("give id_field or hash_ids, not both")
+        for name in ("text_field", "id_field", "title_field"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{name} must be a non-empty field name, got {value!r}")
+        if isinstance(self.metadata_fields, str):
+            raise ConfigError("metadata_fields must be a list of field names, not one string")
+        object.__setattr__(self, "metadata_fields", tuple(self.metadata_fields))
+        self._check_chunking()
+
+    def _check_chunking(self) -> None:
+        tokens, overlap = self.chunk_tokens, self.chunk_overlap
+        if tokens is None:
+            if overlap:
+                raise ConfigError("chunk_overlap needs chunk_tokens")
+            return
+        if not _positive_int(tokens):
+            raise ConfigError(f"chunk_tokens must be a positive int, got {tokens!r}")
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < tokens:
+            raise ConfigError(f"chunk_overlap must be an int in [0, chunk_tokens={tokens}), got {overlap!r}")
+
+    def resume_options(self, collection: str) -> dict[str, Any]:
+        """What the checkpoint stores and a resume compares: the collection and ``RESUME_FIELDS`` of
+        ``asdict``, as JSON gives them back (the metadata fields as a list)."""
+        data = {k: v for k, v in asdict(self).items() if k in RESUME_FIELDS}
+        data["metadata_fields"] = list(self.metadata_fields)
+        return {"collection": collection, **data}
+
+
+def _positive_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
+def build_options(options: IngestOptions | None, overrides: Mapping[str, Any]) -> IngestOptions:
+    """``options`` (default: all defaults) with the keyword ``overrides`` applied; an unknown keyword is
+    a ConfigError that lists the valid ones."""
+    valid = [f.name for f in fields(IngestOptions)]
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"ingest got unknown option(s) {', '.join(unknown)}; the options are: {', '.join(valid)}"
+        )
+    if options is None:
+        return IngestOptions(**overrides)
+    return dataclasses.replace(options, **overrides) if overrides else options

@@ -1,0 +1,343 @@
+"""Record -> document -> chunks -> embeddings -> Milvus rows, for one batch; each bad row is set aside.
+
+Text
+    ``text_field`` (default ``text``). With ``title_field`` (BEIR: ``title``) the embedded and stored
+    text is ``f"{title} {text}"``, as FlagEmbedding's and BEIR's evaluation code join them, and the
+    title is also kept in the metadata under ``title_field``.
+
+Chunking
+    With ``chunk_tokens`` each document is cut into windows of at most that many tokens overlapping
+    by ``chunk_overlap`` tokens (``encoder.chunk_spans``, a ``ChunkingEncoder``); chunk ``i`` of document
+    ``P`` is stored with id ``"P#i"``, ``parent_id`` P and ``chunk_index`` i, in a collection created
+    with ``chunked=True``. Every document written to a chunked collection is stored this way (one chunk
+    when ``chunk_tokens`` is None). Changing ``chunk_tokens`` on a filled collection leaves the old
+    chunks beyond the new count in place: recreate the collection for that.
+
+Bad rows
+    A missing id or text, empty or non-string text, NUL bytes, invalid UTF-8, a duplicate id within a
+    batch, text beyond the encoder's document max length (when not chunking and not ``truncate``), a
+    row-level ``InputError`` of the encoder and anything ``CollectionManager.prepare_rows`` refuses for
+    one row: the row becomes a ``RowError`` and the rest of its batch goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._text import is_valid_utf8
+from ..collection import CollectionManager, CollectionSpec, ScalarField
+from ..errors import ConfigError, InputError
+from ..types import ChunkingEncoder, Encoder, LengthLimited, M3Embeddings
+from .ids import IdChoices, check_id, content_id
+from .options import IngestOptions
+from .records import BadValue, Record, RowError, json_type
+
+__all__ = ["Batch", "Doc", "Preparer", "check_encoder", "convert_scalar"]
+
+
+@dataclass
+class Doc:
+    """A record that passed the checks: its id, the text to embed, metadata and declared fields."""
+
+    source: str
+    line: int
+    index: int
+    id: str | int
+    text: str
+    metadata: dict[str, Any]
+    fields: dict[str, Any]
+
+
+@dataclass
+class Batch:
+    """One prepared batch, as the producer hands it to the writer."""
+
+    rows: list[dict[str, Any]]
+    errors: list[RowError]
+    read: int
+    written_docs: int
+    tokens: int
+    truncated: int
+    positions: dict[str, int]
+    id_choices: dict[str, str | None]
+    skipped: int
+    first: tuple[str, int]
+
+
+_Chunk = tuple[Doc, int, str]
+"""(document, chunk index, chunk text)."""
+
+
+def check_encoder(options: IngestOptions, encoder: Encoder) -> int | None:
+    """The encoder's document max length in tokens (None when it declares none); ConfigError when the
+    chunking options need what it cannot do."""
+    limit = encoder.document_max_length if isinstance(encoder, LengthLimited) else None
+    max_tokens = int(limit) if isinstance(limit, int) else None
+    chunk_tokens = options.chunk_tokens
+    if chunk_tokens is None:
+        return max_tokens
+    if not isinstance(encoder, ChunkingEncoder):
+        raise ConfigError(
+            f"chunking needs an encoder with chunk_spans(text, max_tokens, overlap); {type(encoder).__name__} has none"
+        )
+    if max_tokens is not None and chunk_tokens > max_tokens - 2:
+        raise ConfigError(
+            f"chunk_tokens={chunk_tokens} does not fit the encoder's document max length of {max_tokens} tokens "
+            f"(with <s> and </s>); use at most {max_tokens - 2}"
+        )
+    return max_tokens
+
+
+def _bad(rec: Record, error: str, fld: str | None, doc_id: Any = None) -> RowError:
+    return RowError(rec.source, rec.line, doc_id if isinstance(doc_id, (str, int)) else None, fld, error)
+
+
+def _text_problem(text: str) -> str | None:
+    if not text.strip():
+        return "empty text"
+    if "\x00" in text:
+        return "text holds a NUL byte; strip control characters first"
+    if not is_valid_utf8(text):
+        return "text is not valid UTF-8 (lone surrogates)"
+    return None
+
+
+def _row_index(exc: InputError, n: int) -> int | None:
+    """The batch row an encoder's or prepare_rows' InputError names, or None when it names none."""
+    row = exc.row
+    if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < n:
+        return None
+    return row
+
+
+class Preparer:
+    """Turns records into validated Milvus rows: ids, text, metadata, chunks, embeddings."""
+
+    def __init__(self, options: IngestOptions, spec: CollectionSpec, manager: CollectionManager, encoder: Encoder,
+                 *, ids: IdChoices, formats: Mapping[str, str], max_tokens: int | None) -> None:
+        self.options = options
+        self.spec = spec
+        self.manager = manager
+        self.encoder = encoder
+        self.ids = ids
+        self.formats = formats
+        self.max_tokens = max_tokens
+        self.scalars: dict[str, ScalarField] = {f.name: f for f in spec.scalar_fields}
+
+    # -- one record ----------------------------------------------------------------------------
+
+    def to_doc(self, rec: Record) -> Doc | RowError:
+        if rec.data is None:
+            return _bad(rec, rec.error or "unreadable record", rec.field)
+        data = rec.data
+        beir = self.formats[rec.source] == "beir"
+        id_field = self.ids.field_for(rec.source, data)
+        raw_id = data.get(id_field) if id_field is not None else None
+        if id_field is not None and (raw_id is None or raw_id == ""):
+            return _bad(rec, f"missing id: the record has no {id_field!r} value", id_field)
+        title_field = self.options.title_field or ("title" if beir else None)
+        got = self._text(rec, raw_id, title_field)
+        if isinstance(got, RowError):
+            return got
+        text, title = got
+        if id_field is None:
+            doc_id: str | int = content_id(text, id_type=self.spec.id_type)
+        else:
+            try:
+                doc_id = check_id(raw_id, self.spec.id_type)
+            except BadValue as exc:
+                return _bad(rec, str(exc), id_field, raw_id)
+        fields: dict[str, Any] = {}
+        for name, sf in self.scalars.items():
+            try:
+                fields[name] = convert_scalar(sf, data.get(name))
+            except BadValue as exc:
+                return _bad(rec, str(exc), name, doc_id)
+        metadata = self._metadata(data, beir, title_field, title)
+        return Doc(rec.source, rec.line, rec.index, doc_id, text, metadata, fields)
+
+    def _text(self, rec: Record, raw_id: Any, title_field: str | None) -> tuple[str, str | None] | RowError:
+        """(text to embed, title) of a record, or why it has none."""
+        assert rec.data is not None
+        data = rec.data
+        text_field = self.options.text_field
+        body = data.get(text_field)
+        if body is None:
+            return _bad(rec, f"missing text: the record has no {text_field!r} value", text_field, raw_id)
+        if not isinstance(body, str):
+            return _bad(rec, f"text must be a string, got {json_type(body)}", text_field, raw_id)
+        title = data.get(title_field) if title_field else None
+        if title is not None and not isinstance(title, str):
+            return _bad(rec, f"title must be a string, got {json_type(title)}", title_field, raw_id)
+        text = f"{title} {body}".strip() if title else body
+        problem = _text_problem(text)
+        if problem is not None:
+            return _bad(rec, problem, text_field, raw_id)
+        return text, title
+
+    def _metadata(self, data: Mapping[str, Any], beir: bool, title_field: str | None,
+                  title: str | None) -> dict[str, Any]:
+        metadata: dict[str, Any] = {}
+        if beir and isinstance(data.get("metadata"), Mapping):
+            metadata.update(data["metadata"])
+        for name in self.options.metadata_fields:
+            if name in data:
+                metadata[name] = data[name]
+        if title_field and title:
+            metadata[title_field] = title
+        return metadata
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def prepare(self, records: Sequence[Record], skipped: int) -> Batch:
+        errors: list[RowError] = []
+        docs: list[Doc] = []
+        seen: dict[str | int, Doc] = {}
+        positions: dict[str, int] = {}
+        for rec in records:
+            positions[rec.source] = rec.index + 1
+            got = self.to_doc(rec)
+            if isinstance(got, RowError):
+                errors.append(got)
+                continue
+            first = seen.get(got.id)
+            if first is not None:
+                errors.append(
+                    RowError(got.source, got.line, got.id, "id",
+                             f"duplicate id within the batch (first at {first.source}:{first.line}); "
+                             "the first one is kept")
+                )
+                continue
+            seen[got.id] = got
+            docs.append(got)
+        rows, written, tokens, truncated = self._rows(docs, errors)
+        order = {(r.source, r.line): k for k, r in enumerate(records)}
+        errors.sort(key=lambda e: order.get((e.file, e.line), 0))
+        choices = {s: c for s, c in self.ids.chosen.items() if s in positions}
+        return Batch(rows, errors, len(records), written, tokens, truncated, positions, choices, skipped,
+                     (records[0].source, records[0].line))
+
+    def _chunks(self, docs: Sequence[Doc], errors: list[RowError]) -> list[_Chunk]:
+        out: list[_Chunk] = []
+        opts = self.options
+        for doc in docs:
+            if opts.chunk_tokens is None:
+                out.append((doc, 0, doc.text))
+                continue
+            assert isinstance(self.encoder, ChunkingEncoder)
+            try:
+                spans = self.encoder.chunk_spans(doc.text, opts.chunk_tokens, opts.chunk_overlap)
+            except InputError as exc:
+                errors.append(RowError(doc.source, doc.line, doc.id, exc.field or "text", str(exc)))
+                continue
+            pieces = [doc.text[s:e] for s, e in spans]
+            pieces = [p for p in pieces if p.strip()]
+            if not pieces:
+                errors.append(RowError(doc.source, doc.line, doc.id, "text", "text has no tokens to embed"))
+                continue
+            out.extend((doc, i, p) for i, p in enumerate(pieces))
+        return out
+
+    def _encode(self, chunks: list[_Chunk], errors: list[RowError]) -> tuple[list[_Chunk], M3Embeddings | None]:
+        """Embed; a row-level InputError (e.g. TextTooLongError) drops that row's document and retries."""
+        while chunks:
+            try:
+                return chunks, self.encoder.encode_documents([c[2] for c in chunks])
+            except InputError as exc:
+                row = _row_index(exc, len(chunks))
+                if row is None:
+                    raise
+                doc = chunks[row][0]
+                errors.append(RowError(doc.source, doc.line, doc.id, exc.field or "text", str(exc)))
+                chunks = [c for c in chunks if c[0] is not doc]
+        return chunks, None
+
+    def _rows(self, docs: Sequence[Doc], errors: list[RowError]) -> tuple[list[dict[str, Any]], int, int, int]:
+        """(rows, documents written, tokens embedded, documents truncated) of a batch's documents."""
+        chunks, emb = self._encode(self._chunks(docs, errors), errors)
+        if emb is None or not chunks:
+            return [], 0, 0, 0
+        cut_docs = {id(chunks[i][0]): chunks[i][0] for i in emb.truncated}
+        if cut_docs and not self.options.truncate:
+            chunks, emb = self._refuse_cut(chunks, emb, cut_docs.values(), errors)
+            if not chunks:
+                return [], 0, 0, 0
+        built = self._build_all(chunks, emb, errors)
+        if built is None:
+            return [], 0, 0, 0
+        rows, chunks, emb = built
+        written = len({id(c[0]) for c in chunks})
+        tokens = sum(emb.token_counts) if emb.token_counts else 0
+        truncated = len({id(c[0]) for c in chunks if id(c[0]) in cut_docs}) if self.options.truncate else 0
+        return rows, written, tokens, truncated
+
+    def _refuse_cut(self, chunks: list[_Chunk], emb: M3Embeddings, cut: Iterable[Doc],
+                    errors: list[RowError]) -> tuple[list[_Chunk], M3Embeddings]:
+        """Without ``truncate``, a document the encoder cut is a bad row: drop its chunks."""
+        cut_docs = list(cut)
+        cut_ids = {id(d) for d in cut_docs}
+        limit = f"{self.max_tokens} tokens" if self.max_tokens else "the encoder's max length"
+        keep = [i for i, chunk in enumerate(chunks) if id(chunk[0]) not in cut_ids]
+        for doc in cut_docs:
+            errors.append(RowError(
+                doc.source, doc.line, doc.id, "text",
+                f"text is longer than {limit} (the model's document max length); split long documents "
+                "with chunk_tokens (--chunk-tokens) or allow cutting them with truncate=True (--truncate)",
+            ))
+        return [chunks[i] for i in keep], emb.select(keep)
+
+    def _build_all(self, chunks: list[_Chunk], emb: M3Embeddings, errors: list[RowError]
+                   ) -> tuple[list[dict[str, Any]], list[_Chunk], M3Embeddings] | None:
+        """Rows of ``chunks``; a document ``prepare_rows`` refuses for one row is dropped and the rest retried."""
+        while chunks:
+            try:
+                return self._build(chunks, emb), chunks, emb
+            except InputError as exc:
+                row = _row_index(exc, len(chunks))
+                if row is None:
+                    raise
+                doc = chunks[row][0]
+                keep = [i for i, c in enumerate(chunks) if c[0] is not doc]
+                errors.append(RowError(doc.source, doc.line, doc.id, exc.field, str(exc)))
+                chunks = [chunks[i] for i in keep]
+                emb = emb.select(keep)
+        return None
+
+    def _build(self, chunks: Sequence[_Chunk], emb: M3Embeddings) -> list[dict[str, Any]]:
+        chunked = self.spec.chunked
+        ids: list[str | int] = [f"{d.id}#{i}" if chunked else d.id for d, i, _ in chunks]
+        fields = {name: [d.fields[name] for d, _, _ in chunks] for name in self.scalars}
+        return self.manager.prepare_rows(
+            self.spec,
+            ids=ids,
+            texts=[t for _, _, t in chunks],
+            embeddings=emb,
+            metadata=[d.metadata for d, _, _ in chunks],
+            fields=fields or None,
+            parent_ids=[str(d.id) for d, _, _ in chunks] if chunked else None,
+            chunk_indexes=[i for _, i, _ in chunks] if chunked else None,
+        )
+
+
+def convert_scalar(sf: ScalarField, value: Any) -> Any:
+    """CSV gives strings: turn them into the declared type (other values go to prepare_rows as they are)."""
+    if not isinstance(value, str) or sf.dtype == "varchar":
+        return value
+    text = value.strip()
+    if text == "":
+        return None
+    try:
+        if sf.dtype == "int64":
+            return int(text)
+        if sf.dtype == "double":
+            return float(text)
+    except ValueError:
+        raise BadValue(f"field {sf.name!r}: {value!r} is not a {sf.dtype}") from None
+    low = text.lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    raise BadValue(f"field {sf.name!r}: {value!r} is not a bool (true/false)")

@@ -1,0 +1,292 @@
+"""Input readers: format detection, and JSONL / CSV / TSV / Parquet / BEIR records from files or stdin.
+
+JSONL (``.jsonl``, ``.ndjson``, ``.json``), CSV (``.csv``), TSV (``.tsv``, ``.tab``), Parquet (``.parquet``,
+``.pq``; needs the ``parquet`` extra: ``pip install 'milvus-m3[parquet]'``) and BEIR corpora (a file named
+``corpus.jsonl``, or ``format="beir"``: ``_id``, ``title``, ``text``). ``-`` reads standard input. Gzip is
+recognised by its magic bytes, whatever the file is called. Files are read record by record (Parquet in
+row groups of at most 1,024 rows); none is loaded whole. A UTF-16 file is refused once, by name, rather
+than giving a "malformed" error on every line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import decimal
+import gzip
+import io
+import json
+import sys
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from .._text import is_valid_utf8
+from ..errors import ConfigError, InputError, MissingDependencyError
+from .records import Record, json_type
+
+__all__ = [
+    "FORMATS",
+    "PARQUET_BATCH_ROWS",
+    "STDIN",
+    "Format",
+    "Skipped",
+    "detect_format",
+    "read_records",
+    "read_source",
+    "require_pyarrow",
+]
+
+Format = Literal["auto", "jsonl", "csv", "tsv", "parquet", "beir"]
+FORMATS: tuple[str, ...] = ("auto", "jsonl", "csv", "tsv", "parquet", "beir")
+PARQUET_BATCH_ROWS = 1024
+STDIN = "-"
+_CSV_FIELD_LIMIT = 2**31 - 1
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_NO_STDIN_PARQUET = "Parquet cannot be read from stdin (its index is at the end of the file); pass the file"
+
+
+def detect_format(path: str, format: str = "auto") -> str:
+    """The format of ``path``: the one given, else from the name (a ``.gz`` suffix is looked through),
+    else from the first bytes (``{`` JSONL, ``PAR1`` Parquet). ``-`` is sniffed when it is read."""
+    if format not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+    if format != "auto" or path == STDIN:
+        return format
+    name = Path(path).name.lower()
+    name = name.removesuffix(".gz")
+    if name == "corpus.jsonl":
+        return "beir"
+    kind = _EXTENSIONS.get(Path(name).suffix)
+    if kind is not None:
+        return kind
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+        if head == _GZIP_MAGIC:
+            fh.seek(0)
+            with gzip.GzipFile(fileobj=fh) as gz:
+                head = gz.read(512)
+        else:
+            head += fh.read(510)
+    return _sniff(head, path)
+
+
+def _sniff(head: bytes, path: str) -> str:
+    if head.startswith(_PARQUET_MAGIC):
+        return "parquet"
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        return "jsonl"
+    raise ConfigError(
+        f"cannot tell the format of {path}; name it .jsonl/.csv/.tsv/.parquet or pass format= (--format)"
+    )
+
+
+def read_records(path: str, *, format: str = "auto", skip: int = 0) -> Iterator[Record]:
+    """Records of one input, in order, streamed. The first ``skip`` records are passed over without
+    being parsed where the format allows (JSONL lines are only counted)."""
+    return read_source(path, detect_format(path, format), skip, Skipped())
+
+
+class Skipped:
+    """How many records a reader passed over (set as it reads)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def read_source(path: str, kind: str, skip: int, skipped: Skipped) -> Iterator[Record]:
+    """Records of ``path`` read as ``kind`` (a detected format), the first ``skip`` passed over and
+    counted in ``skipped``."""
+    if kind == "parquet":
+        if path == STDIN:
+            raise ConfigError(_NO_STDIN_PARQUET)
+        yield from _read_parquet(path, skip, skipped)
+        return
+    with _open_text_source(path) as stream:
+        if kind == "auto":
+            kind = _sniff(stream.peek(512)[:512], "stdin")
+            if kind == "parquet":
+                raise ConfigError(_NO_STDIN_PARQUET)
+        if kind in ("jsonl", "beir"):
+            yield from _read_jsonl(stream, path, skip, skipped)
+        elif kind in ("csv", "tsv"):
+            yield from _read_csv(stream, path, skip, skipped, "excel-tab" if kind == "tsv" else "excel")
+        else:  # pragma: no cover - detect_format checks
+            raise ConfigError(f"unknown format {kind!r}")
+
+
+@contextlib.contextmanager
+def _open_text_source(path: str) -> Iterator[io.BufferedReader]:
+    """A peekable binary stream over a file or stdin, gunzipped when it starts with the gzip magic."""
+    own = path != STDIN
+    raw: Any = open(path, "rb") if own else sys.stdin.buffer  # noqa: SIM115 - closed below
+    try:
+        buffered: io.BufferedReader = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
+        if buffered.peek(2)[:2] == _GZIP_MAGIC:
+            gz: Any = gzip.GzipFile(fileobj=buffered, mode="rb")
+            if gz.peek(4)[:4].startswith(_PARQUET_MAGIC):
+                raise ConfigError(f"{path}: a gzipped Parquet file cannot be streamed; gunzip it first")
+            stream = io.BufferedReader(gz, buffer_size=1 << 16)
+            _refuse_utf16(stream, path)
+            yield stream
+        else:
+            _refuse_utf16(buffered, path)
+            yield buffered
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise InputError(f"{path}: the gzip stream is corrupt or cut short ({exc}); re-create the file") from exc
+    finally:
+        if own:
+            raw.close()
+
+
+
+def _refuse_utf16(stream: io.BufferedReader, path: str) -> None:
+    """A UTF-16 file would give a 'malformed' error on every line: name the real problem once."""
+    head = stream.peek(2)[:2]
+    if head in _UTF16_BOMS:
+        raise InputError(
+            f"{path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); re-encode it as UTF-8 "
+            "(iconv -f UTF-16 -t UTF-8 FILE > FILE.utf8)",
+            field="file",
+        )
+
+
+def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: Skipped) -> Iterator[Record]:
+    index = 0
+    for lineno, raw in enumerate(stream, 1):
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if not raw.strip():
+            continue
+        if index < skip:
+            index += 1
+            skipped.count = index
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield Record(source, lineno, index, None, f"invalid UTF-8 at byte {exc.start} of the line")
+            index += 1
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            col = f" (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+            yield Record(source, lineno, index, None, f"malformed JSON: {msg}{col}")
+        else:
+            if isinstance(obj, dict):
+                yield Record(source, lineno, index, obj)
+            else:
+                yield Record(source, lineno, index, None, f"expected a JSON object, got {json_type(obj)}")
+        index += 1
+
+
+def _read_csv(stream: io.BufferedReader, source: str, skip: int, skipped: Skipped, dialect: str) -> Iterator[Record]:
+    # Invalid UTF-8 is kept as lone surrogates and reported per row, rather than failing the whole file.
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)  # process-wide; the default (128 KiB) cuts long documents
+    reader = csv.reader(text, dialect=dialect)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise InputError(f"{source}:1: the header row does not parse ({exc})", field="header", row=1) from exc
+    if any(not is_valid_utf8(h) for h in header) or len(set(header)) != len(header) or not any(header):
+        raise InputError(
+            f"{source}:1: the header row must hold distinct UTF-8 column names, got {header!r}", field="header", row=1
+        )
+    index = 0
+    last = reader.line_num
+    while True:
+        start = last + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            last = reader.line_num
+            if index >= skip:
+                kind = "TSV" if dialect == "excel-tab" else "CSV"
+                yield Record(source, start, index, None, f"malformed {kind} row: {exc}")
+            else:
+                skipped.count = index + 1
+            index += 1
+            continue
+        last = reader.line_num
+        if not row:
+            continue
+        if index < skip:
+            index += 1
+            skipped.count = index
+            continue
+        if len(row) != len(header):
+            yield Record(source, start, index, None, f"has {len(row)} fields, the header has {len(header)}")
+        else:
+            bad = next((h for h, v in zip(header, row) if not is_valid_utf8(v)), None)
+            if bad is not None:
+                yield Record(source, start, index, None, "invalid UTF-8", field=bad)
+            else:
+                yield Record(source, start, index, dict(zip(header, row)))
+        index += 1
+
+
+def require_pyarrow(path: str) -> None:
+    """MissingDependencyError naming the extra when Parquet input ``path`` cannot be read."""
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"reading Parquet ({path}) needs pyarrow, which is not installed: pip install 'milvus-m3[parquet]'"
+        ) from exc
+
+
+def _read_parquet(path: str, skip: int, skipped: Skipped) -> Iterator[Record]:
+    require_pyarrow(path)
+    import pyarrow.parquet as pq
+    with open(path, "rb") as fh:
+        if fh.read(2) == _GZIP_MAGIC:
+            raise ConfigError(f"{path}: a gzipped Parquet file cannot be streamed; gunzip it first")
+    pf = pq.ParquetFile(path)
+    row = 0
+    for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        n = int(batch.num_rows)
+        if row + n <= skip:
+            row += n
+            skipped.count = row
+            continue
+        first = max(0, skip - row)
+        skipped.count = max(skipped.count, min(skip, row + n))
+        for offset, rec in enumerate(batch.slice(first).to_pylist()):
+            index = row + first + offset
+            yield Record(path, index + 1, index, {k: _plain(v) for k, v in rec.items()})
+        row += n
+
+
+def _plain(value: Any) -> Any:
+    """Parquet values that JSON cannot hold, made plain (timestamps as ISO strings, decimals as floats)."""
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
