@@ -33,10 +33,10 @@ logging.getLogger("milvus_m3").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from .collection import CollectionInfo, CollectionManager, CollectionSpec, ScalarField
-    from .connection import RetryPolicy
+    from .connection import ConnectionOptions, RetryPolicy
     from .embedder import M3Embedder
-    from .filters import Filter
-    from .ingest import IngestReport, ingest
+    from .filters import F, Filter
+    from .ingest import IngestOptions, IngestReport, ingest
     from .search import HybridSearcher
 
 _LAZY = {
@@ -44,9 +44,12 @@ _LAZY = {
     "CollectionManager": "collection",
     "CollectionSpec": "collection",
     "ScalarField": "collection",
+    "ConnectionOptions": "connection",
     "RetryPolicy": "connection",
     "M3Embedder": "embedder",
+    "F": "filters",
     "Filter": "filters",
+    "IngestOptions": "ingest",
     "IngestReport": "ingest",
     "ingest": "ingest",
     "HybridSearcher": "search",
@@ -60,12 +63,15 @@ __all__ = [
     "CollectionNotFoundError",
     "CollectionSpec",
     "ConfigError",
+    "ConnectionOptions",
     "Encoder",
+    "F",
     "Filter",
     "FilterError",
     "Hit",
     "HybridSearcher",
     "IngestAborted",
+    "IngestOptions",
     "IngestReport",
     "InputError",
     "M3Embedder",

@@ -223,24 +223,23 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             manager=manager,
             collection=args.collection,
             encoder=embedder,
-            format=args.format,
-            id_field=args.id_field,
-            hash_ids=args.hash_ids,
-            text_field=args.text_field,
-            title_field=args.title_field,
-            metadata_fields=args.metadata_fields,
-            batch_size=args.batch_size,
-            on_error=args.on_error,
+            options=_ingest_options(args),
             errors_path=errors,
             state_path=state,
             resume=args.resume,
-            chunk_tokens=args.chunk_tokens,
-            chunk_overlap=args.chunk_overlap,
-            truncate=args.truncate,
             progress=False if args.quiet else None,
         )
     _print_report(report, args)
     return 0
+
+
+def _ingest_options(args: argparse.Namespace) -> Any:
+    """The parsed flags as IngestOptions: each flag has the dest of the field it fills."""
+    import dataclasses
+
+    from ..ingest import IngestOptions
+
+    return IngestOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(IngestOptions)})
 
 
 def _print_report(report: Any, args: argparse.Namespace) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 from .._version import __version__
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
+from ..ingest.options import ON_ERROR, IngestOptions
+from ..ingest.readers import FORMATS
 from ..schema import CollectionSpec
 from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
 from .eval import add_eval_parser
@@ -46,6 +48,10 @@ def choices(cls: type[Any], name: str) -> tuple[Any, ...]:
 
 def _spec_option(name: str) -> Any:
     return default(CollectionSpec, name)
+
+
+def _ingest_option(name: str) -> Any:
+    return default(IngestOptions, name)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -141,25 +147,31 @@ def build_parser() -> argparse.ArgumentParser:
                        "A missing collection is created (chunked when --chunk-tokens is given).")
     p.add_argument("files", nargs="+", metavar="FILE", help="input files; '-' reads stdin")
     p.add_argument("--collection", required=True)
-    p.add_argument("--format", choices=("auto", "jsonl", "csv", "tsv", "parquet", "beir"), default="auto",
+    opt = _ingest_option
+    p.add_argument("--format", choices=FORMATS, default=opt("format"),
                    help="input format (default: from the name, then the first bytes; corpus.jsonl is BEIR)")
     ids = p.add_mutually_exclusive_group()
-    ids.add_argument("--id-field", default=None,
+    ids.add_argument("--id-field", default=opt("id_field"),
                      help="id column (default: 'id' or '_id' when the file has one, else content hashes)")
     ids.add_argument("--hash-ids", action="store_true", help="ids are blake2b hashes of the text, always")
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--title-field", default=None, help="embedded as '<title> <text>' and kept in the metadata")
-    p.add_argument("--metadata-fields", type=_field_list, default=[], help="comma-separated fields kept as metadata")
-    p.add_argument("--batch-size", type=_positive, default=64, help="records per batch (default 64)")
+    p.add_argument("--text-field", default=opt("text_field"))
+    p.add_argument("--title-field", default=opt("title_field"),
+                   help="embedded as '<title> <text>' and kept in the metadata")
+    p.add_argument("--metadata-fields", type=_field_list, default=list(opt("metadata_fields")),
+                   help="comma-separated fields kept as metadata")
+    p.add_argument("--batch-size", type=_positive, default=opt("batch_size"),
+                   help=f"records per batch (default {opt('batch_size')})")
     p.add_argument("--resume", action="store_true", help="skip what the interrupted run with these options wrote")
-    p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
+    p.add_argument("--on-error", choices=ON_ERROR, default=opt("on_error"),
                    help="skip: report bad rows and go on; fail: stop before writing the batch holding one")
     p.add_argument("--errors", default=None, metavar="PATH",
                    help="bad rows as JSON lines (default: next to the state file, *.ingest-errors.jsonl)")
     p.add_argument("--state", default=None, metavar="PATH",
                    help="checkpoint file (default: next to a Lite .db file, <db>.<collection>.ingest-state.json)")
-    p.add_argument("--chunk-tokens", type=_positive, default=None, help="split documents into chunks of N tokens")
-    p.add_argument("--chunk-overlap", type=_non_negative, default=0, help="tokens shared by consecutive chunks")
+    p.add_argument("--chunk-tokens", type=_positive, default=opt("chunk_tokens"),
+                   help="split documents into chunks of N tokens")
+    p.add_argument("--chunk-overlap", type=_non_negative, default=opt("chunk_overlap"),
+                   help="tokens shared by consecutive chunks")
     p.add_argument("--truncate", action="store_true",
                    help="embed texts beyond the max length cut to it (default: they are bad rows)")
     p.add_argument("--encode-batch-size", type=_positive, default=16, help="texts per model forward pass")

@@ -106,6 +106,11 @@ class SentenceTransformerEncoder:
         return int(self._model.max_seq_length)
 
     @property
+    def document_max_length(self) -> int:
+        """Tokens of a document the encoder reads (= max_length); declares ``types.LengthLimited``."""
+        return self.max_length
+
+    @property
     def config_key(self) -> str:
         """Everything that changes the vectors; used as a cache key by the evaluation."""
         return (

@@ -85,6 +85,11 @@ class SpladeEncoder:
         self.vocab_size = int(self._model.config.vocab_size)
         self._name = model_name or default_name
 
+    @property
+    def document_max_length(self) -> int:
+        """Tokens of a document the encoder reads (= max_length); declares ``types.LengthLimited``."""
+        return self.max_length
+
     def __repr__(self) -> str:
         return f"SpladeEncoder({self._name!r}, vocab={self.vocab_size}, max_length={self.max_length})"
 

@@ -624,3 +624,12 @@ def test_concurrent_calls_take_turns_and_match_serial(tiny_embedder: Any) -> Non
     for i, res in enumerate(results[:6]):
         np.testing.assert_allclose(res.dense[0], serial.dense[i], atol=1e-5)
         assert res.sparse[0].keys() == serial.sparse[i].keys()
+
+
+@pytest.mark.integration
+def test_m3_embedder_declares_its_abilities(tiny_embedder: M3Embedder) -> None:
+    from milvus_m3.types import ChunkingEncoder, ColbertEncoder, Encoder, LengthLimited
+
+    for ability in (Encoder, LengthLimited, ChunkingEncoder, ColbertEncoder):
+        assert isinstance(tiny_embedder, ability), ability.__name__
+    assert tiny_embedder.colbert_dim > 0 and tiny_embedder.document_max_length >= 3

@@ -147,3 +147,16 @@ def test_minilm_plus_splade(minilm: SentenceTransformerEncoder, splade: SpladeEn
     assert both.model_name == "sentence-transformers/all-MiniLM-L6-v2+splade-tiny"
     out = both.encode_queries(TEXTS[:2])
     assert out.dense.shape == (2, 384) and all(out.sparse)
+
+
+@needs_minilm
+@needs_splade
+@pytest.mark.integration
+def test_encoders_declare_their_abilities(minilm: SentenceTransformerEncoder, splade: SpladeEncoder) -> None:
+    from milvus_m3.types import CacheKeyed, ChunkingEncoder, ColbertEncoder, LengthLimited
+
+    for enc in (minilm, splade):
+        assert isinstance(enc, LengthLimited) and enc.document_max_length == enc.max_length
+        assert isinstance(enc, CacheKeyed) and not isinstance(enc, (ChunkingEncoder, ColbertEncoder))
+    both = CombinedEncoder(minilm, splade)
+    assert isinstance(both, CacheKeyed) and not isinstance(both, LengthLimited)

@@ -114,21 +114,158 @@ def test_engine_differences_are_named_flags_decided_in_capabilities() -> None:
     assert users == ["capabilities.py"], f"branch on a named Capabilities flag instead of is_lite: {users}"
 
 
-def test_contracts_are_declared_not_probed() -> None:
-    for path in MODULES:
-        text = path.read_text(encoding="utf-8")
-        for probe in ('"document_max_length"', '"config_key"', '"colbert" in inspect'):
-            assert probe not in text, f"milvus_m3/{rel(path)} probes {probe}: use the Protocols in types.py"
+ABILITIES = {"document_max_length", "max_length", "chunk_spans", "colbert_dim", "config_key", "count_tokens"}
 
 
-PUBLIC_ALL: dict[str, list[str]] = {}
+def _probes(path: Path) -> list[str]:
+    """getattr/hasattr on one of our declared abilities, and inspect.signature (what a Protocol declares)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        fn = node.func
+        if isinstance(fn, ast.Name) and fn.id in ("getattr", "hasattr") and len(node.args) >= 2:
+            arg = node.args[1]
+            if isinstance(arg, ast.Constant) and arg.value in ABILITIES:
+                found.append(f"{fn.id}(..., {arg.value!r}) line {node.lineno}")
+        if isinstance(fn, ast.Attribute) and fn.attr == "signature":
+            found.append(f"inspect.signature line {node.lineno}")
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_contracts_are_declared_not_probed(path: Path) -> None:
+    probes = _probes(path)
+    if rel(path) == "connection.py":
+        # pymilvus's own methods: which of them take timeout= (a foreign library, not our contract)
+        probes = [p for p in probes if not p.startswith("inspect.signature")]
+    assert not probes, f"milvus_m3/{rel(path)} probes {probes}: declare the ability as a Protocol in types.py"
+
+
+PUBLIC_ALL: dict[str, list[str]] = {
+    "milvus_m3": [
+        "CollectionError", "CollectionExistsError", "CollectionInfo", "CollectionManager",
+        "CollectionNotFoundError", "CollectionSpec", "ConfigError", "ConnectionOptions", "Encoder", "F",
+        "Filter", "FilterError", "Hit", "HybridSearcher", "IngestAborted", "IngestOptions", "IngestReport",
+        "InputError", "M3Embedder", "M3Embeddings", "MilvusM3Error", "MilvusUnavailableError",
+        "MissingDependencyError", "ModelLoadError", "RetryPolicy", "ScalarField", "SchemaMismatchError",
+        "SearchError", "TextTooLongError", "ingest",
+    ],
+    "milvus_m3.capabilities": [
+        "LITE_CAPABILITIES", "MIN_SERVER_VERSION", "Capabilities", "capabilities_for_version",
+        "server_capabilities",
+    ],
+    "milvus_m3.checkpoint": [
+        "DEFAULT_MODEL", "KNOWN_DENSE_DIMS", "MODEL_ENV", "check_model_dir", "dense_dim_from_config",
+        "resolve_model_dir",
+    ],
+    "milvus_m3.cli": ["build_parser", "main"],
+    "milvus_m3.cli.commands": ["COMMANDS", "dense_dim_of", "main"],
+    "milvus_m3.cli.eval": [
+        "DEFAULT_CACHE_DIR", "add_eval_arguments", "add_eval_parser", "build_eval_parser", "run_eval_cli",
+    ],
+    "milvus_m3.cli.parser": ["DEFAULT_URI", "TOKEN_ENV", "URI_ENV", "build_parser", "choices", "default"],
+    "milvus_m3.collection": ["CollectionInfo", "CollectionManager", "CollectionSpec", "ScalarField"],
+    "milvus_m3.connection": [
+        "LITE_CAPABILITIES", "Capabilities", "Connection", "ConnectionOptions", "RetryPolicy",
+        "capabilities_for_version", "is_auth_failure", "is_transient", "redact_uri",
+    ],
+    "milvus_m3.embedder": ["DEFAULT_MODEL", "OVERFLOW_MODES", "PRECISIONS", "M3Embedder"],
+    "milvus_m3.encoders": [
+        "MINILM_ALIAS", "SPLADE_TINY_ALIAS", "CombinedEncoder", "SentenceTransformerEncoder", "SpladeEncoder",
+        "bundled_minilm_path", "bundled_splade_tiny_path",
+    ],
+    "milvus_m3.encoders.combined": ["CombinedEncoder"],
+    "milvus_m3.encoders.sentence_transformers": ["SentenceTransformerEncoder"],
+    "milvus_m3.encoders.splade": ["SpladeEncoder"],
+    "milvus_m3.errors": [
+        "CollectionError", "CollectionExistsError", "CollectionNotFoundError", "ConfigError", "FilterError",
+        "IngestAborted", "InputError", "MilvusM3Error", "MilvusUnavailableError", "MissingDependencyError",
+        "ModelLoadError", "SchemaMismatchError", "SearchError", "TextTooLongError",
+    ],
+    "milvus_m3.evaluate": [
+        "ALL_MODES", "BM25_FIELD", "BeirDataset", "CachedEncoder", "EvalConfig", "EvalReport", "ModeResult",
+        "create_bm25_collection", "evaluate_run", "load_beir", "mrr_at_k", "ndcg_at_k", "rank_run",
+        "read_qrels", "recall_at_k", "run_evaluation",
+    ],
+    "milvus_m3.evaluate.beir": ["BeirDataset", "load_beir", "read_qrels"],
+    "milvus_m3.evaluate.cache": ["CachedEncoder"],
+    "milvus_m3.evaluate.metrics": [
+        "Ranked", "evaluate_run", "mrr_at_k", "ndcg_at_k", "rank_run", "recall_at_k",
+    ],
+    "milvus_m3.evaluate.report": [
+        "ALL_MODES", "DEFAULT_TUNE_GRID", "MODE_HELP", "SINGLE_MODES", "EvalConfig", "EvalReport",
+        "ModeResult",
+    ],
+    "milvus_m3.evaluate.runner": ["BM25_FIELD", "Run", "create_bm25_collection", "run_evaluation"],
+    "milvus_m3.filters": [
+        "FIELD_KINDS", "OPERATORS", "Dialect", "F", "FieldKind", "Filter", "FilterLike", "literal",
+        "path_expr", "render",
+    ],
+    "milvus_m3.fusion": [
+        "M3_COLBERT_WEIGHT", "M3_DENSE_WEIGHT", "M3_SPARSE_WEIGHT", "NORMALIZERS", "RRF_K", "Normalize",
+        "colbert_score", "dense_score", "id_order", "m3_scores", "normalize_score", "rrf", "score_sum",
+        "weighted",
+    ],
+    "milvus_m3.ingest": [
+        "FORMATS", "IngestAborted", "IngestOptions", "IngestReport", "Record", "RowError", "content_id",
+        "default_state_path", "detect_format", "ingest", "read_records",
+    ],
+    "milvus_m3.ingest.checkpoint": [
+        "STATE_VERSION", "Checkpoint", "ErrorLog", "atomic_write_json", "default_state_path", "file_stat",
+        "fsync_dir", "source_key",
+    ],
+    "milvus_m3.ingest.ids": ["IdChoices", "check_id", "content_id"],
+    "milvus_m3.ingest.options": ["ON_ERROR", "RESUME_FIELDS", "IngestOptions", "build_options"],
+    "milvus_m3.ingest.pipeline": ["QUEUE_BATCHES", "ingest"],
+    "milvus_m3.ingest.prepare": ["Batch", "Doc", "Preparer", "check_encoder", "convert_scalar"],
+    "milvus_m3.ingest.readers": [
+        "FORMATS", "PARQUET_BATCH_ROWS", "STDIN", "Format", "Skipped", "detect_format", "read_records",
+        "read_source", "require_pyarrow",
+    ],
+    "milvus_m3.ingest.records": [
+        "MAX_REPORTED_ERRORS", "BadValue", "IngestReport", "Record", "RowError", "json_type",
+    ],
+    "milvus_m3.schema": [
+        "CHUNK_FIELD", "DENSE_FIELD", "ID_FIELD", "METADATA_FIELD", "PARENT_FIELD", "RESERVED_FIELDS",
+        "SPARSE_FIELD", "TEXT_FIELD", "CollectionSpec", "FunctionField", "ScalarField", "build_index_params",
+        "build_record", "build_schema", "default_output_fields", "parse_build_record",
+    ],
+    "milvus_m3.search": ["MAX_TOPK", "HybridSearcher", "Mode", "RankerName"],
+    "milvus_m3.search.candidates": [
+        "CandidateSet", "DocColbert", "M3Weights", "Mode", "ScoreScale", "sparse_score",
+    ],
+    "milvus_m3.search.execute": ["PlanRunner"],
+    "milvus_m3.search.options": [
+        "CANDIDATE_FACTOR", "CLIENT_SIDE_MODES", "DEFAULT_CANDIDATES", "DEFAULT_MODE", "DEFAULT_RANKER",
+        "FUSIONS", "MAX_RRF_K", "MAX_TOPK", "MODES", "RANKERS", "Fusion", "Mode", "RankerName",
+        "SearchOptions", "SearchPlan", "check_candidate_limit", "check_fusion", "check_int", "check_mode",
+        "check_params", "check_queries", "check_ranker", "check_rrf_k", "check_weights",
+    ],
+    "milvus_m3.search.requests": [
+        "DEFAULT_DROP_RATIO_SEARCH", "DEFAULT_HNSW_EF", "DEFAULT_IVF_NPROBE", "FieldRequest", "bm25_request",
+        "dense_request", "dense_search_params", "rrf_ranker", "sparse_request", "sparse_search_params",
+        "weighted_ranker",
+    ],
+    "milvus_m3.search.rerank": [
+        "CandidateSet", "M3Reranker", "M3Weights", "colbert_score", "dense_score", "sparse_score",
+    ],
+    "milvus_m3.search.searcher": ["HybridSearcher", "Mode", "RankerName"],
+    "milvus_m3.sparse": [
+        "MAX_SPARSE_ID", "lexical_score", "prune", "to_milvus_sparse", "validate_sparse_rows",
+    ],
+    "milvus_m3.testing": ["FULL_SIZE", "TOKENIZER_ENV", "build_checkpoint", "find_tokenizer_file", "main"],
+    "milvus_m3.types": [
+        "CacheKeyed", "ChunkingEncoder", "ColbertEncoder", "Encoder", "Hit", "LengthLimited", "M3Embeddings",
+        "SparseVector",
+    ],
+}
 """Each public module's ``__all__``, pinned: adding or removing a public name is a visible decision."""
 
 
 @pytest.mark.parametrize("module", sorted(PUBLIC_ALL))
 def test_public_module_all_is_pinned(module: str) -> None:
     mod = importlib.import_module(module)
-    assert sorted(mod.__all__) == mod.__all__ or list(mod.__all__) == PUBLIC_ALL[module]
     assert list(mod.__all__) == PUBLIC_ALL[module]
     for name in mod.__all__:
         assert hasattr(mod, name), f"{module}.__all__ names {name!r}, which it does not define"
