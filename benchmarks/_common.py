@@ -40,12 +40,18 @@ def command_line() -> str:
 def git_revision() -> str:
     try:
         rev = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
             check=False,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         ).stdout.strip()
         return rev + (" (+ uncommitted changes)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -80,8 +86,12 @@ def footer() -> None:
 
 
 def interleaved(
-    contenders: Sequence[tuple[str, Callable[[], Any]]], rounds: int, *, rotate: bool = True,
-    on_result: Callable[[str, int, float, Any], None] | None = None, quiet: bool = False,
+    contenders: Sequence[tuple[str, Callable[[], Any]]],
+    rounds: int,
+    *,
+    rotate: bool = True,
+    on_result: Callable[[str, int, float, Any], None] | None = None,
+    quiet: bool = False,
     cpu: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
     """Run every contender once per round, in an order rotated each round; return wall seconds per round.
@@ -111,7 +121,8 @@ def interleaved(
                 on_result(name, r, elapsed, result)
         if not quiet:
             print(
-                f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n, _ in contenders)
+                f"  round {r + 1}/{rounds}: "
+                + ", ".join(f"{n} {times[n][-1]:.3f}s" for n, _ in contenders)
                 + f"  (load {load()})",
                 flush=True,
             )
@@ -120,7 +131,7 @@ def interleaved(
 
 def paired_ratios(times: dict[str, list[float]], name: str, reference: str) -> list[float]:
     """time(name) / time(reference) per round: > 1 means ``name`` is slower."""
-    return [a / b for a, b in zip(times[name], times[reference])]
+    return [a / b for a, b in zip(times[name], times[reference], strict=False)]
 
 
 def median(values: Sequence[float]) -> float:
@@ -147,7 +158,9 @@ def scifact_corpus(root: Path = SCIFACT) -> list[tuple[str, str]]:
     return [(str(d["_id"]), f"{d.get('title', '')} {d.get('text', '')}".strip()) for d in docs]
 
 
-def scifact_queries(root: Path = SCIFACT, split: str = "test") -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+def scifact_queries(
+    root: Path = SCIFACT, split: str = "test"
+) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
     """Queries that have judgements in ``split`` and the qrels {query id: {doc id: grade}}."""
     qrels: dict[str, dict[str, int]] = {}
     with (root / "qrels" / f"{split}.tsv").open(encoding="utf-8") as fh:
@@ -161,9 +174,7 @@ def scifact_queries(root: Path = SCIFACT, split: str = "test") -> tuple[dict[str
     return queries, qrels
 
 
-def mixed_length_texts(
-    texts: Sequence[str], lengths: Sequence[int], n: int, max_length: int
-) -> list[int]:
+def mixed_length_texts(texts: Sequence[str], lengths: Sequence[int], n: int, max_length: int) -> list[int]:
     """Indices of ``n`` distinct texts whose token lengths spread evenly from short to a bit past
     ``max_length`` (so that about a fifth are cut to it): the same mix for every contender."""
     lens = np.asarray(lengths)
@@ -197,7 +208,11 @@ def add_pylib() -> None:
 def flops(config: dict[str, Any], lengths: Sequence[int]) -> float:
     """FLOPs of an encoder forward over texts of these lengths: 2 * P * s + 4 * L * h * s^2 each, P being
     the parameters of the matrix multiplications (per layer 4h^2 + 2hI, plus the sparse head)."""
-    L, h, inter = int(config["num_hidden_layers"]), int(config["hidden_size"]), int(config["intermediate_size"])
+    L, h, inter = (
+        int(config["num_hidden_layers"]),
+        int(config["hidden_size"]),
+        int(config["intermediate_size"]),
+    )
     params = L * (4 * h * h + 2 * h * inter) + h  # + sparse head (h -> 1)
     s = np.asarray(lengths, dtype=np.float64)
     return float((2 * params * s + 4 * L * h * s**2).sum())
@@ -205,7 +220,7 @@ def flops(config: dict[str, Any], lengths: Sequence[int]) -> float:
 
 def batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     srt = sorted(lengths, reverse=True)
-    return [srt[i:i + batch_size] for i in range(0, len(srt), batch_size)]
+    return [srt[i : i + batch_size] for i in range(0, len(srt), batch_size)]
 
 
 def executed_lengths(

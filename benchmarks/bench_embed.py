@@ -78,7 +78,7 @@ def pick_texts(model_dir: Path, n: int, max_length: int) -> tuple[list[str], lis
 def padded_tokens(lengths: Sequence[int], batch_size: int) -> int:
     """Tokens the model runs on, padding included, with length-sorted batches (what all three do)."""
     srt = sorted(lengths, reverse=True)
-    return sum(len(srt[i:i + batch_size]) * srt[i] for i in range(0, len(srt), batch_size))
+    return sum(len(srt[i : i + batch_size]) * srt[i] for i in range(0, len(srt), batch_size))
 
 
 # ----------------------------------------------------------------------------------- contenders
@@ -86,12 +86,19 @@ def padded_tokens(lengths: Sequence[int], batch_size: int) -> int:
 Output = tuple[np.ndarray, list[dict[int, float]]]
 
 
-def make_m3(model_dir: Path, batch_size: int, max_length: int, device: str = "cpu",
-            precision: str = "fp32") -> Callable[[list[str]], Output]:
+def make_m3(
+    model_dir: Path, batch_size: int, max_length: int, device: str = "cpu", precision: str = "fp32"
+) -> Callable[[list[str]], Output]:
     from milvus_m3.embedder import M3Embedder
 
-    emb = M3Embedder(str(model_dir), device=device, precision=precision, batch_size=batch_size,
-                     document_max_length=max_length, overflow="truncate")
+    emb = M3Embedder(
+        str(model_dir),
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        document_max_length=max_length,
+        overflow="truncate",
+    )
 
     def run(texts: list[str]) -> Output:
         out = emb.encode_documents(texts)
@@ -113,18 +120,31 @@ def quiet_flag_progress() -> None:
     flag_m3._bench_quiet = True
 
 
-def make_flag(model_dir: Path, batch_size: int, max_length: int, device: str = "cpu",
-              precision: str = "fp32") -> Callable[[list[str]], Output]:
+def make_flag(
+    model_dir: Path, batch_size: int, max_length: int, device: str = "cpu", precision: str = "fp32"
+) -> Callable[[list[str]], Output]:
     from FlagEmbedding import BGEM3FlagModel
 
     quiet_flag_progress()
-    model = BGEM3FlagModel(str(model_dir), use_fp16=precision == "fp16", use_bf16=precision == "bf16",
-                           devices=device, normalize_embeddings=True, batch_size=batch_size,
-                           passage_max_length=max_length)
+    model = BGEM3FlagModel(
+        str(model_dir),
+        use_fp16=precision == "fp16",
+        use_bf16=precision == "bf16",
+        devices=device,
+        normalize_embeddings=True,
+        batch_size=batch_size,
+        passage_max_length=max_length,
+    )
 
     def run(texts: list[str]) -> Output:
-        out = model.encode(texts, batch_size=batch_size, max_length=max_length, return_dense=True,
-                           return_sparse=True, return_colbert_vecs=False)
+        out = model.encode(
+            texts,
+            batch_size=batch_size,
+            max_length=max_length,
+            return_dense=True,
+            return_sparse=True,
+            return_colbert_vecs=False,
+        )
         sparse = [{int(k): float(v) for k, v in row.items()} for row in out["lexical_weights"]]
         return np.asarray(out["dense_vecs"], dtype=np.float32), sparse
 
@@ -145,25 +165,37 @@ def milvus_model_problem() -> str | None:
     """Why pymilvus's BGEM3EmbeddingFunction cannot run here, or None."""
     C.add_pylib()
     if importlib.util.find_spec("milvus_model") is None:
-        return ("milvus-model is not installed (pip install --no-deps --target .cache/pylib milvus-model "
-                "onnxruntime flatbuffers)")
+        return (
+            "milvus-model is not installed (pip install --no-deps --target .cache/pylib milvus-model "
+            "onnxruntime flatbuffers)"
+        )
     # milvus_model pip-installs missing dependencies when imported: refuse instead.
-    missing = [m for m in ("peft", "datasets", "scipy", "FlagEmbedding") if importlib.util.find_spec(m) is None]
+    missing = [
+        m for m in ("peft", "datasets", "scipy", "FlagEmbedding") if importlib.util.find_spec(m) is None
+    ]
     if missing:
         return f"milvus-model would pip-install {', '.join(missing)} at import time; install them first"
     return None
 
 
-def make_milvus_model(model_dir: Path, batch_size: int, max_length: int, device: str = "cpu",
-                      precision: str = "fp32") -> Callable[[list[str]], Output]:
+def make_milvus_model(
+    model_dir: Path, batch_size: int, max_length: int, device: str = "cpu", precision: str = "fp32"
+) -> Callable[[list[str]], Output]:
     from milvus_model.hybrid import BGEM3EmbeddingFunction
 
     quiet_flag_progress()
 
     # It passes unknown keywords to BGEM3FlagModel: that is how the max length is set.
-    fn = BGEM3EmbeddingFunction(model_name=str(model_dir), batch_size=batch_size, device=device,
-                                use_fp16=precision == "fp16", use_bf16=precision == "bf16",
-                                passage_max_length=max_length, return_dense=True, return_sparse=True)
+    fn = BGEM3EmbeddingFunction(
+        model_name=str(model_dir),
+        batch_size=batch_size,
+        device=device,
+        use_fp16=precision == "fp16",
+        use_bf16=precision == "bf16",
+        passage_max_length=max_length,
+        return_dense=True,
+        return_sparse=True,
+    )
 
     def run(texts: list[str]) -> Output:
         out = fn.encode_documents(texts)
@@ -171,7 +203,9 @@ def make_milvus_model(model_dir: Path, batch_size: int, max_length: int, device:
         sparse = []
         for r in range(csr.shape[0]):
             lo, hi = csr.indptr[r], csr.indptr[r + 1]
-            sparse.append({int(i): float(w) for i, w in zip(csr.indices[lo:hi], csr.data[lo:hi])})
+            sparse.append(
+                {int(i): float(w) for i, w in zip(csr.indices[lo:hi], csr.data[lo:hi], strict=False)}
+            )
         return np.stack(out["dense"]).astype(np.float32), sparse
 
     return run
@@ -186,7 +220,7 @@ def compare(a: Output, b: Output, tol: float = TOL) -> str:
     set_diffs = 0
     mismatched_max_w = 0.0
     w_diff = 0.0
-    for x, y in zip(a[1], b[1]):
+    for x, y in zip(a[1], b[1], strict=False):
         kx, ky = set(x), set(y)
         only = kx ^ ky
         set_diffs += len(only)
@@ -195,10 +229,15 @@ def compare(a: Output, b: Output, tol: float = TOL) -> str:
         for k in kx & ky:
             w_diff = max(w_diff, abs(x[k] - y[k]))
     ok = dense_diff <= tol and w_diff <= tol and mismatched_max_w <= tol
-    sets = "same token sets" if set_diffs == 0 else (
-        f"{set_diffs} tokens in one set only (largest weight {mismatched_max_w:.2e})")
-    return (f"{'EQUAL' if ok else 'DIFFERENT'}: dense max |diff| {dense_diff:.2e}; {sets}; "
-            f"sparse max |diff| {w_diff:.2e}")
+    sets = (
+        "same token sets"
+        if set_diffs == 0
+        else (f"{set_diffs} tokens in one set only (largest weight {mismatched_max_w:.2e})")
+    )
+    return (
+        f"{'EQUAL' if ok else 'DIFFERENT'}: dense max |diff| {dense_diff:.2e}; {sets}; "
+        f"sparse max |diff| {w_diff:.2e}"
+    )
 
 
 # ------------------------------------------------------------------------------------- profile
@@ -216,7 +255,7 @@ class ForwardTimer:
         self.original = cls.forward
         self.calls: list[tuple[tuple[int, ...], float]] = []
 
-    def __enter__(self) -> ForwardTimer:  # noqa: PYI034
+    def __enter__(self) -> ForwardTimer:
         original, calls = self.original, self.calls
 
         def timed_forward(module: Any, text_input: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -233,17 +272,24 @@ class ForwardTimer:
 
 
 CATEGORIES: list[tuple[str, Callable[[str, str], bool]]] = [
-    ("tokenize (tokenizer __call__)", lambda f, n: n == "__call__" and f.endswith("tokenization_utils_base.py")),
+    (
+        "tokenize (tokenizer __call__)",
+        lambda f, n: n == "__call__" and f.endswith("tokenization_utils_base.py"),
+    ),
     ("pad (tokenizer.pad)", lambda f, n: n == "pad" and f.endswith("tokenization_utils_base.py")),
     ("forward (model, all calls)", lambda f, n: n == "timed_forward"),
     ("sparse -> dict", lambda f, n: n in ("_process_token_weights", "_sparse_rows")),
-    ("model.to / model.float", lambda f, n: n in ("to", "float") and f.endswith(os.path.join("nn", "modules", "module.py"))),
+    (
+        "model.to / model.float",
+        lambda f, n: n in ("to", "float") and f.endswith(os.path.join("nn", "modules", "module.py")),
+    ),
     ("tensor -> numpy", lambda f, n: n == "_convert_to_numpy"),
 ]
 
 
-def profile_once(fn: Callable[[list[str]], Output], texts: list[str], batches: int
-                 ) -> tuple[dict[str, float], list[Any], str]:
+def profile_once(
+    fn: Callable[[list[str]], Output], texts: list[str], batches: int
+) -> tuple[dict[str, float], list[Any], str]:
     prof = cProfile.Profile()
     with ForwardTimer() as timer:
         t0 = time.perf_counter()
@@ -263,13 +309,14 @@ def profile_once(fn: Callable[[list[str]], Output], texts: list[str], batches: i
     return shares, fw, buf.getvalue()
 
 
-def profile(runners: dict[str, Callable[[list[str]], Output]], texts: list[str], repeats: int,
-            batch_size: int) -> list[str]:
+def profile(
+    runners: dict[str, Callable[[list[str]], Output]], texts: list[str], repeats: int, batch_size: int
+) -> list[str]:
     """cProfile ``repeats`` calls of each runner, interleaved; medians per category."""
     names = [n for n in (FLAG, M3) if n in runners]
     runs: dict[str, list[tuple[dict[str, float], list[Any], str]]] = {n: [] for n in names}
     for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             runs[name].append(profile_once(runners[name], texts, -(-len(texts) // batch_size)))
     lines: list[str] = []
     for name in names:
@@ -277,18 +324,26 @@ def profile(runners: dict[str, Callable[[list[str]], Output]], texts: list[str],
         ranked = sorted(runs[name], key=lambda run: run[0]["total"])
         shares, fw, top_text = ranked[len(ranked) // 2]
         total = shares["total"]
-        lines.append(f"## profile: {name}, {len(texts)} texts: the median (by total) of {repeats} cProfile'd "
-                     f"calls, interleaved with the other contender")
+        lines.append(
+            f"## profile: {name}, {len(texts)} texts: the median (by total) of {repeats} cProfile'd "
+            f"calls, interleaved with the other contender"
+        )
         lines.append(f"  total wall under the profiler {total:.3f}s")
         accounted = 0.0
         for label, _ in CATEGORIES:
             accounted += shares[label]
             lines.append(f"  {label:32s} {shares[label]:8.3f}s  {100 * shares[label] / total:5.1f}%")
         if shares["probe"]:
-            lines.append(f"    of which the probe pass        {shares['probe']:8.3f}s  "
-                         f"{100 * shares['probe'] / total:5.1f}%  (the longest batch run twice)")
-        lines.append(f"  {'everything else':32s} {total - accounted:8.3f}s  {100 * (total - accounted) / total:5.1f}%")
-        lines.append(f"  forward calls: {len(fw)} (batch x width: {', '.join(f'{s[0]}x{s[1]}' for s, _ in fw)})")
+            lines.append(
+                f"    of which the probe pass        {shares['probe']:8.3f}s  "
+                f"{100 * shares['probe'] / total:5.1f}%  (the longest batch run twice)"
+            )
+        lines.append(
+            f"  {'everything else':32s} {total - accounted:8.3f}s  {100 * (total - accounted) / total:5.1f}%"
+        )
+        lines.append(
+            f"  forward calls: {len(fw)} (batch x width: {', '.join(f'{s[0]}x{s[1]}' for s, _ in fw)})"
+        )
         top = [ln for ln in top_text.splitlines() if ln.strip()][-11:]
         lines.append("  top functions by own time:")
         lines.extend("    " + ln for ln in top)
@@ -330,16 +385,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     C.header(
         f"bench_embed: {'tiny' if args.tiny and not args.model_dir else 'full-size'} checkpoint, CPU fp32",
         checkpoint=str(model_dir),
-        workload=(f"{n} SciFact abstracts, token lengths {min(lengths)}..{max(lengths)} (median "
-                  f"{int(np.median(lengths))}, {sum(1 for x in lengths if x == args.max_length)} cut to "
-                  f"max_length {args.max_length}), batch_size {batch}, {rounds} interleaved rounds"),
+        workload=(
+            f"{n} SciFact abstracts, token lengths {min(lengths)}..{max(lengths)} (median "
+            f"{int(np.median(lengths))}, {sum(1 for x in lengths if x == args.max_length)} cut to "
+            f"max_length {args.max_length}), batch_size {batch}, {rounds} interleaved rounds"
+        ),
         tokens=f"{real} real tokens per call ({padded} with padding in length-sorted batches)",
         torch=f"{torch.__version__}, {torch.get_num_threads()} threads",
     )
 
     wanted = [c.strip() for c in args.contenders.split(",") if c.strip()]
     factories: dict[str, Callable[..., Callable[[list[str]], Output]]] = {
-        M3: make_m3, FLAG: make_flag, PMM: make_milvus_model}
+        M3: make_m3,
+        FLAG: make_flag,
+        PMM: make_milvus_model,
+    }
     runners: dict[str, Callable[[list[str]], Output]] = {}
     for name in wanted:
         if name == PMM:
@@ -350,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             runners[name] = factories[name](model_dir, batch, args.max_length)
-        except Exception as exc:  # noqa: BLE001 - report it and go on with the others
+        except Exception as exc:
             print(f"{name}: could not load ({type(exc).__name__}: {exc})")
             continue
         runners[name](texts[:2])  # warm-up: first-call allocations, lazy imports
@@ -368,26 +428,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print("\n## results (medians over rounds; speed ratios paired per round, > 1 = faster)")
     ref = FLAG if FLAG in times else next(iter(times))
-    print(f"{'contender':14s} {'s/call':>8s} {'docs/s':>8s} {'tokens/s':>9s}   {'wall speed vs ' + ref:34s} "
-          f"cpu-time speed vs {ref}")
+    print(
+        f"{'contender':14s} {'s/call':>8s} {'docs/s':>8s} {'tokens/s':>9s}   {'wall speed vs ' + ref:34s} "
+        f"cpu-time speed vs {ref}"
+    )
     for name in times:
         med = C.median(times[name])
         rr = [1 / r for r in C.paired_ratios(times, name, ref)]
         cr = [1 / r for r in C.paired_ratios(cpu, name, ref)]
-        print(f"{name:14s} {med:8.3f} {n / med:8.2f} {real / med:9.1f}   {C.median(rr):6.3f}x "
-              f"(rounds {min(rr):.3f}..{max(rr):.3f})        {C.median(cr):6.3f}x")
+        print(
+            f"{name:14s} {med:8.3f} {n / med:8.2f} {real / med:9.1f}   {C.median(rr):6.3f}x "
+            f"(rounds {min(rr):.3f}..{max(rr):.3f})        {C.median(cr):6.3f}x"
+        )
     config = json.loads((model_dir / "config.json").read_text())
     ours = C.flops(config, C.executed_lengths(lengths, batch, probe=False, plan=m3_batch_plan()))
     theirs = C.flops(config, C.executed_lengths(lengths, batch, probe=True))
     plain = C.flops(config, C.executed_lengths(lengths, batch, probe=False))
-    print(f"model FLOPs executed (padding included): M3Embedder {ours / 1e9:.0f} G, FlagEmbedding "
-          f"{theirs / 1e9:.0f} G with its probe pass -> {theirs / ours:.3f}x expected from the forward alone "
-          f"(probe pass {theirs / plain:.3f}x, M3Embedder's tighter batches {plain / ours:.3f}x)")
+    print(
+        f"model FLOPs executed (padding included): M3Embedder {ours / 1e9:.0f} G, FlagEmbedding "
+        f"{theirs / 1e9:.0f} G with its probe pass -> {theirs / ours:.3f}x expected from the forward alone "
+        f"(probe pass {theirs / plain:.3f}x, M3Embedder's tighter batches {plain / ours:.3f}x)"
+    )
     if M3 in times and FLAG in times:
         speed = C.median([1 / r for r in C.paired_ratios(times, M3, FLAG)])
         verdict = "MET" if speed >= 1.15 else "NOT MET"
-        print(f"target M3Embedder >= 1.15x FlagEmbedding direct (wall, median of paired rounds): "
-              f"{speed:.3f}x -> {verdict}")
+        print(
+            f"target M3Embedder >= 1.15x FlagEmbedding direct (wall, median of paired rounds): "
+            f"{speed:.3f}x -> {verdict}"
+        )
     print("\n## outputs (last round), against FlagEmbedding direct; tolerance 1e-4")
     if FLAG in outputs:
         for name, out in outputs.items():

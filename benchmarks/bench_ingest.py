@@ -72,7 +72,7 @@ def in_thread(fn: Callable[[], None]) -> None:
     def target() -> None:
         try:
             fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+        except BaseException as exc:
             failure.append(exc)
 
     th = threading.Thread(target=target, name="bench-contender")
@@ -84,16 +84,25 @@ def in_thread(fn: Callable[[], None]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tiny", action="store_true", help="the 2-layer test checkpoint instead of the full size")
+    ap.add_argument(
+        "--tiny", action="store_true", help="the 2-layer test checkpoint instead of the full size"
+    )
     ap.add_argument("--model", default=None, help="a checkpoint directory (default: the cached random one)")
     ap.add_argument("--n", type=int, default=None, help="texts (default: 24 full size, 1024 tiny)")
     ap.add_argument("--max-tokens", type=int, default=128, help="each text is cut to this many tokens")
-    ap.add_argument("--batch-size", type=int, default=None, help="documents per batch (default: 8 full, 64 tiny)")
+    ap.add_argument(
+        "--batch-size", type=int, default=None, help="documents per batch (default: 8 full, 64 tiny)"
+    )
     ap.add_argument("--encode-batch-size", type=int, default=16, help="texts per forward pass inside a batch")
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default: 1 full size, 3 tiny)")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
-    ap.add_argument("--main-thread", action="store_true",
-                    help="run embed and naive in the main thread (see the note on OpenMP above)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)"
+    )
+    ap.add_argument(
+        "--main-thread",
+        action="store_true",
+        help="run embed and naive in the main thread (see the note on OpenMP above)",
+    )
     args = ap.parse_args()
     n = args.n or (1024 if args.tiny else 24)
     batch = args.batch_size or (64 if args.tiny else 8)
@@ -120,8 +129,9 @@ def main() -> int:
         + ("the main thread (ingest: its producer thread)" if args.main_thread else "a worker thread each"),
     )
     t0 = time.perf_counter()
-    embedder = M3Embedder(ckpt, device="cpu", precision="fp32", overflow="truncate",
-                          batch_size=args.encode_batch_size)
+    embedder = M3Embedder(
+        ckpt, device="cpu", precision="fp32", overflow="truncate", batch_size=args.encode_batch_size
+    )
     print(f"model loaded in {time.perf_counter() - t0:.1f} s", flush=True)
 
     corpus = C.scifact_corpus()[:n]
@@ -129,13 +139,16 @@ def main() -> int:
     texts = []
     for _, text in corpus:
         spans = embedder.chunk_spans(text, args.max_tokens - 2)  # room for <s> and </s>
-        texts.append(text[spans[0][0]:spans[0][1]])
+        texts.append(text[spans[0][0] : spans[0][1]])
     tokens = sum(embedder.count_tokens(texts)) + 2 * len(texts)
     print(f"{len(texts)} texts, {tokens} tokens with <s> and </s>", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     data = work / "docs.jsonl"
-    data.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts)), encoding="utf-8")
+    data.write_text(
+        "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts, strict=False)),
+        encoding="utf-8",
+    )
     manager = CollectionManager(str(work / "bench.db"))
     spec = CollectionSpec(dense_dim=embedder.dense_dim, model_name=embedder.model_name)
     embedder.encode_documents(texts[:2])  # warm-up: first-call allocations
@@ -147,25 +160,39 @@ def main() -> int:
 
     def run_embed() -> None:
         for i in range(0, n, batch):
-            embedder.encode_documents(texts[i:i + batch])
+            embedder.encode_documents(texts[i : i + batch])
 
     def run_naive() -> None:
         coll = "naive"
         spent = 0.0
         for i in range(0, n, batch):
-            emb = embedder.encode_documents(texts[i:i + batch])
+            emb = embedder.encode_documents(texts[i : i + batch])
             w0 = time.perf_counter()
-            rows = manager.prepare_rows(spec, ids=ids[i:i + batch], texts=texts[i:i + batch], embeddings=emb)
+            rows = manager.prepare_rows(
+                spec, ids=ids[i : i + batch], texts=texts[i : i + batch], embeddings=emb
+            )
             manager.write_rows(coll, rows, mode="upsert")
             spent += time.perf_counter() - w0
         write_s.append(spent)
 
     def run_ingest() -> None:
-        rep = ingest([data], manager=manager, collection="ingest", encoder=embedder, batch_size=batch,
-                     state_path=work / "state.json", errors_path=work / "errors.jsonl", progress=False)
+        rep = ingest(
+            [data],
+            manager=manager,
+            collection="ingest",
+            encoder=embedder,
+            batch_size=batch,
+            state_path=work / "state.json",
+            errors_path=work / "errors.jsonl",
+            progress=False,
+        )
         assert rep.written == n and rep.failed == 0, rep
 
-    contenders: list[tuple[str, Callable[[], None]]] = [(EMBED, run_embed), (NAIVE, run_naive), (INGEST, run_ingest)]
+    contenders: list[tuple[str, Callable[[], None]]] = [
+        (EMBED, run_embed),
+        (NAIVE, run_naive),
+        (INGEST, run_ingest),
+    ]
     times: dict[str, list[float]] = {name: [] for name, _ in contenders}
     for r in range(rounds):
         order = [contenders[(r + j) % len(contenders)] for j in range(len(contenders))]
@@ -180,8 +207,12 @@ def main() -> int:
             times[name].append(time.perf_counter() - t)
             if name != EMBED:
                 assert manager.count(name) == n
-        print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items())
-              + f"  (load {C.load()})", flush=True)
+        print(
+            f"  round {r + 1}/{rounds}: "
+            + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items())
+            + f"  (load {C.load()})",
+            flush=True,
+        )
 
     def docs_per_s(name: str) -> float:
         return n / C.median(times[name])
@@ -189,11 +220,15 @@ def main() -> int:
     print()
     print(f"{'contender':<8} {'docs/s':>9} {'tokens/s':>10}   wall s per round")
     for name in (EMBED, NAIVE, INGEST):
-        print(f"{name:<8} {docs_per_s(name):>9.2f} {tokens / C.median(times[name]):>10.1f}   "
-              f"{', '.join(f'{t:.2f}' for t in times[name])}")
-    print(f"naive loop: {C.median(write_s):.2f} s of {C.median(times[NAIVE]):.2f} s spent building rows and upserting")
-    vs_embed = [e / i for e, i in zip(times[EMBED], times[INGEST])]
-    vs_naive = [v / i for v, i in zip(times[NAIVE], times[INGEST])]
+        print(
+            f"{name:<8} {docs_per_s(name):>9.2f} {tokens / C.median(times[name]):>10.1f}   "
+            f"{', '.join(f'{t:.2f}' for t in times[name])}"
+        )
+    print(
+        f"naive loop: {C.median(write_s):.2f} s of {C.median(times[NAIVE]):.2f} s spent building rows and upserting"
+    )
+    vs_embed = [e / i for e, i in zip(times[EMBED], times[INGEST], strict=False)]
+    vs_naive = [v / i for v, i in zip(times[NAIVE], times[INGEST], strict=False)]
     print(f"ratio ingest/embedding-alone (docs/s): {C.median(vs_embed):.3f}   target >= 0.9")
     print(f"ratio ingest/naive loop      (docs/s): {C.median(vs_naive):.3f}")
     C.footer()

@@ -109,15 +109,31 @@ def run_ingest(n: int, model: Path, batch_size: int, threads: int | None) -> dic
         shutil.rmtree(out)
     out.mkdir(parents=True)
     cmd = [
-        sys.executable, "-m", "milvus_m3", "ingest", str(docs), "--collection", "mem",
-        "--uri", str(out / "mem.db"), "--model", str(model), "--id-field", "id",
-        "--batch-size", str(batch_size), "--quiet", "--json",
+        sys.executable,
+        "-m",
+        "milvus_m3",
+        "ingest",
+        str(docs),
+        "--collection",
+        "mem",
+        "--uri",
+        str(out / "mem.db"),
+        "--model",
+        str(model),
+        "--id-field",
+        "id",
+        "--batch-size",
+        str(batch_size),
+        "--quiet",
+        "--json",
     ]
     t0 = time.perf_counter()
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=C.ROOT, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=C.ROOT, env=env
+    )
     sampler = Sampler(proc.pid)
     sampler.start()
     stdout_chunks: list[str] = []
@@ -163,9 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sizes", default="10000,100000")
     p.add_argument("--batch-size", type=int, default=64, help="ingest --batch-size (its default)")
     p.add_argument("--model", type=Path, default=None, help="checkpoint (default: the tiny one, built once)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="OMP_NUM_THREADS for the ingest process (default 1: on an oversubscribed machine torch's "
-                        "spinning OpenMP threads made the tiny model 15x slower in CPU time; 0 = leave unset)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP_NUM_THREADS for the ingest process (default 1: on an oversubscribed machine torch's "
+        "spinning OpenMP threads made the tiny model 15x slower in CPU time; 0 = leave unset)",
+    )
     args = p.parse_args(argv)
     model = args.model or ensure_tiny()
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
@@ -180,23 +200,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ingesting {n} documents ...", flush=True)
         r = run_ingest(n, model, args.batch_size, args.threads)
         results.append(r)
-        print(f"  done in {r['seconds']:.0f}s ({n / r['seconds']:.0f} docs/s), written {r['written']}", flush=True)
+        print(
+            f"  done in {r['seconds']:.0f}s ({n / r['seconds']:.0f} docs/s), written {r['written']}",
+            flush=True,
+        )
     print("\n## peak resident memory (MiB)")
-    print(f"{'docs':>8s} {'ingest peak':>12s} {'(wait4)':>8s} {'ingest median':>14s} {'growth/10k docs':>16s} "
-          f"{'Milvus Lite etc. peak':>22s} {'all peak':>9s}")
+    print(
+        f"{'docs':>8s} {'ingest peak':>12s} {'(wait4)':>8s} {'ingest median':>14s} {'growth/10k docs':>16s} "
+        f"{'Milvus Lite etc. peak':>22s} {'all peak':>9s}"
+    )
     for r in results:
-        print(f"{r['n']:8d} {r['ingest_peak']:12.0f} {r['ingest_peak_exact']:8.0f} {r['ingest_median']:14.0f} "
-              f"{r['growth_mib_per_10k_docs']:+15.1f}M {r['children_peak']:22.0f} {r['total_peak']:9.0f}")
+        print(
+            f"{r['n']:8d} {r['ingest_peak']:12.0f} {r['ingest_peak_exact']:8.0f} {r['ingest_median']:14.0f} "
+            f"{r['growth_mib_per_10k_docs']:+15.1f}M {r['children_peak']:22.0f} {r['total_peak']:9.0f}"
+        )
     for r in results:
-        print(f"  {r['n']} docs: child processes' peaks: "
-              + ", ".join(f"{k} {v:.0f} MiB" for k, v in sorted(r["children"].items())))
+        print(
+            f"  {r['n']} docs: child processes' peaks: "
+            + ", ".join(f"{k} {v:.0f} MiB" for k, v in sorted(r["children"].items()))
+        )
     if len(results) >= 2:
         a, b = results[0], results[-1]
         ratio = b["ingest_peak_exact"] / a["ingest_peak_exact"]
-        print(f"\ningest process peak at {b['n']} docs / at {a['n']} docs: {ratio:.3f}x for {b['n'] / a['n']:.0f}x "
-              f"the documents -> {'bounded' if ratio < 1.25 else 'GROWS with the input'}")
-        print(f"Milvus Lite server peak: {a['children_peak']:.0f} -> {b['children_peak']:.0f} MiB "
-              "(it holds the collection: grows with the data by design)")
+        print(
+            f"\ningest process peak at {b['n']} docs / at {a['n']} docs: {ratio:.3f}x for {b['n'] / a['n']:.0f}x "
+            f"the documents -> {'bounded' if ratio < 1.25 else 'GROWS with the input'}"
+        )
+        print(
+            f"Milvus Lite server peak: {a['children_peak']:.0f} -> {b['children_peak']:.0f} MiB "
+            "(it holds the collection: grows with the data by design)"
+        )
     C.footer()
     return 0
 

@@ -55,7 +55,9 @@ def build_encoders(args: argparse.Namespace) -> tuple[Any, Any | None, str]:
 
         if not args.model:
             raise SystemExit("--sparse m3 needs --model DIR (a BGE-M3 checkpoint)")
-        m3 = CachedEncoder(M3Embedder(args.model, document_max_length=args.max_length, overflow="truncate"), cache)
+        m3 = CachedEncoder(
+            M3Embedder(args.model, document_max_length=args.max_length, overflow="truncate"), cache
+        )
         return m3, m3, f"BGE-M3 ({args.model}), dense and sparse"
     from milvus_m3.encoders import SentenceTransformerEncoder, SpladeEncoder
 
@@ -66,7 +68,7 @@ def build_encoders(args: argparse.Namespace) -> tuple[Any, Any | None, str]:
         try:
             dense = CachedEncoder(SentenceTransformerEncoder(overflow="truncate"), cache)
             label += ", dense all-MiniLM-L6-v2 for the hybrid column"
-        except Exception as exc:  # noqa: BLE001 - the hybrid column is optional
+        except Exception as exc:
             print(f"dense encoder unavailable ({type(exc).__name__}: {exc}); no hybrid column")
     return sparse, dense, label
 
@@ -97,7 +99,7 @@ def top_ids(scores: np.ndarray, doc_ids: Sequence[str], depth: int) -> list[list
 def ndcg_list(runs: Sequence[Sequence[str]], qids: Sequence[str], qrels: Any) -> np.ndarray:
     from milvus_m3.evaluate import ndcg_at_k
 
-    return np.array([ndcg_at_k(list(r), qrels[q], K) for r, q in zip(runs, qids)])
+    return np.array([ndcg_at_k(list(r), qrels[q], K) for r, q in zip(runs, qids, strict=False)])
 
 
 def agreement(ref: Sequence[Sequence[str]], got: Sequence[Sequence[str]]) -> tuple[float, float]:
@@ -105,7 +107,7 @@ def agreement(ref: Sequence[Sequence[str]], got: Sequence[Sequence[str]]) -> tup
     from milvus_m3.evaluate import ndcg_at_k
 
     overlaps, ndcgs = [], []
-    for r, g in zip(ref, got):
+    for r, g in zip(ref, got, strict=False):
         top = list(r[:K])
         overlaps.append(len(set(top) & set(g[:K])) / K)
         ndcgs.append(ndcg_at_k(list(g), {d: K - i for i, d in enumerate(top)}, K))
@@ -121,7 +123,10 @@ def bootstrap_ci(diff: np.ndarray, seed: int = 0, n: int = 2000) -> tuple[float,
 def rrf_runs(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]]) -> list[list[str]]:
     from milvus_m3.fusion import rrf
 
-    return [[d for d, _ in rrf([[(d, 0.0) for d in x], [(d, 0.0) for d in y]], limit=DEPTH)] for x, y in zip(a, b)]
+    return [
+        [d for d, _ in rrf([[(d, 0.0) for d in x], [(d, 0.0) for d in y]], limit=DEPTH)]
+        for x, y in zip(a, b, strict=False)
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,7 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         dense_docs, dense_q = np.asarray(dd.dense, np.float32), np.asarray(dq.dense, np.float32)
     print(f"encoded (or read from the cache) in {time.perf_counter() - t0:.0f}s", flush=True)
 
-    vocab = 1 + max(max((max(r) for r in docs.sparse if r), default=0), max((max(r) for r in queries.sparse if r), default=0))
+    vocab = 1 + max(
+        max((max(r) for r in docs.sparse if r), default=0),
+        max((max(r) for r in queries.sparse if r), default=0),
+    )
     q_csr = to_csr(queries.sparse, vocab)
     qids = list(data.query_ids)
     dense_runs = None
@@ -188,26 +196,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         lo, hi = bootstrap_ci(nd - base_ndcg)
         saving = 1 - nnz.mean() / base_nnz
         loss = float(base_ndcg.mean() - nd.mean())
-        hyb_txt = "" if hyb is None or base_hyb is None else f"{hyb.mean():.4f} ({hyb.mean() - base_hyb.mean():+.4f})"
+        hyb_txt = (
+            ""
+            if hyb is None or base_hyb is None
+            else f"{hyb.mean():.4f} ({hyb.mean() - base_hyb.mean():+.4f})"
+        )
         goal = saving >= GOAL_SAVING and loss <= GOAL_LOSS
-        rows.append((name, nnz.mean(), np.median(nnz), saving, nd.mean(), -loss, lo, hi, hyb_txt, ov, agr, goal))
+        rows.append(
+            (name, nnz.mean(), np.median(nnz), saving, nd.mean(), -loss, lo, hi, hyb_txt, ov, agr, goal)
+        )
         print(f"  {name}: done", flush=True)
 
-    print(f"\n## {len(qids)} queries; unpruned documents hold {base_nnz:.1f} non-zeros on average "
-          f"(8 bytes each in Milvus: uint32 id + float32 weight)")
-    print(f"{'setting':12s} {'nnz/doc':>8s} {'median':>6s} {'saved':>6s} {'sparse nDCG@10':>15s} "
-          f"{'change [95% CI]':>26s} {'hybrid nDCG@10 (change)':>24s} {'overlap@10':>10s} {'agree nDCG':>10s}  goal")
+    print(
+        f"\n## {len(qids)} queries; unpruned documents hold {base_nnz:.1f} non-zeros on average "
+        f"(8 bytes each in Milvus: uint32 id + float32 weight)"
+    )
+    print(
+        f"{'setting':12s} {'nnz/doc':>8s} {'median':>6s} {'saved':>6s} {'sparse nDCG@10':>15s} "
+        f"{'change [95% CI]':>26s} {'hybrid nDCG@10 (change)':>24s} {'overlap@10':>10s} {'agree nDCG':>10s}  goal"
+    )
     for name, mean_nnz, med, saving, nd, delta, lo, hi, hyb_txt, ov, agr, goal in rows:
-        print(f"{name:12s} {mean_nnz:8.1f} {med:6.0f} {100 * saving:5.1f}% {nd:15.4f} "
-              f"{delta:+9.4f} [{lo:+.4f}, {hi:+.4f}] {hyb_txt:>24s} {ov:10.3f} {agr:10.3f}  "
-              f"{'MET' if goal else '-'}")
+        print(
+            f"{name:12s} {mean_nnz:8.1f} {med:6.0f} {100 * saving:5.1f}% {nd:15.4f} "
+            f"{delta:+9.4f} [{lo:+.4f}, {hi:+.4f}] {hyb_txt:>24s} {ov:10.3f} {agr:10.3f}  "
+            f"{'MET' if goal else '-'}"
+        )
     met = [r for r in rows if r[-1]]
     if met:
         best = max(met, key=lambda r: r[3])
-        print(f"\nlargest saving within the goal (>= {GOAL_SAVING:.0%} fewer non-zeros, <= {GOAL_LOSS} nDCG@10 lost): "
-              f"{best[0]} ({100 * best[3]:.1f}% fewer, nDCG@10 {best[5]:+.4f})")
+        print(
+            f"\nlargest saving within the goal (>= {GOAL_SAVING:.0%} fewer non-zeros, <= {GOAL_LOSS} nDCG@10 lost): "
+            f"{best[0]} ({100 * best[3]:.1f}% fewer, nDCG@10 {best[5]:+.4f})"
+        )
     else:
-        print(f"\nno setting meets the goal (>= {GOAL_SAVING:.0%} fewer non-zeros, <= {GOAL_LOSS} nDCG@10 lost)")
+        print(
+            f"\nno setting meets the goal (>= {GOAL_SAVING:.0%} fewer non-zeros, <= {GOAL_LOSS} nDCG@10 lost)"
+        )
     C.footer()
     return 0
 

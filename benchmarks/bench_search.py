@@ -60,7 +60,7 @@ DATA_VERSION = 1  # bump when the generator changes, so cached databases are reb
 def zipf_cdf(s: float) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative probabilities of ranks 1..V under p(r) ~ 1/r^s, and a fixed rank -> token id map."""
     ranks = np.arange(1, VOCAB - FIRST_ID + 1, dtype=np.float64)
-    p = ranks ** -s
+    p = ranks**-s
     cdf = np.cumsum(p / p.sum())
     ids = np.random.default_rng(12345).permutation(np.arange(FIRST_ID, VOCAB, dtype=np.int64))
     return cdf, ids
@@ -85,7 +85,7 @@ def sparse_rows(rng: np.random.Generator, n: int, mean_nnz: int, s: float) -> li
                 uniq = np.union1d(uniq, extra)
                 first = np.arange(uniq.size) % draws
             keep = rng.permutation(uniq.size)[:k]
-            out.append(dict(zip(uniq[keep].tolist(), weights[r, first[keep]].tolist())))
+            out.append(dict(zip(uniq[keep].tolist(), weights[r, first[keep]].tolist(), strict=False)))
     return out
 
 
@@ -100,8 +100,9 @@ def make_docs(n: int, seed: int, nnz: int, s: float) -> tuple[np.ndarray, list[d
     return dense_rows(rng, n), sparse_rows(rng, n, nnz, s)
 
 
-def make_queries(dense: np.ndarray, sparse: Sequence[dict[int, float]], nq: int, seed: int, terms: int,
-                 s: float) -> tuple[np.ndarray, list[dict[int, float]], np.ndarray]:
+def make_queries(
+    dense: np.ndarray, sparse: Sequence[dict[int, float]], nq: int, seed: int, terms: int, s: float
+) -> tuple[np.ndarray, list[dict[int, float]], np.ndarray]:
     """Queries near a random document: dense = that document plus noise (cosine about 0.5); sparse =
     half of the terms from the document's heaviest ones, half Zipf-drawn."""
     rng = np.random.default_rng(seed + 1)
@@ -174,7 +175,9 @@ def open_collection(path: Path, dense: np.ndarray, sparse: list[dict[int, float]
 # ------------------------------------------------------------------------------------ contenders
 
 
-def bare_pymilvus(client: Any, limit: int, candidates: int, output_fields: list[str]) -> dict[str, Callable[..., Any]]:
+def bare_pymilvus(
+    client: Any, limit: int, candidates: int, output_fields: list[str]
+) -> dict[str, Callable[..., Any]]:
     """The searches a user writes by hand with pymilvus, with the parameters HybridSearcher sends."""
     from pymilvus import AnnSearchRequest, RRFRanker
 
@@ -187,22 +190,46 @@ def bare_pymilvus(client: Any, limit: int, candidates: int, output_fields: list[
             AnnSearchRequest(data=[d], anns_field="dense", param=dense_param, limit=candidates),
             AnnSearchRequest(data=[s], anns_field="sparse", param=sparse_param, limit=candidates),
         ]
-        return read(client.hybrid_search(collection_name=COLLECTION, reqs=reqs, ranker=RRFRanker(60), limit=limit,
-                                          output_fields=output_fields))
+        return read(
+            client.hybrid_search(
+                collection_name=COLLECTION,
+                reqs=reqs,
+                ranker=RRFRanker(60),
+                limit=limit,
+                output_fields=output_fields,
+            )
+        )
 
     def dense(d: np.ndarray, s: dict[int, float]) -> Any:
-        return read(client.search(collection_name=COLLECTION, data=[d], anns_field="dense", limit=limit,
-                                  search_params=dense_param, output_fields=output_fields))
+        return read(
+            client.search(
+                collection_name=COLLECTION,
+                data=[d],
+                anns_field="dense",
+                limit=limit,
+                search_params=dense_param,
+                output_fields=output_fields,
+            )
+        )
 
     def sparse(d: np.ndarray, s: dict[int, float]) -> Any:
-        return read(client.search(collection_name=COLLECTION, data=[s], anns_field="sparse", limit=limit,
-                                  search_params=sparse_param, output_fields=output_fields))
+        return read(
+            client.search(
+                collection_name=COLLECTION,
+                data=[s],
+                anns_field="sparse",
+                limit=limit,
+                search_params=sparse_param,
+                output_fields=output_fields,
+            )
+        )
 
     return {"hybrid": hybrid, "dense": dense, "sparse": sparse}
 
 
-def client_side_rrf(client: Any, limit: int, candidates: int, output_fields: list[str],
-                    pool: Any) -> Callable[[np.ndarray, list[dict[int, float]]], list[list[tuple[Any, float, Any]]]]:
+def client_side_rrf(
+    client: Any, limit: int, candidates: int, output_fields: list[str], pool: Any
+) -> Callable[[np.ndarray, list[dict[int, float]]], list[list[tuple[Any, float, Any]]]]:
     """A prototype of hybrid RRF fused in the client: one dense and one sparse ``search`` (each with the
     candidate limit and the output fields), sent at the same time from two threads, then
     ``milvus_m3.fusion.rrf`` per query, ties by id. Works for batches too (two calls in all)."""
@@ -212,12 +239,26 @@ def client_side_rrf(client: Any, limit: int, candidates: int, output_fields: lis
     sparse_param = {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}
 
     def run(d: np.ndarray, s: list[dict[int, float]]) -> list[list[tuple[Any, float, Any]]]:
-        fd = pool.submit(client.search, collection_name=COLLECTION, data=list(d), anns_field="dense",
-                         limit=candidates, search_params=dense_param, output_fields=output_fields)
-        fs = pool.submit(client.search, collection_name=COLLECTION, data=list(s), anns_field="sparse",
-                         limit=candidates, search_params=sparse_param, output_fields=output_fields)
+        fd = pool.submit(
+            client.search,
+            collection_name=COLLECTION,
+            data=list(d),
+            anns_field="dense",
+            limit=candidates,
+            search_params=dense_param,
+            output_fields=output_fields,
+        )
+        fs = pool.submit(
+            client.search,
+            collection_name=COLLECTION,
+            data=list(s),
+            anns_field="sparse",
+            limit=candidates,
+            search_params=sparse_param,
+            output_fields=output_fields,
+        )
         out = []
-        for dh, sh in zip(read(fd.result()), read(fs.result())):
+        for dh, sh in zip(read(fd.result()), read(fs.result()), strict=False):
             entity = {h[0]: h[2] for h in dh}
             entity.update({h[0]: h[2] for h in sh})
             fused = rrf([[(h[0], h[1]) for h in dh], [(h[0], h[1]) for h in sh]], k=60)
@@ -251,8 +292,13 @@ def same_hits(a: Sequence[Any], b: Sequence[Any]) -> bool:
     if not sa:
         return True
     cut = sa[-1]
-    above = lambda hits: {_id(h) for h in hits if round(_score(h), 6) > cut}
-    tied = lambda hits: {_id(h) for h in hits if round(_score(h), 6) == cut}
+
+    def above(hits):
+        return {_id(h) for h in hits if round(_score(h), 6) > cut}
+
+    def tied(hits):
+        return {_id(h) for h in hits if round(_score(h), 6) == cut}
+
     return above(a) == above(b) and (len(tied(a)) == len(tied(b)))
 
 
@@ -274,8 +320,10 @@ def read(result: Any) -> list[list[tuple[Any, float, dict[str, Any]]]]:
 
 def report_line(name: str, lat: Sequence[float]) -> str:
     ms = np.asarray(lat) * 1000
-    return (f"{name:28s} p50 {np.percentile(ms, 50):7.2f} ms   p95 {np.percentile(ms, 95):7.2f} ms   "
-            f"QPS {1000 / ms.mean():7.1f}")
+    return (
+        f"{name:28s} p50 {np.percentile(ms, 50):7.2f} ms   p95 {np.percentile(ms, 95):7.2f} ms   "
+        f"QPS {1000 / ms.mean():7.1f}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -300,15 +348,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     C.header(
         "bench_search: Milvus Lite (embedded default), one query per call",
-        data=(f"{args.docs} docs, dense {DIM}-d normalised, sparse ~{args.nnz} non-zeros (Zipf s={args.zipf} "
-              f"over {VOCAB} ids); {args.queries} queries with ~{args.query_terms} sparse terms; top {args.limit}"),
+        data=(
+            f"{args.docs} docs, dense {DIM}-d normalised, sparse ~{args.nnz} non-zeros (Zipf s={args.zipf} "
+            f"over {VOCAB} ids); {args.queries} queries with ~{args.query_terms} sparse terms; top {args.limit}"
+        ),
         versions=f"pymilvus {pymilvus.__version__}, milvus-lite {_version('milvus-lite')}",
     )
     t0 = time.perf_counter()
     dense, sparse = make_docs(args.docs, args.seed, args.nnz, args.zipf)
     nnz = np.array([len(x) for x in sparse])
-    print(f"generated data in {time.perf_counter() - t0:.1f}s: sparse non-zeros per doc mean {nnz.mean():.1f} "
-          f"(min {nnz.min()}, max {nnz.max()})", flush=True)
+    print(
+        f"generated data in {time.perf_counter() - t0:.1f}s: sparse non-zeros per doc mean {nnz.mean():.1f} "
+        f"(min {nnz.min()}, max {nnz.max()})",
+        flush=True,
+    )
     qd, qs, _ = make_queries(dense, sparse, args.queries, args.seed, args.query_terms, args.zipf)
     manager = open_collection(db_path(args.docs, args.seed, args.nnz, args.zipf), dense, sparse, args.fresh)
     del dense, sparse
@@ -318,20 +371,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     has_fusion = "fusion" in inspect.signature(HybridSearcher).parameters
     searcher = HybridSearcher(manager, COLLECTION, PrecomputedOnly())
     # Like for like with a bare hybrid_search: the searcher with Milvus-side fusion (when it can choose).
-    server = HybridSearcher(manager, COLLECTION, PrecomputedOnly(), fusion="server") if has_fusion else searcher
+    server = (
+        HybridSearcher(manager, COLLECTION, PrecomputedOnly(), fusion="server") if has_fusion else searcher
+    )
     default_fusion = getattr(searcher, "fusion", "server (the only kind)")
     out_fields = list(default_output_fields(searcher.spec))
-    candidates = min(search_mod.MAX_TOPK, max(search_mod.DEFAULT_CANDIDATES, search_mod.CANDIDATE_FACTOR * args.limit))
+    candidates = min(
+        search_mod.MAX_TOPK, max(search_mod.DEFAULT_CANDIDATES, search_mod.CANDIDATE_FACTOR * args.limit)
+    )
     bare = bare_pymilvus(manager.client, args.limit, candidates, out_fields)
-    queries = [M3Embeddings(dense=qd[i:i + 1], sparse=[qs[i]]) for i in range(args.queries)]
+    queries = [M3Embeddings(dense=qd[i : i + 1], sparse=[qs[i]]) for i in range(args.queries)]
     # "m3-all" re-ranks with ColBERT vectors of the query text: not available for pre-computed vectors.
     modes = [m for m in search_mod.MODES if m != "m3-all"]
     missing = [m for m in ("m3",) if m not in modes]
-    print(f"searcher modes timed: {', '.join(modes)}"
-          + (f" (no client-side {', '.join(missing)} mode in search.py yet)" if missing else "")
-          + (" (m3-all needs query texts: not timed)" if "m3-all" in search_mod.MODES else ""))
-    print(f"HybridSearcher default fusion: {default_fusion}; all paths: {candidates} candidates per field, "
-          f"RRF k=60, output fields {out_fields}", flush=True)
+    print(
+        f"searcher modes timed: {', '.join(modes)}"
+        + (f" (no client-side {', '.join(missing)} mode in search.py yet)" if missing else "")
+        + (" (m3-all needs query texts: not timed)" if "m3-all" in search_mod.MODES else "")
+    )
+    print(
+        f"HybridSearcher default fusion: {default_fusion}; all paths: {candidates} candidates per field, "
+        f"RRF k=60, output fields {out_fields}",
+        flush=True,
+    )
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -343,14 +405,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     H_PROTO = "hybrid (client-side RRF prototype)"
     contenders: list[tuple[str, Callable[[int], Any]]] = []
     for mode in modes:
-        contenders.append((f"{mode} (HybridSearcher)",
-                           lambda i, m=mode: searcher.search_embeddings(queries[i], limit=args.limit, mode=m)))
+        contenders.append(
+            (
+                f"{mode} (HybridSearcher)",
+                lambda i, m=mode: searcher.search_embeddings(queries[i], limit=args.limit, mode=m),
+            )
+        )
         if mode == "hybrid" and has_fusion:
-            contenders.append((H_SERVER, lambda i: server.search_embeddings(queries[i], limit=args.limit, mode="hybrid")))
+            contenders.append(
+                (H_SERVER, lambda i: server.search_embeddings(queries[i], limit=args.limit, mode="hybrid"))
+            )
         if mode in bare:
             contenders.append((f"{mode} (bare pymilvus)", lambda i, f=bare[mode]: f(qd[i], qs[i])))
     if not has_fusion:
-        contenders.append((H_PROTO, lambda i: client_rrf(qd[i:i + 1], qs[i:i + 1])))
+        contenders.append((H_PROTO, lambda i: client_rrf(qd[i : i + 1], qs[i : i + 1])))
 
     # Warm-up: the first searches load segments and indexes.
     for i in range(min(10, args.queries)):
@@ -375,26 +443,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             lat[name].append(time.perf_counter() - t)
         for a, b in pairs:
             same[(a, b)] += same_hits(results[a][0], results[b][0])
-    print(f"\n## one query per call ({args.queries} queries, contenders rotated per query; load {load_start} -> {C.load()})")
+    print(
+        f"\n## one query per call ({args.queries} queries, contenders rotated per query; load {load_start} -> {C.load()})"
+    )
     for name, _ in contenders:
         print(report_line(name, lat[name]))
     hyb = C.median(lat[H_DEFAULT])
     den = C.median(lat["dense (HybridSearcher)"])
-    print(f"\nhybrid p50 / dense p50 (HybridSearcher, default fusion): {hyb / den:.3f}x  (target <= 1.5x -> "
-          f"{'MET' if hyb / den <= 1.5 else 'NOT MET'})")
+    print(
+        f"\nhybrid p50 / dense p50 (HybridSearcher, default fusion): {hyb / den:.3f}x  (target <= 1.5x -> "
+        f"{'MET' if hyb / den <= 1.5 else 'NOT MET'})"
+    )
     bare_h = C.median(lat[H_BARE])
     bare_d = C.median(lat["dense (bare pymilvus)"])
-    print(f"hybrid p50 / dense p50 (bare pymilvus hybrid_search): {bare_h / bare_d:.3f}x  (the engine's own ratio)")
-    print("\n## HybridSearcher against bare pymilvus (median of per-query time ratios; hits compared tie-aware)")
+    print(
+        f"hybrid p50 / dense p50 (bare pymilvus hybrid_search): {bare_h / bare_d:.3f}x  (the engine's own ratio)"
+    )
+    print(
+        "\n## HybridSearcher against bare pymilvus (median of per-query time ratios; hits compared tie-aware)"
+    )
     for a, b in pairs:
         ours, theirs = lat[a], lat[b]
-        ratios = [x / y for x, y in zip(ours, theirs)]
-        extra_ms = C.median([(x - y) * 1000 for x, y in zip(ours, theirs)])
+        ratios = [x / y for x, y in zip(ours, theirs, strict=False)]
+        extra_ms = C.median([(x - y) * 1000 for x, y in zip(ours, theirs, strict=False)])
         like = "same requests" if (a, b) != (H_DEFAULT, H_BARE) or not has_fusion else "what a user gains"
-        verdict = (f"  (our layer, target <= 1.05x -> {'MET' if C.median(ratios) <= 1.05 else 'NOT MET'})"
-                   if (a, b) == (H_SERVER, H_BARE) else "")
-        print(f"{a} / {b} [{like}]: {C.median(ratios):.3f}x  p50 ratio {C.median(ours) / C.median(theirs):.3f}x  "
-              f"median extra {extra_ms:+.3f} ms  same hits {same[(a, b)]}/{args.queries}{verdict}")
+        verdict = (
+            f"  (our layer, target <= 1.05x -> {'MET' if C.median(ratios) <= 1.05 else 'NOT MET'})"
+            if (a, b) == (H_SERVER, H_BARE)
+            else ""
+        )
+        print(
+            f"{a} / {b} [{like}]: {C.median(ratios):.3f}x  p50 ratio {C.median(ours) / C.median(theirs):.3f}x  "
+            f"median extra {extra_ms:+.3f} ms  same hits {same[(a, b)]}/{args.queries}{verdict}"
+        )
 
     # All queries in one call: throughput, where per-call overheads are amortised.
     all_q = M3Embeddings(dense=qd, sparse=list(qs))
@@ -402,34 +483,55 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def bare_batch() -> Any:
         reqs = [
-            AnnSearchRequest(data=list(qd), anns_field="dense", param={"metric_type": "IP", "params": {}},
-                             limit=candidates),
-            AnnSearchRequest(data=list(qs), anns_field="sparse",
-                             param={"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}, limit=candidates),
+            AnnSearchRequest(
+                data=list(qd), anns_field="dense", param={"metric_type": "IP", "params": {}}, limit=candidates
+            ),
+            AnnSearchRequest(
+                data=list(qs),
+                anns_field="sparse",
+                param={"metric_type": "IP", "params": {"drop_ratio_search": 0.0}},
+                limit=candidates,
+            ),
         ]
-        return read(manager.client.hybrid_search(collection_name=COLLECTION, reqs=reqs, ranker=RRFRanker(60),
-                                                 limit=args.limit, output_fields=out_fields))
+        return read(
+            manager.client.hybrid_search(
+                collection_name=COLLECTION,
+                reqs=reqs,
+                ranker=RRFRanker(60),
+                limit=args.limit,
+                output_fields=out_fields,
+            )
+        )
 
     batch_contenders: list[tuple[str, Callable[[], Any]]] = [
         (H_DEFAULT, lambda: searcher.search_embeddings(all_q, limit=args.limit, mode="hybrid")),
         (H_BARE, bare_batch),
     ]
     if has_fusion:
-        batch_contenders.append((H_SERVER, lambda: server.search_embeddings(all_q, limit=args.limit, mode="hybrid")))
+        batch_contenders.append(
+            (H_SERVER, lambda: server.search_embeddings(all_q, limit=args.limit, mode="hybrid"))
+        )
     else:
         batch_contenders.append((H_PROTO, lambda: client_rrf(qd, list(qs))))
     batch_out: dict[str, Any] = {}
-    batch = C.interleaved(batch_contenders, 3, quiet=True,
-                          on_result=lambda name, r, t, res: batch_out.__setitem__(name, res))
-    single = [server.search_embeddings(queries[i], limit=args.limit, mode="hybrid")[0] for i in range(args.queries)]
+    batch = C.interleaved(
+        batch_contenders, 3, quiet=True, on_result=lambda name, r, t, res: batch_out.__setitem__(name, res)
+    )
+    single = [
+        server.search_embeddings(queries[i], limit=args.limit, mode="hybrid")[0] for i in range(args.queries)
+    ]
     print(f"\n## all {args.queries} queries in one call (3 interleaved rounds, medians)")
     for name, ts in batch.items():
-        right = sum(same_hits(got, want) for got, want in zip(batch_out[name], single))
-        print(f"{name:40s} {C.median(ts):7.3f} s/call   QPS {args.queries / C.median(ts):7.1f}   "
-              f"hits equal to one-query Milvus-fused searches: {right}/{args.queries}")
-    print("(Milvus Lite 2.5.1 numbers RRF ranks across a batched hybrid request, so the bare batched call fuses "
-          "every query but the first wrongly; with Milvus-side fusion HybridSearcher sends one request per query "
-          "on Lite.)")
+        right = sum(same_hits(got, want) for got, want in zip(batch_out[name], single, strict=False))
+        print(
+            f"{name:40s} {C.median(ts):7.3f} s/call   QPS {args.queries / C.median(ts):7.1f}   "
+            f"hits equal to one-query Milvus-fused searches: {right}/{args.queries}"
+        )
+    print(
+        "(Milvus Lite 2.5.1 numbers RRF ranks across a batched hybrid request, so the bare batched call fuses "
+        "every query but the first wrongly; with Milvus-side fusion HybridSearcher sends one request per query "
+        "on Lite.)"
+    )
     pool.shutdown()
     manager.close()
     C.footer()

@@ -74,9 +74,13 @@ def pick_gpu_texts(model_dir: Path, n: int, max_length: int) -> tuple[list[str],
     try:
         corpus = [t for _, t in C.scifact_corpus()]
     except OSError:
-        print(f"SciFact not found at {C.SCIFACT} (set MILVUS_M3_SCIFACT); using built-in sentences", flush=True)
-        base = ("Dense retrieval maps queries and documents into one vector space. "
-                "Learned sparse weights keep the exactness of lexical matching. ")
+        print(
+            f"SciFact not found at {C.SCIFACT} (set MILVUS_M3_SCIFACT); using built-in sentences", flush=True
+        )
+        base = (
+            "Dense retrieval maps queries and documents into one vector space. "
+            "Learned sparse weights keep the exactness of lexical matching. "
+        )
         corpus = [base * (1 + i % 24) for i in range(n)]
     rng = np.random.default_rng(0)
     idx = rng.choice(len(corpus), n, replace=n > len(corpus))
@@ -93,10 +97,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--precisions", default="fp16,bf16")
-    p.add_argument("--budget", type=float, default=420.0,
-                   help="seconds for the timed part; rounds stop early when the next would exceed it")
-    p.add_argument("--smoke-cpu", action="store_true",
-                   help="check this script's code paths on CPU with the tiny checkpoint (fp32; figures meaningless)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=420.0,
+        help="seconds for the timed part; rounds stop early when the next would exceed it",
+    )
+    p.add_argument(
+        "--smoke-cpu",
+        action="store_true",
+        help="check this script's code paths on CPU with the tiny checkpoint (fp32; figures meaningless)",
+    )
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     import logging
@@ -106,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     smoke = args.smoke_cpu
     if not smoke and not torch.cuda.is_available():
-        print(f"CUDA is not available to torch {torch.__version__}; this benchmark needs a GPU", file=sys.stderr)
+        print(
+            f"CUDA is not available to torch {torch.__version__}; this benchmark needs a GPU", file=sys.stderr
+        )
         return 2
     device = "cpu" if smoke else "cuda:0"
     sync = (lambda: None) if smoke else torch.cuda.synchronize
@@ -119,9 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gpu_embed: full-size BGE-M3 architecture (random weights) on CUDA",
         gpu=f"{gpu}, torch {torch.__version__}, CUDA {torch.version.cuda}",
         model=str(model_dir),
-        workload=(f"{args.n} SciFact abstracts, {sum(lengths)} real tokens (median {int(np.median(lengths))}, "
-                  f"{sum(1 for x in lengths if x == args.max_length)} cut to {args.max_length}), batch_size "
-                  f"{args.batch_size}, up to {args.rounds} interleaved rounds per precision"),
+        workload=(
+            f"{args.n} SciFact abstracts, {sum(lengths)} real tokens (median {int(np.median(lengths))}, "
+            f"{sum(1 for x in lengths if x == args.max_length)} cut to {args.max_length}), batch_size "
+            f"{args.batch_size}, up to {args.rounds} interleaved rounds per precision"
+        ),
         setup=f"checkpoint and texts ready after {time.perf_counter() - started:.0f}s",
     )
     useful = C.flops(config, lengths)
@@ -131,11 +146,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     for precision in precisions:
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
         measured = 1.0 if smoke else matmul_peak(torch, dtype)
-        print(f"\n## {precision}: measured 8192^3 matmul {measured:.0f} TFLOP/s"
-              + (f" (spec sheet {spec:.0f})" if spec else ""), flush=True)
+        print(
+            f"\n## {precision}: measured 8192^3 matmul {measured:.0f} TFLOP/s"
+            + (f" (spec sheet {spec:.0f})" if spec else ""),
+            flush=True,
+        )
         runners = {
             E.M3: E.make_m3(model_dir, args.batch_size, args.max_length, device=device, precision=precision),
-            E.FLAG: E.make_flag(model_dir, args.batch_size, args.max_length, device=device, precision=precision),
+            E.FLAG: E.make_flag(
+                model_dir, args.batch_size, args.max_length, device=device, precision=precision
+            ),
         }
         for fn in runners.values():
             fn(texts[: 2 * args.batch_size])
@@ -154,19 +174,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  round {r + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in runners), flush=True)
             if spent / (r + 1) * (r + 2) > per_round_budget:
                 break
-        print(f"{'contender':14s} {'s/call':>7s} {'docs/s':>8s} {'tokens/s':>9s} {'vs Flag':>8s} "
-              f"{'useful TFLOP/s':>15s} {'executed':>9s} {'% of measured':>14s} {'% of spec':>10s}")
+        print(
+            f"{'contender':14s} {'s/call':>7s} {'docs/s':>8s} {'tokens/s':>9s} {'vs Flag':>8s} "
+            f"{'useful TFLOP/s':>15s} {'executed':>9s} {'% of measured':>14s} {'% of spec':>10s}"
+        )
         for name, ts in times.items():
             med = C.median(ts)
-            ratio = C.median([b / a for a, b in zip(ts, times[E.FLAG])])
-            executed = C.flops(config, C.executed_lengths(
-                lengths, args.batch_size, probe=name != E.M3, plan=E.m3_batch_plan() if name == E.M3 else None))
+            ratio = C.median([b / a for a, b in zip(ts, times[E.FLAG], strict=False)])
+            executed = C.flops(
+                config,
+                C.executed_lengths(
+                    lengths,
+                    args.batch_size,
+                    probe=name != E.M3,
+                    plan=E.m3_batch_plan() if name == E.M3 else None,
+                ),
+            )
             u, x = useful / med / 1e12, executed / med / 1e12
-            print(f"{name:14s} {med:7.2f} {args.n / med:8.0f} {sum(lengths) / med:9.0f} {ratio:7.3f}x "
-                  f"{u:15.1f} {x:9.1f} {100 * u / measured:13.1f}% "
-                  + (f"{100 * u / spec:9.1f}%" if spec else "      n/a"))
-        print(f"  outputs M3Embedder vs FlagEmbedding (tolerance 2e-3 in half precision): "
-              f"{E.compare(outputs[E.M3], outputs[E.FLAG], tol=2e-3)}")
+            print(
+                f"{name:14s} {med:7.2f} {args.n / med:8.0f} {sum(lengths) / med:9.0f} {ratio:7.3f}x "
+                f"{u:15.1f} {x:9.1f} {100 * u / measured:13.1f}% "
+                + (f"{100 * u / spec:9.1f}%" if spec else "      n/a")
+            )
+        print(
+            f"  outputs M3Embedder vs FlagEmbedding (tolerance 2e-3 in half precision): "
+            f"{E.compare(outputs[E.M3], outputs[E.FLAG], tol=2e-3)}"
+        )
         del runners, outputs
         gc.collect()
         if not smoke:

@@ -58,7 +58,7 @@ def batch(rng: np.random.Generator, start: int, n: int) -> tuple[list[str], list
         k = int(rng.integers(80, 201))
         ids = zipf_ids(rng, k)
         weights = rng.uniform(0.001, 0.4, size=k).astype(np.float32)
-        sparse.append({int(i): float(w) for i, w in zip(ids, weights)})
+        sparse.append({int(i): float(w) for i, w in zip(ids, weights, strict=False)})
         nnz += k
     ids = [f"doc-{start + i:08d}" for i in range(n)]
     texts = [f"document {start + i}" for i in range(n)]
@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     say(f"command: python benchmarks/server_memory.py --steps {args.steps}")
     say(f"date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
     say(f"machine: {platform.machine()} {os.cpu_count()} CPUs, python {platform.python_version()}")
-    say(f"rows: dense {DIM}-d float32 (unit norm), sparse 80-200 nnz (Zipf s=1.1 over {VOCAB} ids), ~20 B text")
+    say(
+        f"rows: dense {DIM}-d float32 (unit norm), sparse 80-200 nnz (Zipf s=1.1 over {VOCAB} ids), ~20 B text"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         server = LiteServer(Path(tmp) / "mem.db")
         server.start()
@@ -132,12 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     for label, col in (("RSS", 1), ("disk", 2)):
         ys = np.array([p[col] for p in points], dtype=float)
         slope = np.polyfit(docs[1:], ys[1:], 1)[0] if len(docs) > 2 else (ys[-1] - ys[0]) / docs[-1]
-        say(f"{label} per document (least-squares slope over the filled steps): {slope:,.0f} B "
-            f"-> {slope * 1e6 / 2**30:,.2f} GiB per million documents")
+        say(
+            f"{label} per document (least-squares slope over the filled steps): {slope:,.0f} B "
+            f"-> {slope * 1e6 / 2**30:,.2f} GiB per million documents"
+        )
     nnz_avg = nnz_total / max(done, 1)
     raw = DIM * 4 + nnz_avg * 8
-    say(f"raw vector bytes per document: dense {DIM * 4} + sparse {nnz_avg:.1f} nnz x 8 B = {raw:,.0f} B "
-        f"-> {raw * 1e6 / 2**30:.2f} GiB per million")
+    say(
+        f"raw vector bytes per document: dense {DIM * 4} + sparse {nnz_avg:.1f} nnz x 8 B = {raw:,.0f} B "
+        f"-> {raw * 1e6 / 2**30:.2f} GiB per million"
+    )
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return 0

@@ -89,7 +89,9 @@ class EmbeddingBackend(Protocol):
         """Content tokens in ``text``."""
         ...
 
-    def encode(self, ids: list[list[int]], *, batch_size: int, colbert: bool, show_progress: bool) -> BackendOutput:
+    def encode(
+        self, ids: list[list[int]], *, batch_size: int, colbert: bool, show_progress: bool
+    ) -> BackendOutput:
         """Embed texts given as token ids (each at most ``max_length`` long), in input order."""
         ...
 

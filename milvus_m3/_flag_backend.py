@@ -180,7 +180,9 @@ class FlagBackend:
                     )
                     dense[idx] = out["dense_vecs"].float().cpu().numpy()
                     weights = out["sparse_vecs"].squeeze(-1).float().cpu().numpy()
-                    for i, vec in zip(idx.tolist(), self._sparse_rows(batch_ids, weights, mask)):
+                    for i, vec in zip(
+                        idx.tolist(), self._sparse_rows(batch_ids, weights, mask), strict=False
+                    ):
                         sparse[i] = vec
                     if colbert_vecs is not None:
                         vecs = out["colbert_vecs"].float().cpu().numpy()
@@ -220,7 +222,7 @@ class FlagBackend:
         values = best.tolist()
         bounds = np.searchsorted(urow, np.arange(rows_n + 1)).tolist()
         return [
-            dict(zip(token_ids[bounds[r] : bounds[r + 1]], values[bounds[r] : bounds[r + 1]]))
+            dict(zip(token_ids[bounds[r] : bounds[r + 1]], values[bounds[r] : bounds[r + 1]], strict=False))
             for r in range(rows_n)
         ]
 

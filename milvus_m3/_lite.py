@@ -24,10 +24,22 @@ __all__ = ["WRITE_METHODS", "ReadWriteLock", "acquire", "guard", "open_lite", "r
 
 logger = logging.getLogger("milvus_m3.connection")
 
-WRITE_METHODS = frozenset({
-    "upsert", "insert", "delete", "create_collection", "drop_collection", "create_index", "drop_index",
-    "flush", "load_collection", "release_collection", "create_partition", "drop_partition",
-})
+WRITE_METHODS = frozenset(
+    {
+        "upsert",
+        "insert",
+        "delete",
+        "create_collection",
+        "drop_collection",
+        "create_index",
+        "drop_index",
+        "flush",
+        "load_collection",
+        "release_collection",
+        "create_partition",
+        "drop_partition",
+    }
+)
 """Client methods that change a Lite file: they take the file's lock for writing, every other one for reading."""
 
 

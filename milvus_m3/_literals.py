@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from ._text import is_valid_utf8, short
@@ -113,7 +114,9 @@ def check_scalar(field: str, value: Any) -> None:
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise FilterError(f"filter on {field!r}: value {value!r} is not finite; NaN and infinities cannot be compared")
+            raise FilterError(
+                f"filter on {field!r}: value {value!r} is not finite; NaN and infinities cannot be compared"
+            )
         return
     if isinstance(value, str):
         check_text(value, where=f"value for {field!r}")
@@ -133,3 +136,36 @@ def category(value: Scalar) -> str:
     if isinstance(value, float):
         return "float"
     return "str"
+
+
+def check_members(field: str, op: str, value: Any) -> tuple[Scalar, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise FilterError(
+            f"filter on {field!r}: {op} needs a list of values, got {type(value).__name__}; "
+            f"write F.{'in_' if op == 'in' else 'not_in'}({field!r}, [value, ...])"
+        )
+    members = as_tuple(value)
+    if not members:
+        raise FilterError(
+            f"filter on {field!r}: {op} [] with no values; an empty 'in' matches nothing and Milvus rejects "
+            "it: skip the search (in) or drop the filter (not in)"
+        )
+    for v in members:
+        check_scalar(field, v)
+    kinds = {category(v) for v in members}
+    if len(kinds) > 1:
+        raise FilterError(
+            f"filter on {field!r}: {op} list mixes {', '.join(sorted(kinds))} values; Milvus compares a list "
+            "of one type only (use all ints or all floats, not both)"
+        )
+    return members
+
+
+def as_tuple(values: Iterable[Scalar]) -> tuple[Scalar, ...]:
+    if isinstance(values, (set, frozenset)):
+        return tuple(sorted(values, key=lambda v: (category(v), v)))
+    if isinstance(values, (str, bytes)):
+        raise FilterError(
+            f"expected a list of values, got the string {short(repr(values), 80)}; wrap it: [value]"
+        )
+    return tuple(values)

@@ -112,7 +112,7 @@ def code_name(exc: BaseException) -> str:
     code = getattr(exc, "code", None)
     try:
         value = code() if callable(code) else code
-    except Exception:  # noqa: BLE001 - a broken error object tells nothing
+    except Exception:
         return ""
     name = getattr(value, "name", None)
     return str(name) if name else ""
@@ -265,30 +265,44 @@ def call_with_retry(
 def _raise_unless_transient(ctx: _Call, exc: Exception) -> None:
     """Refused credentials become a ConfigError; another final error that shows a secret a scrubbed one."""
     if is_auth_failure(exc):
-        ctx.secrets.raise_from(ConfigError(
-            f"Milvus at {ctx.where} refused the credentials for '{ctx.what}' "
-            f"({type(exc).__name__}: {ctx.secrets.text(exc)}). Check the token or user/password (the "
-            "server runs with common.security.authorizationEnabled) and the user's privileges."
-        ), exc)
+        ctx.secrets.raise_from(
+            ConfigError(
+                f"Milvus at {ctx.where} refused the credentials for '{ctx.what}' "
+                f"({type(exc).__name__}: {ctx.secrets.text(exc)}). Check the token or user/password (the "
+                "server runs with common.security.authorizationEnabled) and the user's privileges."
+            ),
+            exc,
+        )
     if not is_transient(exc):
-        ctx.secrets.raise_from(MilvusM3Error(
-            f"Milvus at {ctx.where}: '{ctx.what}' failed ({type(exc).__name__}: {ctx.secrets.text(exc)})"
-        ), exc)
+        ctx.secrets.raise_from(
+            MilvusM3Error(
+                f"Milvus at {ctx.where}: '{ctx.what}' failed ({type(exc).__name__}: {ctx.secrets.text(exc)})"
+            ),
+            exc,
+        )
 
 
 def _give_up_or_wait(ctx: _Call, exc: Exception, policy: RetryPolicy, attempt: int, elapsed: float) -> None:
     """After transient failure number ``attempt``: one MilvusUnavailableError when the policy is spent, else a backoff."""
     if attempt >= policy.attempts or elapsed >= policy.total_seconds:
-        ctx.secrets.raise_from(MilvusUnavailableError(
-            f"Milvus at {ctx.where} did not answer '{ctx.what}' after {attempt} tries in "
-            f"{elapsed:.1f} s ({type(exc).__name__}: {ctx.secrets.text(exc)}). Check that the server is "
-            "running and reachable (docker compose -f docker/docker-compose.yml ps; curl "
-            "http://HOST:9091/healthz), the URI and port, TLS settings and credentials; or "
-            "raise RetryPolicy.total_seconds."
-        ), exc)
+        ctx.secrets.raise_from(
+            MilvusUnavailableError(
+                f"Milvus at {ctx.where} did not answer '{ctx.what}' after {attempt} tries in "
+                f"{elapsed:.1f} s ({type(exc).__name__}: {ctx.secrets.text(exc)}). Check that the server is "
+                "running and reachable (docker compose -f docker/docker-compose.yml ps; curl "
+                "http://HOST:9091/healthz), the URI and port, TLS settings and credentials; or "
+                "raise RetryPolicy.total_seconds."
+            ),
+            exc,
+        )
     wait = min(policy.delay(attempt), max(0.0, policy.total_seconds - elapsed))
     logger.warning(
         "Milvus %s: transient failure on %s (try %d/%d), retrying in %.2f s: %s",
-        ctx.where, ctx.what, attempt, policy.attempts, wait, ctx.secrets.text(exc),
+        ctx.where,
+        ctx.what,
+        attempt,
+        policy.attempts,
+        wait,
+        ctx.secrets.text(exc),
     )
     time.sleep(wait)

@@ -74,8 +74,12 @@ def prepare_rows(
         if spec.chunked:
             assert parent_ids is not None and chunk_indexes is not None
             row[PARENT_FIELD] = check_id(
-                parent_ids[i], i, replace(spec, id_type="varchar"), field=PARENT_FIELD,
-                unsafe_chars=unsafe, engine=caps.display_name,
+                parent_ids[i],
+                i,
+                replace(spec, id_type="varchar"),
+                field=PARENT_FIELD,
+                unsafe_chars=unsafe,
+                engine=caps.display_name,
             )
             row[CHUNK_FIELD] = _check_chunk_index(chunk_indexes[i], i)
         for key, col in columns.items():
@@ -98,7 +102,9 @@ def _check_shapes(spec: CollectionSpec, texts: Sequence[str], embeddings: M3Embe
             field="embeddings",
         )
     if len(embeddings) != n:
-        raise InputError(f"{n} texts but {len(embeddings)} embeddings; give one embedding per text", field="embeddings")
+        raise InputError(
+            f"{n} texts but {len(embeddings)} embeddings; give one embedding per text", field="embeddings"
+        )
     if embeddings.dim != spec.dense_dim:
         raise InputError(
             f"dense vectors have dim {embeddings.dim}, the collection expects {spec.dense_dim}; "
@@ -124,7 +130,9 @@ def _check_chunk_args(
 ) -> None:
     if spec.chunked:
         if parent_ids is None or chunk_indexes is None or len(parent_ids) != n or len(chunk_indexes) != n:
-            raise InputError("a chunked collection needs parent_ids and chunk_indexes, one per text", field=PARENT_FIELD)
+            raise InputError(
+                "a chunked collection needs parent_ids and chunk_indexes, one per text", field=PARENT_FIELD
+            )
     elif parent_ids is not None or chunk_indexes is not None:
         raise InputError(
             "parent_ids/chunk_indexes given but the collection is not chunked; create it with chunked=True",
@@ -132,7 +140,9 @@ def _check_chunk_args(
         )
 
 
-def _scalar_columns(spec: CollectionSpec, fields: Mapping[str, Sequence[Any]] | None, n: int) -> dict[str, Sequence[Any]]:
+def _scalar_columns(
+    spec: CollectionSpec, fields: Mapping[str, Sequence[Any]] | None, n: int
+) -> dict[str, Sequence[Any]]:
     """The declared-field columns, one value per row: a missing column is all None (its default fills it)."""
     declared = {f.name for f in spec.scalar_fields}
     columns = dict(fields or {})
@@ -163,7 +173,9 @@ def _dense_matrix(embeddings: M3Embeddings) -> np.ndarray[Any, np.dtype[np.float
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])
         raise InputError(
-            f"row {bad}: dense vector holds NaN or inf; re-encode the text or drop the row", field="dense", row=bad
+            f"row {bad}: dense vector holds NaN or inf; re-encode the text or drop the row",
+            field="dense",
+            row=bad,
         )
     norms = np.linalg.norm(dense, axis=1)
     zero = norms == 0.0
@@ -198,15 +210,25 @@ def _unique_id(
 def check_text(text: Any, row: int, spec: CollectionSpec) -> str:
     """``text`` if it is a non-empty string without NUL bytes, valid UTF-8 and short enough to store."""
     if not isinstance(text, str):
-        raise InputError(f"row {row}: text must be a string, got {type(text).__name__}", field="text", row=row)
+        raise InputError(
+            f"row {row}: text must be a string, got {type(text).__name__}", field="text", row=row
+        )
     if not text.strip():
         raise InputError(
-            f"row {row}: text is empty or whitespace-only; drop the row or give it some text", field="text", row=row
+            f"row {row}: text is empty or whitespace-only; drop the row or give it some text",
+            field="text",
+            row=row,
         )
     if "\x00" in text:
-        raise InputError(f"row {row}: text holds a NUL byte; strip control characters first", field="text", row=row)
+        raise InputError(
+            f"row {row}: text holds a NUL byte; strip control characters first", field="text", row=row
+        )
     if not is_valid_utf8(text):
-        raise InputError(f"row {row}: text is not valid UTF-8 (lone surrogates); fix the input encoding", field="text", row=row)
+        raise InputError(
+            f"row {row}: text is not valid UTF-8 (lone surrogates); fix the input encoding",
+            field="text",
+            row=row,
+        )
     nbytes = len(text.encode("utf-8"))
     if nbytes > spec.text_max_length:
         raise InputError(
@@ -220,7 +242,9 @@ def check_text(text: Any, row: int, spec: CollectionSpec) -> str:
 
 def _check_chunk_index(ci: Any, row: int) -> int:
     if isinstance(ci, bool) or not isinstance(ci, (int, np.integer)) or ci < 0:
-        raise InputError(f"row {row}: chunk_index must be an int >= 0, got {ci!r}", field=CHUNK_FIELD, row=row)
+        raise InputError(
+            f"row {row}: chunk_index must be an int >= 0, got {ci!r}", field=CHUNK_FIELD, row=row
+        )
     return int(ci)
 
 
@@ -244,12 +268,18 @@ def check_id(
             row=row,
         )
     if not value.strip():
-        raise InputError(f"row {row}: {field} is empty; give every document a non-empty id", field=field, row=row)
+        raise InputError(
+            f"row {row}: {field} is empty; give every document a non-empty id", field=field, row=row
+        )
     if "\x00" in value:
-        raise InputError(f"row {row}: {field} holds a NUL byte; remove the NUL byte from the id", field=field, row=row)
+        raise InputError(
+            f"row {row}: {field} holds a NUL byte; remove the NUL byte from the id", field=field, row=row
+        )
     if not is_valid_utf8(value):
         raise InputError(
-            f"row {row}: {field} is not valid UTF-8 (lone surrogates); fix the input encoding", field=field, row=row
+            f"row {row}: {field} is not valid UTF-8 (lone surrogates); fix the input encoding",
+            field=field,
+            row=row,
         )
     _check_unsafe_chars(value, row, field, unsafe_chars, engine)
     nbytes = len(value.encode("utf-8"))
@@ -265,7 +295,11 @@ def check_id(
 
 def _check_int_id(value: Any, row: int, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"row {row}: {field} must be an int for this collection, got {type(value).__name__}", field=field, row=row)
+        raise InputError(
+            f"row {row}: {field} must be an int for this collection, got {type(value).__name__}",
+            field=field,
+            row=row,
+        )
     v = int(value)
     if not -(2**63) <= v < 2**63:
         raise InputError(f"row {row}: {field} {v} does not fit in int64", field=field, row=row)
@@ -290,7 +324,9 @@ def check_metadata(value: Mapping[str, Any] | None, row: int) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise InputError(f"row {row}: metadata must be a dict, got {type(value).__name__}", field="metadata", row=row)
+        raise InputError(
+            f"row {row}: metadata must be a dict, got {type(value).__name__}", field="metadata", row=row
+        )
     try:
         encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
@@ -327,20 +363,32 @@ def check_scalar(sf: ScalarField, value: Any, row: int) -> Any:
 
 def _varchar(sf: ScalarField, value: Any, row: int) -> str:
     if not isinstance(value, str):
-        raise InputError(f"row {row}: field {sf.name!r} must be a string, got {type(value).__name__}", field=sf.name, row=row)
+        raise InputError(
+            f"row {row}: field {sf.name!r} must be a string, got {type(value).__name__}",
+            field=sf.name,
+            row=row,
+        )
     if len(value.encode("utf-8", errors="surrogatepass")) > sf.max_length:
-        raise InputError(f"row {row}: field {sf.name!r} is longer than {sf.max_length} bytes", field=sf.name, row=row)
+        raise InputError(
+            f"row {row}: field {sf.name!r} is longer than {sf.max_length} bytes", field=sf.name, row=row
+        )
     return value
 
 
 def _int64(sf: ScalarField, value: Any, row: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"row {row}: field {sf.name!r} must be an int, got {type(value).__name__}", field=sf.name, row=row)
+        raise InputError(
+            f"row {row}: field {sf.name!r} must be an int, got {type(value).__name__}", field=sf.name, row=row
+        )
     return int(value)
 
 
 def _double(sf: ScalarField, value: Any, row: int) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(float(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.number))
+        or not math.isfinite(float(value))
+    ):
         raise InputError(f"row {row}: field {sf.name!r} must be a finite number", field=sf.name, row=row)
     return float(value)
 
@@ -351,4 +399,9 @@ def _bool(sf: ScalarField, value: Any, row: int) -> bool:
     return bool(value)
 
 
-_SCALAR_CHECKS: dict[str, Callable[[ScalarField, Any, int], Any]] = {"varchar": _varchar, "int64": _int64, "double": _double, "bool": _bool}
+_SCALAR_CHECKS: dict[str, Callable[[ScalarField, Any, int], Any]] = {
+    "varchar": _varchar,
+    "int64": _int64,
+    "double": _double,
+    "bool": _bool,
+}

@@ -69,9 +69,7 @@ def check_texts(
             f"{field} is a single string; pass a list of strings: {one_string_hint}", field=field
         )
     if not isinstance(texts, Sequence) and not hasattr(texts, "__array__"):
-        raise InputError(
-            f"{field} must be {expected}, got {type(texts).__name__}", field=field
-        )
+        raise InputError(f"{field} must be {expected}, got {type(texts).__name__}", field=field)
     rows = list(texts)
     for i, text in enumerate(rows):
         if not isinstance(text, str):

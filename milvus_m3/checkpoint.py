@@ -203,7 +203,7 @@ def dense_dim_from_config(model: str) -> int | None:
             cached = try_to_load_from_cache(model, "config.json")
             if isinstance(cached, str):
                 config = Path(cached)
-        except Exception:  # noqa: BLE001 - the cache is only a shortcut
+        except Exception:
             config = None
     if config is not None and config.is_file():
         try:

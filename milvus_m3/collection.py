@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import _rows
@@ -25,12 +24,17 @@ from .errors import (
 from .schema import (
     ID_FIELD,
     META_MARKER,
+    CollectionInfo,
     CollectionSpec,
     ScalarField,
     build_index_params,
     build_schema,
+    check_collection_name,
     default_output_fields,
+    model_key,
+    not_found_message,
     parse_build_record,
+    resolve_spec,
 )
 from .types import M3Embeddings
 
@@ -39,27 +43,6 @@ __all__ = ["CollectionInfo", "CollectionManager", "CollectionSpec", "ScalarField
 logger = logging.getLogger("milvus_m3.collection")
 
 DEFAULT_WRITE_BATCH = 256
-
-
-@dataclass(frozen=True)
-class CollectionInfo:
-    """What ``describe`` tells about a collection."""
-
-    name: str
-    spec: CollectionSpec | None
-    """None for a collection milvus-m3 did not build."""
-    built_by_version: str | None
-    count: int
-    fields: tuple[str, ...]
-    indexes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-    @property
-    def model_name(self) -> str | None:
-        return None if self.spec is None else self.spec.model_name
-
-    @property
-    def dense_dim(self) -> int | None:
-        return None if self.spec is None else self.spec.dense_dim
 
 
 class CollectionManager:
@@ -93,7 +76,7 @@ class CollectionManager:
     def __repr__(self) -> str:
         return f"CollectionManager(uri={self.connection.display_uri!r})"
 
-    def __enter__(self) -> CollectionManager:  # noqa: PYI034 - Self needs Python 3.11
+    def __enter__(self) -> CollectionManager:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -124,7 +107,7 @@ class CollectionManager:
         return sorted(self._call("list collections", "list_collections"))
 
     def has_collection(self, name: str) -> bool:
-        _check_name(name)
+        check_collection_name(name)
         return bool(self._call(f"has collection {name!r}", "has_collection", name))
 
     def create_collection(
@@ -142,10 +125,10 @@ class CollectionManager:
         exists_ok: an existing collection is checked against the spec and kept.
         recreate: an existing collection is dropped first (its data is lost).
         """
-        _check_name(name)
+        check_collection_name(name)
         if exists_ok and recreate:
             raise ConfigError("give exists_ok or recreate, not both")
-        spec = _resolve_spec(spec, dense_dim, model_name)
+        spec = resolve_spec(spec, dense_dim, model_name)
         caps = self.capabilities
         dense_index = spec.resolved_dense_index(caps)
         if self.has_collection(name):
@@ -175,7 +158,13 @@ class CollectionManager:
             **kwargs,
         )
         self._specs[name] = spec
-        logger.info("created collection %r (dense %d-d %s, sparse %s)", name, spec.dense_dim, dense_index, spec.sparse_index)
+        logger.info(
+            "created collection %r (dense %d-d %s, sparse %s)",
+            name,
+            spec.dense_dim,
+            dense_index,
+            spec.sparse_index,
+        )
         return self.describe(name)
 
     def drop(self, name: str, *, missing_ok: bool = False) -> bool:
@@ -183,14 +172,16 @@ class CollectionManager:
         if not self.has_collection(name):
             if missing_ok:
                 return False
-            raise CollectionNotFoundError(_not_found(name, self.uri))
+            raise CollectionNotFoundError(not_found_message(name, self.uri))
         self._call(f"drop collection {name!r}", "drop_collection", name)
         self._specs.pop(name, None)
         return True
 
     def count(self, name: str) -> int:
         self._require(name)
-        res = self._call(f"count {name!r}", "query", collection_name=name, filter="", output_fields=["count(*)"])
+        res = self._call(
+            f"count {name!r}", "query", collection_name=name, filter="", output_fields=["count(*)"]
+        )
         return int(res[0]["count(*)"])
 
     def describe(self, name: str) -> CollectionInfo:
@@ -202,7 +193,9 @@ class CollectionManager:
         for idx in self._call(f"list indexes of {name!r}", "list_indexes", name):
             info = self._call(f"describe index {idx!r}", "describe_index", name, idx)
             indexes[str(info.get("field_name", idx))] = {
-                k: v for k, v in info.items() if k in ("index_type", "metric_type", "M", "efConstruction", "nlist", "drop_ratio_build")
+                k: v
+                for k, v in info.items()
+                if k in ("index_type", "metric_type", "M", "efConstruction", "nlist", "drop_ratio_build")
             }
         return CollectionInfo(
             name=name,
@@ -244,7 +237,7 @@ class CollectionManager:
             raise SchemaMismatchError(
                 f"collection {name!r} has dense dim {stored.dense_dim}, the embedder gives {want_dim}; {fix}"
             )
-        if want_model is not None and _model_key(stored.model_name) != _model_key(want_model):
+        if want_model is not None and model_key(stored.model_name) != model_key(want_model):
             raise SchemaMismatchError(
                 f"collection {name!r} was built with model {stored.model_name!r}, not {want_model!r}: their vectors "
                 f"are not comparable; use the same model, or {fix}"
@@ -260,7 +253,7 @@ class CollectionManager:
 
     def _require(self, name: str) -> None:
         if not self.has_collection(name):
-            raise CollectionNotFoundError(_not_found(name, self.uri))
+            raise CollectionNotFoundError(not_found_message(name, self.uri))
 
     # ----------------------------------------------------------------- writes
 
@@ -285,8 +278,14 @@ class CollectionManager:
         if spec.auto_id:
             raise ConfigError(f"collection {name!r} uses auto_id: use insert(), which lets Milvus assign ids")
         rows = self.prepare_rows(
-            spec, ids=ids, texts=texts, embeddings=embeddings, metadata=metadata, fields=fields,
-            parent_ids=parent_ids, chunk_indexes=chunk_indexes,
+            spec,
+            ids=ids,
+            texts=texts,
+            embeddings=embeddings,
+            metadata=metadata,
+            fields=fields,
+            parent_ids=parent_ids,
+            chunk_indexes=chunk_indexes,
         )
         return self.write_rows(name, rows, batch_size=batch_size, mode="upsert")
 
@@ -306,8 +305,14 @@ class CollectionManager:
         """Insert rows (no replacement: an existing id is stored twice). Prefer upsert for re-runnable jobs."""
         spec = self.spec(name)
         rows = self.prepare_rows(
-            spec, ids=ids, texts=texts, embeddings=embeddings, metadata=metadata, fields=fields,
-            parent_ids=parent_ids, chunk_indexes=chunk_indexes,
+            spec,
+            ids=ids,
+            texts=texts,
+            embeddings=embeddings,
+            metadata=metadata,
+            fields=fields,
+            parent_ids=parent_ids,
+            chunk_indexes=chunk_indexes,
         )
         return self.write_rows(name, rows, batch_size=batch_size, mode="insert")
 
@@ -325,11 +330,25 @@ class CollectionManager:
     ) -> list[dict[str, Any]]:
         """Validate a batch and build Milvus rows. Raises InputError naming the field and row."""
         return _rows.prepare_rows(
-            spec, self.capabilities, ids=ids, texts=texts, embeddings=embeddings, metadata=metadata,
-            fields=fields, parent_ids=parent_ids, chunk_indexes=chunk_indexes,
+            spec,
+            self.capabilities,
+            ids=ids,
+            texts=texts,
+            embeddings=embeddings,
+            metadata=metadata,
+            fields=fields,
+            parent_ids=parent_ids,
+            chunk_indexes=chunk_indexes,
         )
 
-    def write_rows(self, name: str, rows: Sequence[Mapping[str, Any]], *, batch_size: int = DEFAULT_WRITE_BATCH, mode: str = "upsert") -> int:
+    def write_rows(
+        self,
+        name: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        batch_size: int = DEFAULT_WRITE_BATCH,
+        mode: str = "upsert",
+    ) -> int:
         """Write prepared rows in batches, each retried on transient failures (upsert is idempotent)."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -339,7 +358,10 @@ class CollectionManager:
             # upsert is idempotent and retried; a retried insert could store rows twice (the first try may
             # have landed before the connection broke), so an insert gets one try.
             self._call(
-                f"{mode} {len(chunk)} rows into {name!r}", mode, collection_name=name, data=chunk,
+                f"{mode} {len(chunk)} rows into {name!r}",
+                mode,
+                collection_name=name,
+                data=chunk,
                 _retry=(mode == "upsert"),
             )
             written += len(chunk)
@@ -355,7 +377,9 @@ class CollectionManager:
             checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
             if not checked:
                 return 0
-            res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=self._ids_filter(checked))
+            res = self._call(
+                f"delete from {name!r}", "delete", collection_name=name, filter=self._ids_filter(checked)
+            )
         else:
             res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=filter)
         if isinstance(res, Mapping):
@@ -364,7 +388,9 @@ class CollectionManager:
             return len(res)
         return int(getattr(res, "delete_count", 0) or 0)
 
-    def get(self, name: str, ids: Sequence[str | int], *, output_fields: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def get(
+        self, name: str, ids: Sequence[str | int], *, output_fields: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Fetch rows by id (text, metadata and declared fields by default; vectors only when asked)."""
         spec = self.spec(name)
         checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
@@ -372,8 +398,12 @@ class CollectionManager:
             return []
         out = list(output_fields) if output_fields is not None else default_output_fields(spec)
         res = self._call(
-            f"get from {name!r}", "query", collection_name=name, filter=self._ids_filter(checked),
-            output_fields=out, limit=len(checked),
+            f"get from {name!r}",
+            "query",
+            collection_name=name,
+            filter=self._ids_filter(checked),
+            output_fields=out,
+            limit=len(checked),
         )
         order = {v: i for i, v in enumerate(checked)}
         return sorted((dict(r) for r in res), key=lambda r: order.get(r[ID_FIELD], len(order)))
@@ -384,42 +414,3 @@ class CollectionManager:
 
         dialect = self.capabilities.filter_dialect
         return f"{ID_FIELD} in [{', '.join(literal(v, dialect=dialect) for v in ids)}]"
-
-
-# --------------------------------------------------------------------- helpers
-
-
-def _resolve_spec(spec: CollectionSpec | None, dense_dim: int | None, model_name: str | None) -> CollectionSpec:
-    if spec is None:
-        if dense_dim is None:
-            raise ConfigError("create_collection needs dense_dim (embedder.dense_dim) or a CollectionSpec")
-        if model_name:
-            return CollectionSpec(dense_dim=dense_dim, model_name=model_name)
-        return CollectionSpec(dense_dim=dense_dim)
-    if dense_dim is not None and dense_dim != spec.dense_dim:
-        raise ConfigError(f"dense_dim={dense_dim} disagrees with spec.dense_dim={spec.dense_dim}")
-    if model_name is not None and model_name != spec.model_name:
-        spec = replace(spec, model_name=model_name)
-    return spec
-
-
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not name or len(name) > 255 or not (name[0].isalpha() or name[0] == "_") or not all(
-        c.isalnum() or c == "_" for c in name
-    ) or not name.isascii():
-        raise ConfigError(
-            f"collection name {name!r} is not valid in Milvus: use letters, digits and underscores, "
-            "starting with a letter or underscore, at most 255 characters"
-        )
-
-
-def _not_found(name: str, uri: str) -> str:
-    return (
-        f"collection {name!r} does not exist at {uri}; create it first "
-        "(CollectionManager.create_collection or `milvus-m3 create --collection NAME`)"
-    )
-
-
-def _model_key(name: str) -> str:
-    """Compare models by their last path part, so 'BAAI/bge-m3' matches a local '/models/bge-m3'."""
-    return name.rstrip("/").rsplit("/", 1)[-1].lower()

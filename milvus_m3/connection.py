@@ -104,7 +104,9 @@ class ConnectionOptions:
         if self.connect_timeout <= 0:
             raise ConfigError(f"connect_timeout must be > 0 seconds, got {self.connect_timeout}")
         if self.token and (self.user or self.password):
-            raise ConfigError("give token or user/password, not both (a token for user/password is 'user:password')")
+            raise ConfigError(
+                "give token or user/password, not both (a token for user/password is 'user:password')"
+            )
         if bool(self.user) != bool(self.password):
             raise ConfigError("give user and password together (or a token)")
         mtls = (self.client_pem_path, self.client_key_path, self.ca_pem_path)
@@ -131,7 +133,9 @@ class ConnectionOptions:
 
     def client_kwargs(self) -> dict[str, Any]:
         """What ``MilvusClient`` is given besides the URI and timeout: only the options that are set."""
-        kwargs: dict[str, Any] = {name: getattr(self, name) for name in _CLIENT_OPTIONS if getattr(self, name)}
+        kwargs: dict[str, Any] = {
+            name: getattr(self, name) for name in _CLIENT_OPTIONS if getattr(self, name)
+        }
         if self.secure is not None:
             kwargs["secure"] = self.secure
         return kwargs
@@ -141,8 +145,15 @@ OPTION_NAMES = tuple(f.name for f in fields(ConnectionOptions))
 """The field names of ConnectionOptions, in order: what ``**option_kwargs`` may name."""
 
 _CLIENT_OPTIONS = (
-    "token", "user", "password", "db_name",
-    "server_pem_path", "server_name", "ca_pem_path", "client_pem_path", "client_key_path",
+    "token",
+    "user",
+    "password",
+    "db_name",
+    "server_pem_path",
+    "server_name",
+    "ca_pem_path",
+    "client_pem_path",
+    "client_key_path",
 )
 
 
@@ -152,7 +163,9 @@ _CLIENT_OPTIONS = (
 def _uri_and_options(uri: Any, options: ConnectionOptions) -> tuple[str, ConnectionOptions]:
     """(the URI without credentials, ``options`` with the URI's credentials as the token)."""
     if not isinstance(uri, str) or not uri.strip():
-        raise ConfigError("uri must be a Milvus Lite file path ending in .db or a server URI like http://localhost:19530")
+        raise ConfigError(
+            "uri must be a Milvus Lite file path ending in .db or a server URI like http://localhost:19530"
+        )
     if is_local_file_uri(uri):
         return uri, options
     check_server_uri(uri)
@@ -347,12 +360,20 @@ class Connection:
                 return self._call(what, fn, args, kwargs, _retry)
         return self._call(what, fn, args, kwargs, _retry)
 
-    def _call(self, what: str, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], retry: bool) -> T:
+    def _call(
+        self, what: str, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], retry: bool
+    ) -> T:
         policy = self.retry if retry else RetryPolicy(attempts=1, total_seconds=self.retry.total_seconds)
         inject = self.timeout is not None and "timeout" not in kwargs and self._accepts_timeout(fn)
         return call_with_retry(
-            fn, args, kwargs, what=what, where=self.display_uri, policy=policy,
-            timeout=self.timeout if inject else None, secrets=self._secrets,
+            fn,
+            args,
+            kwargs,
+            what=what,
+            where=self.display_uri,
+            policy=policy,
+            timeout=self.timeout if inject else None,
+            secrets=self._secrets,
         )
 
     def close(self) -> None:

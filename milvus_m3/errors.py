@@ -1,19 +1,19 @@
 """One error tree for milvus-m3. Every message says what went wrong and how to fix it.
 
-    MilvusM3Error
-    ├── ConfigError            (also ValueError)  a bad option or argument
-    ├── InputError             (also ValueError)  a bad document, query or vector; names field and row
-    │   ├── TextTooLongError                      text beyond max length with overflow="error"
-    │   └── IngestAborted                         ingest with on_error="fail" met a bad row
-    ├── ModelLoadError                            checkpoint missing files or unreadable
-    ├── MissingDependencyError (also ImportError) an optional package is not installed
-    ├── CollectionError
-    │   ├── CollectionNotFoundError
-    │   ├── CollectionExistsError
-    │   └── SchemaMismatchError                   existing collection disagrees with embedder/spec
-    ├── SearchError                               a search the engine refused or answered badly
-    │   └── FilterError                           a filter that does not parse or is unsafe
-    └── MilvusUnavailableError                    the server could not be reached after retries
+MilvusM3Error
+├── ConfigError            (also ValueError)  a bad option or argument
+├── InputError             (also ValueError)  a bad document, query or vector; names field and row
+│   ├── TextTooLongError                      text beyond max length with overflow="error"
+│   └── IngestAborted                         ingest with on_error="fail" met a bad row
+├── ModelLoadError                            checkpoint missing files or unreadable
+├── MissingDependencyError (also ImportError) an optional package is not installed
+├── CollectionError
+│   ├── CollectionNotFoundError
+│   ├── CollectionExistsError
+│   └── SchemaMismatchError                   existing collection disagrees with embedder/spec
+├── SearchError                               a search the engine refused or answered badly
+│   └── FilterError                           a filter that does not parse or is unsafe
+└── MilvusUnavailableError                    the server could not be reached after retries
 """
 
 from __future__ import annotations

@@ -37,7 +37,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._literals import Dialect, Scalar, category, check_scalar, literal, string_literal, successor
+from ._literals import (
+    Dialect,
+    Scalar,
+    as_tuple,
+    category,
+    check_members,
+    check_scalar,
+    literal,
+    string_literal,
+    successor,
+)
 from ._text import short
 from .errors import FilterError
 
@@ -77,12 +87,42 @@ _PLACEHOLDER = re.compile(r"\{\s*[A-Za-z_][A-Za-z0-9_]*\s*\}")
 
 RESERVED_WORDS = frozenset(
     {
-        "and", "or", "not", "in", "like", "LIKE", "exists", "EXISTS", "AND", "OR", "NOT", "IN",
-        "true", "True", "TRUE", "false", "False", "FALSE", "is", "IS",
-        "json_contains", "JSON_CONTAINS", "json_contains_all", "JSON_CONTAINS_ALL",
-        "json_contains_any", "JSON_CONTAINS_ANY", "array_contains", "ARRAY_CONTAINS",
-        "array_contains_all", "ARRAY_CONTAINS_ALL", "array_contains_any", "ARRAY_CONTAINS_ANY",
-        "array_length", "ARRAY_LENGTH", "text_match", "TEXT_MATCH",
+        "and",
+        "or",
+        "not",
+        "in",
+        "like",
+        "LIKE",
+        "exists",
+        "EXISTS",
+        "AND",
+        "OR",
+        "NOT",
+        "IN",
+        "true",
+        "True",
+        "TRUE",
+        "false",
+        "False",
+        "FALSE",
+        "is",
+        "IS",
+        "json_contains",
+        "JSON_CONTAINS",
+        "json_contains_all",
+        "JSON_CONTAINS_ALL",
+        "json_contains_any",
+        "JSON_CONTAINS_ANY",
+        "array_contains",
+        "ARRAY_CONTAINS",
+        "array_contains_all",
+        "ARRAY_CONTAINS_ALL",
+        "array_contains_any",
+        "ARRAY_CONTAINS_ANY",
+        "array_length",
+        "ARRAY_LENGTH",
+        "text_match",
+        "TEXT_MATCH",
     }
 )
 """Words the Milvus lexer reads as operators or constants: a field with such a name cannot be filtered."""
@@ -113,7 +153,7 @@ class Filter:
                 f"filter on {self.field!r}: unknown operator {self.op!r}; use one of {', '.join(OPERATORS)}"
             )
         if self.op in MEMBERSHIP:
-            object.__setattr__(self, "value", _check_members(self.field, self.op, self.value))
+            object.__setattr__(self, "value", check_members(self.field, self.op, self.value))
         else:
             check_scalar(self.field, self.value)
             if self.op in RELATIONAL and isinstance(self.value, bool):
@@ -168,11 +208,11 @@ class F:
 
     @staticmethod
     def in_(field: str, values: Iterable[Scalar]) -> Filter:
-        return Filter(field, "in", _as_tuple(values))
+        return Filter(field, "in", as_tuple(values))
 
     @staticmethod
     def not_in(field: str, values: Iterable[Scalar]) -> Filter:
-        return Filter(field, "not in", _as_tuple(values))
+        return Filter(field, "not in", as_tuple(values))
 
     @staticmethod
     def prefix(field: str, value: str) -> Filter:
@@ -225,7 +265,7 @@ def render(
                     f"raw filter {short(raw, 80)!r} contains '{{' or '}}': Milvus Lite has no filter templates, "
                     "and when it rejects an expression holding a brace its embedded server fails instead of "
                     "answering. Write comparisons with such values as structured filters "
-                    "(e.g. F.eq(\"title\", \"{draft}\")), which are escaped and checked first"
+                    '(e.g. F.eq("title", "{draft}")), which are escaped and checked first'
                 )
             if templates and _PLACEHOLDER.search(_strip_string_literals(raw)):
                 raise FilterError(
@@ -268,7 +308,9 @@ def _render_one(
             name = f"{PARAM_PREFIX}{len(params)}"
             params[name] = [_coerce(v, kind) for v in members]
             return f"{lhs} {f.op} {{{name}}}"
-        return f"{lhs} {f.op} [" + ", ".join(literal(_coerce(v, kind), dialect=dialect) for v in members) + "]"
+        return (
+            f"{lhs} {f.op} [" + ", ".join(literal(_coerce(v, kind), dialect=dialect) for v in members) + "]"
+        )
     if f.op == PREFIX:
         assert isinstance(f.value, str)
         return _render_prefix(lhs, f.value, value, dialect="server" if templates else dialect)
@@ -294,13 +336,14 @@ def _render_prefix(lhs: str, prefix: str, value: Callable[[Scalar], str], *, dia
     return f"({low} and {lhs} < {value(upper)})"
 
 
-
 # --------------------------------------------------------------------- checks
 
 
 def _parse_path(field: Any) -> tuple[str, ...]:
     if not isinstance(field, str) or not field:
-        raise FilterError(f"filter field must be a non-empty string like 'lang' or 'metadata.lang', got {field!r}")
+        raise FilterError(
+            f"filter field must be a non-empty string like 'lang' or 'metadata.lang', got {field!r}"
+        )
     parts = tuple(field.split("."))
     root = parts[0]
     if not _IDENT.match(root):
@@ -320,39 +363,6 @@ def _parse_path(field: Any) -> tuple[str, ...]:
                 "underscores) or an array index (0, 1, ...); rename the metadata key"
             )
     return parts
-
-
-
-
-def _check_members(field: str, op: str, value: Any) -> tuple[Scalar, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
-        raise FilterError(
-            f"filter on {field!r}: {op} needs a list of values, got {type(value).__name__}; "
-            f"write F.{'in_' if op == 'in' else 'not_in'}({field!r}, [value, ...])"
-        )
-    members = _as_tuple(value)
-    if not members:
-        raise FilterError(
-            f"filter on {field!r}: {op} [] with no values; an empty 'in' matches nothing and Milvus rejects "
-            "it: skip the search (in) or drop the filter (not in)"
-        )
-    for v in members:
-        check_scalar(field, v)
-    kinds = {category(v) for v in members}
-    if len(kinds) > 1:
-        raise FilterError(
-            f"filter on {field!r}: {op} list mixes {', '.join(sorted(kinds))} values; Milvus compares a list "
-            "of one type only (use all ints or all floats, not both)"
-        )
-    return members
-
-
-def _as_tuple(values: Iterable[Scalar]) -> tuple[Scalar, ...]:
-    if isinstance(values, (set, frozenset)):
-        return tuple(sorted(values, key=lambda v: (category(v), v)))
-    if isinstance(values, (str, bytes)):
-        raise FilterError(f"expected a list of values, got the string {short(repr(values), 80)}; wrap it: [value]")
-    return tuple(values)
 
 
 def _check_against(f: Filter, fields: Mapping[str, str]) -> None:
@@ -384,7 +394,9 @@ def _check_against(f: Filter, fields: Mapping[str, str]) -> None:
             or (kind == "bool" and cat == "bool")
         )
         if not ok:
-            want = {"varchar": "a string", "int64": "an int", "double": "a number", "bool": "a bool"}.get(kind, kind)
+            want = {"varchar": "a string", "int64": "an int", "double": "a number", "bool": "a bool"}.get(
+                kind, kind
+            )
             raise FilterError(
                 f"filter on {f.field!r}: the field is {kind} but the value {short(repr(v), 80)} is a {cat}; "
                 f"give {want}"

@@ -143,7 +143,7 @@ def weighted(
     fn = _normalizer(normalize)
     ws = _check_weights(weights, len(lists))
     parts: dict[IdT, list[float]] = {}
-    for li, (ranking, w) in enumerate(zip(lists, ws)):
+    for li, (ranking, w) in enumerate(zip(lists, ws, strict=False)):
         seen: set[IdT] = set()
         for item in ranking:
             doc = _item_id(item, li)
@@ -197,8 +197,6 @@ def m3_scores(
 def dense_score(query: npt.ArrayLike, doc: npt.ArrayLike) -> float:
     """Inner product of two dense vectors (cosine for BGE-M3's normalised vectors)."""
     return float(np.dot(np.asarray(query, dtype=np.float64), np.asarray(doc, dtype=np.float64)))
-
-
 
 
 def colbert_score(query: npt.ArrayLike, doc: npt.ArrayLike) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from ._version import __version__
@@ -28,14 +28,19 @@ __all__ = [
     "RESERVED_FIELDS",
     "SPARSE_FIELD",
     "TEXT_FIELD",
+    "CollectionInfo",
     "CollectionSpec",
     "FunctionField",
     "ScalarField",
     "build_index_params",
     "build_record",
     "build_schema",
+    "check_collection_name",
     "default_output_fields",
+    "model_key",
+    "not_found_message",
     "parse_build_record",
+    "resolve_spec",
 ]
 
 # Field names in every milvus-m3 collection.
@@ -46,7 +51,9 @@ SPARSE_FIELD = "sparse"
 METADATA_FIELD = "metadata"
 PARENT_FIELD = "parent_id"
 CHUNK_FIELD = "chunk_index"
-RESERVED_FIELDS = frozenset({ID_FIELD, TEXT_FIELD, DENSE_FIELD, SPARSE_FIELD, METADATA_FIELD, PARENT_FIELD, CHUNK_FIELD})
+RESERVED_FIELDS = frozenset(
+    {ID_FIELD, TEXT_FIELD, DENSE_FIELD, SPARSE_FIELD, METADATA_FIELD, PARENT_FIELD, CHUNK_FIELD}
+)
 
 META_MARKER = "milvus-m3:"
 MAX_VARCHAR_BYTES = 65_535
@@ -105,7 +112,11 @@ class CollectionSpec:
     num_shards: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.dense_dim, bool) or not isinstance(self.dense_dim, int) or not 2 <= self.dense_dim <= 32_768:
+        if (
+            isinstance(self.dense_dim, bool)
+            or not isinstance(self.dense_dim, int)
+            or not 2 <= self.dense_dim <= 32_768
+        ):
             raise ConfigError(f"dense_dim must be an int in [2, 32768], got {self.dense_dim!r}")
         if self.id_type not in ("varchar", "int64"):
             raise ConfigError(f"id_type must be 'varchar' or 'int64', got {self.id_type!r}")
@@ -114,20 +125,26 @@ class CollectionSpec:
         if not 1 <= self.id_max_length <= MAX_VARCHAR_BYTES:
             raise ConfigError(f"id_max_length must be in [1, {MAX_VARCHAR_BYTES}], got {self.id_max_length}")
         if not 1 <= self.text_max_length <= MAX_VARCHAR_BYTES:
-            raise ConfigError(f"text_max_length must be in [1, {MAX_VARCHAR_BYTES}], got {self.text_max_length}")
+            raise ConfigError(
+                f"text_max_length must be in [1, {MAX_VARCHAR_BYTES}], got {self.text_max_length}"
+            )
         if not 2 <= self.hnsw_m <= 2048:
             raise ConfigError(f"hnsw_m must be in [2, 2048], got {self.hnsw_m}")
         if not 1 <= self.hnsw_ef_construction <= 2**31 - 1:
             raise ConfigError(f"hnsw_ef_construction must be >= 1, got {self.hnsw_ef_construction}")
         if not 0.0 <= self.sparse_drop_ratio_build < 1.0:
-            raise ConfigError(f"sparse_drop_ratio_build must be in [0, 1), got {self.sparse_drop_ratio_build}")
+            raise ConfigError(
+                f"sparse_drop_ratio_build must be in [0, 1), got {self.sparse_drop_ratio_build}"
+            )
         if self.sparse_index not in ("SPARSE_INVERTED_INDEX", "SPARSE_WAND"):
             raise ConfigError("sparse_index must be SPARSE_INVERTED_INDEX or SPARSE_WAND")
         names = [f.name for f in self.scalar_fields]
         if len(set(names)) != len(names):
             raise ConfigError(f"scalar field names repeat: {names}")
         if self.consistency_level not in ("Strong", "Bounded", "Session", "Eventually"):
-            raise ConfigError(f"consistency_level must be Strong, Bounded, Session or Eventually, got {self.consistency_level!r}")
+            raise ConfigError(
+                f"consistency_level must be Strong, Bounded, Session or Eventually, got {self.consistency_level!r}"
+            )
 
     def resolved_dense_index(self, caps: Capabilities) -> str:
         kind = caps.default_dense_index if self.dense_index.lower() == "auto" else self.dense_index.upper()
@@ -211,14 +228,21 @@ def build_schema(
         schema.add_field(ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=spec.id_max_length)
     else:
         schema.add_field(ID_FIELD, DataType.INT64, is_primary=True)
-    schema.add_field(TEXT_FIELD, DataType.VARCHAR, max_length=spec.text_max_length, **_analyzer(function_fields))
+    schema.add_field(
+        TEXT_FIELD, DataType.VARCHAR, max_length=spec.text_max_length, **_analyzer(function_fields)
+    )
     schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=spec.dense_dim)
     schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
     schema.add_field(METADATA_FIELD, DataType.JSON)
     if spec.chunked:
         schema.add_field(PARENT_FIELD, DataType.VARCHAR, max_length=spec.id_max_length)
         schema.add_field(CHUNK_FIELD, DataType.INT64)
-    types = {"varchar": DataType.VARCHAR, "int64": DataType.INT64, "double": DataType.DOUBLE, "bool": DataType.BOOL}
+    types = {
+        "varchar": DataType.VARCHAR,
+        "int64": DataType.INT64,
+        "double": DataType.DOUBLE,
+        "bool": DataType.BOOL,
+    }
     for sf in spec.scalar_fields:
         extra: dict[str, Any] = {"nullable": True} if sf.nullable else {}
         if sf.nullable and not caps.nullable_fields:
@@ -266,9 +290,78 @@ def build_index_params(
     )
     for ff in function_fields:
         params.add_index(
-            field_name=ff.name, index_type=ff.index_type, metric_type=ff.metric_type, params=dict(ff.index_params)
+            field_name=ff.name,
+            index_type=ff.index_type,
+            metric_type=ff.metric_type,
+            params=dict(ff.index_params),
         )
     return params
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What ``describe`` tells about a collection."""
+
+    name: str
+    spec: CollectionSpec | None
+    """None for a collection milvus-m3 did not build."""
+    built_by_version: str | None
+    count: int
+    fields: tuple[str, ...]
+    indexes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str | None:
+        return None if self.spec is None else self.spec.model_name
+
+    @property
+    def dense_dim(self) -> int | None:
+        return None if self.spec is None else self.spec.dense_dim
+
+
+def resolve_spec(
+    spec: CollectionSpec | None, dense_dim: int | None, model_name: str | None
+) -> CollectionSpec:
+    """The spec ``create_collection`` builds from: ``spec``, or defaults around ``dense_dim``."""
+    if spec is None:
+        if dense_dim is None:
+            raise ConfigError("create_collection needs dense_dim (embedder.dense_dim) or a CollectionSpec")
+        if model_name:
+            return CollectionSpec(dense_dim=dense_dim, model_name=model_name)
+        return CollectionSpec(dense_dim=dense_dim)
+    if dense_dim is not None and dense_dim != spec.dense_dim:
+        raise ConfigError(f"dense_dim={dense_dim} disagrees with spec.dense_dim={spec.dense_dim}")
+    if model_name is not None and model_name != spec.model_name:
+        spec = replace(spec, model_name=model_name)
+    return spec
+
+
+def check_collection_name(name: str) -> None:
+    """Refuse a name Milvus would refuse (or that could smuggle an expression), with the rule."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > 255
+        or not (name[0].isalpha() or name[0] == "_")
+        or not all(c.isalnum() or c == "_" for c in name)
+        or not name.isascii()
+    ):
+        raise ConfigError(
+            f"collection name {name!r} is not valid in Milvus: use letters, digits and underscores, "
+            "starting with a letter or underscore, at most 255 characters"
+        )
+
+
+def not_found_message(name: str, uri: str) -> str:
+    return (
+        f"collection {name!r} does not exist at {uri}; create it first "
+        "(CollectionManager.create_collection or `milvus-m3 create --collection NAME`)"
+    )
+
+
+def model_key(name: str) -> str:
+    """Compare models by their last path part, so 'BAAI/bge-m3' matches a local '/models/bge-m3'."""
+    return name.rstrip("/").rsplit("/", 1)[-1].lower()
 
 
 def default_output_fields(spec: CollectionSpec) -> list[str]:

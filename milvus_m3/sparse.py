@@ -70,7 +70,9 @@ def validate_sparse_rows(rows: Sequence[Mapping[Any, Any]]) -> list[dict[int, fl
     return [to_milvus_sparse(vec, row=i) for i, vec in enumerate(rows)]
 
 
-def prune(vec: Mapping[int, float], *, top_k: int | None = None, mass: float | None = None) -> dict[int, float]:
+def prune(
+    vec: Mapping[int, float], *, top_k: int | None = None, mass: float | None = None
+) -> dict[int, float]:
     """Keep the ``top_k`` largest weights and/or the largest weights that cover ``mass`` of the total.
 
     Ties are broken by token id so the result is deterministic. Returns a new dict.
@@ -92,7 +94,7 @@ def prune(vec: Mapping[int, float], *, top_k: int | None = None, mass: float | N
         need = int(np.searchsorted(cum, mass * cum[-1] * (1 - 1e-12), side="left")) + 1
         keep = min(keep, need)
     sel = order[:keep]
-    return {int(i): float(w) for i, w in zip(ids[sel], ws[sel])}
+    return {int(i): float(w) for i, w in zip(ids[sel], ws[sel], strict=False)}
 
 
 def lexical_score(query: Mapping[int, float], doc: Mapping[int, float]) -> float:

@@ -96,7 +96,9 @@ class M3Embeddings:
             dense=np.concatenate([p.dense for p in parts], axis=0),
             sparse=[s for p in parts for s in p.sparse],
             colbert=[c for p in parts for c in (p.colbert or [])] if with_colbert else None,
-            truncated=tuple(int(off) + i for off, p in zip(offsets, parts) for i in p.truncated),
+            truncated=tuple(
+                int(off) + i for off, p in zip(offsets, parts, strict=False) for i in p.truncated
+            ),
             token_counts=tuple(c for p in parts for c in p.token_counts)
             if all(p.token_counts for p in parts)
             else (),

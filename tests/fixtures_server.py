@@ -86,7 +86,9 @@ class LiteServer:
         last: Exception | None = None
         while time.monotonic() < deadline:
             if not self.running:
-                raise RuntimeError(f"milvus-lite server on {self.address} exited with {self.process and self.process.poll()}")
+                raise RuntimeError(
+                    f"milvus-lite server on {self.address} exited with {self.process and self.process.poll()}"
+                )
             try:
                 client = MilvusClient(self.uri, timeout=1.0, dedicated=True)
                 try:
@@ -94,7 +96,7 @@ class LiteServer:
                     return
                 finally:
                     client.close()
-            except Exception as exc:  # noqa: BLE001 - not up yet
+            except Exception as exc:
                 last = exc
                 time.sleep(0.05)
         raise TimeoutError(f"milvus-lite server on {self.address} did not answer within {timeout} s: {last}")

@@ -68,14 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    except Exception as exc:  # noqa: BLE001 - an error from below (pymilvus, torch, OS): one line, no secrets
+    except Exception as exc:
         if args.verbose:
             import traceback
 
             print(_redact("".join(traceback.format_exception(exc)), args), file=sys.stderr, end="")
         detail = _redact(" ".join(str(exc).split()), args)
-        print(f"milvus-m3: error: {type(exc).__name__}: {detail}"
-              + ("" if args.verbose else " (-v shows the traceback)"), file=sys.stderr)
+        print(
+            f"milvus-m3: error: {type(exc).__name__}: {detail}"
+            + ("" if args.verbose else " (-v shows the traceback)"),
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -160,7 +163,9 @@ def _cmd_create(args: argparse.Namespace) -> int:
     )
     with _manager(args) as manager:
         existed = manager.has_collection(args.collection)
-        info = manager.create_collection(args.collection, spec=spec, exists_ok=args.exists_ok, recreate=args.recreate)
+        info = manager.create_collection(
+            args.collection, spec=spec, exists_ok=args.exists_ok, recreate=args.recreate
+        )
         if args.json:
             print(json.dumps(_info_json(info, manager.uri), ensure_ascii=False))
         else:
@@ -200,23 +205,35 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     if args.chunk_overlap and args.chunk_tokens is None:
         raise ConfigError("--chunk-overlap needs --chunk-tokens")
     state = Path(args.state) if args.state else default_state_path(args.uri, args.collection)
-    errors = Path(args.errors) if args.errors else state.with_name(
-        state.name.replace(".ingest-state.json", ".ingest-errors.jsonl")
+    errors = (
+        Path(args.errors)
+        if args.errors
+        else state.with_name(state.name.replace(".ingest-state.json", ".ingest-errors.jsonl"))
     )
     with _manager(args) as manager:
         if manager.has_collection(args.collection):
-            manager.spec(args.collection)  # refuses a collection milvus-m3 did not build, before the model loads
+            manager.spec(
+                args.collection
+            )  # refuses a collection milvus-m3 did not build, before the model loads
         embedder = _embedder(args, kind="document", overflow="truncate", batch_size=args.encode_batch_size)
         if not manager.has_collection(args.collection):
             spec = CollectionSpec(
-                dense_dim=embedder.dense_dim, model_name=embedder.model_name, chunked=args.chunk_tokens is not None
+                dense_dim=embedder.dense_dim,
+                model_name=embedder.model_name,
+                chunked=args.chunk_tokens is not None,
             )
             manager.create_collection(args.collection, spec=spec)
-            _note(args, f"created collection {args.collection!r} at {manager.uri} "
-                  f"(dense {spec.dense_dim}-d{', chunked' if spec.chunked else ''})")
+            _note(
+                args,
+                f"created collection {args.collection!r} at {manager.uri} "
+                f"(dense {spec.dense_dim}-d{', chunked' if spec.chunked else ''})",
+            )
             if args.resume and state.is_file():
                 # The checkpoint describes rows of a collection that is gone: skipping them would lose them.
-                _note(args, f"the collection was missing, so {state} no longer applies: starting from the beginning")
+                _note(
+                    args,
+                    f"the collection was missing, so {state} no longer applies: starting from the beginning",
+                )
                 args.resume = False
         report = ingest(
             args.files,
@@ -261,7 +278,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
         )
     for rank, hit in enumerate(hits, 1 + args.offset):
         if args.json:
-            doc: dict[str, Any] = {"id": hit.id, "score": hit.score, "text": hit.text, "metadata": dict(hit.metadata)}
+            doc: dict[str, Any] = {
+                "id": hit.id,
+                "score": hit.score,
+                "text": hit.text,
+                "metadata": dict(hit.metadata),
+            }
             if hit.fields:
                 doc["fields"] = dict(hit.fields)
             print(json.dumps(doc, ensure_ascii=False, default=str))

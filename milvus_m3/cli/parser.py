@@ -91,21 +91,31 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     conn = common.add_argument_group("connection")
     conn.add_argument(
-        "--uri", default=_env(URI_ENV, DEFAULT_URI),
+        "--uri",
+        default=_env(URI_ENV, DEFAULT_URI),
         help=f"Milvus Lite file (*.db) or server URI (default: ${URI_ENV} or {DEFAULT_URI})",
     )
-    conn.add_argument("--token", default=_env(TOKEN_ENV), help=f"server token, user:password (default: ${TOKEN_ENV})")
+    conn.add_argument(
+        "--token", default=_env(TOKEN_ENV), help=f"server token, user:password (default: ${TOKEN_ENV})"
+    )
     common.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO) on stderr")
 
     model = argparse.ArgumentParser(add_help=False)
     grp = model.add_argument_group("model")
     grp.add_argument(
-        "--model", default=_env(MODEL_ENV, DEFAULT_MODEL),
+        "--model",
+        default=_env(MODEL_ENV, DEFAULT_MODEL),
         help=f"BGE-M3 checkpoint directory or hub id (default: ${MODEL_ENV} or {DEFAULT_MODEL})",
     )
-    grp.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 when available, else cpu)")
-    grp.add_argument("--max-length", type=_positive, default=None,
-                     help="most tokens per text (documents for ingest, queries for search)")
+    grp.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 when available, else cpu)"
+    )
+    grp.add_argument(
+        "--max-length",
+        type=_positive,
+        default=None,
+        help="most tokens per text (documents for ingest, queries for search)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="milvus-m3",
@@ -116,82 +126,171 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     # create
-    p = sub.add_parser("create", parents=[common, model], help="create a collection for BGE-M3 vectors",
-                       description="Create a collection. The dense dim comes from --dense-dim, else the "
-                       "checkpoint's config.json (the model is not loaded).")
+    p = sub.add_parser(
+        "create",
+        parents=[common, model],
+        help="create a collection for BGE-M3 vectors",
+        description="Create a collection. The dense dim comes from --dense-dim, else the "
+        "checkpoint's config.json (the model is not loaded).",
+    )
     p.add_argument("--collection", required=True)
-    p.add_argument("--dense-dim", type=_positive, default=None, help="dense vector size (default: from the model)")
-    p.add_argument("--chunked", action="store_true", help="add parent_id and chunk_index (for ingest --chunk-tokens)")
+    p.add_argument(
+        "--dense-dim", type=_positive, default=None, help="dense vector size (default: from the model)"
+    )
+    p.add_argument(
+        "--chunked", action="store_true", help="add parent_id and chunk_index (for ingest --chunk-tokens)"
+    )
     spec = _spec_option
-    p.add_argument("--dense-index", default=spec("dense_index"),
-                   help="auto (HNSW on a server, AUTOINDEX on Lite), HNSW, FLAT, ...")
+    p.add_argument(
+        "--dense-index",
+        default=spec("dense_index"),
+        help="auto (HNSW on a server, AUTOINDEX on Lite), HNSW, FLAT, ...",
+    )
     p.add_argument("--hnsw-m", type=_positive, default=spec("hnsw_m"))
     p.add_argument("--hnsw-ef-construction", type=_positive, default=spec("hnsw_ef_construction"))
     p.add_argument("--ivf-nlist", type=_positive, default=spec("ivf_nlist"))
-    p.add_argument("--sparse-index", choices=choices(CollectionSpec, "sparse_index"), default=spec("sparse_index"))
+    p.add_argument(
+        "--sparse-index", choices=choices(CollectionSpec, "sparse_index"), default=spec("sparse_index")
+    )
     p.add_argument("--sparse-drop-ratio-build", type=float, default=spec("sparse_drop_ratio_build"))
     p.add_argument("--id-type", choices=choices(CollectionSpec, "id_type"), default=spec("id_type"))
-    p.add_argument("--text-max-length", type=_positive, default=spec("text_max_length"),
-                   help="bytes of text stored per row")
-    p.add_argument("--consistency-level", choices=choices(CollectionSpec, "consistency_level"),
-                   default=spec("consistency_level"))
+    p.add_argument(
+        "--text-max-length",
+        type=_positive,
+        default=spec("text_max_length"),
+        help="bytes of text stored per row",
+    )
+    p.add_argument(
+        "--consistency-level",
+        choices=choices(CollectionSpec, "consistency_level"),
+        default=spec("consistency_level"),
+    )
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--exists-ok", action="store_true", help="keep an existing collection (checked against the spec)")
-    how.add_argument("--recreate", action="store_true", help="drop an existing collection first (its data is lost)")
+    how.add_argument(
+        "--exists-ok", action="store_true", help="keep an existing collection (checked against the spec)"
+    )
+    how.add_argument(
+        "--recreate", action="store_true", help="drop an existing collection first (its data is lost)"
+    )
     p.add_argument("--json", action="store_true", help="print the collection's description as JSON")
 
     # ingest
-    p = sub.add_parser("ingest", parents=[common, model], help="embed files and upsert them into a collection",
-                       description="Stream JSONL, CSV, TSV, Parquet or BEIR corpus files ('-' for stdin, gzip "
-                       "recognised) into a collection: resumable, idempotent (upserts by id), bad rows reported. "
-                       "A missing collection is created (chunked when --chunk-tokens is given).")
+    p = sub.add_parser(
+        "ingest",
+        parents=[common, model],
+        help="embed files and upsert them into a collection",
+        description="Stream JSONL, CSV, TSV, Parquet or BEIR corpus files ('-' for stdin, gzip "
+        "recognised) into a collection: resumable, idempotent (upserts by id), bad rows reported. "
+        "A missing collection is created (chunked when --chunk-tokens is given).",
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="input files; '-' reads stdin")
     p.add_argument("--collection", required=True)
     opt = _ingest_option
-    p.add_argument("--format", choices=FORMATS, default=opt("format"),
-                   help="input format (default: from the name, then the first bytes; corpus.jsonl is BEIR)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=opt("format"),
+        help="input format (default: from the name, then the first bytes; corpus.jsonl is BEIR)",
+    )
     ids = p.add_mutually_exclusive_group()
-    ids.add_argument("--id-field", default=opt("id_field"),
-                     help="id column (default: 'id' or '_id' when the file has one, else content hashes)")
+    ids.add_argument(
+        "--id-field",
+        default=opt("id_field"),
+        help="id column (default: 'id' or '_id' when the file has one, else content hashes)",
+    )
     ids.add_argument("--hash-ids", action="store_true", help="ids are blake2b hashes of the text, always")
     p.add_argument("--text-field", default=opt("text_field"))
-    p.add_argument("--title-field", default=opt("title_field"),
-                   help="embedded as '<title> <text>' and kept in the metadata")
-    p.add_argument("--metadata-fields", type=_field_list, default=list(opt("metadata_fields")),
-                   help="comma-separated fields kept as metadata")
-    p.add_argument("--batch-size", type=_positive, default=opt("batch_size"),
-                   help=f"records per batch (default {opt('batch_size')})")
-    p.add_argument("--resume", action="store_true", help="skip what the interrupted run with these options wrote")
-    p.add_argument("--on-error", choices=ON_ERROR, default=opt("on_error"),
-                   help="skip: report bad rows and go on; fail: stop before writing the batch holding one")
-    p.add_argument("--errors", default=None, metavar="PATH",
-                   help="bad rows as JSON lines (default: next to the state file, *.ingest-errors.jsonl)")
-    p.add_argument("--state", default=None, metavar="PATH",
-                   help="checkpoint file (default: next to a Lite .db file, <db>.<collection>.ingest-state.json)")
-    p.add_argument("--chunk-tokens", type=_positive, default=opt("chunk_tokens"),
-                   help="split documents into chunks of N tokens")
-    p.add_argument("--chunk-overlap", type=_non_negative, default=opt("chunk_overlap"),
-                   help="tokens shared by consecutive chunks")
-    p.add_argument("--truncate", action="store_true",
-                   help="embed texts beyond the max length cut to it (default: they are bad rows)")
+    p.add_argument(
+        "--title-field",
+        default=opt("title_field"),
+        help="embedded as '<title> <text>' and kept in the metadata",
+    )
+    p.add_argument(
+        "--metadata-fields",
+        type=_field_list,
+        default=list(opt("metadata_fields")),
+        help="comma-separated fields kept as metadata",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=opt("batch_size"),
+        help=f"records per batch (default {opt('batch_size')})",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="skip what the interrupted run with these options wrote"
+    )
+    p.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default=opt("on_error"),
+        help="skip: report bad rows and go on; fail: stop before writing the batch holding one",
+    )
+    p.add_argument(
+        "--errors",
+        default=None,
+        metavar="PATH",
+        help="bad rows as JSON lines (default: next to the state file, *.ingest-errors.jsonl)",
+    )
+    p.add_argument(
+        "--state",
+        default=None,
+        metavar="PATH",
+        help="checkpoint file (default: next to a Lite .db file, <db>.<collection>.ingest-state.json)",
+    )
+    p.add_argument(
+        "--chunk-tokens",
+        type=_positive,
+        default=opt("chunk_tokens"),
+        help="split documents into chunks of N tokens",
+    )
+    p.add_argument(
+        "--chunk-overlap",
+        type=_non_negative,
+        default=opt("chunk_overlap"),
+        help="tokens shared by consecutive chunks",
+    )
+    p.add_argument(
+        "--truncate",
+        action="store_true",
+        help="embed texts beyond the max length cut to it (default: they are bad rows)",
+    )
     p.add_argument("--encode-batch-size", type=_positive, default=16, help="texts per model forward pass")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
     # search
-    p = sub.add_parser("search", parents=[common, model], help="search a collection",
-                       description="Hybrid (dense + sparse, fused), dense or sparse search.")
+    p = sub.add_parser(
+        "search",
+        parents=[common, model],
+        help="search a collection",
+        description="Hybrid (dense + sparse, fused), dense or sparse search.",
+    )
     p.add_argument("query")
     p.add_argument("--collection", required=True)
     p.add_argument("--limit", type=_positive, default=default(SearchOptions, "limit"))
     p.add_argument("--offset", type=_non_negative, default=default(SearchOptions, "offset"))
-    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
-                   help="m3: dense + 0.3 x sparse raw scores over both candidate lists; m3-all: + ColBERT")
-    p.add_argument("--ranker", choices=RANKERS, default=DEFAULT_RANKER,
-                   help=f"how hybrid mode fuses (default {DEFAULT_RANKER})")
-    p.add_argument("--filter", default=None, metavar="EXPR", help="Milvus boolean expression on stored fields")
-    p.add_argument("--group-by", default=None, metavar="FIELD",
-                   help="one hit per value of FIELD (parent_id: one hit per document in a chunked collection)")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default=DEFAULT_MODE,
+        help="m3: dense + 0.3 x sparse raw scores over both candidate lists; m3-all: + ColBERT",
+    )
+    p.add_argument(
+        "--ranker",
+        choices=RANKERS,
+        default=DEFAULT_RANKER,
+        help=f"how hybrid mode fuses (default {DEFAULT_RANKER})",
+    )
+    p.add_argument(
+        "--filter", default=None, metavar="EXPR", help="Milvus boolean expression on stored fields"
+    )
+    p.add_argument(
+        "--group-by",
+        default=None,
+        metavar="FIELD",
+        help="one hit per value of FIELD (parent_id: one hit per document in a chunked collection)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per hit: id, score, text, metadata")
 
     # eval: options in cli/eval.py; the evaluation modules load inside the command
@@ -199,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub, parents=[common, model])
 
     # info
-    p = sub.add_parser("info", parents=[common], help="count, schema and model of a collection (or list them)")
+    p = sub.add_parser(
+        "info", parents=[common], help="count, schema and model of a collection (or list them)"
+    )
     p.add_argument("--collection", default=None, help="the collection (default: list all with their counts)")
     p.add_argument("--json", action="store_true")
 

@@ -125,7 +125,7 @@ class SpladeEncoder:
                 pad = ~enc["attention_mask"].bool()
                 logits.masked_fill_(pad[:, :, None], float("-inf"))
                 weights = torch.log1p(torch.relu(logits.amax(dim=1))).float().cpu().numpy()
-                for row, vec in zip(rows, weights):
+                for row, vec in zip(rows, weights, strict=False):
                     sparse[row] = _to_sparse(vec, self.top_k)
         return M3Embeddings(
             dense=np.zeros((len(items), 0), dtype=np.float32),

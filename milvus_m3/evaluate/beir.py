@@ -1,8 +1,8 @@
 """The BEIR dataset loader: ``BeirDataset``, ``load_beir``, ``read_qrels`` and JSON-lines reading.
 
-    corpus.jsonl   {"_id", "title", "text"}        one document per line
-    queries.jsonl  {"_id", "text"}                 one query per line
-    qrels/<split>.tsv  query-id, corpus-id, score  (tab separated, with a header line)
+corpus.jsonl   {"_id", "title", "text"}        one document per line
+queries.jsonl  {"_id", "text"}                 one query per line
+qrels/<split>.tsv  query-id, corpus-id, score  (tab separated, with a header line)
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def load_beir(
         doc_ids.append(did)
         doc_texts.append(text)
     queries: dict[str, str] = {}
-    for lineno, obj in _read_jsonl(queries_path):
+    for _lineno, obj in _read_jsonl(queries_path):
         queries[str(obj["_id"])] = str(obj.get("text") or "").strip()
     missing = [q for q in qrels if q not in queries]
     if missing:

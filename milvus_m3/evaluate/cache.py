@@ -117,7 +117,8 @@ def _load_embeddings(path: Path) -> M3Embeddings:
         indices, values = data["sparse_indices"], data["sparse_values"]
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         sparse: list[SparseVector] = [
-            dict(zip(indices[a:b].tolist(), values[a:b].tolist())) for a, b in itertools.pairwise(offsets)
+            dict(zip(indices[a:b].tolist(), values[a:b].tolist(), strict=False))
+            for a, b in itertools.pairwise(offsets)
         ]
         return M3Embeddings(
             dense=np.array(data["dense"], dtype=np.float32),

@@ -323,7 +323,7 @@ def _batches(n: int, size: int) -> Iterable[range]:
 
 
 def _to_run(dataset: BeirDataset, rows: range, res: Sequence[Sequence[Mapping[str, Any]]], run: Run) -> None:
-    for qi, hits in zip(rows, res):
+    for qi, hits in zip(rows, res, strict=False):
         run[dataset.query_ids[qi]] = [(str(h["id"]), float(h["distance"])) for h in hits]
 
 
@@ -363,7 +363,7 @@ def _single_field_run(
                 **req.search_kwargs(),
             )
         full: list[Sequence[Mapping[str, Any]]] = [[] for _ in rows]
-        for j, hits in zip(keep, res):
+        for j, hits in zip(keep, res, strict=False):
             full[j] = hits
         _to_run(dataset, rows, full, run)
     return run
@@ -387,7 +387,8 @@ def _hybrid_run(
                 field="sparse",
             )
         reqs = [
-            _field_request(f, _query_data(f, dataset, q, rows), config.candidates).ann_request() for f in fields
+            _field_request(f, _query_data(f, dataset, q, rows), config.candidates).ann_request()
+            for f in fields
         ]
         res = manager.connection.call(
             f"hybrid search of {name!r}",
@@ -405,7 +406,7 @@ def _hybrid_run(
 def _m3_run(dataset: BeirDataset, sets: Sequence[CandidateSet], weights: M3Weights, limit: int) -> Run:
     return {
         qid: [(str(doc), score) for doc, score in cs.top(weights, limit)]
-        for qid, cs in zip(dataset.query_ids, sets)
+        for qid, cs in zip(dataset.query_ids, sets, strict=False)
     }
 
 
@@ -420,7 +421,7 @@ def _m3_all_run(reranker: M3Reranker, dataset: BeirDataset, q: M3Embeddings, con
             with_text=False,
             query_embeddings=q.select(rows),
         )
-        for i, hs in zip(rows, hits):
+        for i, hs in zip(rows, hits, strict=False):
             run[dataset.query_ids[i]] = [(str(h.id), h.score) for h in hs]
     return run
 

@@ -146,13 +146,19 @@ class Checkpoint:
             if self.resumed and entry.get("stat") and stat and entry["stat"] != stat and entry.get("done"):
                 logger.warning(
                     "%s changed since the checkpoint (size/mtime); resuming after its first %d records anyway",
-                    source, entry["done"],
+                    source,
+                    entry["done"],
                 )
             if stat:
                 entry["stat"] = stat
 
-    def commit(self, positions: Mapping[str, int], id_choices: Mapping[str, str | None], errors_offset: int | None,
-               finished: bool = False) -> None:
+    def commit(
+        self,
+        positions: Mapping[str, int],
+        id_choices: Mapping[str, str | None],
+        errors_offset: int | None,
+        finished: bool = False,
+    ) -> None:
         for source, done in positions.items():
             entry = self.inputs.setdefault(source_key(source), {"done": 0})
             entry["done"] = max(int(entry.get("done", 0)), done)

@@ -45,8 +45,14 @@ class IdChoices:
     """The id field of each input: given (``id_field``), never (``hash_ids``), or chosen from its first
     record and then kept (``chosen`` goes to the checkpoint; ``known`` comes back from it)."""
 
-    def __init__(self, *, id_field: str | None, hash_ids: bool, formats: Mapping[str, str],
-                 known: Mapping[str, str | None]) -> None:
+    def __init__(
+        self,
+        *,
+        id_field: str | None,
+        hash_ids: bool,
+        formats: Mapping[str, str],
+        known: Mapping[str, str | None],
+    ) -> None:
         self.id_field = id_field
         self.hash_ids = hash_ids
         self.formats = formats

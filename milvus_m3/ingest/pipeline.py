@@ -84,15 +84,18 @@ def ingest(
     for s, kind in formats.items():
         if kind == "parquet":
             require_pyarrow(s)
-    checkpoint = Checkpoint(Path(state_path) if state_path is not None else None,
-                            opts.resume_options(collection), resume)
+    checkpoint = Checkpoint(
+        Path(state_path) if state_path is not None else None, opts.resume_options(collection), resume
+    )
     checkpoint.begin(sources)
     if not checkpoint.resumed:
         checkpoint.commit({}, {}, 0)  # a stale state file of another run must not be resumed from
-    errlog = ErrorLog(Path(errors_path) if errors_path is not None else None, checkpoint.errors_offset,
-                      checkpoint.resumed)
-    ids = IdChoices(id_field=opts.id_field, hash_ids=opts.hash_ids, formats=formats,
-                    known=checkpoint.id_choices(sources))
+    errlog = ErrorLog(
+        Path(errors_path) if errors_path is not None else None, checkpoint.errors_offset, checkpoint.resumed
+    )
+    ids = IdChoices(
+        id_field=opts.id_field, hash_ids=opts.hash_ids, formats=formats, known=checkpoint.id_choices(sources)
+    )
     preparer = Preparer(opts, spec, manager, encoder, ids=ids, formats=formats, max_tokens=max_tokens)
     producer = _Producer(sources, formats, checkpoint, preparer, opts.batch_size)
     writer = _Writer(manager, collection, opts.on_error, checkpoint, errlog, started, on_batch)
@@ -100,7 +103,9 @@ def ingest(
     _run(producer, writer, ids, bar)
     result = writer.report()
     if result.failed:
-        logger.warning("%d bad rows%s", result.failed, f" (see {result.errors_path})" if result.errors_path else "")
+        logger.warning(
+            "%d bad rows%s", result.failed, f" (see {result.errors_path})" if result.errors_path else ""
+        )
     return result
 
 
@@ -122,8 +127,9 @@ def _check_sources(files: Sequence[str | os.PathLike[str]]) -> list[str]:
     return sources
 
 
-def _check_collection(manager: CollectionManager, collection: str, encoder: Encoder,
-                      opts: IngestOptions) -> CollectionSpec:
+def _check_collection(
+    manager: CollectionManager, collection: str, encoder: Encoder, opts: IngestOptions
+) -> CollectionSpec:
     """The collection's spec, once it is known to take upserts by id (and chunks, when asked for)."""
     spec = manager.check_collection(collection, dense_dim=encoder.dense_dim, model_name=encoder.model_name)
     if spec.auto_id:
@@ -132,7 +138,9 @@ def _check_collection(manager: CollectionManager, collection: str, encoder: Enco
             "cannot duplicate documents. Create the collection without auto_id"
         )
     if spec.chunked and spec.id_type != "varchar":
-        raise ConfigError(f"collection {collection!r} is chunked with int64 ids; chunk ids ('P#i') need varchar ids")
+        raise ConfigError(
+            f"collection {collection!r} is chunked with int64 ids; chunk ids ('P#i') need varchar ids"
+        )
     if opts.chunk_tokens is not None and not spec.chunked:
         raise ConfigError(
             f"chunk_tokens needs a chunked collection, and {collection!r} is not one; create it with "
@@ -194,8 +202,14 @@ def _batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
 class _Producer:
     """The producer thread: reads, validates, embeds and builds rows, one batch ahead of the writer."""
 
-    def __init__(self, sources: Sequence[str], formats: dict[str, str], checkpoint: Checkpoint,
-                 preparer: Preparer, batch_size: int) -> None:
+    def __init__(
+        self,
+        sources: Sequence[str],
+        formats: dict[str, str],
+        checkpoint: Checkpoint,
+        preparer: Preparer,
+        batch_size: int,
+    ) -> None:
         self.sources = sources
         self.formats = formats
         self.checkpoint = checkpoint
@@ -258,7 +272,7 @@ class _Producer:
                 if not self._put(prepared):
                     return
             self._put(_End(self.skipped))
-        except BaseException as exc:  # noqa: BLE001 - handed to the writer thread, which raises it
+        except BaseException as exc:
             self._put(_Failure(exc))
 
 
@@ -268,8 +282,16 @@ class _Producer:
 class _Writer:
     """The calling thread's side: upsert a batch, log its bad rows, checkpoint it, count it."""
 
-    def __init__(self, manager: CollectionManager, collection: str, on_error: str, checkpoint: Checkpoint,
-                 errlog: ErrorLog, started: float, on_batch: Callable[[IngestReport], None] | None) -> None:
+    def __init__(
+        self,
+        manager: CollectionManager,
+        collection: str,
+        on_error: str,
+        checkpoint: Checkpoint,
+        errlog: ErrorLog,
+        started: float,
+        on_batch: Callable[[IngestReport], None] | None,
+    ) -> None:
         self.manager = manager
         self.collection = collection
         self.on_error = on_error

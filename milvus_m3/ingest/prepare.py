@@ -115,8 +115,17 @@ def _row_index(exc: InputError, n: int) -> int | None:
 class Preparer:
     """Turns records into validated Milvus rows: ids, text, metadata, chunks, embeddings."""
 
-    def __init__(self, options: IngestOptions, spec: CollectionSpec, manager: CollectionManager, encoder: Encoder,
-                 *, ids: IdChoices, formats: Mapping[str, str], max_tokens: int | None) -> None:
+    def __init__(
+        self,
+        options: IngestOptions,
+        spec: CollectionSpec,
+        manager: CollectionManager,
+        encoder: Encoder,
+        *,
+        ids: IdChoices,
+        formats: Mapping[str, str],
+        max_tokens: int | None,
+    ) -> None:
         self.options = options
         self.spec = spec
         self.manager = manager
@@ -177,8 +186,9 @@ class Preparer:
             return _bad(rec, problem, text_field, raw_id)
         return text, title
 
-    def _metadata(self, data: Mapping[str, Any], beir: bool, title_field: str | None,
-                  title: str | None) -> dict[str, Any]:
+    def _metadata(
+        self, data: Mapping[str, Any], beir: bool, title_field: str | None, title: str | None
+    ) -> dict[str, Any]:
         metadata: dict[str, Any] = {}
         if beir and isinstance(data.get("metadata"), Mapping):
             metadata.update(data["metadata"])
@@ -205,9 +215,14 @@ class Preparer:
             first = seen.get(got.id)
             if first is not None:
                 errors.append(
-                    RowError(got.source, got.line, got.id, "id",
-                             f"duplicate id within the batch (first at {first.source}:{first.line}); "
-                             "the first one is kept")
+                    RowError(
+                        got.source,
+                        got.line,
+                        got.id,
+                        "id",
+                        f"duplicate id within the batch (first at {first.source}:{first.line}); "
+                        "the first one is kept",
+                    )
                 )
                 continue
             seen[got.id] = got
@@ -216,8 +231,18 @@ class Preparer:
         order = {(r.source, r.line): k for k, r in enumerate(records)}
         errors.sort(key=lambda e: order.get((e.file, e.line), 0))
         choices = {s: c for s, c in self.ids.chosen.items() if s in positions}
-        return Batch(rows, errors, len(records), written, tokens, truncated, positions, choices, skipped,
-                     (records[0].source, records[0].line))
+        return Batch(
+            rows,
+            errors,
+            len(records),
+            written,
+            tokens,
+            truncated,
+            positions,
+            choices,
+            skipped,
+            (records[0].source, records[0].line),
+        )
 
     def _chunks(self, docs: Sequence[Doc], errors: list[RowError]) -> list[_Chunk]:
         out: list[_Chunk] = []
@@ -240,7 +265,9 @@ class Preparer:
             out.extend((doc, i, p) for i, p in enumerate(pieces))
         return out
 
-    def _encode(self, chunks: list[_Chunk], errors: list[RowError]) -> tuple[list[_Chunk], M3Embeddings | None]:
+    def _encode(
+        self, chunks: list[_Chunk], errors: list[RowError]
+    ) -> tuple[list[_Chunk], M3Embeddings | None]:
         """Embed; a row-level InputError (e.g. TextTooLongError) drops that row's document and retries."""
         while chunks:
             try:
@@ -254,7 +281,9 @@ class Preparer:
                 chunks = [c for c in chunks if c[0] is not doc]
         return chunks, None
 
-    def _rows(self, docs: Sequence[Doc], errors: list[RowError]) -> tuple[list[dict[str, Any]], int, int, int]:
+    def _rows(
+        self, docs: Sequence[Doc], errors: list[RowError]
+    ) -> tuple[list[dict[str, Any]], int, int, int]:
         """(rows, documents written, tokens embedded, documents truncated) of a batch's documents."""
         chunks, emb = self._encode(self._chunks(docs, errors), errors)
         if emb is None or not chunks:
@@ -273,23 +302,30 @@ class Preparer:
         truncated = len({id(c[0]) for c in chunks if id(c[0]) in cut_docs}) if self.options.truncate else 0
         return rows, written, tokens, truncated
 
-    def _refuse_cut(self, chunks: list[_Chunk], emb: M3Embeddings, cut: Iterable[Doc],
-                    errors: list[RowError]) -> tuple[list[_Chunk], M3Embeddings]:
+    def _refuse_cut(
+        self, chunks: list[_Chunk], emb: M3Embeddings, cut: Iterable[Doc], errors: list[RowError]
+    ) -> tuple[list[_Chunk], M3Embeddings]:
         """Without ``truncate``, a document the encoder cut is a bad row: drop its chunks."""
         cut_docs = list(cut)
         cut_ids = {id(d) for d in cut_docs}
         limit = f"{self.max_tokens} tokens" if self.max_tokens else "the encoder's max length"
         keep = [i for i, chunk in enumerate(chunks) if id(chunk[0]) not in cut_ids]
         for doc in cut_docs:
-            errors.append(RowError(
-                doc.source, doc.line, doc.id, "text",
-                f"text is longer than {limit} (the model's document max length); split long documents "
-                "with chunk_tokens (--chunk-tokens) or allow cutting them with truncate=True (--truncate)",
-            ))
+            errors.append(
+                RowError(
+                    doc.source,
+                    doc.line,
+                    doc.id,
+                    "text",
+                    f"text is longer than {limit} (the model's document max length); split long documents "
+                    "with chunk_tokens (--chunk-tokens) or allow cutting them with truncate=True (--truncate)",
+                )
+            )
         return [chunks[i] for i in keep], emb.select(keep)
 
-    def _build_all(self, chunks: list[_Chunk], emb: M3Embeddings, errors: list[RowError]
-                   ) -> tuple[list[dict[str, Any]], list[_Chunk], M3Embeddings] | None:
+    def _build_all(
+        self, chunks: list[_Chunk], emb: M3Embeddings, errors: list[RowError]
+    ) -> tuple[list[dict[str, Any]], list[_Chunk], M3Embeddings] | None:
         """Rows of ``chunks``; a document ``prepare_rows`` refuses for one row is dropped and the rest retried."""
         while chunks:
             try:

@@ -133,7 +133,7 @@ def read_source(path: str, kind: str, skip: int, skipped: Skipped) -> Iterator[R
 def _open_text_source(path: str) -> Iterator[io.BufferedReader]:
     """A peekable binary stream over a file or stdin, gunzipped when it starts with the gzip magic."""
     own = path != STDIN
-    raw: Any = open(path, "rb") if own else sys.stdin.buffer  # noqa: SIM115 - closed below
+    raw: Any = open(path, "rb") if own else sys.stdin.buffer
     try:
         buffered: io.BufferedReader = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
         if buffered.peek(2)[:2] == _GZIP_MAGIC:
@@ -147,11 +147,12 @@ def _open_text_source(path: str) -> Iterator[io.BufferedReader]:
             _refuse_utf16(buffered, path)
             yield buffered
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise InputError(f"{path}: the gzip stream is corrupt or cut short ({exc}); re-create the file") from exc
+        raise InputError(
+            f"{path}: the gzip stream is corrupt or cut short ({exc}); re-create the file"
+        ) from exc
     finally:
         if own:
             raw.close()
-
 
 
 def _refuse_utf16(stream: io.BufferedReader, path: str) -> None:
@@ -196,7 +197,9 @@ def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: Skip
         index += 1
 
 
-def _read_csv(stream: io.BufferedReader, source: str, skip: int, skipped: Skipped, dialect: str) -> Iterator[Record]:
+def _read_csv(
+    stream: io.BufferedReader, source: str, skip: int, skipped: Skipped, dialect: str
+) -> Iterator[Record]:
     # Invalid UTF-8 is kept as lone surrogates and reported per row, rather than failing the whole file.
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
@@ -210,7 +213,9 @@ def _read_csv(stream: io.BufferedReader, source: str, skip: int, skipped: Skippe
         raise InputError(f"{source}:1: the header row does not parse ({exc})", field="header", row=1) from exc
     if any(not is_valid_utf8(h) for h in header) or len(set(header)) != len(header) or not any(header):
         raise InputError(
-            f"{source}:1: the header row must hold distinct UTF-8 column names, got {header!r}", field="header", row=1
+            f"{source}:1: the header row must hold distinct UTF-8 column names, got {header!r}",
+            field="header",
+            row=1,
         )
     index = 0
     last = reader.line_num
@@ -239,11 +244,11 @@ def _read_csv(stream: io.BufferedReader, source: str, skip: int, skipped: Skippe
         if len(row) != len(header):
             yield Record(source, start, index, None, f"has {len(row)} fields, the header has {len(header)}")
         else:
-            bad = next((h for h, v in zip(header, row) if not is_valid_utf8(v)), None)
+            bad = next((h for h, v in zip(header, row, strict=False) if not is_valid_utf8(v)), None)
             if bad is not None:
                 yield Record(source, start, index, None, "invalid UTF-8", field=bad)
             else:
-                yield Record(source, start, index, dict(zip(header, row)))
+                yield Record(source, start, index, dict(zip(header, row, strict=False)))
         index += 1
 
 
@@ -260,6 +265,7 @@ def require_pyarrow(path: str) -> None:
 def _read_parquet(path: str, skip: int, skipped: Skipped) -> Iterator[Record]:
     require_pyarrow(path)
     import pyarrow.parquet as pq
+
     with open(path, "rb") as fh:
         if fh.read(2) == _GZIP_MAGIC:
             raise ConfigError(f"{path}: a gzipped Parquet file cannot be streamed; gunzip it first")

@@ -95,7 +95,9 @@ class IngestReport:
             f"elapsed {self.elapsed_s:.1f} s, {self.docs_per_s:.1f} docs/s, {self.tokens_per_s:.0f} tokens/s",
         ]
         if self.failed:
-            lines.append(f"bad rows ({self.failed}" + (f", all in {self.errors_path}):" if self.errors_path else "):"))
+            lines.append(
+                f"bad rows ({self.failed}" + (f", all in {self.errors_path}):" if self.errors_path else "):")
+            )
             lines.extend(f"  {e}" for e in self.errors[:5])
             if self.failed > 5:
                 lines.append(f"  ... {self.failed - 5} more")

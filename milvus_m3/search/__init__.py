@@ -1,11 +1,11 @@
 """Searching a milvus-m3 collection: ``HybridSearcher`` and its parts.
 
-    searcher.py    HybridSearcher: the public methods and the call plan
-    options.py     SearchOptions (per-call options), SearchPlan, the argument checks, the limits
-    execute.py     PlanRunner: how a plan is run, the strategy chosen once from the engine's flags
-    requests.py    the one place per-field requests (dense, sparse, BM25) are built
-    rerank.py      the BGE-M3 paper's fusion client-side: ``m3`` and ``m3-all`` (ColBERT)
-    candidates.py  its value types: M3Weights, CandidateSet
+searcher.py    HybridSearcher: the public methods and the call plan
+options.py     SearchOptions (per-call options), SearchPlan, the argument checks, the limits
+execute.py     PlanRunner: how a plan is run, the strategy chosen once from the engine's flags
+requests.py    the one place per-field requests (dense, sparse, BM25) are built
+rerank.py      the BGE-M3 paper's fusion client-side: ``m3`` and ``m3-all`` (ColBERT)
+candidates.py  its value types: M3Weights, CandidateSet
 """
 
 from __future__ import annotations

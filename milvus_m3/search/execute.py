@@ -99,20 +99,32 @@ class PlanRunner:
                 "pass the filter as a string, or use mode='hybrid'"
             )
         if encoder is None:
-            raise ConfigError(f"mode {plan.mode!r} needs an encoder; pass encoder= when creating the searcher")
+            raise ConfigError(
+                f"mode {plan.mode!r} needs an encoder; pass encoder= when creating the searcher"
+            )
         reranker = M3Reranker(
-            self.manager, self.collection, encoder, candidates=plan.candidates,
-            dense_search_params=self.dense_search_params(plan.candidates)["params"], check=False,
+            self.manager,
+            self.collection,
+            encoder,
+            candidates=plan.candidates,
+            dense_search_params=self.dense_search_params(plan.candidates)["params"],
+            check=False,
         )
         mode: Literal["m3", "m3-all"] = "m3" if plan.mode == "m3" else "m3-all"
         results = reranker.search_many(
-            texts, limit=plan.depth, mode=mode, filter=plan.expr or None, query_embeddings=embeddings,
+            texts,
+            limit=plan.depth,
+            mode=mode,
+            filter=plan.expr or None,
+            query_embeddings=embeddings,
         )
         return [hits[plan.offset :] for hits in results]
 
     def dense_search_params(self, depth: int) -> dict[str, Any]:
         """Dense search parameters for a search ``depth`` deep on this collection's index."""
-        return dense_search_params(self._dense_index, depth, ivf_nlist=self.spec.ivf_nlist, overrides=self._dense_params)
+        return dense_search_params(
+            self._dense_index, depth, ivf_nlist=self.spec.ivf_nlist, overrides=self._dense_params
+        )
 
     # ----------------------------------------------------------------- strategies
 
@@ -151,7 +163,9 @@ class PlanRunner:
         n = len(emb)
         k = plan.candidates
         if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="milvus-m3-search")
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=2, thread_name_prefix="milvus-m3-search"
+            )
         output_fields = list(plan.output_fields)
         futures = [
             self._pool.submit(self._search_one, req, output_fields)
@@ -159,9 +173,11 @@ class PlanRunner:
         ]
         dense_res, sparse_res = self._guarded(plan, lambda: [f.result() for f in futures])
         if len(dense_res) != n or len(sparse_res) != n:
-            raise self._missing_results("dense and sparse searches", min(len(dense_res), len(sparse_res)), n, plan)
+            raise self._missing_results(
+                "dense and sparse searches", min(len(dense_res), len(sparse_res)), n, plan
+            )
         out: list[list[Hit]] = []
-        for d_hits, s_hits in zip(dense_res, sparse_res):
+        for d_hits, s_hits in zip(dense_res, sparse_res, strict=False):
             entities: dict[Any, Any] = {}
             lists = []
             for hits in (d_hits, s_hits):
@@ -176,19 +192,32 @@ class PlanRunner:
 
     # ----------------------------------------------------------------- requests
 
-    def _dense(self, data: Sequence[Any], limit: int, plan: SearchPlan, depth: int | None = None) -> FieldRequest:
+    def _dense(
+        self, data: Sequence[Any], limit: int, plan: SearchPlan, depth: int | None = None
+    ) -> FieldRequest:
         return dense_request(
-            data, limit=limit, index_kind=self._dense_index, ivf_nlist=self.spec.ivf_nlist, params=self._dense_params,
-            expr=plan.expr, expr_params=plan.params, search_depth=depth,
+            data,
+            limit=limit,
+            index_kind=self._dense_index,
+            ivf_nlist=self.spec.ivf_nlist,
+            params=self._dense_params,
+            expr=plan.expr,
+            expr_params=plan.params,
+            search_depth=depth,
         )
 
     def _sparse(self, data: Sequence[Any], limit: int, plan: SearchPlan) -> FieldRequest:
-        return sparse_request(data, limit=limit, params=self._sparse_params, expr=plan.expr, expr_params=plan.params)
+        return sparse_request(
+            data, limit=limit, params=self._sparse_params, expr=plan.expr, expr_params=plan.params
+        )
 
     def _search_one(self, req: FieldRequest, output_fields: list[str]) -> Any:
         conn = self.manager.connection
         return conn.call(
-            self._what_search, conn.client.search, collection_name=self.collection, output_fields=output_fields,
+            self._what_search,
+            conn.client.search,
+            collection_name=self.collection,
+            output_fields=output_fields,
             **req.search_kwargs(),
         )
 
@@ -207,13 +236,21 @@ class PlanRunner:
 
     def _hybrid_search(self, dense: Any, sparse: Sequence[Mapping[int, float]], plan: SearchPlan) -> Any:
         k = plan.candidates
-        reqs = [self._dense(list(dense), k, plan).ann_request(), self._sparse(list(sparse), k, plan).ann_request()]
+        reqs = [
+            self._dense(list(dense), k, plan).ann_request(),
+            self._sparse(list(sparse), k, plan).ann_request(),
+        ]
         # Grouped: the same group can come back once per request (see the searcher's module docstring).
         limit = min(MAX_TOPK, len(reqs) * plan.depth) if plan.group_by is not None else plan.limit
         conn = self.manager.connection
         return conn.call(
-            self._what_hybrid, conn.client.hybrid_search, collection_name=self.collection, reqs=reqs,
-            ranker=self._ranker(plan), limit=limit, **self._result_kwargs(plan),
+            self._what_hybrid,
+            conn.client.hybrid_search,
+            collection_name=self.collection,
+            reqs=reqs,
+            ranker=self._ranker(plan),
+            limit=limit,
+            **self._result_kwargs(plan),
         )
 
     def _plain_search(self, emb: M3Embeddings, plan: SearchPlan) -> Any:
@@ -224,7 +261,10 @@ class PlanRunner:
             req = self._sparse(emb.sparse, limit, plan)
         conn = self.manager.connection
         return conn.call(
-            self._what_search, conn.client.search, collection_name=self.collection, **req.search_kwargs(),
+            self._what_search,
+            conn.client.search,
+            collection_name=self.collection,
+            **req.search_kwargs(),
             **self._result_kwargs(plan),
         )
 
@@ -259,13 +299,19 @@ class PlanRunner:
         conn = self.manager.connection
         try:
             rows = conn.call(
-                f"fetch fields from {self.collection!r}", conn.client.query, collection_name=self.collection,
-                filter=expr, output_fields=list(plan.output_fields), limit=len(ids),
+                f"fetch fields from {self.collection!r}",
+                conn.client.query,
+                collection_name=self.collection,
+                filter=expr,
+                output_fields=list(plan.output_fields),
+                limit=len(ids),
             )
         except MilvusM3Error:
             raise
         except Exception as exc:  # pymilvus errors
-            raise SearchError(f"reading the fields of hybrid hits from {self.collection!r} failed: {exc}") from exc
+            raise SearchError(
+                f"reading the fields of hybrid hits from {self.collection!r} failed: {exc}"
+            ) from exc
         by_id = {row[ID_FIELD]: row for row in rows}
         return [
             {

@@ -143,8 +143,15 @@ def check_ranker(ranker: Any) -> RankerName:
 
 
 def check_rrf_k(k: Any) -> float:
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or not 0 < k < MAX_RRF_K:
-        raise ConfigError(f"rrf_k must be a number in (0, {MAX_RRF_K}) (Milvus's range; 60 is usual), got {k!r}")
+    if (
+        isinstance(k, bool)
+        or not isinstance(k, (int, float))
+        or not math.isfinite(k)
+        or not 0 < k < MAX_RRF_K
+    ):
+        raise ConfigError(
+            f"rrf_k must be a number in (0, {MAX_RRF_K}) (Milvus's range; 60 is usual), got {k!r}"
+        )
     return float(k)
 
 
@@ -154,8 +161,13 @@ def check_weights(weights: Any) -> tuple[float, float]:
             f"weights must be two numbers (dense, sparse) for the weighted ranker, got {weights!r}"
         )
     out: list[float] = []
-    for name, w in zip(("dense", "sparse"), weights):
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or not 0.0 <= w <= 1.0:
+    for name, w in zip(("dense", "sparse"), weights, strict=False):
+        if (
+            isinstance(w, bool)
+            or not isinstance(w, (int, float))
+            or not math.isfinite(w)
+            or not 0.0 <= w <= 1.0
+        ):
             raise ConfigError(
                 f"weights: the {name} weight is {w!r}; Milvus's WeightedRanker takes weights in [0, 1] "
                 "(only their ratio matters: scale them so the larger is 1)"
@@ -195,4 +207,6 @@ def check_params(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def check_queries(queries: Any) -> list[str]:
     """Query texts as a list of non-empty strings, or an InputError naming the row (field "query")."""
-    return check_texts(queries, field="query", noun="query", one_string_hint="wrap it: [query]", check_utf8=False)
+    return check_texts(
+        queries, field="query", noun="query", one_string_hint="wrap it: [query]", check_utf8=False
+    )

@@ -80,8 +80,9 @@ class FieldRequest:
         )
 
 
-def dense_search_params(index_kind: str, limit: int, *, ivf_nlist: int = 1024,
-                        overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def dense_search_params(
+    index_kind: str, limit: int, *, ivf_nlist: int = 1024, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Search parameters for the dense field (inner product) under index ``index_kind``.
 
     HNSW: ``ef`` = max(DEFAULT_HNSW_EF, limit) unless given (a given ``ef`` below ``limit`` is refused);
@@ -109,38 +110,71 @@ def sparse_search_params(overrides: Mapping[str, Any] | None = None) -> dict[str
     return {"metric_type": "IP", "params": params}
 
 
-def dense_request(data: Sequence[Any], *, limit: int, index_kind: str = "AUTOINDEX", ivf_nlist: int = 1024,
-                  params: Mapping[str, Any] | None = None, expr: str = "",
-                  expr_params: Mapping[str, Any] | None = None, search_depth: int | None = None) -> FieldRequest:
+def dense_request(
+    data: Sequence[Any],
+    *,
+    limit: int,
+    index_kind: str = "AUTOINDEX",
+    ivf_nlist: int = 1024,
+    params: Mapping[str, Any] | None = None,
+    expr: str = "",
+    expr_params: Mapping[str, Any] | None = None,
+    search_depth: int | None = None,
+) -> FieldRequest:
     """A request on the dense field. ``search_depth`` (default ``limit``) is how deep the index must
     search (HNSW ``ef`` >= it): a grouped or paged search asks for fewer hits than it reads.
     ``index_kind`` AUTOINDEX / FLAT adds no default parameters: ``params`` go as given."""
     depth = limit if search_depth is None else search_depth
     return FieldRequest(
-        field=DENSE_FIELD, data=data, limit=limit,
+        field=DENSE_FIELD,
+        data=data,
+        limit=limit,
         search_params=dense_search_params(index_kind, depth, ivf_nlist=ivf_nlist, overrides=params),
-        expr=expr, expr_params=dict(expr_params or {}),
+        expr=expr,
+        expr_params=dict(expr_params or {}),
     )
 
 
-def sparse_request(data: Sequence[Any], *, limit: int, params: Mapping[str, Any] | None = None, expr: str = "",
-                   expr_params: Mapping[str, Any] | None = None, field: str = SPARSE_FIELD) -> FieldRequest:
+def sparse_request(
+    data: Sequence[Any],
+    *,
+    limit: int,
+    params: Mapping[str, Any] | None = None,
+    expr: str = "",
+    expr_params: Mapping[str, Any] | None = None,
+    field: str = SPARSE_FIELD,
+) -> FieldRequest:
     """A request on the learned-sparse field (``drop_ratio_search`` DEFAULT_DROP_RATIO_SEARCH unless given)."""
     return FieldRequest(
-        field=field, data=data, limit=limit, search_params=sparse_search_params(params),
-        expr=expr, expr_params=dict(expr_params or {}),
+        field=field,
+        data=data,
+        limit=limit,
+        search_params=sparse_search_params(params),
+        expr=expr,
+        expr_params=dict(expr_params or {}),
     )
 
 
-def bm25_request(texts: Sequence[str], *, field: str, limit: int, params: Mapping[str, Any] | None = None,
-                 expr: str = "", expr_params: Mapping[str, Any] | None = None) -> FieldRequest:
+def bm25_request(
+    texts: Sequence[str],
+    *,
+    field: str,
+    limit: int,
+    params: Mapping[str, Any] | None = None,
+    expr: str = "",
+    expr_params: Mapping[str, Any] | None = None,
+) -> FieldRequest:
     """A request on a BM25 function field: the data are query texts, which the engine analyses."""
     search_params: dict[str, Any] = {"metric_type": "BM25"}
     if params:
         search_params["params"] = dict(params)
     return FieldRequest(
-        field=field, data=list(texts), limit=limit, search_params=search_params,
-        expr=expr, expr_params=dict(expr_params or {}),
+        field=field,
+        data=list(texts),
+        limit=limit,
+        search_params=search_params,
+        expr=expr,
+        expr_params=dict(expr_params or {}),
     )
 
 
@@ -164,4 +198,3 @@ def weighted_ranker(*weights: float, norm_score: bool = True) -> Any:
     from pymilvus import WeightedRanker
 
     return WeightedRanker(*weights, norm_score=norm_score)
-

@@ -116,7 +116,9 @@ class M3Reranker:
         self.doc_colbert = doc_colbert
         self.score_scale: ScoreScale = score_scale
         self.dense_search_params = dict(dense_search_params or {})
-        self.sparse_search_params = dict(sparse_search_params or {"drop_ratio_search": DEFAULT_DROP_RATIO_SEARCH})
+        self.sparse_search_params = dict(
+            sparse_search_params or {"drop_ratio_search": DEFAULT_DROP_RATIO_SEARCH}
+        )
         if check:
             manager.check_collection(collection, dense_dim=encoder.dense_dim, model_name=encoder.model_name)
 
@@ -187,14 +189,18 @@ class M3Reranker:
         sparse_q = [{int(k): float(np.float32(v)) for k, v in s.items()} for s in queries.sparse]
         # The index kind is not known here: no default parameters, dense_search_params go as given.
         dense_lists = self._search_field(
-            dense_request([row.tolist() for row in dense_q], limit=depth, params=self.dense_search_params,
-                          expr=filter or "")
+            dense_request(
+                [row.tolist() for row in dense_q],
+                limit=depth,
+                params=self.dense_search_params,
+                expr=filter or "",
+            )
         )
         sparse_lists = self._search_sparse(sparse_q, depth, filter)
 
         need_dense: dict[str | int, None] = {}
         need_sparse: dict[str | int, None] = {}
-        for dl, sl in zip(dense_lists, sparse_lists):
+        for dl, sl in zip(dense_lists, sparse_lists, strict=False):
             for doc in sl:
                 if doc not in dl:
                     need_dense[doc] = None
@@ -202,12 +208,14 @@ class M3Reranker:
                 if doc not in sl:
                     need_sparse[doc] = None
         # One round trip for both fields: a candidate missing from one list needs that field's vector.
-        both = self._fetch_fields(list(dict.fromkeys([*need_dense, *need_sparse])), (DENSE_FIELD, SPARSE_FIELD))
+        both = self._fetch_fields(
+            list(dict.fromkeys([*need_dense, *need_sparse])), (DENSE_FIELD, SPARSE_FIELD)
+        )
         dense_vecs = {doc: both[doc][DENSE_FIELD] for doc in need_dense if doc in both}
         sparse_vecs = {doc: both[doc][SPARSE_FIELD] for doc in need_sparse if doc in both}
 
         out: list[CandidateSet] = []
-        for i, (dl, sl) in enumerate(zip(dense_lists, sparse_lists)):
+        for i, (dl, sl) in enumerate(zip(dense_lists, sparse_lists, strict=False)):
             ids = list(dl) + [d for d in sl if d not in dl]
             d_scores = np.empty(len(ids))
             s_scores = np.empty(len(ids))
@@ -258,7 +266,7 @@ class M3Reranker:
         w = self.weights
         scale = self._scale("m3-all")
         out = []
-        for qi, (cs, pool) in enumerate(zip(sets, pools)):
+        for qi, (cs, pool) in enumerate(zip(sets, pools, strict=False)):
             index = {doc: j for j, doc in enumerate(cs.ids)}
             docs = [doc for doc, _ in pool]
             d = np.array([cs.dense[index[doc]] for doc in docs], dtype=np.float64)
@@ -292,7 +300,7 @@ class M3Reranker:
             vecs = self._colbert(texts, "documents")
         if len(vecs) != len(ids):
             raise InputError(f"{len(vecs)} ColBERT arrays for {len(ids)} documents", field="colbert")
-        return dict(zip(ids, vecs))
+        return dict(zip(ids, vecs, strict=False))
 
     # -- Milvus ------------------------------------------------------------------------------
 
@@ -320,10 +328,11 @@ class M3Reranker:
         out: list[dict[str | int, float]] = [{} for _ in queries]
         rows = [i for i, s in enumerate(queries) if s]
         found = self._search_field(
-            sparse_request([queries[i] for i in rows], limit=limit, params=self.sparse_search_params,
-                           expr=filter or "")
+            sparse_request(
+                [queries[i] for i in rows], limit=limit, params=self.sparse_search_params, expr=filter or ""
+            )
         )
-        for i, hits in zip(rows, found):
+        for i, hits in zip(rows, found, strict=False):
             out[i] = hits
         return out
 

@@ -190,10 +190,19 @@ class HybridSearcher:
                 field="query",
             )
         if not query.strip():
-            raise InputError("query is empty; give some text to search for (or skip the search)", field="query")
+            raise InputError(
+                "query is empty; give some text to search for (or skip the search)", field="query"
+            )
         options = SearchOptions(
-            limit=limit, offset=offset, mode=mode, ranker=ranker, weights=weights, filter=filter,
-            output_fields=output_fields, candidate_limit=candidate_limit, group_by=group_by,
+            limit=limit,
+            offset=offset,
+            mode=mode,
+            ranker=ranker,
+            weights=weights,
+            filter=filter,
+            output_fields=output_fields,
+            candidate_limit=candidate_limit,
+            group_by=group_by,
         )
         return self._search_texts([query], options)[0]
 
@@ -213,8 +222,15 @@ class HybridSearcher:
     ) -> list[list[Hit]]:
         """Hits for each query text: one encoder call and one Milvus call for the whole batch."""
         options = SearchOptions(
-            limit=limit, offset=offset, mode=mode, ranker=ranker, weights=weights, filter=filter,
-            output_fields=output_fields, candidate_limit=candidate_limit, group_by=group_by,
+            limit=limit,
+            offset=offset,
+            mode=mode,
+            ranker=ranker,
+            weights=weights,
+            filter=filter,
+            output_fields=output_fields,
+            candidate_limit=candidate_limit,
+            group_by=group_by,
         )
         return self._search_texts(queries, options)
 
@@ -234,8 +250,15 @@ class HybridSearcher:
     ) -> list[list[Hit]]:
         """Hits for pre-computed query embeddings (one Milvus call; no encoder involved)."""
         options = SearchOptions(
-            limit=limit, offset=offset, mode=mode, ranker=ranker, weights=weights, filter=filter,
-            output_fields=output_fields, candidate_limit=candidate_limit, group_by=group_by,
+            limit=limit,
+            offset=offset,
+            mode=mode,
+            ranker=ranker,
+            weights=weights,
+            filter=filter,
+            output_fields=output_fields,
+            candidate_limit=candidate_limit,
+            group_by=group_by,
         )
         return self._search_vectors(queries, options)
 
@@ -301,10 +324,21 @@ class HybridSearcher:
         weights = self.weights if options.weights is None else check_weights(options.weights)
         candidates = self._candidates(options.candidate_limit, mode, depth)
         output_fields = self._output_fields(options.output_fields, options.group_by)
-        expr, params = render(options.filter, templates=self._templates, dialect=self._dialect, fields=self._fields)
+        expr, params = render(
+            options.filter, templates=self._templates, dialect=self._dialect, fields=self._fields
+        )
         return SearchPlan(
-            limit=limit, offset=offset, mode=mode, ranker=ranker, rrf_k=self.rrf_k, weights=weights,
-            candidates=candidates, expr=expr, params=params, output_fields=output_fields, group_by=options.group_by,
+            limit=limit,
+            offset=offset,
+            mode=mode,
+            ranker=ranker,
+            rrf_k=self.rrf_k,
+            weights=weights,
+            candidates=candidates,
+            expr=expr,
+            params=params,
+            output_fields=output_fields,
+            group_by=options.group_by,
         )
 
     def _candidates(self, candidate_limit: int | None, mode: Mode, depth: int) -> int:
@@ -328,7 +362,9 @@ class HybridSearcher:
             out = self._default_output
         else:
             if isinstance(output_fields, str):
-                raise ConfigError(f"output_fields must be a list of field names, got the string {output_fields!r}")
+                raise ConfigError(
+                    f"output_fields must be a list of field names, got the string {output_fields!r}"
+                )
             out = tuple(output_fields)
             unknown = [f for f in out if f not in self._output_known]
             if unknown:

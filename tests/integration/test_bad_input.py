@@ -62,7 +62,7 @@ SEED_TEXTS = [
     "milvus stores dense and sparse vectors",
     "bge m3 gives dense and sparse vectors from one pass",
     "bread dough rises because yeast releases gas",
-    "quotes \" and backslashes \\ are stored as they are",
+    'quotes " and backslashes \\ are stored as they are',
 ]
 SEED_META = [{"i": i, "lang": "en", "tags": ["seed"]} for i in range(6)]
 
@@ -92,9 +92,12 @@ def enc() -> FakeEncoder:
 
 def _seed(m: CollectionManager, enc: FakeEncoder) -> None:
     m.create_collection(COLL, spec=CollectionSpec(dense_dim=DIM, model_name=enc.model_name), recreate=True)
-    m.upsert(COLL, ids=SEED_IDS, texts=SEED_TEXTS, embeddings=enc.encode_documents(SEED_TEXTS), metadata=SEED_META)
-    m.create_collection("ints", spec=CollectionSpec(dense_dim=DIM, model_name=enc.model_name, id_type="int64"),
-                        recreate=True)
+    m.upsert(
+        COLL, ids=SEED_IDS, texts=SEED_TEXTS, embeddings=enc.encode_documents(SEED_TEXTS), metadata=SEED_META
+    )
+    m.create_collection(
+        "ints", spec=CollectionSpec(dense_dim=DIM, model_name=enc.model_name, id_type="int64"), recreate=True
+    )
     m.upsert("ints", ids=[1, 2], texts=SEED_TEXTS[:2], embeddings=enc.encode_documents(SEED_TEXTS[:2]))
 
 
@@ -171,7 +174,10 @@ def _dense_with(value: float, col: int = 3) -> Callable[[CollectionManager, Fake
         e = _emb(enc)
         dense = e.dense.copy()
         dense[BAD_ROW, col] = value
-        return m.upsert(COLL, ids=BATCH_IDS, texts=BATCH_TEXTS, embeddings=M3Embeddings(dense=dense, sparse=e.sparse))
+        return m.upsert(
+            COLL, ids=BATCH_IDS, texts=BATCH_TEXTS, embeddings=M3Embeddings(dense=dense, sparse=e.sparse)
+        )
+
     return call
 
 
@@ -179,7 +185,9 @@ def _zero_dense(m: CollectionManager, enc: FakeEncoder) -> object:
     e = _emb(enc)
     dense = e.dense.copy()
     dense[BAD_ROW] = 0.0
-    return m.upsert(COLL, ids=BATCH_IDS, texts=BATCH_TEXTS, embeddings=M3Embeddings(dense=dense, sparse=e.sparse))
+    return m.upsert(
+        COLL, ids=BATCH_IDS, texts=BATCH_TEXTS, embeddings=M3Embeddings(dense=dense, sparse=e.sparse)
+    )
 
 
 def _sparse_with(vec: dict[Any, Any]) -> Callable[[CollectionManager, FakeEncoder], object]:
@@ -187,7 +195,10 @@ def _sparse_with(vec: dict[Any, Any]) -> Callable[[CollectionManager, FakeEncode
         e = _emb(enc)
         sparse = list(e.sparse)
         sparse[BAD_ROW] = {**sparse[BAD_ROW], **vec}
-        return m.upsert(COLL, ids=BATCH_IDS, texts=BATCH_TEXTS, embeddings=M3Embeddings(dense=e.dense, sparse=sparse))
+        return m.upsert(
+            COLL, ids=BATCH_IDS, texts=BATCH_TEXTS, embeddings=M3Embeddings(dense=e.dense, sparse=sparse)
+        )
+
     return call
 
 
@@ -196,6 +207,7 @@ def _ids_with(bad: Any, coll: str = COLL) -> Callable[[CollectionManager, FakeEn
         ids: list[Any] = list(BATCH_IDS) if coll == COLL else [1, 10, 11, 12]
         ids[BAD_ROW] = bad
         return m.upsert(coll, ids=ids, texts=BATCH_TEXTS, embeddings=_emb(enc))
+
     return call
 
 
@@ -204,6 +216,7 @@ def _text_with(bad: Any) -> Callable[[CollectionManager, FakeEncoder], object]:
         texts: list[Any] = list(BATCH_TEXTS)
         texts[BAD_ROW] = bad
         return m.upsert(COLL, ids=BATCH_IDS, texts=texts, embeddings=_emb(enc))
+
     return call
 
 
@@ -212,6 +225,7 @@ def _meta_with(bad: Any) -> Callable[[CollectionManager, FakeEncoder], object]:
         meta: list[Any] = [{"k": i} for i in range(4)]
         meta[BAD_ROW] = bad
         return m.upsert(COLL, ids=BATCH_IDS, texts=BATCH_TEXTS, embeddings=_emb(enc), metadata=meta)
+
     return call
 
 
@@ -223,61 +237,120 @@ class _Opaque:
 MANAGER_CASES: dict[str, Case] = {
     # dense vectors (test_collection covers NaN at row 2, duplicate ids, a str sparse id and a wrong dim)
     "dense-inf": Case(_dense_with(float("inf")), InputError, "dense", BAD_ROW, r"re-encode|drop the row"),
-    "dense-minus-inf": Case(_dense_with(float("-inf"), col=0), InputError, "dense", BAD_ROW, r"re-encode|drop the row"),
+    "dense-minus-inf": Case(
+        _dense_with(float("-inf"), col=0), InputError, "dense", BAD_ROW, r"re-encode|drop the row"
+    ),
     "dense-all-zero": Case(_zero_dense, InputError, "dense", BAD_ROW, r"re-encode|drop the row"),
     # sparse vectors
-    "sparse-negative-id": Case(_sparse_with({-5: 0.3}), InputError, "sparse", BAD_ROW, r"\[0, 2\^32-2\]", ("-5",)),
-    "sparse-id-2^32": Case(_sparse_with({2**32: 0.3}), InputError, "sparse", BAD_ROW, r"\[0, 2\^32-2\]", (str(2**32),)),
-    "sparse-id-2^32-1": Case(_sparse_with({2**32 - 1: 0.3}), InputError, "sparse", BAD_ROW, r"\[0, 2\^32-2\]"),
+    "sparse-negative-id": Case(
+        _sparse_with({-5: 0.3}), InputError, "sparse", BAD_ROW, r"\[0, 2\^32-2\]", ("-5",)
+    ),
+    "sparse-id-2^32": Case(
+        _sparse_with({2**32: 0.3}), InputError, "sparse", BAD_ROW, r"\[0, 2\^32-2\]", (str(2**32),)
+    ),
+    "sparse-id-2^32-1": Case(
+        _sparse_with({2**32 - 1: 0.3}), InputError, "sparse", BAD_ROW, r"\[0, 2\^32-2\]"
+    ),
     "sparse-float-id": Case(_sparse_with({7.0: 0.3}), InputError, "sparse", BAD_ROW, r"ids must be ints"),
-    "sparse-negative-weight": Case(_sparse_with({9: -0.1}), InputError, "sparse", BAD_ROW, r"finite and >= 0", ("id 9",)),
-    "sparse-nan-weight": Case(_sparse_with({9: float("nan")}), InputError, "sparse", BAD_ROW, r"finite and >= 0", ("nan",)),
-    "sparse-inf-weight": Case(_sparse_with({9: float("inf")}), InputError, "sparse", BAD_ROW, r"finite and >= 0"),
+    "sparse-negative-weight": Case(
+        _sparse_with({9: -0.1}), InputError, "sparse", BAD_ROW, r"finite and >= 0", ("id 9",)
+    ),
+    "sparse-nan-weight": Case(
+        _sparse_with({9: float("nan")}), InputError, "sparse", BAD_ROW, r"finite and >= 0", ("nan",)
+    ),
+    "sparse-inf-weight": Case(
+        _sparse_with({9: float("inf")}), InputError, "sparse", BAD_ROW, r"finite and >= 0"
+    ),
     "sparse-string-weight": Case(_sparse_with({9: "heavy"}), InputError, "sparse", BAD_ROW, r"not a number"),
     "sparse-not-a-dict": Case(
-        lambda m, enc: m.upsert(COLL, ids=BATCH_IDS, texts=BATCH_TEXTS, embeddings=M3Embeddings(
-            dense=_emb(enc).dense, sparse=[{}, {}, [(1, 0.5)], {}])),  # type: ignore[list-item]
-        InputError, "sparse", BAD_ROW, r"must be a dict of token id -> weight",
+        lambda m, enc: m.upsert(
+            COLL,
+            ids=BATCH_IDS,
+            texts=BATCH_TEXTS,
+            embeddings=M3Embeddings(dense=_emb(enc).dense, sparse=[{}, {}, [(1, 0.5)], {}]),
+        ),  # type: ignore[list-item]
+        InputError,
+        "sparse",
+        BAD_ROW,
+        r"must be a dict of token id -> weight",
     ),
     # ids
     "id-empty": Case(_ids_with(""), InputError, "id", BAD_ROW, r"non-empty id"),
     "id-whitespace": Case(_ids_with("   "), InputError, "id", BAD_ROW, r"non-empty id"),
-    "id-too-long-ascii": Case(_ids_with("x" * 513), InputError, "id", BAD_ROW, r"shorter ids|larger id_max_length", ("513 bytes",)),
+    "id-too-long-ascii": Case(
+        _ids_with("x" * 513), InputError, "id", BAD_ROW, r"shorter ids|larger id_max_length", ("513 bytes",)
+    ),
     "id-too-long-multibyte": Case(  # 200 characters, 600 bytes: the key limit is in bytes
-        _ids_with("€" * 200), InputError, "id", BAD_ROW, r"shorter ids|larger id_max_length", ("600 bytes",)),
+        _ids_with("€" * 200), InputError, "id", BAD_ROW, r"shorter ids|larger id_max_length", ("600 bytes",)
+    ),
     "id-int-for-varchar": Case(_ids_with(42), InputError, "id", BAD_ROW, r"convert with str\(\)"),
     "id-none": Case(_ids_with(None), InputError, "id", BAD_ROW, r"convert with str\(\)|non-empty id"),
     "id-nul-byte": Case(_ids_with("a\x00b"), InputError, "id", BAD_ROW, r"remove|strip|drop|fix"),
-    "id-duplicate-of-last": Case(_ids_with("n3"), InputError, "id", 3, r"ids must be unique", ("repeats row 2",)),
+    "id-duplicate-of-last": Case(
+        _ids_with("n3"), InputError, "id", 3, r"ids must be unique", ("repeats row 2",)
+    ),
     "id-str-for-int64": Case(_ids_with("12", coll="ints"), InputError, "id", BAD_ROW, r"must be an int"),
     "id-beyond-int64": Case(_ids_with(2**63, coll="ints"), InputError, "id", BAD_ROW, r"int64"),
     "id-count-mismatch": Case(
         lambda m, enc: m.upsert(COLL, ids=BATCH_IDS[:3], texts=BATCH_TEXTS, embeddings=_emb(enc)),
-        InputError, "id", None, r"one id per text",
+        InputError,
+        "id",
+        None,
+        r"one id per text",
     ),
     # texts
     "text-none": Case(_text_with(None), InputError, "text", BAD_ROW, r"must be a string"),
     "text-bytes": Case(_text_with(b"raw bytes"), InputError, "text", BAD_ROW, r"must be a string|decode"),
     "text-empty": Case(_text_with(""), InputError, "text", BAD_ROW, r"non-empty|drop the row|give it"),
-    "text-whitespace-only": Case(_text_with(" \t\n "), InputError, "text", BAD_ROW, r"non-empty|drop the row|give it"),
-    "text-nul-byte": Case(_text_with("before\x00after"), InputError, "text", BAD_ROW, r"strip control characters"),
-    "text-lone-surrogate": Case(_text_with("bad \udcff byte"), InputError, "text", BAD_ROW, r"fix the input encoding"),
+    "text-whitespace-only": Case(
+        _text_with(" \t\n "), InputError, "text", BAD_ROW, r"non-empty|drop the row|give it"
+    ),
+    "text-nul-byte": Case(
+        _text_with("before\x00after"), InputError, "text", BAD_ROW, r"strip control characters"
+    ),
+    "text-lone-surrogate": Case(
+        _text_with("bad \udcff byte"), InputError, "text", BAD_ROW, r"fix the input encoding"
+    ),
     "text-beyond-varchar": Case(
-        _text_with("é" * 40_000), InputError, "text", BAD_ROW, r"chunk long documents|larger text_max_length", ("80000 bytes",)),
+        _text_with("é" * 40_000),
+        InputError,
+        "text",
+        BAD_ROW,
+        r"chunk long documents|larger text_max_length",
+        ("80000 bytes",),
+    ),
     "texts-one-string": Case(
         lambda m, enc: m.upsert(COLL, ids=["a"], texts="one string", embeddings=_emb(enc, ["one string"])),
-        InputError, "text", None, r"wrap it",
+        InputError,
+        "text",
+        None,
+        r"wrap it",
     ),
     # metadata
-    "metadata-set": Case(_meta_with({"tags": {"a", "b"}}), InputError, "metadata", BAD_ROW, r"JSON-serialisable"),
-    "metadata-object": Case(_meta_with({"obj": _Opaque()}), InputError, "metadata", BAD_ROW, r"JSON-serialisable"),
+    "metadata-set": Case(
+        _meta_with({"tags": {"a", "b"}}), InputError, "metadata", BAD_ROW, r"JSON-serialisable"
+    ),
+    "metadata-object": Case(
+        _meta_with({"obj": _Opaque()}), InputError, "metadata", BAD_ROW, r"JSON-serialisable"
+    ),
     "metadata-nan": Case(_meta_with({"score": math.nan}), InputError, "metadata", BAD_ROW, r"without NaN"),
     "metadata-too-large": Case(
-        _meta_with({"blob": "x" * 70_000}), InputError, "metadata", BAD_ROW, r"store large values elsewhere", ("65536",)),
-    "metadata-not-a-dict": Case(_meta_with(["a", "list"]), InputError, "metadata", BAD_ROW, r"must be a dict"),
+        _meta_with({"blob": "x" * 70_000}),
+        InputError,
+        "metadata",
+        BAD_ROW,
+        r"store large values elsewhere",
+        ("65536",),
+    ),
+    "metadata-not-a-dict": Case(
+        _meta_with(["a", "list"]), InputError, "metadata", BAD_ROW, r"must be a dict"
+    ),
     "metadata-count-mismatch": Case(
         lambda m, enc: m.upsert(COLL, ids=BATCH_IDS, texts=BATCH_TEXTS, embeddings=_emb(enc), metadata=[{}]),
-        InputError, "metadata", None, r"4 texts but 1 metadata",
+        InputError,
+        "metadata",
+        None,
+        r"4 texts but 1 metadata",
     ),
 }
 
@@ -295,13 +368,24 @@ def test_manager_refuses(case_id: str, unchanged: CollectionManager, enc: FakeEn
 
 def test_empty_sparse_vector_and_edge_ids_are_accepted(store: CollectionManager, enc: FakeEncoder) -> None:
     name = "edges"
-    store.create_collection(name, spec=CollectionSpec(dense_dim=DIM, model_name=enc.model_name), recreate=True)
-    texts = ["a doc with no sparse weights", "a doc whose sparse id is the largest legal one", "zero weights only"]
+    store.create_collection(
+        name, spec=CollectionSpec(dense_dim=DIM, model_name=enc.model_name), recreate=True
+    )
+    texts = [
+        "a doc with no sparse weights",
+        "a doc whose sparse id is the largest legal one",
+        "zero weights only",
+    ]
     e = enc.encode_documents(texts)
     sparse = [{}, {2**32 - 2: 0.5, 0: 0.25}, {11: 0.0, 12: -0.0}]
     ids = ["é" * 170, "i" * 512, "z"]  # 510 and 512 bytes: at the key limit, not beyond
-    assert store.upsert(name, ids=ids, texts=texts, embeddings=M3Embeddings(dense=e.dense, sparse=sparse)) == 3
-    got = {r["id"]: {int(k): v for k, v in r["sparse"].items()} for r in store.get(name, ids, output_fields=["sparse"])}
+    assert (
+        store.upsert(name, ids=ids, texts=texts, embeddings=M3Embeddings(dense=e.dense, sparse=sparse)) == 3
+    )
+    got = {
+        r["id"]: {int(k): v for k, v in r["sparse"].items()}
+        for r in store.get(name, ids, output_fields=["sparse"])
+    }
     assert got == {ids[0]: {}, ids[1]: {2**32 - 2: 0.5, 0: 0.25}, ids[2]: {}}
     store.drop(name)
 
@@ -314,7 +398,9 @@ def _foreign_collection(m: CollectionManager, enc: FakeEncoder) -> object:
     from pymilvus import DataType, MilvusClient
 
     if not m.has_collection("foreign"):
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description="made by hand")
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False, description="made by hand"
+        )
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("dense", DataType.FLOAT_VECTOR, dim=DIM)
         idx = MilvusClient.prepare_index_params()
@@ -326,10 +412,20 @@ def _foreign_collection(m: CollectionManager, enc: FakeEncoder) -> object:
 COLLECTION_CASES: dict[str, Case] = {
     "collection-missing-upsert": Case(
         lambda m, enc: m.upsert("nope", ids=["a"], texts=["x"], embeddings=enc.encode_documents(["x"])),
-        CollectionNotFoundError, None, None, r"create it first", ("'nope'",),
+        CollectionNotFoundError,
+        None,
+        None,
+        r"create it first",
+        ("'nope'",),
     ),
     "collection-not-built-by-milvus-m3": Case(
-        _foreign_collection, SchemaMismatchError, None, None, r"create a new collection with milvus-m3", ("'foreign'",)),
+        _foreign_collection,
+        SchemaMismatchError,
+        None,
+        None,
+        r"create a new collection with milvus-m3",
+        ("'foreign'",),
+    ),
 }
 
 
@@ -351,15 +447,18 @@ def _search(**kwargs: Any) -> Callable[[CollectionManager, FakeEncoder], object]
         from milvus_m3.search import HybridSearcher
 
         return HybridSearcher(m, COLL, enc).search(query, **kwargs)
+
     return call
 
 
-def _searcher(collection: str = COLL, enc: FakeEncoder | None = None, **kwargs: Any
-              ) -> Callable[[CollectionManager, FakeEncoder], object]:
+def _searcher(
+    collection: str = COLL, enc: FakeEncoder | None = None, **kwargs: Any
+) -> Callable[[CollectionManager, FakeEncoder], object]:
     def call(m: CollectionManager, default: FakeEncoder) -> object:
         from milvus_m3.search import HybridSearcher
 
         return HybridSearcher(m, collection, enc or default, **kwargs).search("cat")
+
     return call
 
 
@@ -368,6 +467,7 @@ def _search_batch(queries: Any) -> Callable[[CollectionManager, FakeEncoder], ob
         from milvus_m3.search import HybridSearcher
 
         return HybridSearcher(m, COLL, enc).search_batch(queries)
+
     return call
 
 
@@ -377,12 +477,14 @@ def _f(field: str, op: str, value: Any) -> Any:
     return Filter(field, op, value)
 
 
-def _search_structured(field: str, op: str, value: Any, **kwargs: Any
-                       ) -> Callable[[CollectionManager, FakeEncoder], object]:
+def _search_structured(
+    field: str, op: str, value: Any, **kwargs: Any
+) -> Callable[[CollectionManager, FakeEncoder], object]:
     def call(m: CollectionManager, enc: FakeEncoder) -> object:
         from milvus_m3.search import HybridSearcher
 
         return HybridSearcher(m, COLL, enc).search("cat", filter=_f(field, op, value), **kwargs)
+
     return call
 
 
@@ -390,14 +492,25 @@ SEARCH_CASES: dict[str, Case] = {
     # test_search covers limit/offset/mode/ranker/weights/candidate_limit/group_by, bad queries, filters
     # the engine rejects, another model or dim. These are the gaps.
     "limit-beyond-topk": Case(_search(limit=16_385), ConfigError, None, None, r"at most 16384", ("16385",)),
-    "weights-three": Case(_search(ranker="weighted", weights=[0.5, 0.3, 0.2]), ConfigError, None, None,
-                          r"two numbers \(dense, sparse\)"),
+    "weights-three": Case(
+        _search(ranker="weighted", weights=[0.5, 0.3, 0.2]),
+        ConfigError,
+        None,
+        None,
+        r"two numbers \(dense, sparse\)",
+    ),
     "output-field-unknown": Case(_search(output_fields=["passwd"]), ConfigError, None, None, r"choose from"),
     "query-none": Case(_search(query=None), InputError, "query", None, r"must be a string"),
-    "search-missing-collection": Case(_searcher(collection="nope"), CollectionNotFoundError, None, None,
-                                      r"create it first", ("'nope'",)),
+    "search-missing-collection": Case(
+        _searcher(collection="nope"), CollectionNotFoundError, None, None, r"create it first", ("'nope'",)
+    ),
     "search-foreign-collection": Case(  # the test creates it first (see _foreign_collection)
-        _searcher(collection="foreign"), SchemaMismatchError, None, None, r"create a new collection with milvus-m3"),
+        _searcher(collection="foreign"),
+        SchemaMismatchError,
+        None,
+        None,
+        r"create a new collection with milvus-m3",
+    ),
 }
 
 
@@ -418,7 +531,7 @@ def test_searcher_still_works_after_every_refusal(store: CollectionManager, enc:
     from milvus_m3.search import HybridSearcher
 
     s = HybridSearcher(store, COLL, enc)
-    for doc_id, text in zip(SEED_IDS, SEED_TEXTS):
+    for doc_id, text in zip(SEED_IDS, SEED_TEXTS, strict=False):
         assert s.search(text, limit=1)[0].id == doc_id
 
 
@@ -430,8 +543,14 @@ def strict_embedder(tiny_checkpoint: Path) -> Any:
     """The tiny model with short max lengths and overflow='error'."""
     from milvus_m3.embedder import M3Embedder
 
-    return M3Embedder(tiny_checkpoint, device="cpu", precision="fp32", overflow="error",
-                      document_max_length=64, query_max_length=32)
+    return M3Embedder(
+        tiny_checkpoint,
+        device="cpu",
+        precision="fp32",
+        overflow="error",
+        document_max_length=64,
+        query_max_length=32,
+    )
 
 
 LONG = "retrieval " * 400  # far beyond 64 tokens
@@ -441,13 +560,29 @@ LONG = "retrieval " * 400  # far beyond 64 tokens
 EMBEDDER_CASES: dict[str, tuple[str, Any, type[BaseException], int | None, str]] = {
     # case id: (documents|queries, texts, exception, row, fix regex)
     "embed-query-too-long": ("queries", ["ok", "fine", LONG], TextTooLongError, 2, r"raise query_max_length"),
-    "embed-doc-too-long-last-row": ("documents", ["ok", "fine", "x", LONG], TextTooLongError, 3,
-                                    r"raise document_max_length|--chunk-tokens"),
-    "embed-lone-surrogate-document": ("documents", ["ok", "fine", "bad \udcff byte"], InputError, 2,
-                                      r"UTF-8|encoding"),
+    "embed-doc-too-long-last-row": (
+        "documents",
+        ["ok", "fine", "x", LONG],
+        TextTooLongError,
+        3,
+        r"raise document_max_length|--chunk-tokens",
+    ),
+    "embed-lone-surrogate-document": (
+        "documents",
+        ["ok", "fine", "bad \udcff byte"],
+        InputError,
+        2,
+        r"UTF-8|encoding",
+    ),
     "embed-lone-surrogate-query": ("queries", ["ok", "\ud800"], InputError, 1, r"UTF-8|encoding"),
     "embed-list-row": ("documents", ["ok", ["a", "list"]], InputError, 1, r"non-empty str"),
-    "embed-nbsp-only": ("queries", ["ok", "\u00a0\u2003\u3000"], InputError, 1, r"drop the row or give it some text"),
+    "embed-nbsp-only": (
+        "queries",
+        ["ok", "\u00a0\u2003\u3000"],
+        InputError,
+        1,
+        r"drop the row or give it some text",
+    ),
 }
 
 
@@ -471,6 +606,7 @@ def _copy_ckpt(src: Path, dst: Path) -> Path:
 def _corrupt(name: str, data: bytes) -> Callable[[Path], None]:
     def go(d: Path) -> None:
         (d / name).write_bytes(data)
+
     return go
 
 
@@ -478,6 +614,7 @@ def _remove(*names: str) -> Callable[[Path], None]:
     def go(d: Path) -> None:
         for n in names:
             (d / n).unlink(missing_ok=True)
+
     return go
 
 
@@ -499,19 +636,35 @@ def _head_as_module(d: Path) -> None:
 CHECKPOINT_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     # case id: (damage, regex the message must match: names the file and the fix)
     "ckpt-no-tokenizer-at-all": (
-        _remove("tokenizer.json", "sentencepiece.bpe.model"), r"tokenizer files are missing.*tokenizer\.json"),
-    "ckpt-garbage-sparse_linear": (_corrupt("sparse_linear.pt", b"not a torch file at all"),
-                                   r"sparse_linear\.pt .*corrupt.*re-download"),
-    "ckpt-empty-colbert_linear": (_corrupt("colbert_linear.pt", b""), r"colbert_linear\.pt .*corrupt.*re-download"),
+        _remove("tokenizer.json", "sentencepiece.bpe.model"),
+        r"tokenizer files are missing.*tokenizer\.json",
+    ),
+    "ckpt-garbage-sparse_linear": (
+        _corrupt("sparse_linear.pt", b"not a torch file at all"),
+        r"sparse_linear\.pt .*corrupt.*re-download",
+    ),
+    "ckpt-empty-colbert_linear": (
+        _corrupt("colbert_linear.pt", b""),
+        r"colbert_linear\.pt .*corrupt.*re-download",
+    ),
     "ckpt-head-wrong-keys": (_head_with_wrong_keys, r"sparse_linear\.pt .*not a plain tensor state dict"),
-    "ckpt-head-is-a-pickled-module": (_head_as_module, r"colbert_linear\.pt .*(not a plain tensor state dict|corrupt)"),
+    "ckpt-head-is-a-pickled-module": (
+        _head_as_module,
+        r"colbert_linear\.pt .*(not a plain tensor state dict|corrupt)",
+    ),
     "ckpt-corrupt-config": (_corrupt("config.json", b"{not json"), r"config\.json .*unreadable"),
-    "ckpt-config-without-hidden-size": (_corrupt("config.json", b'{"model_type": "xlm-roberta"}'),
-                                        r"config\.json .*hidden_size"),
-    "ckpt-corrupt-tokenizer": (_corrupt("tokenizer.json", b'{"version": "1.0", "model": 17}'),
-                               r"tokenizer|complete BGE-M3 checkpoint"),
-    "ckpt-safetensors-bad-header": (_corrupt("model.safetensors", b"\xff" * 8 + b"{}"),
-                                    r"model\.safetensors .*corrupt or truncated.*re-download"),
+    "ckpt-config-without-hidden-size": (
+        _corrupt("config.json", b'{"model_type": "xlm-roberta"}'),
+        r"config\.json .*hidden_size",
+    ),
+    "ckpt-corrupt-tokenizer": (
+        _corrupt("tokenizer.json", b'{"version": "1.0", "model": 17}'),
+        r"tokenizer|complete BGE-M3 checkpoint",
+    ),
+    "ckpt-safetensors-bad-header": (
+        _corrupt("model.safetensors", b"\xff" * 8 + b"{}"),
+        r"model\.safetensors .*corrupt or truncated.*re-download",
+    ),
 }
 
 
@@ -536,7 +689,9 @@ def test_checkpoint_refused(case_id: str, tiny_checkpoint: Path, tmp_path: Path)
 def _gz_cut(d: Path) -> Path:
     import gzip
 
-    body = "".join(json.dumps({"id": f"g{i}", "text": f"gzip document {i} " * 20}) + "\n" for i in range(2000))
+    body = "".join(
+        json.dumps({"id": f"g{i}", "text": f"gzip document {i} " * 20}) + "\n" for i in range(2000)
+    )
     raw = gzip.compress(body.encode())
     (d / "cut.jsonl.gz").write_bytes(raw[: len(raw) // 2])
     return d / "cut.jsonl.gz"
@@ -554,14 +709,24 @@ def _a_directory(d: Path) -> Path:
 
 FILE_CASES: dict[str, tuple[Callable[[Path], Path], type[BaseException], str]] = {
     # case id: (make the input, exception, regex: names the file (and line) and the fix)
-    "file-gzip-cut-short": (_gz_cut, InputError, r"cut\.jsonl\.gz: the gzip stream is corrupt or cut short.*re-create the file"),
-    "file-csv-header-not-utf8": (_csv_bad_header, InputError, r"h\.csv:1: the header row must hold distinct UTF-8"),
+    "file-gzip-cut-short": (
+        _gz_cut,
+        InputError,
+        r"cut\.jsonl\.gz: the gzip stream is corrupt or cut short.*re-create the file",
+    ),
+    "file-csv-header-not-utf8": (
+        _csv_bad_header,
+        InputError,
+        r"h\.csv:1: the header row must hold distinct UTF-8",
+    ),
     "file-is-a-directory": (_a_directory, ConfigError, r"adir\.jsonl does not exist or is not a file"),
 }
 
 
 @pytest.mark.parametrize("case_id", sorted(FILE_CASES))
-def test_input_file_refused(case_id: str, unchanged: CollectionManager, enc: FakeEncoder, tmp_path: Path) -> None:
+def test_input_file_refused(
+    case_id: str, unchanged: CollectionManager, enc: FakeEncoder, tmp_path: Path
+) -> None:
     """Whole-file problems stop the job with the file named; what was stored stays (this job writes
     into the seeded collection)."""
     from milvus_m3.ingest import ingest
@@ -587,14 +752,24 @@ def test_utf16_file_is_named_as_such(unchanged: CollectionManager, enc: FakeEnco
     body = "".join(json.dumps({"id": f"u{i}", "text": f"utf16 text {i}"}) + "\n" for i in range(3))
     path.write_bytes(body.encode("utf-16"))
     try:
-        rep = ingest([path], manager=unchanged, collection=COLL, encoder=enc, errors_path=tmp_path / "e.jsonl",
-                     progress=False)
+        rep = ingest(
+            [path],
+            manager=unchanged,
+            collection=COLL,
+            encoder=enc,
+            errors_path=tmp_path / "e.jsonl",
+            progress=False,
+        )
     except InputError as exc:
         assert re.search(r"UTF-16|encoding", str(exc)) and "utf16.jsonl" in str(exc), str(exc)
         return
     assert rep.written == 0 and rep.failed == rep.read >= 3
     lines = [json.loads(x) for x in (tmp_path / "e.jsonl").read_text().splitlines()]
-    bad = [f"line {e['line']}: {e['error']}" for e in lines if not re.search(r"UTF-8|UTF-16|encoding", e["error"])]
+    bad = [
+        f"line {e['line']}: {e['error']}"
+        for e in lines
+        if not re.search(r"UTF-8|UTF-16|encoding", e["error"])
+    ]
     assert not bad, bad
 
 
@@ -632,15 +807,37 @@ LONG_TEXT = " ".join(f"word{i}" for i in range(300))  # far beyond --max-length 
 
 JSONL_BAD: dict[str, tuple[bytes, str | None, str]] = {
     # case id: (the line, field, regex the error must match (the fix or the rule))
-    "jsonl-raw-nul-byte": (b'{"id": "b-nul-raw", "text": "raw \x00 nul"}', None, r"malformed JSON.*control character"),
-    "jsonl-escaped-nul": (b'{"id": "b-nul-esc", "text": "escaped \\u0000 nul"}', "text", r"NUL byte; strip control characters"),
-    "jsonl-invalid-utf8": (b'{"id": "b-utf8", "text": "caf\xe9 au lait"}', None, r"invalid UTF-8 at byte \d+"),
+    "jsonl-raw-nul-byte": (
+        b'{"id": "b-nul-raw", "text": "raw \x00 nul"}',
+        None,
+        r"malformed JSON.*control character",
+    ),
+    "jsonl-escaped-nul": (
+        b'{"id": "b-nul-esc", "text": "escaped \\u0000 nul"}',
+        "text",
+        r"NUL byte; strip control characters",
+    ),
+    "jsonl-invalid-utf8": (
+        b'{"id": "b-utf8", "text": "caf\xe9 au lait"}',
+        None,
+        r"invalid UTF-8 at byte \d+",
+    ),
     "jsonl-lone-surrogate": (b'{"id": "b-sur", "text": "lone \\ud800 half"}', "text", r"not valid UTF-8"),
-    "jsonl-id-too-long": (json.dumps({"id": "L" * 600, "text": "fine text"}).encode(), "id",
-                          r"600 bytes.*shorter ids"),
-    "jsonl-metadata-too-large": (json.dumps({"id": "b-big", "text": "fine text", "blob": "y" * 70_000}).encode(),
-                                 "metadata", r"store large values elsewhere"),
-    "jsonl-text-too-long": (json.dumps({"id": "b-long", "text": LONG_TEXT}).encode(), "text", r"--chunk-tokens|--truncate"),
+    "jsonl-id-too-long": (
+        json.dumps({"id": "L" * 600, "text": "fine text"}).encode(),
+        "id",
+        r"600 bytes.*shorter ids",
+    ),
+    "jsonl-metadata-too-large": (
+        json.dumps({"id": "b-big", "text": "fine text", "blob": "y" * 70_000}).encode(),
+        "metadata",
+        r"store large values elsewhere",
+    ),
+    "jsonl-text-too-long": (
+        json.dumps({"id": "b-long", "text": LONG_TEXT}).encode(),
+        "text",
+        r"--chunk-tokens|--truncate",
+    ),
     "jsonl-text-array": (b'{"id": "b-arr", "text": ["a", "b"]}', "text", r"must be a string, got an array"),
     "jsonl-text-null": (b'{"id": "b-null", "text": null}', "text", r"missing text"),
     "jsonl-text-whitespace": (b'{"id": "b-ws", "text": " \\t\\n "}', "text", r"empty text"),
@@ -667,7 +864,11 @@ def _write_bad_files(d: Path) -> tuple[dict[str, tuple[str, int]], set[str]]:
             case, (raw, _, _) = bad.pop(0)
             lines.append(raw)
             where[case] = ("a.jsonl", len(lines))
-        lines.append(json.dumps({"id": f"a{i}", "text": f"alpha document {i} about topic {i % 5}", "lang": "en"}).encode())
+        lines.append(
+            json.dumps(
+                {"id": f"a{i}", "text": f"alpha document {i} about topic {i % 5}", "lang": "en"}
+            ).encode()
+        )
         good.add(f"a{i}")
     assert not bad
     (d / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
@@ -715,19 +916,47 @@ def bad_ingest(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) 
     total = GOOD_JSONL + GOOD_CSV + len(JSONL_BAD) + len(CSV_BAD)
     db = str(d / "bad.db")
     state = d / "bad.docs.ingest-state.json"
-    args = [*CLI, "ingest", "a.jsonl", "b.csv", "--collection", "docs", "--uri", db, "--model", str(tiny_checkpoint),
-            "--batch-size", "4", "--max-length", "32", "--metadata-fields", "blob,lang", "--json", "-q"]
+    args = [
+        *CLI,
+        "ingest",
+        "a.jsonl",
+        "b.csv",
+        "--collection",
+        "docs",
+        "--uri",
+        db,
+        "--model",
+        str(tiny_checkpoint),
+        "--batch-size",
+        "4",
+        "--max-length",
+        "32",
+        "--metadata-fields",
+        "blob,lang",
+        "--json",
+        "-q",
+    ]
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
     first = rng.randint(4, total // 2)
     # kill 1: early, at a random moment of start-up (before or just after the first checkpoint);
     # kills 2 and 3: once the checkpoint covers a random number of records.
-    plan: list[tuple[str, float]] = [("seconds", rng.uniform(0.5, 4.0)), ("records", first),
-                                     ("records", rng.randint(first + 4, total - 4))]
+    plan: list[tuple[str, float]] = [
+        ("seconds", rng.uniform(0.5, 4.0)),
+        ("records", first),
+        ("records", rng.randint(first + 4, total - 4)),
+    ]
     kills: list[int] = []
     for i, (kind, at) in enumerate(plan):
-        proc = subprocess.Popen([*args, *(["--resume"] if i else [])], cwd=d, env=cli_env(), text=True,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [*args, *(["--resume"] if i else [])],
+            cwd=d,
+            env=cli_env(),
+            text=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         start = time.monotonic()
         try:
             while proc.poll() is None:
@@ -743,11 +972,21 @@ def bad_ingest(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) 
             if proc.poll() is None:
                 proc.kill()
             proc.communicate(timeout=60)
-    final = subprocess.run([*args, "--resume"], check=False, cwd=d, env=cli_env(), text=True, capture_output=True,
-                           stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT)
+    final = subprocess.run(
+        [*args, "--resume"],
+        check=False,
+        cwd=d,
+        env=cli_env(),
+        text=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=CLI_TIMEOUT,
+    )
     assert final.returncode == 0, f"seed {seed}: {final.stderr[-3000:]}"
     summary = json.loads(final.stdout.strip().splitlines()[-1])
-    errors = [json.loads(x) for x in (d / "bad.docs.ingest-errors.jsonl").read_text(encoding="utf-8").splitlines()]
+    errors = [
+        json.loads(x) for x in (d / "bad.docs.ingest-errors.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     with CollectionManager(db) as m:
         rows = m.client.query("docs", filter='id != ""', output_fields=["id", "text"], limit=16_384)
         assert m.count("docs") == len(rows)
@@ -773,7 +1012,9 @@ def test_cli_bad_files_lose_and_duplicate_nothing_across_kills(bad_ingest: BadIn
     b = bad_ingest
     n_bad = len(JSONL_BAD) + len(CSV_BAD)
     assert len(b.kills) >= 2, f"the job was killed {len(b.kills)} times, not in the middle twice: {b.kills}"
-    assert set(b.stored) == b.good, f"missing {sorted(b.good - set(b.stored))[:5]}, extra {sorted(set(b.stored) - b.good)[:5]}"
+    assert set(b.stored) == b.good, (
+        f"missing {sorted(b.good - set(b.stored))[:5]}, extra {sorted(set(b.stored) - b.good)[:5]}"
+    )
     assert sorted((e["file"], e["line"]) for e in b.errors) == sorted(b.where.values())  # each bad row once
     assert b.summary["skipped"] + b.summary["read"] == b.total
     assert b.summary["failed"] <= n_bad  # this run's share; the errors file holds them all
@@ -786,28 +1027,72 @@ def test_cli_bad_files_lose_and_duplicate_nothing_across_kills(bad_ingest: BadIn
 
 LIGHT_CASES: dict[str, tuple[list[str], int, str]] = {
     # case id: (arguments after the command, exit code, regex on stderr)
-    "cli-search-missing-collection": (["search", "cat", "--collection", "nope"], 1, r"'nope' does not exist.*milvus-m3 create"),
-    "cli-search-limit-zero": (["search", "cat", "--collection", COLL, "--limit", "0"], 2, r"--limit.*must be at least 1"),
-    "cli-search-limit-not-int": (["search", "cat", "--collection", COLL, "--limit", "ten"], 2, r"'ten' is not an integer"),
-    "cli-search-unknown-mode": (["search", "cat", "--collection", COLL, "--mode", "semantic"], 2, r"invalid choice: 'semantic'"),
-    "cli-search-unknown-ranker": (["search", "cat", "--collection", COLL, "--ranker", "borda"], 2, r"invalid choice: 'borda'"),
-    "cli-ingest-into-foreign-collection": (["ingest", "{good}", "--collection", "foreign"], 1,
-                                           r"not built by milvus-m3.*create a new collection"),
-    "cli-ingest-a-directory": (["ingest", "{dir}", "--collection", COLL], 2, r"does not exist or is not a file"),
-    "cli-ingest-batch-size-zero": (["ingest", "{good}", "--collection", COLL, "--batch-size", "0"], 2, r"must be at least 1"),
-    "cli-ingest-checkpoint-without-sparse-head": (["ingest", "{good}", "--collection", COLL, "--model", "{nohead}"], 1,
-                                                  r"sparse_linear\.pt is missing.*complete BGE-M3 checkpoint"),
-    "cli-ingest-chunk-overlap-alone": (["ingest", "{good}", "--collection", COLL, "--chunk-overlap", "4"], 2,
-                                       r"--chunk-overlap needs --chunk-tokens"),
+    "cli-search-missing-collection": (
+        ["search", "cat", "--collection", "nope"],
+        1,
+        r"'nope' does not exist.*milvus-m3 create",
+    ),
+    "cli-search-limit-zero": (
+        ["search", "cat", "--collection", COLL, "--limit", "0"],
+        2,
+        r"--limit.*must be at least 1",
+    ),
+    "cli-search-limit-not-int": (
+        ["search", "cat", "--collection", COLL, "--limit", "ten"],
+        2,
+        r"'ten' is not an integer",
+    ),
+    "cli-search-unknown-mode": (
+        ["search", "cat", "--collection", COLL, "--mode", "semantic"],
+        2,
+        r"invalid choice: 'semantic'",
+    ),
+    "cli-search-unknown-ranker": (
+        ["search", "cat", "--collection", COLL, "--ranker", "borda"],
+        2,
+        r"invalid choice: 'borda'",
+    ),
+    "cli-ingest-into-foreign-collection": (
+        ["ingest", "{good}", "--collection", "foreign"],
+        1,
+        r"not built by milvus-m3.*create a new collection",
+    ),
+    "cli-ingest-a-directory": (
+        ["ingest", "{dir}", "--collection", COLL],
+        2,
+        r"does not exist or is not a file",
+    ),
+    "cli-ingest-batch-size-zero": (
+        ["ingest", "{good}", "--collection", COLL, "--batch-size", "0"],
+        2,
+        r"must be at least 1",
+    ),
+    "cli-ingest-checkpoint-without-sparse-head": (
+        ["ingest", "{good}", "--collection", COLL, "--model", "{nohead}"],
+        1,
+        r"sparse_linear\.pt is missing.*complete BGE-M3 checkpoint",
+    ),
+    "cli-ingest-chunk-overlap-alone": (
+        ["ingest", "{good}", "--collection", COLL, "--chunk-overlap", "4"],
+        2,
+        r"--chunk-overlap needs --chunk-tokens",
+    ),
     # Milvus Lite lets one process open a .db file; this test process holds this one open.
-    "cli-db-open-in-another-process": (["info", "--collection", COLL], 1,
-                                       r"milvus-m3: error: [^\n]*\.db[^\n]*(another|other) (process|program)"),
+    "cli-db-open-in-another-process": (
+        ["info", "--collection", COLL],
+        1,
+        r"milvus-m3: error: [^\n]*\.db[^\n]*(another|other) (process|program)",
+    ),
 }
 
 
 @pytest.fixture(scope="module")
-def light_runs(tmp_path_factory: pytest.TempPathFactory, store: CollectionManager, enc: FakeEncoder,
-               tiny_checkpoint: Path) -> dict[str, tuple[Any, tuple[int, str], tuple[int, str]]]:
+def light_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+    store: CollectionManager,
+    enc: FakeEncoder,
+    tiny_checkpoint: Path,
+) -> dict[str, tuple[Any, tuple[int, str], tuple[int, str]]]:
     from concurrent.futures import ThreadPoolExecutor
 
     d = tmp_path_factory.mktemp("cli-light")
@@ -819,7 +1104,9 @@ def light_runs(tmp_path_factory: pytest.TempPathFactory, store: CollectionManage
         seeded = checksum(m)
     # pymilvus keeps a Milvus Lite file open until the process ends (close() does not release it), so
     # the copies below are only opened here after the CLI has run, except the one meant to be locked.
-    (d / "good.jsonl").write_text(json.dumps({"id": "g1", "text": "a good document"}) + "\n", encoding="utf-8")
+    (d / "good.jsonl").write_text(
+        json.dumps({"id": "g1", "text": "a good document"}) + "\n", encoding="utf-8"
+    )
     (d / "adir").mkdir()
     nohead = d / "nohead"
     nohead.mkdir()
@@ -839,8 +1126,16 @@ def light_runs(tmp_path_factory: pytest.TempPathFactory, store: CollectionManage
         if "--model" not in args and args[0] in ("ingest", "search"):
             args += ["--model", str(tiny_checkpoint)]
         try:
-            p = subprocess.run([*CLI, *args, "--uri", str(db)], check=False, cwd=d, env=cli_env(), text=True,
-                               capture_output=True, stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT)
+            p = subprocess.run(
+                [*CLI, *args, "--uri", str(db)],
+                check=False,
+                cwd=d,
+                env=cli_env(),
+                text=True,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                timeout=CLI_TIMEOUT,
+            )
         finally:
             if holder is not None:
                 holder.close()  # the last user in this process stops the engine and frees the file
@@ -849,7 +1144,7 @@ def light_runs(tmp_path_factory: pytest.TempPathFactory, store: CollectionManage
         return p, before, after
 
     with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(zip(LIGHT_CASES, pool.map(one, LIGHT_CASES)))
+        return dict(zip(LIGHT_CASES, pool.map(one, LIGHT_CASES), strict=False))
 
 
 @pytest.mark.parametrize("case_id", sorted(LIGHT_CASES))

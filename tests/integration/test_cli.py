@@ -42,11 +42,23 @@ def env_for(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run(args: Sequence[str], cwd: Path, *, stdin: bytes | None = None, env: dict[str, str] | None = None,
-        prefix: Sequence[str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [*(prefix or cli_cmd()), *args], check=False, cwd=cwd, input=stdin.decode() if stdin is not None else None,
-        capture_output=True, text=True, timeout=PROCESS_TIMEOUT, env=env or env_for(cwd),
+        [*(prefix or cli_cmd()), *args],
+        check=False,
+        cwd=cwd,
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        env=env or env_for(cwd),
         stdin=None if stdin is not None else subprocess.DEVNULL,
     )
     return proc
@@ -81,7 +93,9 @@ def count_of(uri: str, name: str) -> int:
 
 
 def write_jsonl(path: Path, rows: Sequence[Any]) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -116,8 +130,16 @@ codes = [
 heavy = sorted(m for m in ("torch", "FlagEmbedding", "transformers") if m in sys.modules)
 print("RESULT", codes, heavy)
 """
-    proc = subprocess.run([sys.executable, "-c", script], check=False, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=PROCESS_TIMEOUT, env=env_for(tmp_path), stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        env=env_for(tmp_path),
+        stdin=subprocess.DEVNULL,
+    )
     assert "RESULT [0, 0, 0, 2] []" in proc.stdout, proc.stdout + proc.stderr
     info = json.loads(proc.stdout.splitlines()[1])
     assert info["name"] == "docs" and info["count"] == 0 and info["dense_dim"] == 32
@@ -125,8 +147,11 @@ print("RESULT", codes, heavy)
     assert "parent_id" in info["fields"]
     assert "refusing to drop" in proc.stderr and "--yes" in proc.stderr and "Traceback" not in proc.stderr
     # the real process, timed import by import
-    proc = run(["info", "--collection", "docs", "--uri", db], tmp_path,
-               prefix=[sys.executable, "-X", "importtime", "-m", "milvus_m3"])
+    proc = run(
+        ["info", "--collection", "docs", "--uri", db],
+        tmp_path,
+        prefix=[sys.executable, "-X", "importtime", "-m", "milvus_m3"],
+    )
     assert proc.returncode == 0, proc.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert "pymilvus" in imported and "torch" not in imported
@@ -144,17 +169,37 @@ def _inputs(tmp: Path) -> tuple[list[str], bytes, set[str], dict[str, str]]:
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    write_jsonl(tmp / "a.jsonl", [{"id": f"j{i}", "text": f"jsonl document {i}", "lang": "en"} for i in range(6)])
-    (tmp / "b.csv").write_text(
-        "id,text,lang\n" + "".join(f'c{i},"csv document, number {i}",de\n' for i in range(5)), encoding="utf-8"
+    write_jsonl(
+        tmp / "a.jsonl", [{"id": f"j{i}", "text": f"jsonl document {i}", "lang": "en"} for i in range(6)]
     )
-    (tmp / "c.tsv").write_text("id\ttext\n" + "".join(f"t{i}\ttsv document {i}\n" for i in range(4)), encoding="utf-8")
-    pq.write_table(pa.table({"id": [f"p{i}" for i in range(5)], "text": [f"parquet document {i}" for i in range(5)],
-                             "lang": ["fr"] * 5}), tmp / "d.parquet")
-    write_jsonl(tmp / "corpus.jsonl", [{"_id": f"b{i}", "title": f"Title {i}", "text": f"beir body {i}"} for i in range(4)])
-    (tmp / "e.jsonl.gz").write_bytes(gzip.compress(
-        "".join(json.dumps({"id": f"g{i}", "text": f"gzip document {i}"}) + "\n" for i in range(5)).encode()
-    ))
+    (tmp / "b.csv").write_text(
+        "id,text,lang\n" + "".join(f'c{i},"csv document, number {i}",de\n' for i in range(5)),
+        encoding="utf-8",
+    )
+    (tmp / "c.tsv").write_text(
+        "id\ttext\n" + "".join(f"t{i}\ttsv document {i}\n" for i in range(4)), encoding="utf-8"
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "id": [f"p{i}" for i in range(5)],
+                "text": [f"parquet document {i}" for i in range(5)],
+                "lang": ["fr"] * 5,
+            }
+        ),
+        tmp / "d.parquet",
+    )
+    write_jsonl(
+        tmp / "corpus.jsonl",
+        [{"_id": f"b{i}", "title": f"Title {i}", "text": f"beir body {i}"} for i in range(4)],
+    )
+    (tmp / "e.jsonl.gz").write_bytes(
+        gzip.compress(
+            "".join(
+                json.dumps({"id": f"g{i}", "text": f"gzip document {i}"}) + "\n" for i in range(5)
+            ).encode()
+        )
+    )
     bad = tmp / "bad.jsonl"
     bad.write_bytes(
         b'{"id": "ok", "text": "the good neighbour"}\n'
@@ -167,11 +212,23 @@ def _inputs(tmp: Path) -> tuple[list[str], bytes, set[str], dict[str, str]]:
     stdin = "".join(json.dumps({"text": f"stdin document {i}"}) + "\n" for i in range(3)).encode()
     from milvus_m3.ingest import content_id
 
-    ids = ({f"j{i}" for i in range(6)} | {f"c{i}" for i in range(5)} | {f"t{i}" for i in range(4)}
-           | {f"p{i}" for i in range(5)} | {f"b{i}" for i in range(4)} | {f"g{i}" for i in range(5)} | {"ok"}
-           | {str(content_id(f"stdin document {i}")) for i in range(3)})
-    texts = {"c1": "csv document, number 1", "b2": "Title 2 beir body 2", "g4": "gzip document 4",
-             "p0": "parquet document 0", "ok": "the good neighbour"}
+    ids = (
+        {f"j{i}" for i in range(6)}
+        | {f"c{i}" for i in range(5)}
+        | {f"t{i}" for i in range(4)}
+        | {f"p{i}" for i in range(5)}
+        | {f"b{i}" for i in range(4)}
+        | {f"g{i}" for i in range(5)}
+        | {"ok"}
+        | {str(content_id(f"stdin document {i}")) for i in range(3)}
+    )
+    texts = {
+        "c1": "csv document, number 1",
+        "b2": "Title 2 beir body 2",
+        "g4": "gzip document 4",
+        "p0": "parquet document 0",
+        "ok": "the good neighbour",
+    }
     files = ["a.jsonl", "b.csv", "c.tsv", "d.parquet", "corpus.jsonl", "e.jsonl.gz", "bad.jsonl", "-"]
     return files, stdin, ids, texts
 
@@ -180,8 +237,19 @@ def _inputs(tmp: Path) -> tuple[list[str], bytes, set[str], dict[str, str]]:
 def test_ingest_every_format_then_rerun_is_identical(tmp_path: Path, tiny_checkpoint: Path) -> None:
     files, stdin, ids, texts = _inputs(tmp_path)
     db = str(tmp_path / "e2e.db")
-    args = ["ingest", *files, "--collection", "docs", "--model", str(tiny_checkpoint), "--metadata-fields", "lang",
-            "--batch-size", "4", "--json"]
+    args = [
+        "ingest",
+        *files,
+        "--collection",
+        "docs",
+        "--model",
+        str(tiny_checkpoint),
+        "--metadata-fields",
+        "lang",
+        "--batch-size",
+        "4",
+        "--json",
+    ]
     env = env_for(tmp_path, MILVUS_URI=db)
     first = run(args, tmp_path, stdin=stdin, env=env)
     assert first.returncode == 0, first.stderr
@@ -208,11 +276,29 @@ def test_ingest_every_format_then_rerun_is_identical(tmp_path: Path, tiny_checkp
     assert len(errors_path.read_text().splitlines()) == 5  # a fresh run rewrites the errors file
 
     # the human summary; --resume with no checkpoint yet starts from the beginning
-    proc = run(["ingest", *files[:-1], "--collection", "docs", "--model", str(tiny_checkpoint), "--resume",
-                "--metadata-fields", "lang", "--batch-size", "4", "--state", str(tmp_path / "s.json")],
-               tmp_path, env=env)
+    proc = run(
+        [
+            "ingest",
+            *files[:-1],
+            "--collection",
+            "docs",
+            "--model",
+            str(tiny_checkpoint),
+            "--resume",
+            "--metadata-fields",
+            "lang",
+            "--batch-size",
+            "4",
+            "--state",
+            str(tmp_path / "s.json"),
+        ],
+        tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert "read 35, written 30" in proc.stdout and "bad rows (5" in proc.stdout and "bad.jsonl:2" in proc.stdout
+    assert (
+        "read 35, written 30" in proc.stdout and "bad rows (5" in proc.stdout and "bad.jsonl:2" in proc.stdout
+    )
 
 
 @pytest.mark.integration
@@ -221,10 +307,28 @@ def test_on_error_fail_exits_non_zero_before_the_bad_batch(tmp_path: Path, tiny_
     rows[22] = '{"id": "d22", "text": 5}'
     write_jsonl(tmp_path / "a.jsonl", rows)
     db = str(tmp_path / "fail.db")
-    proc = run(["ingest", "a.jsonl", "--collection", "docs", "--uri", db, "--model", str(tiny_checkpoint),
-                "--batch-size", "10", "--on-error", "fail", "-q"], tmp_path)
+    proc = run(
+        [
+            "ingest",
+            "a.jsonl",
+            "--collection",
+            "docs",
+            "--uri",
+            db,
+            "--model",
+            str(tiny_checkpoint),
+            "--batch-size",
+            "10",
+            "--on-error",
+            "fail",
+            "-q",
+        ],
+        tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr
-    assert "a.jsonl:23" in proc.stderr and "must be a string" in proc.stderr and "Traceback" not in proc.stderr
+    assert (
+        "a.jsonl:23" in proc.stderr and "must be a string" in proc.stderr and "Traceback" not in proc.stderr
+    )
     assert "written 20" in proc.stdout
     assert set(rows_of(db, "docs")) == {f"d{i}" for i in range(20)}
 
@@ -246,7 +350,9 @@ def _kill_when(proc: subprocess.Popen[str], state: Path, at_least: int | None, a
     start = time.monotonic()
     while proc.poll() is None:
         done, _ = _state_done(state)
-        if (at_least is not None and done >= at_least) or (after_s is not None and time.monotonic() - start >= after_s):
+        if (at_least is not None and done >= at_least) or (
+            after_s is not None and time.monotonic() - start >= after_s
+        ):
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
             return _state_done(state)[0]
@@ -258,21 +364,42 @@ def _kill_when(proc: subprocess.Popen[str], state: Path, at_least: int | None, a
 
 
 @pytest.mark.integration
-def test_kill_9_at_several_points_then_resume_stores_exactly_the_input(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_kill_9_at_several_points_then_resume_stores_exactly_the_input(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
     n = 300
     rows = [{"id": f"k{i}", "text": f"kill test document {i} on topic {i % 11}"} for i in range(n)]
     write_jsonl(tmp_path / "k.jsonl", rows)
     db = str(tmp_path / "kill.db")
     state = tmp_path / "kill.docs.ingest-state.json"
-    args = ["ingest", "k.jsonl", "--collection", "docs", "--uri", db, "--model", str(tiny_checkpoint), "--batch-size", "6",
-            "--quiet", "--json"]
+    args = [
+        "ingest",
+        "k.jsonl",
+        "--collection",
+        "docs",
+        "--uri",
+        db,
+        "--model",
+        str(tiny_checkpoint),
+        "--batch-size",
+        "6",
+        "--quiet",
+        "--json",
+    ]
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
     plan: list[tuple[int | None, float | None]] = [(30, None), (150, None), (None, rng.uniform(1.0, 12.0))]
     killed_mid_job = []
     for i, (at_least, after_s) in enumerate(plan):
-        proc = subprocess.Popen([*cli_cmd(), *args, *(["--resume"] if i else [])], cwd=tmp_path, env=env_for(tmp_path),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [*cli_cmd(), *args, *(["--resume"] if i else [])],
+            cwd=tmp_path,
+            env=env_for(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             done = _kill_when(proc, state, at_least, after_s)
         finally:
@@ -285,8 +412,16 @@ def test_kill_9_at_several_points_then_resume_stores_exactly_the_input(tmp_path:
             # what the checkpoint covers is really stored (Milvus Lite kept every acknowledged upsert)
             acked = set(rows_of(db, "docs"))
             assert {f"k{j}" for j in range(done)} <= acked, f"seed {seed}"
-    final = subprocess.run([*cli_cmd(), *args, "--resume"], check=False, cwd=tmp_path, env=env_for(tmp_path),
-                           capture_output=True, text=True, timeout=PROCESS_TIMEOUT, stdin=subprocess.DEVNULL)
+    final = subprocess.run(
+        [*cli_cmd(), *args, "--resume"],
+        check=False,
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
     assert final.returncode == 0, final.stderr
     summary = json.loads(final.stdout.strip().splitlines()[-1])
     assert summary["skipped"] >= 150 and summary["failed"] == 0, (summary, seed)
@@ -302,11 +437,28 @@ def test_kill_9_at_several_points_then_resume_stores_exactly_the_input(tmp_path:
 
 @pytest.fixture
 def chunked_db(tmp_path: Path, tiny_checkpoint: Path) -> Iterator[str]:
-    long = [{"id": f"doc{i}", "text": " ".join(f"topic{i} word{j} shared" for j in range(40))} for i in range(4)]
+    long = [
+        {"id": f"doc{i}", "text": " ".join(f"topic{i} word{j} shared" for j in range(40))} for i in range(4)
+    ]
     write_jsonl(tmp_path / "long.jsonl", long)
     db = str(tmp_path / "chunks.db")
-    code = main(["ingest", str(tmp_path / "long.jsonl"), "--collection", "chunks", "--uri", db,
-                 "--model", str(tiny_checkpoint), "--chunk-tokens", "24", "--chunk-overlap", "4", "-q"])
+    code = main(
+        [
+            "ingest",
+            str(tmp_path / "long.jsonl"),
+            "--collection",
+            "chunks",
+            "--uri",
+            db,
+            "--model",
+            str(tiny_checkpoint),
+            "--chunk-tokens",
+            "24",
+            "--chunk-overlap",
+            "4",
+            "-q",
+        ]
+    )
     assert code == 0
     yield db
 
@@ -320,8 +472,18 @@ def test_chunked_ingest_and_search_one_hit_per_parent(
     rows = rows_of(chunked_db, "chunks")
     parents = {r["parent_id"] for r in rows.values()}
     assert parents == {f"doc{i}" for i in range(4)} and len(rows) > 3 * len(parents)
-    base = ["search", "topic2 word3 shared", "--collection", "chunks", "--uri", chunked_db,
-            "--model", str(tiny_checkpoint), "--limit", "10"]
+    base = [
+        "search",
+        "topic2 word3 shared",
+        "--collection",
+        "chunks",
+        "--uri",
+        chunked_db,
+        "--model",
+        str(tiny_checkpoint),
+        "--limit",
+        "10",
+    ]
     assert main([*base, "--json"]) == 0
     hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(hits) == 10 and {"id", "score", "text", "metadata"} <= set(hits[0])
@@ -335,8 +497,9 @@ def test_chunked_ingest_and_search_one_hit_per_parent(
 
 
 @pytest.mark.integration
-def test_drop_asks_on_a_terminal(chunked_db: str, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_drop_asks_on_a_terminal(
+    chunked_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
     monkeypatch.setattr("builtins.input", lambda prompt: "n")
     assert main(["drop", "--collection", "chunks", "--uri", chunked_db]) == 1
@@ -347,8 +510,9 @@ def test_drop_asks_on_a_terminal(chunked_db: str, monkeypatch: pytest.MonkeyPatc
         assert not m.has_collection("chunks")
 
 
-def test_errors_are_one_line_without_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_are_one_line_without_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from milvus_m3 import collection
     from milvus_m3.errors import MilvusUnavailableError
 
@@ -365,10 +529,18 @@ def test_errors_are_one_line_without_the_token(tmp_path: Path, monkeypatch: pyte
     assert err.startswith("milvus-m3: error: Milvus at http://127.0.0.1:1") and "Traceback" not in err
     assert secret not in err and "s3cr3t-t0ken-value" not in err
     # usage and input errors exit 2
-    assert main(["ingest", str(tmp_path / "missing.jsonl"), "--collection", "x", "--uri", str(tmp_path / "x.db")]) == 2
+    assert (
+        main(
+            ["ingest", str(tmp_path / "missing.jsonl"), "--collection", "x", "--uri", str(tmp_path / "x.db")]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "data.bin").write_text("id,text\n")
-    assert main(["ingest", str(tmp_path / "data.bin"), "--collection", "x", "--uri", str(tmp_path / "x.db")]) == 2
+    assert (
+        main(["ingest", str(tmp_path / "data.bin"), "--collection", "x", "--uri", str(tmp_path / "x.db")])
+        == 2
+    )
     assert "--format" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["ingest", "--collection", "x"])

@@ -131,7 +131,9 @@ def test_lite_refuses_hnsw_and_nullable(manager: CollectionManager) -> None:
     with pytest.raises(ConfigError, match="not available on Milvus Lite"):
         manager.create_collection("h", spec=CollectionSpec(dense_dim=8, dense_index="HNSW"))
     with pytest.raises(ConfigError, match="nullable"):
-        manager.create_collection("n", spec=CollectionSpec(dense_dim=8, scalar_fields=(ScalarField(name="x", nullable=True),)))
+        manager.create_collection(
+            "n", spec=CollectionSpec(dense_dim=8, scalar_fields=(ScalarField(name="x", nullable=True),))
+        )
     assert not manager.has_collection("h") and not manager.has_collection("n")
     manager.create_collection("f", spec=CollectionSpec(dense_dim=8, dense_index="FLAT"))
     assert manager.describe("f").indexes["dense"]["index_type"] == "FLAT"
@@ -148,7 +150,12 @@ def test_missing_collection_and_drop(manager: CollectionManager, fake_encoder: F
 
 
 def test_chunked_and_scalar_fields(manager: CollectionManager, fake_encoder: FakeEncoder) -> None:
-    _make(manager, fake_encoder, chunked=True, scalar_fields=(ScalarField(name="year", dtype="int64", default=0),))
+    _make(
+        manager,
+        fake_encoder,
+        chunked=True,
+        scalar_fields=(ScalarField(name="year", dtype="int64", default=0),),
+    )
     emb = fake_encoder.encode_documents(TEXTS)
     manager.upsert(
         "docs",
@@ -164,12 +171,22 @@ def test_chunked_and_scalar_fields(manager: CollectionManager, fake_encoder: Fak
     assert rows["q#0"]["year"] == 0  # the declared default
     with pytest.raises(InputError, match="field 'year' must be an int"):
         manager.upsert(
-            "docs", ids=["x#0"], texts=TEXTS[:1], embeddings=emb.select([0]), parent_ids=["x"], chunk_indexes=[0],
+            "docs",
+            ids=["x#0"],
+            texts=TEXTS[:1],
+            embeddings=emb.select([0]),
+            parent_ids=["x"],
+            chunk_indexes=[0],
             fields={"year": ["nineteen"]},
         )
     with pytest.raises(InputError, match="not declared"):
         manager.upsert(
-            "docs", ids=["x#0"], texts=TEXTS[:1], embeddings=emb.select([0]), parent_ids=["x"], chunk_indexes=[0],
+            "docs",
+            ids=["x#0"],
+            texts=TEXTS[:1],
+            embeddings=emb.select([0]),
+            parent_ids=["x"],
+            chunk_indexes=[0],
             fields={"colour": ["red"]},
         )
 
@@ -202,6 +219,6 @@ def test_spec_validation() -> None:
         ScalarField(name="text")
     with pytest.raises(ConfigError, match="not valid in Milvus"):
         CollectionManager.__new__(CollectionManager)  # no engine needed for name checks
-        from milvus_m3.collection import _check_name
+        from milvus_m3.schema import check_collection_name as _check_name
 
         _check_name("bad name; drop")

@@ -75,7 +75,7 @@ def _flag_encode(flag_model: Any, texts: list[str], max_length: int, colbert: bo
 def _assert_same(ours: M3Embeddings, ref: Any) -> None:
     np.testing.assert_allclose(ours.dense, ref["dense_vecs"], atol=1e-5, rtol=0)
     assert len(ours.sparse) == len(ref["lexical_weights"])
-    for row, (mine, theirs) in enumerate(zip(ours.sparse, ref["lexical_weights"])):
+    for row, (mine, theirs) in enumerate(zip(ours.sparse, ref["lexical_weights"], strict=False)):
         theirs_int = {int(k): float(v) for k, v in theirs.items()}
         assert set(mine) == set(theirs_int), f"row {row}: token id sets differ"
         for k, v in mine.items():
@@ -115,7 +115,7 @@ def test_colbert_matches_flagembedding(tiny_embedder: M3Embedder, flag_model: An
     ref = _flag_encode(flag_model, TEXTS, max_length=8192, colbert=True)
     _assert_same(ours, ref)
     assert ours.colbert is not None
-    for mine, theirs, count in zip(ours.colbert, ref["colbert_vecs"], ours.token_counts):
+    for mine, theirs, count in zip(ours.colbert, ref["colbert_vecs"], ours.token_counts, strict=False):
         assert mine.dtype == np.float32
         assert mine.shape == theirs.shape == (count - 1, tiny_embedder.colbert_dim)
         np.testing.assert_allclose(mine, theirs, atol=1e-5, rtol=0)

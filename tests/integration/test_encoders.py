@@ -120,7 +120,7 @@ def test_splade_matches_its_definition(splade: SpladeEncoder) -> None:
     assert out.dense.shape == (3, 0)
     tok = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForMaskedLM.from_pretrained(str(path)).eval()
-    for text, got in zip(TEXTS, out.sparse):
+    for text, got in zip(TEXTS, out.sparse, strict=False):
         # one text at a time (no padding): weight_v = max_t log(1 + relu(logit[t, v]))
         with torch.no_grad():
             logits = model(**tok([text], return_tensors="pt")).logits[0]
@@ -131,7 +131,7 @@ def test_splade_matches_its_definition(splade: SpladeEncoder) -> None:
         assert all(0 <= k < 30522 and v > 0 for k, v in got.items())
     # batching with padding gives the same vectors as one text per batch
     one = [splade.encode_queries([t]).sparse[0] for t in TEXTS]
-    for a, b in zip(one, out.sparse):
+    for a, b in zip(one, out.sparse, strict=False):
         assert a.keys() == b.keys()
         np.testing.assert_allclose([a[k] for k in a], [b[k] for k in a], rtol=1e-4, atol=1e-5)
     top = SpladeEncoder("splade-tiny", top_k=5).encode_queries([TEXTS[0]]).sparse[0]

@@ -35,9 +35,40 @@ from milvus_m3.ingest import ingest
 from tests.fakes import FakeEncoder
 
 WORDS = [
-    "milvus", "vector", "sparse", "dense", "hybrid", "search", "index", "cat", "dog", "bird", "fish", "tree",
-    "river", "mountain", "city", "music", "bread", "cheese", "wine", "coffee", "tea", "rain", "snow", "sun",
-    "moon", "star", "ocean", "island", "forest", "desert", "garden", "book", "paper", "train",
+    "milvus",
+    "vector",
+    "sparse",
+    "dense",
+    "hybrid",
+    "search",
+    "index",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "tree",
+    "river",
+    "mountain",
+    "city",
+    "music",
+    "bread",
+    "cheese",
+    "wine",
+    "coffee",
+    "tea",
+    "rain",
+    "snow",
+    "sun",
+    "moon",
+    "star",
+    "ocean",
+    "island",
+    "forest",
+    "desert",
+    "garden",
+    "book",
+    "paper",
+    "train",
 ]
 
 
@@ -84,8 +115,17 @@ def test_outage_beyond_the_retry_budget_then_resume(how: str, lite_server: Any, 
         manager.create_collection("docs", dense_dim=16, model_name=enc.model_name)
         t0 = time.monotonic()
         with pytest.raises(MilvusUnavailableError) as err:
-            ingest([path], manager=manager, collection="docs", encoder=enc, batch_size=50, progress=False,
-                   state_path=state, errors_path=errors, on_batch=on_batch)
+            ingest(
+                [path],
+                manager=manager,
+                collection="docs",
+                encoder=enc,
+                batch_size=50,
+                progress=False,
+                state_path=state,
+                errors_path=errors,
+                on_batch=on_batch,
+            )
         assert time.monotonic() - t0 < 30
     msg = str(err.value)
     assert "127.0.0.1" in msg and "upsert" in msg and "server is running" in msg, msg
@@ -95,8 +135,17 @@ def test_outage_beyond_the_retry_budget_then_resume(how: str, lite_server: Any, 
     with CollectionManager(lite_server.uri, timeout=5, retry=impatient) as manager:
         # What was acknowledged before the outage survived it: at least the 150 checkpointed documents.
         assert len(stored(manager, "docs")) >= 150
-        report = ingest([path], manager=manager, collection="docs", encoder=enc, batch_size=50, progress=False,
-                        state_path=state, errors_path=errors, resume=True)
+        report = ingest(
+            [path],
+            manager=manager,
+            collection="docs",
+            encoder=enc,
+            batch_size=50,
+            progress=False,
+            state_path=state,
+            errors_path=errors,
+            resume=True,
+        )
         assert report.skipped >= 150 and report.failed == 0
         assert report.skipped + report.read == 500
         ids = stored(manager, "docs")
@@ -147,12 +196,18 @@ def test_eight_searchers_and_a_writer(tmp_path: Path) -> None:
     enc = FakeEncoder(dim=32)
     name = "live"
     # A dead engine should fail the test in seconds, not after the default 12-24 s of retries per thread.
-    manager = CollectionManager(str(tmp_path / "live.db"),
-                                retry=RetryPolicy(attempts=3, initial_backoff=0.05, total_seconds=3))
+    manager = CollectionManager(
+        str(tmp_path / "live.db"), retry=RetryPolicy(attempts=3, initial_backoff=0.05, total_seconds=3)
+    )
     manager.create_collection(name, dense_dim=32, model_name=enc.model_name)
     first = [_doc(i, 0) for i in HOT]
-    manager.upsert(name, ids=HOT, texts=[t for t, _ in first], embeddings=enc.encode_documents([t for t, _ in first]),
-                   metadata=[m for _, m in first])
+    manager.upsert(
+        name,
+        ids=HOT,
+        texts=[t for t, _ in first],
+        embeddings=enc.encode_documents([t for t, _ in first]),
+        metadata=[m for _, m in first],
+    )
 
     done = threading.Event()
     start = threading.Barrier(N_READERS + 1)
@@ -167,11 +222,17 @@ def test_eight_searchers_and_a_writer(tmp_path: Path) -> None:
                 ids = HOT + [f"b{b:02d}-{i}" for i in range(BATCH_DOCS)]
                 docs = [_doc(i, b) for i in ids]
                 texts = [t for t, _ in docs]
-                manager.upsert(name, ids=ids, texts=texts, embeddings=enc.encode_documents(texts),
-                               metadata=[m for _, m in docs], batch_size=7)  # one upsert call per 7 rows
+                manager.upsert(
+                    name,
+                    ids=ids,
+                    texts=texts,
+                    embeddings=enc.encode_documents(texts),
+                    metadata=[m for _, m in docs],
+                    batch_size=7,
+                )  # one upsert call per 7 rows
                 written_batches.append(b)
                 time.sleep(0.01)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             errors.append(f"writer: {type(exc).__name__}: {exc}")
         finally:
             done.set()
@@ -188,7 +249,13 @@ def test_eight_searchers_and_a_writer(tmp_path: Path) -> None:
                 mode = ("hybrid", "dense", "sparse", "hybrid")[kind]
                 query = " ".join(rng.choices(WORDS, k=3))
                 # every fourth search asks for the rows the writer keeps rewriting: all must be there
-                flt = F.in_("id", HOT) if kind == 3 else F.ge("metadata.batch", rng.randint(0, 3)) if r % 2 else None
+                flt = (
+                    F.in_("id", HOT)
+                    if kind == 3
+                    else F.ge("metadata.batch", rng.randint(0, 3))
+                    if r % 2
+                    else None
+                )
                 floor = len(written_batches)  # batches fully written before this search started
                 hits = searcher.search(query, limit=20, mode=mode, filter=flt)
                 searches[r] += 1
@@ -199,7 +266,11 @@ def test_eight_searchers_and_a_writer(tmp_path: Path) -> None:
                 for h in hits:
                     meta = h.metadata
                     # no torn rows: the text, its metadata and its id belong to one write
-                    assert meta["id"] == h.id and h.text is not None and h.text.startswith(f"{h.id} written in batch ")
+                    assert (
+                        meta["id"] == h.id
+                        and h.text is not None
+                        and h.text.startswith(f"{h.id} written in batch ")
+                    )
                     assert meta["sha"] == _sha(h.text), f"{h.id}: text and metadata of different writes"
                     assert h.text.split(": ", 1)[0].endswith(f"batch {meta['batch']}")
                     assert math.isfinite(h.score)
@@ -214,7 +285,7 @@ def test_eight_searchers_and_a_writer(tmp_path: Path) -> None:
                     assert n >= len(HOT) + BATCH_DOCS * floor, "a finished batch is not visible"
                     assert n <= len(HOT) + BATCH_DOCS * N_BATCHES
                     last_count = n
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             errors.append(f"reader {r}: {type(exc).__name__}: {exc}")
             done.set()
 
@@ -238,6 +309,8 @@ def test_eight_searchers_and_a_writer(tmp_path: Path) -> None:
         # afterwards: exactly what was written, each hot id at its last version
         rows = manager.client.query(name, filter='id != ""', output_fields=["id", "metadata"], limit=16_384)
         assert len(rows) == manager.count(name) == len(HOT) + BATCH_DOCS * N_BATCHES
-        assert {r["id"]: r["metadata"]["batch"] for r in rows if r["id"].startswith("hot-")} == dict.fromkeys(HOT, N_BATCHES)
+        assert {r["id"]: r["metadata"]["batch"] for r in rows if r["id"].startswith("hot-")} == dict.fromkeys(
+            HOT, N_BATCHES
+        )
     finally:
         manager.close()

@@ -46,8 +46,14 @@ _WORD = re.compile(r"\S+")
 class WordEncoder(FakeEncoder):
     """FakeEncoder with word "tokens": chunk_spans over words and a document max length that cuts."""
 
-    def __init__(self, dim: int = 16, document_max_length: int = 10_000, overflow: str = "truncate",
-                 delay: float = 0.0, fail_on: str | None = None) -> None:
+    def __init__(
+        self,
+        dim: int = 16,
+        document_max_length: int = 10_000,
+        overflow: str = "truncate",
+        delay: float = 0.0,
+        fail_on: str | None = None,
+    ) -> None:
         super().__init__(dim=dim)
         self.document_max_length = document_max_length
         self.overflow = overflow
@@ -89,8 +95,10 @@ def write_jsonl(path: Path, rows: Sequence[Any]) -> Path:
 
 
 def docs(n: int, prefix: str = "d") -> list[dict[str, Any]]:
-    return [{"id": f"{prefix}{i}", "text": f"document {i} talks about topic {i % 5} and word{i}", "n": i}
-            for i in range(n)]
+    return [
+        {"id": f"{prefix}{i}", "text": f"document {i} talks about topic {i % 5} and word{i}", "n": i}
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +189,10 @@ def test_csv_and_tsv_line_numbers_and_bad_rows(tmp_path: Path) -> None:
 
     t = tmp_path / "a.tsv"
     t.write_text("id\ttext\n1\thello, world\n2\tsecond\n", encoding="utf-8")
-    assert [r.data for r in read_records(str(t))] == [{"id": "1", "text": "hello, world"}, {"id": "2", "text": "second"}]
+    assert [r.data for r in read_records(str(t))] == [
+        {"id": "1", "text": "hello, world"},
+        {"id": "2", "text": "second"},
+    ]
 
     long = tmp_path / "long.csv"  # beyond csv's default 128 KiB field limit
     long.write_text("id,text\n1," + "x" * 200_000 + "\n", encoding="utf-8")
@@ -284,8 +295,18 @@ def test_default_state_path() -> None:
 
 
 def test_report_is_frozen_and_serialises() -> None:
-    r = IngestReport(read=1, written=1, skipped=0, failed=0, chunks=1, elapsed_s=1.0, docs_per_s=1.0,
-                     tokens_per_s=3.0, truncated=0, errors_path=None)
+    r = IngestReport(
+        read=1,
+        written=1,
+        skipped=0,
+        failed=0,
+        chunks=1,
+        elapsed_s=1.0,
+        docs_per_s=1.0,
+        tokens_per_s=3.0,
+        truncated=0,
+        errors_path=None,
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.read = 2  # type: ignore[misc]
     assert json.loads(json.dumps(r.to_json()))["docs_per_s"] == 1.0
@@ -296,12 +317,21 @@ def test_report_is_frozen_and_serialises() -> None:
 
 
 @pytest.mark.integration
-def test_ingest_ids_metadata_title_and_rerun_is_identical(lite: CollectionManager, coll: str, tmp_path: Path) -> None:
+def test_ingest_ids_metadata_title_and_rerun_is_identical(
+    lite: CollectionManager, coll: str, tmp_path: Path
+) -> None:
     rows = [dict(d, title=f"Title {d['n']}", lang="en") for d in docs(30)]
     f = write_jsonl(tmp_path / "a.jsonl", rows)
     enc = FakeEncoder(16)
-    kw: dict[str, Any] = {"manager": lite, "collection": coll, "encoder": enc, "title_field": "title",
-                          "metadata_fields": ["lang", "n"], "batch_size": 7, "progress": False}
+    kw: dict[str, Any] = {
+        "manager": lite,
+        "collection": coll,
+        "encoder": enc,
+        "title_field": "title",
+        "metadata_fields": ["lang", "n"],
+        "batch_size": 7,
+        "progress": False,
+    }
     rep = ingest([f], **kw)
     assert (rep.read, rep.written, rep.failed, rep.skipped, rep.chunks) == (30, 30, 0, 0, 30)
     assert rep.tokens > 0 and rep.docs_per_s > 0 and rep.tokens_per_s > 0
@@ -333,10 +363,13 @@ def test_beir_csv_tsv_parquet_and_scalar_fields(lite: CollectionManager, tmp_pat
     import pyarrow.parquet as pq
 
     name = make(lite, scalar_fields=(ScalarField(name="year", dtype="int64", default=0),))
-    corpus = write_jsonl(tmp_path / "corpus.jsonl", [
-        {"_id": "b1", "title": "Beir title", "text": "beir body", "metadata": {"src": "x"}},
-        {"_id": "b2", "title": "", "text": "no title here"},
-    ])
+    corpus = write_jsonl(
+        tmp_path / "corpus.jsonl",
+        [
+            {"_id": "b1", "title": "Beir title", "text": "beir body", "metadata": {"src": "x"}},
+            {"_id": "b2", "title": "", "text": "no title here"},
+        ],
+    )
     csvf = tmp_path / "c.csv"
     csvf.write_text("doc,body,year\nc1,csv body,1999\nc2,csv two,\nc3,bad year,nineteen\n", encoding="utf-8")
     tsvf = tmp_path / "t.tsv"
@@ -345,15 +378,27 @@ def test_beir_csv_tsv_parquet_and_scalar_fields(lite: CollectionManager, tmp_pat
     pq.write_table(pa.table({"doc": ["q1"], "body": ["parquet body"], "year": [2020]}), pqf)
     rep = ingest([corpus], manager=lite, collection=name, encoder=FakeEncoder(16), progress=False)
     assert rep.written == 2
-    rep = ingest([csvf, tsvf, pqf], manager=lite, collection=name, encoder=FakeEncoder(16), id_field="doc",
-                 text_field="body", progress=False)
+    rep = ingest(
+        [csvf, tsvf, pqf],
+        manager=lite,
+        collection=name,
+        encoder=FakeEncoder(16),
+        id_field="doc",
+        text_field="body",
+        progress=False,
+    )
     assert (rep.written, rep.failed) == (4, 1)
     assert rep.errors[0].field == "year" and rep.errors[0].line == 4
     got = all_rows(lite, name)
     assert got["b1"]["text"] == "Beir title beir body"
     assert got["b1"]["metadata"] == {"src": "x", "title": "Beir title"}
     assert got["b2"]["text"] == "no title here"
-    assert (got["c1"]["year"], got["c2"]["year"], got["t1"]["year"], got["q1"]["year"]) == (1999, 0, 2001, 2020)
+    assert (got["c1"]["year"], got["c2"]["year"], got["t1"]["year"], got["q1"]["year"]) == (
+        1999,
+        0,
+        2001,
+        2020,
+    )
 
 
 @pytest.mark.integration
@@ -381,8 +426,17 @@ def test_bad_rows_reported_and_neighbours_kept(lite: CollectionManager, coll: st
         fh.write(b'{"id": "e8", "text": "bad \xff utf8"}\n')
     errors = tmp_path / "errors.jsonl"
     enc = WordEncoder(document_max_length=20)
-    rep = ingest([f], manager=lite, collection=coll, encoder=enc, id_field="id", metadata_fields=["m"],
-                 errors_path=errors, batch_size=100, progress=False)
+    rep = ingest(
+        [f],
+        manager=lite,
+        collection=coll,
+        encoder=enc,
+        id_field="id",
+        metadata_fields=["m"],
+        errors_path=errors,
+        batch_size=100,
+        progress=False,
+    )
     assert set(all_rows(lite, coll)) == {"ok1", "ok2"}
     assert all_rows(lite, coll)["ok1"]["text"] == "fine one"  # the first of a duplicate pair wins
     assert (rep.read, rep.written, rep.failed) == (14, 2, 12)
@@ -396,7 +450,11 @@ def test_bad_rows_reported_and_neighbours_kept(lite: CollectionManager, coll: st
     assert by_line[5]["error"] == "empty text"
     assert "must be a string" in by_line[6]["error"]
     assert "NUL" in by_line[7]["error"]
-    assert by_line[8]["field"] == "id" and "duplicate id" in by_line[8]["error"] and "bad.jsonl:1" in by_line[8]["error"]
+    assert (
+        by_line[8]["field"] == "id"
+        and "duplicate id" in by_line[8]["error"]
+        and "bad.jsonl:1" in by_line[8]["error"]
+    )
     assert "UTF-8" in by_line[9]["error"]
     assert by_line[10]["field"] == "metadata" and by_line[10]["id"] == "e6"
     assert by_line[11]["id"] == "e7" and "longer than 10000" not in by_line[11]["error"]
@@ -409,15 +467,30 @@ def test_bad_rows_reported_and_neighbours_kept(lite: CollectionManager, coll: st
 
 @pytest.mark.integration
 def test_encoder_row_errors_and_truncation(lite: CollectionManager, coll: str, tmp_path: Path) -> None:
-    rows = [{"id": "a", "text": "short"}, {"id": "b", "text": " ".join(["w"] * 30)}, {"id": "c", "text": "fine"}]
+    rows = [
+        {"id": "a", "text": "short"},
+        {"id": "b", "text": " ".join(["w"] * 30)},
+        {"id": "c", "text": "fine"},
+    ]
     f = write_jsonl(tmp_path / "a.jsonl", rows)
     # an encoder that raises TextTooLongError for one row: the row is dropped, the rest re-encoded
-    rep = ingest([f], manager=lite, collection=coll, encoder=WordEncoder(document_max_length=10, overflow="error"),
-                 progress=False)
+    rep = ingest(
+        [f],
+        manager=lite,
+        collection=coll,
+        encoder=WordEncoder(document_max_length=10, overflow="error"),
+        progress=False,
+    )
     assert (rep.written, rep.failed, rep.errors[0].id) == (2, 1, "b")
     # truncate=True keeps cut texts and counts them
-    rep = ingest([f], manager=lite, collection=coll, encoder=WordEncoder(document_max_length=10), truncate=True,
-                 progress=False)
+    rep = ingest(
+        [f],
+        manager=lite,
+        collection=coll,
+        encoder=WordEncoder(document_max_length=10),
+        truncate=True,
+        progress=False,
+    )
     assert (rep.written, rep.failed, rep.truncated) == (3, 0, 1)
 
 
@@ -428,8 +501,15 @@ def test_on_error_fail_stops_before_the_bad_batch(lite: CollectionManager, coll:
     f = write_jsonl(tmp_path / "a.jsonl", rows)
     errors, state = tmp_path / "errors.jsonl", tmp_path / "state.json"
     enc = FakeEncoder(16)
-    kw: dict[str, Any] = {"manager": lite, "collection": coll, "encoder": enc, "batch_size": 10,
-                          "errors_path": errors, "state_path": state, "progress": False}
+    kw: dict[str, Any] = {
+        "manager": lite,
+        "collection": coll,
+        "encoder": enc,
+        "batch_size": 10,
+        "errors_path": errors,
+        "state_path": state,
+        "progress": False,
+    }
     with pytest.raises(IngestAborted, match=r"a.jsonl:24") as info:
         ingest([f], on_error="fail", **kw)
     assert lite.count(coll) == 20
@@ -455,8 +535,14 @@ def test_resume_after_a_crash_between_write_and_checkpoint(
     rows[5] = "{bad"
     f = write_jsonl(tmp_path / "a.jsonl", rows)
     errors, state = tmp_path / "errors.jsonl", tmp_path / "state.json"
-    kw: dict[str, Any] = {"manager": lite, "collection": coll, "batch_size": 8, "errors_path": errors,
-                          "state_path": state, "progress": False}
+    kw: dict[str, Any] = {
+        "manager": lite,
+        "collection": coll,
+        "batch_size": 8,
+        "errors_path": errors,
+        "state_path": state,
+        "progress": False,
+    }
     real_commit = ingest_mod.Checkpoint.commit
     calls = {"n": 0}
 
@@ -491,10 +577,14 @@ def test_resume_checks(lite: CollectionManager, coll: str, tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="state_path"):
         ingest([f], manager=lite, collection=coll, encoder=enc, resume=True)
     # no state yet: starts from the beginning
-    rep = ingest([f], manager=lite, collection=coll, encoder=enc, state_path=state, resume=True, progress=False)
+    rep = ingest(
+        [f], manager=lite, collection=coll, encoder=enc, state_path=state, resume=True, progress=False
+    )
     assert rep.written == 5
     with pytest.raises(ConfigError, match="options changed.*text_field"):
-        ingest([f], manager=lite, collection=coll, encoder=enc, state_path=state, resume=True, text_field="body")
+        ingest(
+            [f], manager=lite, collection=coll, encoder=enc, state_path=state, resume=True, text_field="body"
+        )
     state.write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
         ingest([f], manager=lite, collection=coll, encoder=enc, state_path=state, resume=True)
@@ -515,7 +605,9 @@ def test_option_and_collection_checks(lite: CollectionManager, coll: str, tmp_pa
     with pytest.raises(SchemaMismatchError):
         ingest([f], manager=lite, collection=coll, encoder=FakeEncoder(16, model_name="other/model"))
     with pytest.raises(ConfigError, match="chunk_spans"):
-        ingest([f], manager=lite, collection=make(lite, chunked=True), encoder=FakeEncoder(16), chunk_tokens=4)
+        ingest(
+            [f], manager=lite, collection=make(lite, chunked=True), encoder=FakeEncoder(16), chunk_tokens=4
+        )
 
 
 @pytest.mark.integration
@@ -523,13 +615,25 @@ def test_chunking_ids_parents_and_positions(lite: CollectionManager, tmp_path: P
     name = make(lite, chunked=True)
     text = " ".join(f"w{i}" for i in range(10))
     f = write_jsonl(tmp_path / "a.jsonl", [{"id": "p1", "text": text}, {"id": "p2", "text": "tiny doc"}])
-    rep = ingest([f], manager=lite, collection=name, encoder=WordEncoder(), chunk_tokens=4, chunk_overlap=1,
-                 progress=False)
+    rep = ingest(
+        [f],
+        manager=lite,
+        collection=name,
+        encoder=WordEncoder(),
+        chunk_tokens=4,
+        chunk_overlap=1,
+        progress=False,
+    )
     assert (rep.written, rep.chunks) == (2, 4)
     got = all_rows(lite, name)
     assert sorted(got) == ["p1#0", "p1#1", "p1#2", "p2#0"]
     assert [got[f"p1#{i}"]["text"] for i in range(3)] == ["w0 w1 w2 w3", "w3 w4 w5 w6", "w6 w7 w8 w9"]
-    assert {(r["parent_id"], r["chunk_index"]) for r in got.values()} == {("p1", 0), ("p1", 1), ("p1", 2), ("p2", 0)}
+    assert {(r["parent_id"], r["chunk_index"]) for r in got.values()} == {
+        ("p1", 0),
+        ("p1", 1),
+        ("p1", 2),
+        ("p2", 0),
+    }
 
 
 @pytest.mark.integration
@@ -565,9 +669,7 @@ def test_writes_overlap_with_encoding(lite: CollectionManager, coll: str, tmp_pa
     assert rep.written == 60
     # No speed assert (shared machines are noisy): a serial pipeline never encodes while it writes, an
     # overlapped one does, whatever the machine's speed.
-    overlaps = [
-        (w, e) for w in spans["write"] for e in spans["encode"] if e[0] < w[1] and w[0] < e[1]
-    ]
+    overlaps = [(w, e) for w in spans["write"] for e in spans["encode"] if e[0] < w[1] and w[0] < e[1]]
     assert overlaps, spans
 
 
@@ -577,8 +679,15 @@ def test_producer_and_writer_errors_propagate(lite: CollectionManager, coll: str
     state = tmp_path / "state.json"
     before = threading.active_count()
     with pytest.raises(RuntimeError, match="exploded"):
-        ingest([f], manager=lite, collection=coll, encoder=WordEncoder(fail_on="document 25 "), batch_size=10,
-               state_path=state, progress=False)
+        ingest(
+            [f],
+            manager=lite,
+            collection=coll,
+            encoder=WordEncoder(fail_on="document 25 "),
+            batch_size=10,
+            state_path=state,
+            progress=False,
+        )
     assert lite.count(coll) == 20  # the batches before the failing one were written and checkpointed
     assert json.loads(state.read_text())["inputs"][str(f.resolve())]["done"] == 20
 
@@ -588,7 +697,14 @@ def test_producer_and_writer_errors_propagate(lite: CollectionManager, coll: str
     lite.write_rows = broken_write  # type: ignore[method-assign]
     try:
         with pytest.raises(ConnectionError, match="went away"):
-            ingest([f], manager=lite, collection=coll, encoder=WordEncoder(delay=0.05), batch_size=5, progress=False)
+            ingest(
+                [f],
+                manager=lite,
+                collection=coll,
+                encoder=WordEncoder(delay=0.05),
+                batch_size=5,
+                progress=False,
+            )
     finally:
         del lite.write_rows
     deadline = time.monotonic() + 5
@@ -598,7 +714,9 @@ def test_producer_and_writer_errors_propagate(lite: CollectionManager, coll: str
 
 
 @pytest.mark.integration
-def test_ctrl_c_stops_cleanly_and_keeps_the_checkpoint(lite: CollectionManager, coll: str, tmp_path: Path) -> None:
+def test_ctrl_c_stops_cleanly_and_keeps_the_checkpoint(
+    lite: CollectionManager, coll: str, tmp_path: Path
+) -> None:
     f = write_jsonl(tmp_path / "a.jsonl", docs(50))
     state = tmp_path / "state.json"
     seen: list[IngestReport] = []
@@ -610,20 +728,37 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_checkpoint(lite: CollectionManager, 
 
     before = threading.active_count()
     with pytest.raises(KeyboardInterrupt):
-        ingest([f], manager=lite, collection=coll, encoder=FakeEncoder(16), batch_size=10, state_path=state,
-               progress=False, on_batch=interrupt)
+        ingest(
+            [f],
+            manager=lite,
+            collection=coll,
+            encoder=FakeEncoder(16),
+            batch_size=10,
+            state_path=state,
+            progress=False,
+            on_batch=interrupt,
+        )
     time.sleep(0.3)
     assert threading.active_count() == before
     assert json.loads(state.read_text())["inputs"][str(f.resolve())]["done"] == 20
-    rep = ingest([f], manager=lite, collection=coll, encoder=FakeEncoder(16), batch_size=10, state_path=state,
-                 resume=True, progress=False)
+    rep = ingest(
+        [f],
+        manager=lite,
+        collection=coll,
+        encoder=FakeEncoder(16),
+        batch_size=10,
+        state_path=state,
+        resume=True,
+        progress=False,
+    )
     assert (rep.skipped, rep.written) == (20, 30)
     assert lite.count(coll) == 50
 
 
 @pytest.mark.integration
-def test_progress_bar_only_when_asked(lite: CollectionManager, coll: str, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_bar_only_when_asked(
+    lite: CollectionManager, coll: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     f = write_jsonl(tmp_path / "a.jsonl", docs(5))
     ingest([f], manager=lite, collection=coll, encoder=FakeEncoder(16), progress=True)
     err = capsys.readouterr().err
@@ -636,25 +771,35 @@ def test_progress_bar_only_when_asked(lite: CollectionManager, coll: str, tmp_pa
 
 
 @pytest.mark.integration
-def test_real_embedder_chunking_and_too_long(lite: CollectionManager, tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_real_embedder_chunking_and_too_long(
+    lite: CollectionManager, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
     from milvus_m3.embedder import M3Embedder
 
-    emb = M3Embedder(tiny_checkpoint, device="cpu", precision="fp32", document_max_length=24, overflow="truncate")
+    emb = M3Embedder(
+        tiny_checkpoint, device="cpu", precision="fp32", document_max_length=24, overflow="truncate"
+    )
     long_text = " ".join(f"token{i}" for i in range(60))
-    f = write_jsonl(tmp_path / "a.jsonl", [{"id": "long", "text": long_text}, {"id": "short", "text": "hello"}])
+    f = write_jsonl(
+        tmp_path / "a.jsonl", [{"id": "long", "text": long_text}, {"id": "short", "text": "hello"}]
+    )
     name = f"t{next(_counter)}"
     lite.create_collection(name, spec=CollectionSpec(dense_dim=emb.dense_dim, model_name=emb.model_name))
     rep = ingest([f], manager=lite, collection=name, encoder=emb, progress=False)
     assert (rep.written, rep.failed) == (1, 1)
     assert rep.errors[0].id == "long" and "24 tokens" in rep.errors[0].error
     chunked = f"t{next(_counter)}"
-    lite.create_collection(chunked, spec=CollectionSpec(dense_dim=emb.dense_dim, model_name=emb.model_name,
-                                                        chunked=True))
-    rep = ingest([f], manager=lite, collection=chunked, encoder=emb, chunk_tokens=20, chunk_overlap=4,
-                 progress=False)
+    lite.create_collection(
+        chunked, spec=CollectionSpec(dense_dim=emb.dense_dim, model_name=emb.model_name, chunked=True)
+    )
+    rep = ingest(
+        [f], manager=lite, collection=chunked, encoder=emb, chunk_tokens=20, chunk_overlap=4, progress=False
+    )
     assert (rep.written, rep.failed, rep.truncated) == (2, 0, 0)
     rows = all_rows(lite, chunked)
-    long_chunks = sorted((r for r in rows.values() if r["parent_id"] == "long"), key=lambda r: r["chunk_index"])
+    long_chunks = sorted(
+        (r for r in rows.values() if r["parent_id"] == "long"), key=lambda r: r["chunk_index"]
+    )
     assert len(long_chunks) == rep.chunks - 1 >= 3
     counts = emb.count_tokens([r["text"] for r in long_chunks])
     assert max(counts) <= 20

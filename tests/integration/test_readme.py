@@ -36,7 +36,13 @@ def test_readme_python_example_runs(tiny_checkpoint: Path, tmp_path: Path) -> No
     (block,) = _python_blocks()
     env = dict(os.environ, MILVUS_M3_MODEL=str(tiny_checkpoint), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     out = subprocess.run(
-        [sys.executable, "-c", block], check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", block],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
@@ -46,7 +52,9 @@ def test_readme_python_example_runs(tiny_checkpoint: Path, tmp_path: Path) -> No
     assert (tmp_path / "readme_example.db").exists()
 
 
-def test_readme_first_command_ingests_and_prints_hybrid_results(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_readme_first_command_ingests_and_prints_hybrid_results(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
     env = dict(
         os.environ,
         MILVUS_M3_MODEL=str(tiny_checkpoint),
@@ -54,10 +62,18 @@ def test_readme_first_command_ingests_and_prints_hybrid_results(tiny_checkpoint:
         HF_HUB_OFFLINE="1",
     )
     out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "demo.sh")], check=False, env=env, capture_output=True, text=True, timeout=600
+        ["bash", str(ROOT / "scripts" / "demo.sh")],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "== highest mountain" in out.stdout
-    ingested_ids = {line.split('"id": "')[1].split('"')[0] for line in (ROOT / "examples" / "sample.jsonl").read_text().splitlines()}
+    ingested_ids = {
+        line.split('"id": "')[1].split('"')[0]
+        for line in (ROOT / "examples" / "sample.jsonl").read_text().splitlines()
+    }
     printed = [tok for tok in re.findall(r"[a-z0-9]+-\d+", out.stdout) if tok in ingested_ids]
     assert len(printed) >= 9  # three hits for each of the three queries

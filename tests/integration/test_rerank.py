@@ -161,7 +161,7 @@ def test_m3_matches_numpy_union_fusion_with_exact_fill_in(
     sets = rr.candidate_sets(q)
     ref = _reference_m3(q, docs, ids, depth, M3Weights())
     filled = 0
-    for cs, want in zip(sets, ref):
+    for cs, want in zip(sets, ref, strict=False):
         got = cs.top(M3Weights())
         assert [d for d, _ in got] == [d for d, _ in want]
         np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
@@ -169,7 +169,7 @@ def test_m3_matches_numpy_union_fusion_with_exact_fill_in(
         filled += int(only_one.sum())
     assert filled > 0, "the test needs candidates found by one list only"
     # a filled-in score is the exact one, not zero: compare with the original vectors
-    text_of = dict(zip(ids, range(len(ids))))
+    text_of = dict(zip(ids, range(len(ids)), strict=False))
     for qi, cs in enumerate(sets):
         for j, doc in enumerate(cs.ids):
             k = text_of[str(doc)]
@@ -177,7 +177,7 @@ def test_m3_matches_numpy_union_fusion_with_exact_fill_in(
             assert cs.sparse[j] == pytest.approx(sparse_score(q.sparse[qi], docs.sparse[k]), abs=1e-5)
 
     hits = rr.search_many(queries, limit=3)
-    for hs, want in zip(hits, ref):
+    for hs, want in zip(hits, ref, strict=False):
         assert [h.id for h in hs] == [d for d, _ in want[:3]]
         assert hs[0].text == texts[text_of[str(hs[0].id)]]
         assert set(hs[0].fields) >= {"dense_score", "sparse_score"}
@@ -230,7 +230,7 @@ def test_m3_all_with_stored_colbert_vectors_matches_numpy(
 
     def doc_colbert(doc_ids: Sequence[Any], doc_texts: Sequence[str]) -> list[np.ndarray]:
         asked.append(len(doc_ids))
-        assert all(texts[ids.index(d)] == t for d, t in zip(doc_ids, doc_texts))
+        assert all(texts[ids.index(d)] == t for d, t in zip(doc_ids, doc_texts, strict=False))
         return [store[d] for d in doc_ids]
 
     rr = M3Reranker(manager, name, enc, candidates=5, doc_colbert=doc_colbert, rerank_depth=4)
@@ -295,14 +295,14 @@ def test_m3_and_m3_all_on_the_tiny_checkpoint_equal_flagembedding(
     )
     docs = tiny_embedder.encode_documents(TINY_DOCS)
     manager.upsert("tiny", ids=ids, texts=TINY_DOCS, embeddings=docs)
-    text_of = dict(zip(ids, TINY_DOCS))
+    text_of = dict(zip(ids, TINY_DOCS, strict=False))
     weights = [1.0, 0.3, 1.0]
 
     # m3 against a numpy brute force (4 candidates per field out of 12: the union needs fill-in)
     rr = M3Reranker(manager, "tiny", tiny_embedder, candidates=4, score_scale="sum")
     q = tiny_embedder.encode_queries(TINY_QUERIES)
     ref = _reference_m3(q, docs, ids, 4, M3Weights())
-    for hits, want in zip(rr.search_many(TINY_QUERIES, limit=4, with_text=False), ref):
+    for hits, want in zip(rr.search_many(TINY_QUERIES, limit=4, with_text=False), ref, strict=False):
         assert [h.id for h in hits] == [d for d, _ in want[:4]]
         np.testing.assert_allclose([h.score for h in hits], [s for _, s in want[:4]], atol=1e-5)
 
@@ -310,13 +310,13 @@ def test_m3_and_m3_all_on_the_tiny_checkpoint_equal_flagembedding(
     rr_all = M3Reranker(manager, "tiny", tiny_embedder, candidates=4, score_scale="mean")
     worst = 0.0
     for query, hits in zip(
-        TINY_QUERIES, rr_all.search_many(TINY_QUERIES, limit=4, mode="m3-all", with_text=False)
+        TINY_QUERIES, rr_all.search_many(TINY_QUERIES, limit=4, mode="m3-all", with_text=False), strict=False
     ):
         assert len(hits) == 4
         pairs = [(query, text_of[str(h.id)]) for h in hits]
         flag = flag_reference.compute_score(pairs, batch_size=1, weights_for_different_modes=weights)
         for h, want, c, d, s in zip(
-            hits, flag["colbert+sparse+dense"], flag["colbert"], flag["dense"], flag["sparse"]
+            hits, flag["colbert+sparse+dense"], flag["colbert"], flag["dense"], flag["sparse"], strict=False
         ):
             worst = max(worst, abs(h.score - want))
             assert h.score == pytest.approx(want, abs=1e-4)

@@ -34,7 +34,7 @@ QUERY_WORDS = ("w0", "w1", "w2", "w3")
 
 
 def _words(*counts: int) -> str:
-    return " ".join(w for w, c in zip(QUERY_WORDS, counts) for _ in range(c))
+    return " ".join(w for w, c in zip(QUERY_WORDS, counts, strict=False) for _ in range(c))
 
 
 # Query word counts chosen so that no two docs tie in sparse (or dense) score for these queries.
@@ -129,7 +129,9 @@ def _ids(hits: Sequence[Hit]) -> list[Any]:
     return [h.id for h in hits]
 
 
-def assert_valid_topk(got: Sequence[tuple[Any, float]], truth: Mapping[Any, float], k: int, tol: float) -> None:
+def assert_valid_topk(
+    got: Sequence[tuple[Any, float]], truth: Mapping[Any, float], k: int, tol: float
+) -> None:
     """``got`` is a correct top-k of ``truth``: right scores at every rank, every id scored truly.
 
     Exact ties may come in any order, and a tie across the cut may pick any of the tied ids.
@@ -137,17 +139,19 @@ def assert_valid_topk(got: Sequence[tuple[Any, float]], truth: Mapping[Any, floa
     want = sorted(truth.values(), reverse=True)[:k]
     assert len(got) == len(want), (len(got), len(want))
     assert len({doc for doc, _ in got}) == len(got), "an id repeats"
-    for rank, ((doc, score), best) in enumerate(zip(got, want), 1):
+    for rank, ((doc, score), best) in enumerate(zip(got, want, strict=False), 1):
         assert doc in truth, f"rank {rank}: {doc!r} should not be a hit"
         assert abs(truth[doc] - score) <= tol, f"rank {rank}: {doc!r} scored {score}, truly {truth[doc]}"
         assert abs(score - best) <= tol, f"rank {rank}: score {score}, the true rank-{rank} score is {best}"
 
 
-def assert_same_ranking(got: Sequence[tuple[Any, float]], expected: Sequence[tuple[Any, float]], tol: float) -> None:
+def assert_same_ranking(
+    got: Sequence[tuple[Any, float]], expected: Sequence[tuple[Any, float]], tol: float
+) -> None:
     """Same ids in the same order and scores within ``tol``; only exactly tied ids may swap places."""
     assert len(got) == len(expected)
     expected_score = dict(expected)
-    for rank, ((gid, gs), (eid, es)) in enumerate(zip(got, expected), 1):
+    for rank, ((gid, gs), (eid, es)) in enumerate(zip(got, expected, strict=False), 1):
         assert abs(gs - es) <= tol, f"rank {rank}: {gs} vs {es}"
         if gid != eid:
             assert gid in expected_score and abs(expected_score[gid] - es) <= 1e-9, (
@@ -166,7 +170,9 @@ def _min_gap(scores: Sequence[float]) -> float:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "sparse"])
-def test_a_doc_sharing_the_query_words_ranks_first_and_hits_are_filled(searcher: HybridSearcher, mode: str) -> None:
+def test_a_doc_sharing_the_query_words_ranks_first_and_hits_are_filled(
+    searcher: HybridSearcher, mode: str
+) -> None:
     target = BY_ID["d42"]
     hits = searcher.search(target["text"], limit=5, mode=mode)  # type: ignore[arg-type]
     assert len(hits) == 5
@@ -174,7 +180,12 @@ def test_a_doc_sharing_the_query_words_ranks_first_and_hits_are_filled(searcher:
     assert top.id == "d42"
     assert top.text == target["text"]
     assert dict(top.metadata) == target["metadata"]
-    assert dict(top.fields) == {"parent_id": "p2", "chunk_index": 4, "lang": target["lang"], "year": target["year"]}
+    assert dict(top.fields) == {
+        "parent_id": "p2",
+        "chunk_index": 4,
+        "lang": target["lang"],
+        "year": target["year"],
+    }
     assert all(isinstance(h, Hit) and isinstance(h.score, float) for h in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     if mode == "dense":
@@ -191,7 +202,9 @@ def test_offset_pages_are_slices_of_a_longer_list(searcher: HybridSearcher, mode
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("mode, ranker", [("hybrid", "rrf"), ("hybrid", "weighted"), ("dense", "rrf"), ("sparse", "rrf")])
+@pytest.mark.parametrize(
+    "mode, ranker", [("hybrid", "rrf"), ("hybrid", "weighted"), ("dense", "rrf"), ("sparse", "rrf")]
+)
 def test_batch_is_one_encode_call_and_equals_single_searches(
     searcher: HybridSearcher, encoder: FakeEncoder, monkeypatch: pytest.MonkeyPatch, mode: str, ranker: str
 ) -> None:
@@ -234,13 +247,17 @@ def test_lite_batch_rrf_quirk_is_real(searcher: HybridSearcher, encoder: FakeEnc
     # d07's own text ranks d07 first in both lists: 2 / (60 + 1), but Lite counts query 1's 20 hits first
     assert res[1][0]["id"] == "d07"
     assert res[1][0]["distance"] == pytest.approx(2 / (60 + 20 + 1), abs=1e-6)
-    fixed = searcher.search_batch([QUERY, BY_ID["d07"]["text"]], limit=3, candidate_limit=20, output_fields=[])
+    fixed = searcher.search_batch(
+        [QUERY, BY_ID["d07"]["text"]], limit=3, candidate_limit=20, output_fields=[]
+    )
     assert fixed[1][0].id == "d07" and fixed[1][0].score == pytest.approx(2 / 61, abs=1e-6)
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "sparse"])
-def test_search_embeddings_equals_search_batch(searcher: HybridSearcher, encoder: FakeEncoder, mode: str) -> None:
+def test_search_embeddings_equals_search_batch(
+    searcher: HybridSearcher, encoder: FakeEncoder, mode: str
+) -> None:
     queries = [QUERY, "w9 w10 own11"]
     a = searcher.search_batch(queries, limit=5, mode=mode)  # type: ignore[arg-type]
     b = searcher.search_embeddings(encoder.encode_queries(queries), limit=5, mode=mode)  # type: ignore[arg-type]
@@ -259,7 +276,9 @@ def test_output_fields(searcher: HybridSearcher) -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "sparse"])
-def test_group_by_returns_one_hit_per_parent_and_pages_over_groups(searcher: HybridSearcher, mode: str) -> None:
+def test_group_by_returns_one_hit_per_parent_and_pages_over_groups(
+    searcher: HybridSearcher, mode: str
+) -> None:
     first = searcher.search(QUERY, limit=5, mode=mode, group_by="parent_id")  # type: ignore[arg-type]
     second = searcher.search(QUERY, limit=5, offset=5, mode=mode, group_by="parent_id")  # type: ignore[arg-type]
     parents = [h.fields["parent_id"] for h in first + second]
@@ -277,10 +296,15 @@ def test_group_by_returns_one_hit_per_parent_and_pages_over_groups(searcher: Hyb
 # --------------------------------------------------------------------- congruence with fusion.py
 
 
-def _milvus_list(manager: CollectionManager, field: str, q: M3Embeddings, limit: int) -> list[tuple[Any, float]]:
+def _milvus_list(
+    manager: CollectionManager, field: str, q: M3Embeddings, limit: int
+) -> list[tuple[Any, float]]:
     """One plain pymilvus search on one field: the candidate list exactly as Milvus ranks it."""
     data = [q.dense[0]] if field == "dense" else [q.sparse[0]]
-    params: dict[str, Any] = {"metric_type": "IP", "params": {"drop_ratio_search": 0.0} if field == "sparse" else {}}
+    params: dict[str, Any] = {
+        "metric_type": "IP",
+        "params": {"drop_ratio_search": 0.0} if field == "sparse" else {},
+    }
     res = manager.client.search("docs", data=data, anns_field=field, limit=limit, search_params=params)
     return [(h["id"], float(h["distance"])) for h in res[0]]
 
@@ -310,7 +334,9 @@ def test_milvus_weighted_ranker_equals_fusion_weighted(
     sparse = _milvus_list(searcher.manager, "sparse", q, cand)
     expected = weighted([dense, sparse], weights, normalize="arctan", limit=20)
     got = _pairs(
-        searcher.search(QUERY, limit=20, ranker="weighted", weights=weights, candidate_limit=cand, output_fields=[])
+        searcher.search(
+            QUERY, limit=20, ranker="weighted", weights=weights, candidate_limit=cand, output_fields=[]
+        )
     )
     assert_same_ranking(got, expected, tol=1e-6)
 
@@ -318,10 +344,12 @@ def test_milvus_weighted_ranker_equals_fusion_weighted(
 # --------------------------------------------------------------------- exactness against brute force
 
 
-def _brute_force(doc_emb: M3Embeddings, ids: Sequence[Any], q: M3Embeddings) -> tuple[dict[Any, float], dict[Any, float]]:
+def _brute_force(
+    doc_emb: M3Embeddings, ids: Sequence[Any], q: M3Embeddings
+) -> tuple[dict[Any, float], dict[Any, float]]:
     dense_scores = doc_emb.dense.astype(np.float64) @ q.dense[0].astype(np.float64)
-    dense = {doc: float(s) for doc, s in zip(ids, dense_scores)}
-    sparse = {doc: lexical_score(q.sparse[0], vec) for doc, vec in zip(ids, doc_emb.sparse)}
+    dense = {doc: float(s) for doc, s in zip(ids, dense_scores, strict=False)}
+    sparse = {doc: lexical_score(q.sparse[0], vec) for doc, vec in zip(ids, doc_emb.sparse, strict=False)}
     return dense, {doc: s for doc, s in sparse.items() if s > 0}
 
 
@@ -329,7 +357,13 @@ def _ranking(scores: Mapping[Any, float]) -> list[tuple[Any, float]]:
     return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
-def _check_exact(searcher: HybridSearcher, query: M3Embeddings, dense: dict[Any, float], sparse: dict[Any, float], tol: float) -> None:
+def _check_exact(
+    searcher: HybridSearcher,
+    query: M3Embeddings,
+    dense: dict[Any, float],
+    sparse: dict[Any, float],
+    tol: float,
+) -> None:
     k = 10
     n = len(dense)
     got_dense = searcher.search_embeddings(query, mode="dense", limit=k, output_fields=[])[0]
@@ -366,18 +400,23 @@ def scifact() -> tuple[list[str], list[str], list[str]]:
             if len(ids) == 50:
                 break
     with open(SCIFACT / "queries.jsonl", encoding="utf-8") as f:
-        queries = [json.loads(line)["text"] for _, line in zip(range(3), f)]
+        queries = [json.loads(line)["text"] for _, line in zip(range(3), f, strict=False)]
     return ids, texts, queries
 
 
 @pytest.mark.integration
 def test_exact_index_matches_brute_force_over_flagembedding_vectors(
-    manager: CollectionManager, tiny_embedder: Any, tiny_checkpoint: Path, scifact: tuple[list[str], list[str], list[str]]
+    manager: CollectionManager,
+    tiny_embedder: Any,
+    tiny_checkpoint: Path,
+    scifact: tuple[list[str], list[str], list[str]],
 ) -> None:
     from FlagEmbedding import BGEM3FlagModel
 
     ids, texts, queries = scifact
-    spec = CollectionSpec(dense_dim=tiny_embedder.dense_dim, model_name=tiny_embedder.model_name, dense_index="FLAT")
+    spec = CollectionSpec(
+        dense_dim=tiny_embedder.dense_dim, model_name=tiny_embedder.model_name, dense_index="FLAT"
+    )
     manager.create_collection("scifact_tiny", spec=spec)
     manager.upsert("scifact_tiny", ids=ids, texts=texts, embeddings=tiny_embedder.encode_documents(texts))
     real = HybridSearcher(manager, "scifact_tiny", tiny_embedder)
@@ -388,7 +427,9 @@ def test_exact_index_matches_brute_force_over_flagembedding_vectors(
         out = flag.encode(batch, max_length=max_length, return_dense=True, return_sparse=True)
         return M3Embeddings(
             dense=np.asarray(out["dense_vecs"], dtype=np.float32).reshape(len(batch), -1),
-            sparse=[{int(t): float(w) for t, w in lw.items() if float(w) > 0} for lw in out["lexical_weights"]],
+            sparse=[
+                {int(t): float(w) for t, w in lw.items() if float(w) > 0} for lw in out["lexical_weights"]
+            ],
         )
 
     ref_docs = flag_encode(texts, 8192)
@@ -413,7 +454,9 @@ def _matching(pred: Any) -> set[str]:
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["hybrid", "dense"])
 @pytest.mark.parametrize("lang", LANGS)
-def test_hostile_filter_values_give_exactly_the_honest_rows(searcher: HybridSearcher, mode: str, lang: str) -> None:
+def test_hostile_filter_values_give_exactly_the_honest_rows(
+    searcher: HybridSearcher, mode: str, lang: str
+) -> None:
     # FLAT dense search with limit >= corpus returns every matching row, and hybrid's union covers it
     for flt in (F.eq("lang", lang), F.eq("metadata.lang", lang), [F.ne("lang", lang), "year >= 2010"]):
         hits = searcher.search(QUERY, limit=N_DOCS, candidate_limit=100, filter=flt, mode=mode)  # type: ignore[arg-type]
@@ -426,18 +469,24 @@ def test_hostile_filter_values_give_exactly_the_honest_rows(searcher: HybridSear
 
 @pytest.mark.integration
 def test_raw_and_structured_filters(searcher: HybridSearcher) -> None:
-    hits = searcher.search(QUERY, limit=N_DOCS, filter='year >= 2020 and metadata["even"] == true', mode="dense")
+    hits = searcher.search(
+        QUERY, limit=N_DOCS, filter='year >= 2020 and metadata["even"] == true', mode="dense"
+    )
     assert set(_ids(hits)) == _matching(lambda d: d["year"] >= 2020 and d["metadata"]["even"])
     flt = [F.in_("parent_id", ["p1", "p3"]), F.lt("chunk_index", 4), F.prefix("text", "w")]
     hits = searcher.search(QUERY, limit=N_DOCS, filter=flt, mode="dense")
-    assert set(_ids(hits)) == _matching(lambda d: d["parent"] in ("p1", "p3") and d["chunk"] < 4 and d["text"].startswith("w"))
+    assert set(_ids(hits)) == _matching(
+        lambda d: d["parent"] in ("p1", "p3") and d["chunk"] < 4 and d["text"].startswith("w")
+    )
     nothing = searcher.search(QUERY, limit=10, filter=F.eq("lang", "xx"))
     assert nothing == []
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "sparse"])
-def test_an_expression_the_engine_rejects_is_a_filter_error_not_no_hits(searcher: HybridSearcher, mode: str) -> None:
+def test_an_expression_the_engine_rejects_is_a_filter_error_not_no_hits(
+    searcher: HybridSearcher, mode: str
+) -> None:
     with pytest.raises(FilterError, match="engine rejected the filter") as info:
         searcher.search(QUERY, filter="nosuchfield == 3", mode=mode)  # type: ignore[arg-type]
     assert "nosuchfield" in str(info.value)
@@ -473,8 +522,13 @@ def test_hybrid_hits_with_quotes_in_their_ids_get_their_own_fields(
     manager.create_collection("quoted", dense_dim=encoder.dense_dim, model_name=encoder.model_name)
     ids = ['say "hi"', "plain", '""', 'a"b"c']
     texts = [f"w1 w2 row{i} " + "w3 " * i for i in range(len(ids))]
-    manager.upsert("quoted", ids=ids, texts=texts, embeddings=encoder.encode_documents(texts),
-                   metadata=[{"i": i} for i in range(len(ids))])
+    manager.upsert(
+        "quoted",
+        ids=ids,
+        texts=texts,
+        embeddings=encoder.encode_documents(texts),
+        metadata=[{"i": i} for i in range(len(ids))],
+    )
     s = HybridSearcher(manager, "quoted", encoder)
     for query in ("w1 w2 w3", "row1", "row4 w3"):
         hits = s.search(query, limit=5)
@@ -522,7 +576,10 @@ def test_a_collection_built_for_another_model_or_dim_is_refused(
         ({"weights": (0.5,)}, "two numbers"),
         ({"weights": (float("nan"), 1.0)}, "dense weight"),
         ({"weights": (0, 0)}, "both 0"),
-        ({"limit": 20, "offset": 5, "candidate_limit": 10}, "candidate_limit 10 is smaller than offset \\+ limit = 25"),
+        (
+            {"limit": 20, "offset": 5, "candidate_limit": 10},
+            "candidate_limit 10 is smaller than offset \\+ limit = 25",
+        ),
         ({"candidate_limit": MAX_TOPK + 1}, "cap"),
         ({"candidate_limit": 0}, "candidate_limit must be"),
         ({"group_by": "metadata"}, "group_by='metadata'"),
@@ -537,7 +594,9 @@ def test_bad_arguments_are_clear_errors(searcher: HybridSearcher, kwargs: dict[s
 
 
 @pytest.mark.integration
-def test_bad_queries_and_constructor_arguments(manager: CollectionManager, docs: str, searcher: HybridSearcher) -> None:
+def test_bad_queries_and_constructor_arguments(
+    manager: CollectionManager, docs: str, searcher: HybridSearcher
+) -> None:
     for bad in ("", "   "):
         with pytest.raises(InputError, match="empty"):
             searcher.search(bad)
@@ -561,7 +620,9 @@ def test_bad_queries_and_constructor_arguments(manager: CollectionManager, docs:
 
 
 @pytest.mark.integration
-def test_defaults_set_on_the_searcher_apply_to_every_call(manager: CollectionManager, docs: str, encoder: FakeEncoder) -> None:
+def test_defaults_set_on_the_searcher_apply_to_every_call(
+    manager: CollectionManager, docs: str, encoder: FakeEncoder
+) -> None:
     dense_only = HybridSearcher(manager, docs, encoder, mode="dense")
     base = HybridSearcher(manager, docs, encoder)
     assert _pairs(dense_only.search(QUERY, limit=5)) == _pairs(base.search(QUERY, limit=5, mode="dense"))
@@ -588,7 +649,7 @@ def test_m3_mode_equals_brute_force_raw_score_fusion(
         order = sorted(range(len(ids)), key=lambda i: (-fused[i], ids[i]))[:5]
         hits = searcher.search(query, limit=5, mode="m3", candidate_limit=len(ids))
         assert _ids(hits) == [ids[i] for i in order]
-        for h, i in zip(hits, order):
+        for h, i in zip(hits, order, strict=False):
             assert h.score == pytest.approx(float(fused[i]), abs=1e-5)
         page2 = searcher.search(query, limit=2, offset=3, mode="m3", candidate_limit=len(ids))
         assert _ids(page2) == [ids[i] for i in order[3:5]]
@@ -599,20 +660,31 @@ def test_m3_mode_equals_brute_force_raw_score_fusion(
 
 
 @pytest.mark.integration
-def test_client_side_rrf_equals_the_engines_rrf(manager: CollectionManager, docs: str, encoder: FakeEncoder) -> None:
+def test_client_side_rrf_equals_the_engines_rrf(
+    manager: CollectionManager, docs: str, encoder: FakeEncoder
+) -> None:
     """On Milvus Lite hybrid RRF is fused here by default; it must equal Milvus's own RRFRanker."""
     client_side = HybridSearcher(manager, docs, encoder)  # fusion="auto": client-side on Lite
     engine = HybridSearcher(manager, docs, encoder, fusion="server")
     assert client_side._client_rrf and not engine._client_rrf
     queries = ["w1 w2 w3", "row1 w3", "lang year w2", "w3"]
-    for kw in ({}, {"offset": 3, "limit": 4}, {"filter": F.eq("lang", "en")}, {"candidate_limit": 7, "limit": 7}):
+    for kw in (
+        {},
+        {"offset": 3, "limit": 4},
+        {"filter": F.eq("lang", "en")},
+        {"candidate_limit": 7, "limit": 7},
+    ):
         for q in queries:
             a = client_side.search(q, **kw)  # type: ignore[arg-type]
             b = engine.search(q, **kw)  # type: ignore[arg-type]
             assert _ids(a) == _ids(b), (q, kw)
-            for x, y in zip(a, b):
+            for x, y in zip(a, b, strict=False):
                 assert x.score == pytest.approx(y.score, abs=1e-6)
-                assert (x.text, dict(x.metadata), dict(x.fields)) == (y.text, dict(y.metadata), dict(y.fields))
+                assert (x.text, dict(x.metadata), dict(x.fields)) == (
+                    y.text,
+                    dict(y.metadata),
+                    dict(y.fields),
+                )
         batch = client_side.search_batch(queries, **kw)  # type: ignore[arg-type]
         assert [_ids(h) for h in batch] == [_ids(engine.search(q, **kw)) for q in queries]  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="fusion must be"):

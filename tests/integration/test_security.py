@@ -149,13 +149,35 @@ def closed_port_runs(
     cwd = tmp_path_factory.mktemp("cli-secrets")
     runs = [
         (["info", "--uri", f"http://alice:{SECRET}@127.0.0.1:{port}", "-v"], {}),
-        (["info", "--collection", "docs", "--uri", f"http://127.0.0.1:{port}", "--token", f"root:{SECRET}"], {}),
-        (["search", "q", "--collection", "docs", "--uri", f"https://127.0.0.1:{port}", "-v"],
-         {"MILVUS_TOKEN": TOKEN}),
+        (
+            [
+                "info",
+                "--collection",
+                "docs",
+                "--uri",
+                f"http://127.0.0.1:{port}",
+                "--token",
+                f"root:{SECRET}",
+            ],
+            {},
+        ),
+        (
+            ["search", "q", "--collection", "docs", "--uri", f"https://127.0.0.1:{port}", "-v"],
+            {"MILVUS_TOKEN": TOKEN},
+        ),
     ]
     procs = [
-        (args, subprocess.Popen(CLI + args, cwd=cwd, env=cli_env(**extra), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        (
+            args,
+            subprocess.Popen(
+                CLI + args,
+                cwd=cwd,
+                env=cli_env(**extra),
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            ),
+        )
         for args, extra in runs
     ]
     try:
@@ -191,7 +213,9 @@ def test_cli_never_echoes_credentials_of_a_live_server(milvus_server: str, tmp_p
         ["search", "q", "--uri", f"http://root:{SECRET}@{host}", "--collection", "no_such", "--json"],
     ]
     for args in runs:
-        p = subprocess.run(CLI + args, check=False, cwd=tmp_path, env=cli_env(), text=True, capture_output=True, timeout=120)
+        p = subprocess.run(
+            CLI + args, check=False, cwd=tmp_path, env=cli_env(), text=True, capture_output=True, timeout=120
+        )
         assert "Traceback" not in p.stderr, p.stderr[-3000:]
         _no_secret(p.stdout, p.stderr)
         if "no_such" in args:
@@ -233,19 +257,32 @@ def _hostile_store(manager: Any, name: str) -> dict[str, str]:
     from tests.fakes import FakeEncoder
 
     enc = FakeEncoder(dim=8)
-    spec = CollectionSpec(dense_dim=8, model_name=enc.model_name,
-                          scalar_fields=(ScalarField(name="tag", max_length=8192, default=""),))
+    spec = CollectionSpec(
+        dense_dim=8,
+        model_name=enc.model_name,
+        scalar_fields=(ScalarField(name="tag", max_length=8192, default=""),),
+    )
     manager.create_collection(name, spec=spec, recreate=True)
     ids = [f"h{i:02d}" for i in range(len(HOSTILE))]
     texts = [f"shared words document {i}" for i in range(len(HOSTILE))]
-    manager.upsert(name, ids=ids, texts=texts, embeddings=enc.encode_documents(texts),
-                   metadata=[{"tag": v} for v in HOSTILE], fields={"tag": HOSTILE})
-    return dict(zip(ids, HOSTILE))
+    manager.upsert(
+        name,
+        ids=ids,
+        texts=texts,
+        embeddings=enc.encode_documents(texts),
+        metadata=[{"tag": v} for v in HOSTILE],
+        fields={"tag": HOSTILE},
+    )
+    return dict(zip(ids, HOSTILE, strict=False))
 
 
 def _hits(searcher: Any, flt: Any, mode: str) -> set[str]:
-    return {h.id for h in searcher.search("shared words document", limit=100, candidate_limit=200, filter=flt,
-                                          mode=mode)}
+    return {
+        h.id
+        for h in searcher.search(
+            "shared words document", limit=100, candidate_limit=200, filter=flt, mode=mode
+        )
+    }
 
 
 def _check_hostile(manager: Any, name: str, stored: dict[str, str]) -> int:
@@ -269,7 +306,11 @@ def _check_hostile(manager: Any, name: str, stored: dict[str, str]) -> int:
             assert got == {r for r, v in stored.items() if v != value}, (field, "!=", value[:60])
             if value:
                 got = _hits(searcher, F.prefix(field, value), "dense")
-                assert got == {r for r, v in stored.items() if v.startswith(value)}, (field, "prefix", value[:60])
+                assert got == {r for r, v in stored.items() if v.startswith(value)}, (
+                    field,
+                    "prefix",
+                    value[:60],
+                )
             checked += 3
     return checked
 
@@ -300,8 +341,15 @@ def test_templates_carry_values_outside_the_expression(value: str) -> None:
     untouched beside it, whatever they hold."""
     from milvus_m3.filters import F, render
 
-    for flt in (F.eq("tag", value), F.eq("metadata.tag", value), F.in_("tag", [value, "other"]), F.ne("tag", value)):
-        expr, params = render(flt, templates=True, dialect="server", fields={"tag": "varchar", "metadata": "json"})
+    for flt in (
+        F.eq("tag", value),
+        F.eq("metadata.tag", value),
+        F.in_("tag", [value, "other"]),
+        F.ne("tag", value),
+    ):
+        expr, params = render(
+            flt, templates=True, dialect="server", fields={"tag": "varchar", "metadata": "json"}
+        )
         assert set(params) == {"p0"}
         assert params["p0"] in (value, [value, "other"])
         assert re.fullmatch(r'(tag|metadata\["tag"\]) (==|!=|in) \{p0\}', expr), expr
@@ -337,10 +385,17 @@ def test_searcher_and_its_errors_never_show_credentials(
     try:
         with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="milvus_m3"):
             for kwargs in ({"uri": f"http://root:{SECRET}@{host}"}, {"uri": milvus_server, "token": TOKEN}):
-                m = CollectionManager(**kwargs, retry=RetryPolicy(attempts=2, initial_backoff=0.05, total_seconds=2))  # type: ignore[arg-type]
+                m = CollectionManager(
+                    **kwargs, retry=RetryPolicy(attempts=2, initial_backoff=0.05, total_seconds=2)
+                )  # type: ignore[arg-type]
                 enc = FakeEncoder(dim=8)
                 m.create_collection("sec", dense_dim=8, model_name=enc.model_name, recreate=True)
-                m.upsert("sec", ids=["a", "b"], texts=["alpha one", "beta two"], embeddings=enc.encode_documents(["alpha one", "beta two"]))
+                m.upsert(
+                    "sec",
+                    ids=["a", "b"],
+                    texts=["alpha one", "beta two"],
+                    embeddings=enc.encode_documents(["alpha one", "beta two"]),
+                )
                 s = HybridSearcher(m, "sec", enc)
                 shown += [repr(s), str(s), repr(m), repr(m.connection)]
                 shown += [repr(h) for h in s.search("alpha", filter=F.eq("id", "a"))]
@@ -368,7 +423,9 @@ def test_searcher_and_its_errors_never_show_credentials(
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cli_filter_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def cli_filter_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """A collection built by the tiny model holding hostile tags, and one `milvus-m3 search --filter`
     process started in the background with the module (autouse: it loads the model for ~10 s while the
     other tests run; the test that reads it comes last)."""
@@ -384,23 +441,52 @@ def cli_filter_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
     tags = {"good": "plain", "victim": 'a" or id != "', "other": "new\nline", "third": "{p0}"}
     texts = {k: f"shared words about {k}" for k in tags}
     with CollectionManager(str(db)) as m:
-        spec = CollectionSpec(dense_dim=tiny_embedder.dense_dim, model_name=tiny_embedder.model_name,
-                              scalar_fields=(ScalarField(name="tag", max_length=256, default=""),))
+        spec = CollectionSpec(
+            dense_dim=tiny_embedder.dense_dim,
+            model_name=tiny_embedder.model_name,
+            scalar_fields=(ScalarField(name="tag", max_length=256, default=""),),
+        )
         m.create_collection("docs", spec=spec)
         ids = list(tags)
-        m.upsert("docs", ids=ids, texts=[texts[i] for i in ids], embeddings=tiny_embedder.encode_documents(
-            [texts[i] for i in ids]), metadata=[{"tag": tags[i]} for i in ids], fields={"tag": [tags[i] for i in ids]})
+        m.upsert(
+            "docs",
+            ids=ids,
+            texts=[texts[i] for i in ids],
+            embeddings=tiny_embedder.encode_documents([texts[i] for i in ids]),
+            metadata=[{"tag": tags[i]} for i in ids],
+            fields={"tag": [tags[i] for i in ids]},
+        )
     # The expression a user would write for the hostile value, escaped as milvus-m3 escapes it.
-    expr = render([F.eq("tag", tags["victim"]), F.eq("metadata.tag", tags["victim"])], templates=False, dialect="lite")[0]
+    expr = render(
+        [F.eq("tag", tags["victim"]), F.eq("metadata.tag", tags["victim"])], templates=False, dialect="lite"
+    )[0]
     copy = d / "g.db"
     import shutil
 
     shutil.copyfile(db, copy)  # the test process keeps f.db open (pymilvus does not release it on close)
     proc = subprocess.Popen(
-        [*CLI, "search", "shared words", "--collection", "docs", "--uri", str(copy), "--model",
-         str(tiny_embedder.model_dir), "--filter", expr, "--json", "--limit", "10"],
-        cwd=d, env=cli_env(TOKENIZERS_PARALLELISM="false"), text=True, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            *CLI,
+            "search",
+            "shared words",
+            "--collection",
+            "docs",
+            "--uri",
+            str(copy),
+            "--model",
+            str(tiny_embedder.model_dir),
+            "--filter",
+            expr,
+            "--json",
+            "--limit",
+            "10",
+        ],
+        cwd=d,
+        env=cli_env(TOKENIZERS_PARALLELISM="false"),
+        text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         yield {"proc": proc, "expr": expr, "expected": {"victim"}}
@@ -411,7 +497,9 @@ def cli_filter_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 
 @pytest.mark.integration
-def test_cli_filter_with_an_escaped_hostile_value_returns_only_its_row(cli_filter_run: dict[str, Any]) -> None:
+def test_cli_filter_with_an_escaped_hostile_value_returns_only_its_row(
+    cli_filter_run: dict[str, Any],
+) -> None:
     proc = cli_filter_run["proc"]
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]

@@ -38,7 +38,50 @@ pytestmark = pytest.mark.server
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-Pa55"
-WORDS = ["milvus", "vector", "sparse", "dense", "hybrid", "search", "index", "cat", "dog", "bird", "fish", "tree", "river", "mountain", "city", "music", "bread", "cheese", "wine", "coffee", "tea", "rain", "snow", "sun", "moon", "star", "ocean", "island", "forest", "desert", "garden", "book", "paper", "train", "plane", "ship", "road", "bridge", "tower", "castle", "king", "queen"]
+WORDS = [
+    "milvus",
+    "vector",
+    "sparse",
+    "dense",
+    "hybrid",
+    "search",
+    "index",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "tree",
+    "river",
+    "mountain",
+    "city",
+    "music",
+    "bread",
+    "cheese",
+    "wine",
+    "coffee",
+    "tea",
+    "rain",
+    "snow",
+    "sun",
+    "moon",
+    "star",
+    "ocean",
+    "island",
+    "forest",
+    "desert",
+    "garden",
+    "book",
+    "paper",
+    "train",
+    "plane",
+    "ship",
+    "road",
+    "bridge",
+    "tower",
+    "castle",
+    "king",
+    "queen",
+]
 QUERIES = [
     "sparse vector search",
     "cat and dog in the garden",
@@ -77,7 +120,13 @@ def all_ids(manager: CollectionManager, name: str) -> list[str]:
 
 
 def search(
-    manager: CollectionManager, name: str, enc: FakeEncoder, query: str, *, mode: Mode, limit: int = 10,
+    manager: CollectionManager,
+    name: str,
+    enc: FakeEncoder,
+    query: str,
+    *,
+    mode: Mode,
+    limit: int = 10,
     filter: FilterLike = None,
 ) -> list[tuple[str, float]]:
     """(id, score) of the HybridSearcher's hits for ``query`` (RRF k=60 in hybrid mode)."""
@@ -102,8 +151,12 @@ def raw_search(
         res = client.hybrid_search(name, reqs, RRFRanker(60), limit=limit, output_fields=["id"])
     else:
         res = client.search(
-            name, data=dense if mode == "dense" else sparse, anns_field=mode, search_params={"metric_type": "IP"},
-            limit=limit, output_fields=["id"],
+            name,
+            data=dense if mode == "dense" else sparse,
+            anns_field=mode,
+            search_params={"metric_type": "IP"},
+            limit=limit,
+            output_fields=["id"],
         )
     return [(str(h["id"]), float(h["distance"])) for h in res[0]]
 
@@ -120,7 +173,9 @@ def run_contract(manager: CollectionManager, enc: FakeEncoder) -> dict[str, Any]
     """Create, upsert, search in three modes, filter, delete, drop; returns what was seen."""
     seen: dict[str, Any] = {}
     spec = CollectionSpec(
-        dense_dim=enc.dense_dim, model_name=enc.model_name, scalar_fields=(ScalarField(name="lang", default="en"),)
+        dense_dim=enc.dense_dim,
+        model_name=enc.model_name,
+        scalar_fields=(ScalarField(name="lang", default="en"),),
     )
     info = manager.create_collection("contract", spec=spec)
     seen["indexes"] = {k: dict(v) for k, v in info.indexes.items()}
@@ -128,14 +183,23 @@ def run_contract(manager: CollectionManager, enc: FakeEncoder) -> dict[str, Any]
     docs = corpus(120)
     emb = enc.encode_documents([d["text"] for d in docs])
     written = manager.upsert(
-        "contract", ids=[d["id"] for d in docs], texts=[d["text"] for d in docs], embeddings=emb,
-        metadata=[{"n": i} for i in range(len(docs))], fields={"lang": [d["lang"] for d in docs]}, batch_size=50,
+        "contract",
+        ids=[d["id"] for d in docs],
+        texts=[d["text"] for d in docs],
+        embeddings=emb,
+        metadata=[{"n": i} for i in range(len(docs))],
+        fields={"lang": [d["lang"] for d in docs]},
+        batch_size=50,
     )
     assert written == 120 and manager.count("contract") == 120
     # Re-upserting the same ids replaces rows.
     manager.upsert(
-        "contract", ids=[d["id"] for d in docs[:10]], texts=[d["text"] for d in docs[:10]], embeddings=emb.select(range(10)),
-        metadata=[{"n": i} for i in range(10)], fields={"lang": [d["lang"] for d in docs[:10]]},
+        "contract",
+        ids=[d["id"] for d in docs[:10]],
+        texts=[d["text"] for d in docs[:10]],
+        embeddings=emb.select(range(10)),
+        metadata=[{"n": i} for i in range(10)],
+        fields={"lang": [d["lang"] for d in docs[:10]]},
     )
     assert manager.count("contract") == 120
     modes: tuple[Mode, ...] = ("hybrid", "dense", "sparse")
@@ -170,7 +234,9 @@ def run_contract(manager: CollectionManager, enc: FakeEncoder) -> dict[str, Any]
     return seen
 
 
-def test_contract_through_the_server_equals_the_embedded_file(server_manager: CollectionManager, tmp_path: Path) -> None:
+def test_contract_through_the_server_equals_the_embedded_file(
+    server_manager: CollectionManager, tmp_path: Path
+) -> None:
     enc = FakeEncoder(dim=32)
     over_server = run_contract(server_manager, enc)
     with CollectionManager(str(tmp_path / "embedded.db")) as embedded:
@@ -196,13 +262,19 @@ def test_congruence_server_and_embedded(server_manager: CollectionManager, tmp_p
     enc = FakeEncoder(dim=64, seed=3)
     docs = corpus(400, seed=11)
     emb = enc.encode_documents([d["text"] for d in docs])
-    spec = CollectionSpec(dense_dim=64, model_name=enc.model_name, scalar_fields=(ScalarField(name="lang", default="en"),))
+    spec = CollectionSpec(
+        dense_dim=64, model_name=enc.model_name, scalar_fields=(ScalarField(name="lang", default="en"),)
+    )
 
     def fill(m: CollectionManager) -> None:
         m.create_collection("congruence", spec=spec)
         m.upsert(
-            "congruence", ids=[d["id"] for d in docs], texts=[d["text"] for d in docs], embeddings=emb,
-            fields={"lang": [d["lang"] for d in docs]}, batch_size=128,
+            "congruence",
+            ids=[d["id"] for d in docs],
+            texts=[d["text"] for d in docs],
+            embeddings=emb,
+            fields={"lang": [d["lang"] for d in docs]},
+            batch_size=128,
         )
 
     fill(server_manager)
@@ -233,7 +305,7 @@ def _restart_later(server: LiteServer, after: float, errors: list[BaseException]
         try:
             time.sleep(after)
             server.start()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             errors.append(exc)
 
     t = threading.Thread(target=run, name="restart-server", daemon=True)
@@ -241,7 +313,9 @@ def _restart_later(server: LiteServer, after: float, errors: list[BaseException]
     return t
 
 
-def test_ingest_survives_a_server_restart(lite_server: LiteServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_ingest_survives_a_server_restart(
+    lite_server: LiteServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     enc = FakeEncoder(dim=16)
     docs = corpus(600, seed=5)
     path = write_jsonl(tmp_path / "docs.jsonl", docs)
@@ -258,7 +332,15 @@ def test_ingest_survives_a_server_restart(lite_server: LiteServer, tmp_path: Pat
     with _outage_manager(lite_server) as manager, caplog.at_level(logging.WARNING, logger="milvus_m3"):
         manager.create_collection("docs", dense_dim=16, model_name=enc.model_name)
         start = time.monotonic()
-        report = ingest([path], manager=manager, collection="docs", encoder=enc, batch_size=50, progress=False, on_batch=on_batch)
+        report = ingest(
+            [path],
+            manager=manager,
+            collection="docs",
+            encoder=enc,
+            batch_size=50,
+            progress=False,
+            on_batch=on_batch,
+        )
         elapsed = time.monotonic() - start
         restarter[0].join(30)
         assert not restart_errors
@@ -302,7 +384,9 @@ def test_ingest_survives_a_kill_in_the_middle_of_a_write(lite_server: LiteServer
 
         all_upserts: list[str] = []
         client.upsert = upsert  # instance attribute: what Connection.call is handed from now on
-        report = ingest([path], manager=manager, collection="docs", encoder=enc, batch_size=200, progress=False)
+        report = ingest(
+            [path], manager=manager, collection="docs", encoder=enc, batch_size=200, progress=False
+        )
         for _ in range(100):
             if restarter:
                 break
@@ -310,7 +394,9 @@ def test_ingest_survives_a_kill_in_the_middle_of_a_write(lite_server: LiteServer
         restarter[0].join(30)
         assert not restart_errors and lite_server.starts == 2
         assert report.written == 1200
-        assert "failed" in all_upserts and len(all_upserts) > 6  # six batches, and at least one was sent again
+        assert (
+            "failed" in all_upserts and len(all_upserts) > 6
+        )  # six batches, and at least one was sent again
         assert manager.count("docs") == 1200
         assert all_ids(manager, "docs") == sorted(d["id"] for d in docs)
 
@@ -336,7 +422,9 @@ print(json.dumps({"written": report.written, "failed": report.failed}))
 """
 
 
-def test_two_ingest_processes_into_one_collection(server_manager: CollectionManager, milvus_server: str, tmp_path: Path) -> None:
+def test_two_ingest_processes_into_one_collection(
+    server_manager: CollectionManager, milvus_server: str, tmp_path: Path
+) -> None:
     enc = FakeEncoder(dim=16)
     server_manager.create_collection("shared", dense_dim=16, model_name=enc.model_name)
     a = corpus(500, seed=1, prefix="a")
@@ -349,14 +437,17 @@ def test_two_ingest_processes_into_one_collection(server_manager: CollectionMana
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), milvus_server, "shared", str(f), str(go), str(ROOT)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for f in files
     ]
     time.sleep(0.2)
     go.touch()
     outputs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
+    for p, (out, err) in zip(procs, outputs, strict=False):
         assert p.returncode == 0, err[-3000:]
         assert json.loads(out.strip().splitlines()[-1]) == {"written": 500, "failed": 0}
     assert server_manager.count("shared") == 1000
@@ -379,7 +470,9 @@ def test_secrets_stay_out_of_logs_reprs_and_errors(
             {"uri": lite_server.uri, "user": "root", "password": SECRET},
             {"uri": lite_server.uri, "token": f"root:{SECRET}"},
         ):
-            m = CollectionManager(**kwargs, retry=RetryPolicy(attempts=3, initial_backoff=0.05, total_seconds=3))  # type: ignore[arg-type]
+            m = CollectionManager(
+                **kwargs, retry=RetryPolicy(attempts=3, initial_backoff=0.05, total_seconds=3)
+            )  # type: ignore[arg-type]
             shown += [repr(m), str(m), repr(m.connection), str(m.connection), m.uri, repr(m.capabilities)]
             m.create_collection("s", dense_dim=8, model_name=enc.model_name, exists_ok=True)
             emb = enc.encode_documents(["a b", "c d"])
@@ -389,7 +482,10 @@ def test_secrets_stay_out_of_logs_reprs_and_errors(
                 m.count("missing")
             shown += [str(nf.value), repr(nf.value)]
             m.close()
-        m = CollectionManager(f"http://root:{SECRET}@{host}", retry=RetryPolicy(attempts=3, initial_backoff=0.05, total_seconds=3))
+        m = CollectionManager(
+            f"http://root:{SECRET}@{host}",
+            retry=RetryPolicy(attempts=3, initial_backoff=0.05, total_seconds=3),
+        )
         lite_server.stop()
         with pytest.raises(MilvusUnavailableError) as down:
             m.count("s")
@@ -408,7 +504,9 @@ def test_secrets_stay_out_of_logs_reprs_and_errors(
     assert not leaks
 
 
-def test_lite_server_is_detected_without_error_logs(milvus_server: str, pymilvus_records: list[logging.LogRecord]) -> None:
+def test_lite_server_is_detected_without_error_logs(
+    milvus_server: str, pymilvus_records: list[logging.LogRecord]
+) -> None:
     conn = Connection(milvus_server)
     try:
         caps = conn.capabilities
@@ -429,8 +527,12 @@ def _wait_stopped(pid: int) -> None:
 
 def test_frozen_server_is_given_up_on_within_the_bound(lite_server: LiteServer) -> None:
     """A server that accepts but never answers (SIGSTOP): per-call deadlines, DEADLINE_EXCEEDED, one error."""
-    conn = Connection(lite_server.uri, timeout=1.0, connect_timeout=1.0,
-                      retry=RetryPolicy(attempts=10, initial_backoff=0.1, total_seconds=2.5))
+    conn = Connection(
+        lite_server.uri,
+        timeout=1.0,
+        connect_timeout=1.0,
+        retry=RetryPolicy(attempts=10, initial_backoff=0.1, total_seconds=2.5),
+    )
     proc = lite_server.process
     assert proc is not None
     try:
@@ -448,4 +550,3 @@ def test_frozen_server_is_given_up_on_within_the_bound(lite_server: LiteServer) 
         proc.send_signal(signal.SIGCONT)
     assert conn.call("list", conn.client.list_collections) == []
     conn.close()
-

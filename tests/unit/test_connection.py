@@ -50,7 +50,8 @@ class FakeRpcError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no type s
 def connect_failed(cause: BaseException | None = None) -> MilvusException:
     """pymilvus 3.0.2's error for a refused (or failed) connection, as raised from the gRPC error."""
     exc = MilvusException(
-        code=2, message="Fail connecting to server on 127.0.0.1:1, illegal connection params or server unavailable"
+        code=2,
+        message="Fail connecting to server on 127.0.0.1:1, illegal connection params or server unavailable",
     )
     exc.__cause__ = cause
     return exc
@@ -111,7 +112,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return c
 
 
-def flaky(fails: list[BaseException], result: Any = "ok", clock: Clock | None = None, cost: float = 0.0) -> Any:
+def flaky(
+    fails: list[BaseException], result: Any = "ok", clock: Clock | None = None, cost: float = 0.0
+) -> Any:
     def fn(**kwargs: Any) -> Any:
         if clock is not None:
             clock.now += cost
@@ -152,13 +155,26 @@ def test_options_pass_through(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr("pymilvus.MilvusClient", Recorder)
     conn = Connection(
-        "https://milvus.example:443", user="alice", password=SECRET, db_name="tenant_a", timeout=7,
-        connect_timeout=2, secure=True, server_pem_path="/certs/server.pem", server_name="milvus.example",
+        "https://milvus.example:443",
+        user="alice",
+        password=SECRET,
+        db_name="tenant_a",
+        timeout=7,
+        connect_timeout=2,
+        secure=True,
+        server_pem_path="/certs/server.pem",
+        server_name="milvus.example",
     )
     assert seen == {
-        "uri": "https://milvus.example:443", "user": "alice", "password": SECRET, "db_name": "tenant_a",
-        "secure": True, "server_pem_path": "/certs/server.pem", "server_name": "milvus.example",
-        "timeout": 2.0, "dedicated": True,
+        "uri": "https://milvus.example:443",
+        "user": "alice",
+        "password": SECRET,
+        "db_name": "tenant_a",
+        "secure": True,
+        "server_pem_path": "/certs/server.pem",
+        "server_name": "milvus.example",
+        "timeout": 2.0,
+        "dedicated": True,
     }
     assert SECRET not in repr(conn)
     Connection("http://h:19530", token=SECRET, ca_pem_path="ca", client_pem_path="c", client_key_path="k")
@@ -191,7 +207,11 @@ def test_bad_options_are_config_errors(kwargs: dict[str, Any], match: str) -> No
 @pytest.mark.parametrize(
     "exc",
     [
-        connect_failed(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; Connection refused")),
+        connect_failed(
+            FakeRpcError(
+                grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; Connection refused"
+            )
+        ),
         FakeRpcError(grpc.StatusCode.UNAVAILABLE, "Socket closed"),
         FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"),
         FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
@@ -229,7 +249,9 @@ def test_not_transient(exc: BaseException) -> None:
     "exc",
     [
         # A refused Connect: pymilvus wraps the UNAUTHENTICATED gRPC error in "Fail connecting ...".
-        connect_failed(FakeRpcError(grpc.StatusCode.UNAUTHENTICATED, "auth check failure, please check username")),
+        connect_failed(
+            FakeRpcError(grpc.StatusCode.UNAUTHENTICATED, "auth check failure, please check username")
+        ),
         FakeRpcError(grpc.StatusCode.UNAUTHENTICATED, "auth check failure"),
         FakeRpcError(grpc.StatusCode.PERMISSION_DENIED, "PrivilegeLoad: permission deny"),
         MilvusException(code=1, message="denied", compatible_code=3),
@@ -250,16 +272,21 @@ def test_auth_failures_are_not_retried(exc: BaseException, clock: Clock) -> None
 def test_transient_failures_are_retried_with_backoff(clock: Clock) -> None:
     policy = RetryPolicy(attempts=5, initial_backoff=0.5, multiplier=2, max_backoff=1.5, total_seconds=60)
     conn = Connection("http://h:19530", client=StubClient(), retry=policy)
-    fails: list[BaseException] = [connect_failed(), FakeRpcError(grpc.StatusCode.UNAVAILABLE), connect_failed()]
+    fails: list[BaseException] = [
+        connect_failed(),
+        FakeRpcError(grpc.StatusCode.UNAVAILABLE),
+        connect_failed(),
+    ]
     assert conn.call("upsert", flaky(fails)) == "ok"
     assert len(clock.sleeps) == 3
-    for got, base in zip(clock.sleeps, [0.5, 1.0, 1.5]):
+    for got, base in zip(clock.sleeps, [0.5, 1.0, 1.5], strict=False):
         assert base / 2 <= got <= base
 
 
 def test_give_up_after_attempts_names_uri_and_what(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     conn = Connection(
-        f"http://root:{SECRET}@db.internal:19530", client=StubClient(),
+        f"http://root:{SECRET}@db.internal:19530",
+        client=StubClient(),
         retry=RetryPolicy(attempts=3, initial_backoff=0.1, total_seconds=60),
     )
     with caplog.at_level(logging.DEBUG, logger="milvus_m3"), pytest.raises(MilvusUnavailableError) as err:
@@ -349,12 +376,16 @@ def test_version_is_read_once_and_picks_the_engine() -> None:
     conn = Connection("http://h:19530", client=client)
     caps = conn.capabilities
     assert caps.engine == "server" and caps.version == (2, 6, 4) and caps.deploy_mode == "STANDALONE"
-    assert caps.default_dense_index == "HNSW" and caps.filter_templates and "DISKANN" in caps.dense_index_types
+    assert (
+        caps.default_dense_index == "HNSW" and caps.filter_templates and "DISKANN" in caps.dense_index_types
+    )
     assert conn.capabilities is caps and client.version_calls == 1
 
 
 def test_lite_server_is_detected_by_its_empty_server_info() -> None:
-    client = StubClient(version={"version": "", "deploy_mode": ""}, plain_version=FakeRpcError(grpc.StatusCode.UNIMPLEMENTED))
+    client = StubClient(
+        version={"version": "", "deploy_mode": ""}, plain_version=FakeRpcError(grpc.StatusCode.UNIMPLEMENTED)
+    )
     assert Connection("http://h:19530", client=client).capabilities == LITE_CAPABILITIES
     assert Connection("./x.db", client=StubClient()).capabilities == LITE_CAPABILITIES
 
@@ -364,7 +395,9 @@ def test_servers_without_build_tags_and_old_pymilvus_use_getversion() -> None:
     assert Connection("http://h:19530", client=client).capabilities.version == (2, 5, 10)
 
     class OldClient(StubClient):  # pymilvus 2.x: get_server_version(timeout=None, **kwargs) sends detail= on
-        def get_server_version(self, timeout: float | None = None, detail: bool = False, **kwargs: Any) -> Any:
+        def get_server_version(
+            self, timeout: float | None = None, detail: bool = False, **kwargs: Any
+        ) -> Any:
             if detail:
                 raise TypeError("unexpected keyword argument 'detail'")
             return "2.4.0"
@@ -381,7 +414,13 @@ def test_old_servers_are_refused(raw: str) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "version"),
-    [("v2.4.0", (2, 4, 0)), ("2.6.4-gpu", (2, 6, 4)), ("v2.6.0-rc1-12-gabc", (2, 6, 0)), ("2.5", (2, 5, 0)), ("dev", (2, 6, 0))],
+    [
+        ("v2.4.0", (2, 4, 0)),
+        ("2.6.4-gpu", (2, 6, 4)),
+        ("v2.6.0-rc1-12-gabc", (2, 6, 0)),
+        ("2.5", (2, 5, 0)),
+        ("dev", (2, 6, 0)),
+    ],
 )
 def test_version_parsing(raw: str, version: tuple[int, int, int]) -> None:
     assert capabilities_for_version(raw).version == version
@@ -409,7 +448,9 @@ def test_down_server_fails_fast_with_one_clear_error(
     with caplog.at_level(logging.DEBUG), pytest.raises(MilvusUnavailableError) as err:
         CollectionManager(f"http://root:{SECRET}@127.0.0.1:{port}", retry=policy)
     # Gave up after the policy's 4 tries with 3 backoffs in between (no speed assert: machines are noisy).
-    retries = [r for r in caplog.records if r.name.startswith("milvus_m3") and "retrying in" in r.getMessage()]
+    retries = [
+        r for r in caplog.records if r.name.startswith("milvus_m3") and "retrying in" in r.getMessage()
+    ]
     assert len(retries) == 3, [r.getMessage() for r in retries]
     msg = str(err.value)
     assert f"http://127.0.0.1:{port}" in msg and "'connect'" in msg and "4 tries" in msg
@@ -429,7 +470,8 @@ def test_silent_host_is_bounded_by_connect_timeout_and_total() -> None:
         start = time.monotonic()
         with pytest.raises(MilvusUnavailableError, match="Fail connecting") as err:
             Connection(
-                f"http://127.0.0.1:{port}", connect_timeout=0.5,
+                f"http://127.0.0.1:{port}",
+                connect_timeout=0.5,
                 retry=RetryPolicy(attempts=10, initial_backoff=0.05, total_seconds=1.5),
             )
         elapsed = time.monotonic() - start

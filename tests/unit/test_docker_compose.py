@@ -98,7 +98,11 @@ def test_readme_says_how_to_start_connect_stop_and_wipe() -> None:
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")
 def test_docker_compose_config_accepts_the_file() -> None:
     out = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), "config"], check=False, capture_output=True, text=True, timeout=60
+        ["docker-compose", "-f", str(COMPOSE), "config"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     resolved = yaml.safe_load(out.stdout)

@@ -41,7 +41,7 @@ def test_json_paths() -> None:
 
 def test_several_filters_and_raw_are_anded_in_parentheses() -> None:
     expr, params = render(
-        ['year > 2000 or year < 10', F.eq("lang", "en"), F.in_("tag", ["a"])], templates=True
+        ["year > 2000 or year < 10", F.eq("lang", "en"), F.in_("tag", ["a"])], templates=True
     )
     assert expr == "(year > 2000 or year < 10) and (lang == {p0}) and (tag in {p1})"
     assert params == {"p0": "en", "p1": ["a"]}
@@ -58,11 +58,22 @@ def test_prefix_uses_like_or_a_range_when_the_value_holds_wildcards() -> None:
     assert render(F.prefix("tag", "ab"), templates=False) == ('tag like "ab%"', {})
     assert render(F.prefix("tag", "ab"), templates=True) == ('tag like "ab%"', {})
     assert render(F.prefix("tag", "a%b"), templates=False) == ('(tag >= "a%b" and tag < "a%c")', {})
-    assert render(F.prefix("tag", "a_"), templates=True) == ("(tag >= {p0} and tag < {p1})", {"p0": "a_", "p1": "a`"})
+    assert render(F.prefix("tag", "a_"), templates=True) == (
+        "(tag >= {p0} and tag < {p1})",
+        {"p0": "a_", "p1": "a`"},
+    )
     assert render(F.prefix("tag", "\\"), templates=False) == ('(tag >= "\\\\" and tag < "]")', {})
-    assert render(F.prefix("tag", "x\U0010ffff%"), templates=False)[0] == '(tag >= "x\U0010ffff%" and tag < "x\U0010ffff&")'
-    assert render(F.prefix("tag", "%\U0010ffff"), templates=False)[0] == '(tag >= "%\U0010ffff" and tag < "&")'
-    assert render(F.prefix("tag", "\U0010ffff_"), templates=False)[0] == '(tag >= "\U0010ffff_" and tag < "\U0010ffff`")'
+    assert (
+        render(F.prefix("tag", "x\U0010ffff%"), templates=False)[0]
+        == '(tag >= "x\U0010ffff%" and tag < "x\U0010ffff&")'
+    )
+    assert (
+        render(F.prefix("tag", "%\U0010ffff"), templates=False)[0] == '(tag >= "%\U0010ffff" and tag < "&")'
+    )
+    assert (
+        render(F.prefix("tag", "\U0010ffff_"), templates=False)[0]
+        == '(tag >= "\U0010ffff_" and tag < "\U0010ffff`")'
+    )
     assert render(F.prefix("tag", ""), templates=False) == ('tag >= ""', {})  # Lite reads like "%" as == "%"
 
 
@@ -106,7 +117,7 @@ def _lite_unquote(lit: str) -> str:
                 out.append("\r\n")
                 i += 3
                 continue
-            assert nxt in "\\\"\n", f"escape \\{nxt!r} would lose its backslash on Lite"
+            assert nxt in '\\"\n', f"escape \\{nxt!r} would lose its backslash on Lite"
             out.append(nxt)
             i += 2
             continue
@@ -144,7 +155,7 @@ def test_lite_literal_round_trips_or_refuses_a_lone_cr(value: str) -> None:
     [
         ("", "non-empty"),
         ("1abc", "not a field name"),
-        ("lang == \"x\" or id", "not a field name"),
+        ('lang == "x" or id', "not a field name"),
         ("a b", "not a field name"),
         ("lang;", "not a field name"),
         ("metadata.a-b", "JSON path part"),
@@ -202,7 +213,14 @@ def test_filter_is_frozen_hashable_and_normalises_lists() -> None:
     assert set(OPERATORS) == {"==", "!=", "<", "<=", ">", ">=", "in", "not in", "prefix"}
 
 
-FIELDS = {"id": "varchar", "text": "varchar", "metadata": "json", "year": "int64", "score": "double", "draft": "bool"}
+FIELDS = {
+    "id": "varchar",
+    "text": "varchar",
+    "metadata": "json",
+    "year": "int64",
+    "score": "double",
+    "draft": "bool",
+}
 
 
 @pytest.mark.parametrize(

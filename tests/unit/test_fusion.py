@@ -135,7 +135,9 @@ def test_inputs_are_not_mutated_and_results_are_new() -> None:
 ids = st.integers(min_value=0, max_value=30)
 ranking = st.lists(ids, unique=True, max_size=12).map(lambda xs: [(x, float(-i)) for i, x in enumerate(xs)])
 scored = st.lists(
-    st.tuples(ids, st.floats(min_value=-50, max_value=50, allow_nan=False)), max_size=12, unique_by=lambda t: t[0]
+    st.tuples(ids, st.floats(min_value=-50, max_value=50, allow_nan=False)),
+    max_size=12,
+    unique_by=lambda t: t[0],
 )
 
 
@@ -146,7 +148,7 @@ def test_rrf_is_invariant_to_list_order(lists: list[list[tuple[int, float]]], rn
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     a, b = rrf(lists), rrf(shuffled)
     assert [d for d, _ in a] == [d for d, _ in b]
-    for (_, x), (_, y) in zip(a, b):
+    for (_, x), (_, y) in zip(a, b, strict=False):
         assert x == pytest.approx(y, abs=1e-15)
 
 

@@ -76,9 +76,14 @@ def test_sparse_round_trip_from_flagembedding_lexical_weights(vec: dict[int, flo
 
 
 @FAST
-@given(positive_vecs, st.sampled_from([np.int32, np.int64, np.uint32, np.uint64]),
-       st.sampled_from([np.float16, np.float32, np.float64]))
-def test_sparse_accepts_numpy_scalars_and_returns_python_ones(vec: dict[int, float], kt: type, vt: type) -> None:
+@given(
+    positive_vecs,
+    st.sampled_from([np.int32, np.int64, np.uint32, np.uint64]),
+    st.sampled_from([np.float16, np.float32, np.float64]),
+)
+def test_sparse_accepts_numpy_scalars_and_returns_python_ones(
+    vec: dict[int, float], kt: type, vt: type
+) -> None:
     vec = {k: min(w, 60000.0) for k, w in vec.items()}  # float16 tops out at 65504
     keys = [k for k in vec if k <= np.iinfo(kt).max]
     np_vec = {kt(k): vt(vec[k]) for k in keys}
@@ -89,11 +94,19 @@ def test_sparse_accepts_numpy_scalars_and_returns_python_ones(vec: dict[int, flo
 
 
 @FAST
-@given(positive_vecs, token_ids, st.one_of(
-    st.floats(max_value=-1e-300, allow_nan=False),
-    st.just(float("nan")), st.just(float("inf")), st.just(float("-inf")),
-))
-def test_sparse_never_keeps_negative_nan_or_inf_weights(vec: dict[int, float], bad_id: int, bad_w: float) -> None:
+@given(
+    positive_vecs,
+    token_ids,
+    st.one_of(
+        st.floats(max_value=-1e-300, allow_nan=False),
+        st.just(float("nan")),
+        st.just(float("inf")),
+        st.just(float("-inf")),
+    ),
+)
+def test_sparse_never_keeps_negative_nan_or_inf_weights(
+    vec: dict[int, float], bad_id: int, bad_w: float
+) -> None:
     vec = dict(vec)
     vec[bad_id] = bad_w
     with pytest.raises(InputError) as err:
@@ -103,8 +116,10 @@ def test_sparse_never_keeps_negative_nan_or_inf_weights(vec: dict[int, float], b
 
 
 @FAST
-@given(st.one_of(st.integers(max_value=-1), st.integers(min_value=MAX_SPARSE_ID + 1, max_value=2**70)),
-       pos_weights)
+@given(
+    st.one_of(st.integers(max_value=-1), st.integers(min_value=MAX_SPARSE_ID + 1, max_value=2**70)),
+    pos_weights,
+)
 def test_sparse_ids_out_of_uint32_range_are_refused(bad_id: int, w: float) -> None:
     with pytest.raises(InputError, match=r"outside Milvus's range") as err:
         to_milvus_sparse({bad_id: w}, row=3)
@@ -112,8 +127,10 @@ def test_sparse_ids_out_of_uint32_range_are_refused(bad_id: int, w: float) -> No
 
 
 @FAST
-@given(st.one_of(st.text(max_size=5), st.booleans(), st.floats(allow_nan=False), st.tuples(st.integers())),
-       pos_weights)
+@given(
+    st.one_of(st.text(max_size=5), st.booleans(), st.floats(allow_nan=False), st.tuples(st.integers())),
+    pos_weights,
+)
 def test_sparse_non_int_ids_are_refused(bad_key: object, w: float) -> None:
     with pytest.raises(InputError, match="ids must be ints"):
         to_milvus_sparse({bad_key: w})
@@ -179,7 +196,9 @@ def test_lexical_score_is_symmetric_sparse_inner_product(q: dict[int, float], d:
 
 # ------------------------------------------------------------------------------------------- fusion
 
-doc_ids = st.one_of(st.integers(min_value=-5, max_value=40), st.text(alphabet="abcxyz", min_size=1, max_size=3))
+doc_ids = st.one_of(
+    st.integers(min_value=-5, max_value=40), st.text(alphabet="abcxyz", min_size=1, max_size=3)
+)
 
 
 @st.composite
@@ -190,9 +209,11 @@ def ranked_lists(draw: st.DrawFn, min_lists: int = 1, max_lists: int = 4) -> lis
     out = []
     for _ in range(n):
         ids = draw(st.permutations(pool))[: draw(st.integers(min_value=0, max_value=len(pool)))]
-        scores = sorted(draw(st.lists(st.floats(min_value=-50, max_value=50), min_size=len(ids), max_size=len(ids))),
-                        reverse=True)
-        out.append(list(zip(ids, scores)))
+        scores = sorted(
+            draw(st.lists(st.floats(min_value=-50, max_value=50), min_size=len(ids), max_size=len(ids))),
+            reverse=True,
+        )
+        out.append(list(zip(ids, scores, strict=False)))
     return out
 
 
@@ -303,7 +324,10 @@ def test_fusion_limit_is_a_prefix_and_inputs_are_not_mutated(
     before = copy.deepcopy(lists)
     full = fusion.rrf(lists)
     assert fusion.rrf(lists, limit=limit) == full[:limit]
-    assert fusion.weighted(lists, [0.3] * len(lists), limit=limit) == fusion.weighted(lists, [0.3] * len(lists))[:limit]
+    assert (
+        fusion.weighted(lists, [0.3] * len(lists), limit=limit)
+        == fusion.weighted(lists, [0.3] * len(lists))[:limit]
+    )
     assert lists == before
     assert {d for d, _ in full} == {d for ls in lists for d, _ in ls}  # the union, nothing else
 
@@ -341,8 +365,14 @@ def test_content_id_shape_and_agreement_between_id_types(text: str) -> None:
 
 
 @FAST
-@given(st.lists(st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40),
-                min_size=2, max_size=30, unique=True))
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40),
+        min_size=2,
+        max_size=30,
+        unique=True,
+    )
+)
 def test_content_ids_of_distinct_texts_differ(batch: list[str]) -> None:
     assert len({content_id(t) for t in batch}) == len(batch)
     assert len({content_id(t, id_type="int64") for t in batch}) == len(batch)
@@ -363,15 +393,28 @@ def test_content_ids_equal_across_processes_with_other_hash_seeds() -> None:
     import sys
 
     rng = np.random.default_rng(5)
-    sample = [*PINNED, "", " ", "x" * 10_000, *("".join(chr(int(c)) for c in rng.integers(32, 0x2FFF, 20)) for _ in range(50))]
+    sample = [
+        *PINNED,
+        "",
+        " ",
+        "x" * 10_000,
+        *("".join(chr(int(c)) for c in rng.integers(32, 0x2FFF, 20)) for _ in range(50)),
+    ]
     sample = [t for t in sample if t and not any(0xD800 <= ord(c) <= 0xDFFF for c in t)]
     here = [[content_id(t), content_id(t, id_type="int64")] for t in sample]
     root = str(Path(__file__).resolve().parents[2])
     seen_hashes = []
     for seed in ("0", "4242"):
         env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=root)
-        out = subprocess.run([sys.executable, "-c", _HASH_SCRIPT], input=json.dumps(sample), env=env,
-                             capture_output=True, text=True, check=True, timeout=60).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", _HASH_SCRIPT],
+            input=json.dumps(sample),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
         there = json.loads(out)
         assert [r[:2] for r in there] == here
         seen_hashes.append([r[2] for r in there])
