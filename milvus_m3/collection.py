@@ -1,8 +1,9 @@
-"""Collection spec, schema + index creation, validation of existing collections, batched writes.
+"""CollectionManager: a collection's lifecycle (create, check, describe, drop) and its validated writes and reads.
 
-A collection built by milvus-m3 records what built it (model, dims, spec, package version) as JSON in
-its schema description, which every Milvus engine (Lite included) keeps; a later run checks an
-existing collection against the embedder and spec and refuses a mismatch with the fix in the message.
+What a collection is made of (spec, schema, indexes, the build record) is schema.py; the per-row
+checks are _rows.py; talking to Milvus (retries, engine detection) is connection.py. A collection
+built by milvus-m3 records what built it, and a later run checks an existing collection against the
+embedder and spec and refuses a mismatch with the fix in the message.
 """
 
 from __future__ import annotations

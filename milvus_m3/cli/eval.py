@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
 from ..errors import ConfigError
 from ..evaluate import ALL_MODES, CachedEncoder, EvalConfig, load_beir, run_evaluation
 from ..types import Encoder
@@ -18,6 +19,10 @@ from ..types import Encoder
 __all__ = ["DEFAULT_CACHE_DIR", "add_eval_arguments", "add_eval_parser", "build_eval_parser", "run_eval_cli"]
 
 DEFAULT_CACHE_DIR = ".cache/eval"
+
+
+_cfg = EvalConfig()
+"""The defaults of every option below are EvalConfig's (written once, there)."""
 
 
 def add_eval_arguments(p: Any) -> None:
@@ -45,23 +50,31 @@ def add_eval_arguments(p: Any) -> None:
     )
     p.add_argument(
         "--modes",
-        default=",".join(EvalConfig().modes),
+        default=",".join(_cfg.modes),
         help=f"comma-separated, from {', '.join(ALL_MODES)} (default: all)",
     )
-    p.add_argument("--limit", type=int, default=100, help="results per query (default 100)")
+    p.add_argument("--limit", type=int, default=_cfg.limit, help="results per query (default %(default)s)")
     p.add_argument(
-        "--candidates", type=int, default=100, help="depth of each field's list for fusion (default 100)"
+        "--candidates",
+        type=int,
+        default=_cfg.candidates,
+        help="depth of each field's list for fusion (default %(default)s)",
     )
-    p.add_argument("--rrf-k", type=int, default=60)
-    p.add_argument("--w-dense", type=float, default=1.0)
-    p.add_argument("--w-sparse", type=float, default=0.3)
-    p.add_argument("--w-colbert", type=float, default=1.0)
+    p.add_argument("--rrf-k", type=int, default=_cfg.rrf_k)
+    p.add_argument("--w-dense", type=float, default=_cfg.w_dense)
+    p.add_argument("--w-sparse", type=float, default=_cfg.w_sparse)
+    p.add_argument("--w-colbert", type=float, default=_cfg.w_colbert)
     p.add_argument(
-        "--rerank-depth", type=int, default=100, help="m3 candidates that m3-all re-scores (default 100)"
+        "--rerank-depth",
+        type=int,
+        default=_cfg.rerank_depth,
+        help="m3 candidates that m3-all re-scores (default %(default)s)",
     )
     p.add_argument("--no-bm25", action="store_true", help="no BM25 field, no bm25/rrf3 modes")
     p.add_argument(
-        "--bm25-analyzer", default="english", help="Milvus analyzer type for BM25 (default english)"
+        "--bm25-analyzer",
+        default=_cfg.bm25_analyzer,
+        help="Milvus analyzer type for BM25 (default %(default)s)",
     )
     p.add_argument(
         "--tune-split",
@@ -106,9 +119,7 @@ def build_eval_parser(prog: str = "milvus-m3 eval") -> Any:
     p = argparse.ArgumentParser(prog=prog, description="Evaluate retrieval modes on a BEIR-format dataset.")
     p.add_argument("--uri", default="./milvus_m3_eval.db", help="Milvus Lite file or server URI")
     p.add_argument("--token", default=None)
-    p.add_argument(
-        "--model", default=os.environ.get("MILVUS_M3_MODEL") or "BAAI/bge-m3", help="BGE-M3 checkpoint"
-    )
+    p.add_argument("--model", default=os.environ.get(MODEL_ENV) or DEFAULT_MODEL, help="BGE-M3 checkpoint")
     p.add_argument("--device", default=None)
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("-v", "--verbose", action="store_true")

@@ -125,10 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"milvus-m3 {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    # create
+    _add_create(sub, [common, model])
+    _add_ingest(sub, [common, model])
+    _add_search(sub, [common, model])
+    # eval: options in cli/eval.py; the evaluation modules load inside the command
+    add_eval_parser(sub, parents=[common, model])
+    _add_info(sub, [common])
+    _add_drop(sub, [common])
+    return parser
+
+
+def _add_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """create: options and defaults from CollectionSpec."""
     p = sub.add_parser(
         "create",
-        parents=[common, model],
+        parents=parents,
         help="create a collection for BGE-M3 vectors",
         description="Create a collection. The dense dim comes from --dense-dim, else the "
         "checkpoint's config.json (the model is not loaded).",
@@ -174,10 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the collection's description as JSON")
 
-    # ingest
+
+def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """ingest: options and defaults from IngestOptions."""
     p = sub.add_parser(
         "ingest",
-        parents=[common, model],
+        parents=parents,
         help="embed files and upsert them into a collection",
         description="Stream JSONL, CSV, TSV, Parquet or BEIR corpus files ('-' for stdin, gzip "
         "recognised) into a collection: resumable, idempotent (upserts by id), bad rows reported. "
@@ -259,10 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
-    # search
+
+def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """search: options and defaults from search.options."""
     p = sub.add_parser(
         "search",
-        parents=[common, model],
+        parents=parents,
         help="search a collection",
         description="Hybrid (dense + sparse, fused), dense or sparse search.",
     )
@@ -293,19 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per hit: id, score, text, metadata")
 
-    # eval: options in cli/eval.py; the evaluation modules load inside the command
 
-    add_eval_parser(sub, parents=[common, model])
-
-    # info
-    p = sub.add_parser(
-        "info", parents=[common], help="count, schema and model of a collection (or list them)"
-    )
+def _add_info(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """info: count, schema and model of a collection, or the list of them."""
+    p = sub.add_parser("info", parents=parents, help="count, schema and model of a collection (or list them)")
     p.add_argument("--collection", default=None, help="the collection (default: list all with their counts)")
     p.add_argument("--json", action="store_true")
 
-    # drop
-    p = sub.add_parser("drop", parents=[common], help="drop a collection and its data")
+
+def _add_drop(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """drop: a collection and its data."""
+    p = sub.add_parser("drop", parents=parents, help="drop a collection and its data")
     p.add_argument("--collection", required=True)
     p.add_argument("--yes", action="store_true", help="do not ask (needed when stdin is not a terminal)")
-    return parser

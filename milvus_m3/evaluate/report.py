@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, MissingDependencyError
+from ..fusion import M3_COLBERT_WEIGHT, M3_DENSE_WEIGHT, M3_SPARSE_WEIGHT, RRF_K
 
 if TYPE_CHECKING:
     from ..search.rerank import M3Weights
@@ -34,9 +35,9 @@ MODE_HELP = {
     "dense": "dense ANN (inner product)",
     "sparse": "learned-sparse ANN (inner product)",
     "bm25": "Milvus's built-in BM25 function over the stored text",
-    "rrf": "dense + sparse, server-side RRF (k=60)",
+    "rrf": f"dense + sparse, server-side RRF (k={RRF_K})",
     "weighted": "dense + sparse, server-side WeightedRanker (w_dense, w_sparse)",
-    "rrf3": "dense + sparse + BM25, server-side RRF (k=60)",
+    "rrf3": f"dense + sparse + BM25, server-side RRF (k={RRF_K})",
     "m3": "raw-score fusion w_dense*dense + w_sparse*sparse over the union of both lists (exact fill-in)",
     "m3-tuned": "m3 with w_sparse chosen on the tuning split (never on the evaluated split)",
     "m3-all": "m3 candidates re-ranked with + w_colbert*colbert",
@@ -66,10 +67,10 @@ class EvalConfig:
     )
     limit: int = 100
     candidates: int = 100
-    rrf_k: int = 60
-    w_dense: float = 1.0
-    w_sparse: float = 0.3
-    w_colbert: float = 1.0
+    rrf_k: int = RRF_K
+    w_dense: float = M3_DENSE_WEIGHT
+    w_sparse: float = M3_SPARSE_WEIGHT
+    w_colbert: float = M3_COLBERT_WEIGHT
     ndcg_k: int = 10
     recall_k: int = 100
     mrr_k: int = 10
