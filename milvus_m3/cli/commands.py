@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, InputError, MilvusM3Error
-from .parser import URI_ENV, build_parser
+from .parser import URI_ENV, build_parser, from_args
 
 if TYPE_CHECKING:
     from ..collection import CollectionManager
@@ -147,20 +147,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
     from ..collection import CollectionSpec
 
     dim = args.dense_dim if args.dense_dim is not None else dense_dim_of(args.model, args)
-    spec = CollectionSpec(
-        dense_dim=dim,
-        model_name=args.model,
-        id_type=args.id_type,
-        text_max_length=args.text_max_length,
-        dense_index=args.dense_index,
-        hnsw_m=args.hnsw_m,
-        hnsw_ef_construction=args.hnsw_ef_construction,
-        ivf_nlist=args.ivf_nlist,
-        sparse_index=args.sparse_index,
-        sparse_drop_ratio_build=args.sparse_drop_ratio_build,
-        chunked=args.chunked,
-        consistency_level=args.consistency_level,
-    )
+    spec = from_args(CollectionSpec, args, dense_dim=dim, model_name=args.model)
     with _manager(args) as manager:
         existed = manager.has_collection(args.collection)
         info = manager.create_collection(
@@ -193,7 +180,7 @@ def dense_dim_of(model: str, args: argparse.Namespace | None = None) -> int:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from ..collection import CollectionSpec
-    from ..ingest import default_state_path, detect_format, ingest
+    from ..ingest import IngestOptions, default_state_path, detect_format, ingest
 
     for f in args.files:  # fail on a missing file or unknown format before the model loads
         if f != "-" and not os.path.isfile(f):
@@ -240,7 +227,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             manager=manager,
             collection=args.collection,
             encoder=embedder,
-            options=_ingest_options(args),
+            options=from_args(IngestOptions, args),
             errors_path=errors,
             state_path=state,
             resume=args.resume,
@@ -248,15 +235,6 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         )
     _print_report(report, args)
     return 0
-
-
-def _ingest_options(args: argparse.Namespace) -> Any:
-    """The parsed flags as IngestOptions: each flag has the dest of the field it fills."""
-    import dataclasses
-
-    from ..ingest import IngestOptions
-
-    return IngestOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(IngestOptions)})
 
 
 def _print_report(report: Any, args: argparse.Namespace) -> None:

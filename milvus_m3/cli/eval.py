@@ -147,20 +147,10 @@ def run_eval_cli(
     import sys
 
     from ..collection import CollectionManager
+    from .parser import from_args
 
     modes = tuple(m.strip() for m in str(args.modes).split(",") if m.strip())
-    config = EvalConfig(
-        modes=modes,
-        limit=args.limit,
-        candidates=args.candidates,
-        rrf_k=args.rrf_k,
-        w_dense=args.w_dense,
-        w_sparse=args.w_sparse,
-        w_colbert=args.w_colbert,
-        rerank_depth=args.rerank_depth,
-        bm25=not args.no_bm25,
-        bm25_analyzer=args.bm25_analyzer,
-    )
+    config = from_args(EvalConfig, args, modes=modes, bm25=not args.no_bm25)
     dataset = load_beir(args.data, split=args.split, max_docs=args.max_docs)
     tune_on = load_beir(args.data, split=args.tune_split, max_docs=args.max_docs) if args.tune_split else None
     if tune_on is not None and tune_on.doc_ids != dataset.doc_ids:

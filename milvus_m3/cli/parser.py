@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 import os
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._version import __version__
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
@@ -18,7 +18,12 @@ from ..schema import CollectionSpec
 from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
 from .eval import add_eval_parser
 
-__all__ = ["DEFAULT_URI", "TOKEN_ENV", "URI_ENV", "build_parser", "choices", "default"]
+__all__ = ["DEFAULT_URI", "TOKEN_ENV", "URI_ENV", "build_parser", "choices", "default", "from_args"]
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 DEFAULT_URI = "./milvus_m3.db"
 URI_ENV = "MILVUS_URI"
@@ -35,6 +40,14 @@ def default(cls: type[Any], name: str) -> Any:
                 return f.default_factory()
             raise KeyError(f"{cls.__name__}.{name} has no default")
     raise KeyError(f"{cls.__name__} has no field {name!r}")
+
+
+def from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """A dataclass built from the parsed flags whose dest is one of its fields (plus ``overrides``):
+    each flag fills the field of the same name, so a new field needs only its flag."""
+    kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name in vars(args)}
+    kwargs.update(overrides)
+    return cls(**kwargs)
 
 
 def choices(cls: type[Any], name: str) -> tuple[Any, ...]:

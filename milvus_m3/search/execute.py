@@ -38,9 +38,8 @@ from .requests import (
     FieldRequest,
     dense_request,
     dense_search_params,
-    rrf_ranker,
+    ranker,
     sparse_request,
-    weighted_ranker,
 )
 from .rerank import M3Reranker
 
@@ -221,11 +220,6 @@ class PlanRunner:
             **req.search_kwargs(),
         )
 
-    def _ranker(self, plan: SearchPlan) -> Any:
-        if plan.ranker == "rrf":
-            return rrf_ranker(plan.rrf_k)
-        return weighted_ranker(*plan.weights)
-
     def _result_kwargs(self, plan: SearchPlan) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"output_fields": list(plan.output_fields)}
         if plan.group_by is not None:
@@ -248,7 +242,7 @@ class PlanRunner:
             conn.client.hybrid_search,
             collection_name=self.collection,
             reqs=reqs,
-            ranker=self._ranker(plan),
+            ranker=ranker(plan.ranker, rrf_k=plan.rrf_k, weights=plan.weights),
             limit=limit,
             **self._result_kwargs(plan),
         )

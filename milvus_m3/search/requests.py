@@ -25,6 +25,7 @@ __all__ = [
     "bm25_request",
     "dense_request",
     "dense_search_params",
+    "ranker",
     "rrf_ranker",
     "sparse_request",
     "sparse_search_params",
@@ -198,3 +199,12 @@ def weighted_ranker(*weights: float, norm_score: bool = True) -> Any:
     from pymilvus import WeightedRanker
 
     return WeightedRanker(*weights, norm_score=norm_score)
+
+
+def ranker(name: str, *, rrf_k: float, weights: Sequence[float]) -> Any:
+    """The Milvus ranker a ``SearchPlan`` names ("rrf" or "weighted"; see ``search.options.RANKERS``)."""
+    if name == "rrf":
+        return rrf_ranker(rrf_k)
+    if name == "weighted":
+        return weighted_ranker(*weights)
+    raise ConfigError(f"ranker {name!r} has no Milvus builder in search/requests.py")
