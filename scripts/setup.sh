@@ -16,3 +16,10 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi
+# Debian's docker-compose validates docker/docker-compose.yml in the tests (no Docker engine needed).
+# Best effort: as root with apt-get only; without it that one test is skipped with its reason.
+if ! command -v docker-compose >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get install -y -q docker-compose >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q docker-compose >/dev/null 2>&1; }) \
+    || echo "setup: could not install docker-compose; its compose-file test will be skipped" >&2
+fi
