@@ -43,12 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from .._uri import is_local_file_uri
-from ..collection import DEFAULT_WRITE_BATCH, CollectionManager
+from ..collection import CollectionManager
 from ..errors import ConfigError, IngestAborted, MilvusM3Error, MissingDependencyError
 from ..types import Encoder
 from ._ray_tasks import RESULT, ActorPlan, BatchResult, EmbedWriter, is_remote, probe_encoder, read_batches
 from .checkpoint import ErrorLog, fsync_dir, source_key
-from .options import IngestOptions, build_options
+from .options import IngestOptions, RayOptions, build_options
 from .pipeline import _check_spec, _progress_bar
 from .readers import _EXTENSIONS, STDIN, detect_format, require_pyarrow
 from .records import MAX_REPORTED_ERRORS, IngestReport, RowError
@@ -56,43 +56,6 @@ from .records import MAX_REPORTED_ERRORS, IngestReport, RowError
 __all__ = ["M3EmbedderFactory", "RayOptions", "ray_ingest"]
 
 logger = logging.getLogger("milvus_m3.ingest")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RayOptions:
-    """Where and how wide a Ray ingestion runs.
-
-    address: the Ray cluster (``"auto"``: the one this node belongs to; ``ray://host:10001``: a remote
-        one); None: the one already initialised in this process, else ``$RAY_ADDRESS``, else a local one.
-    actors: embedding actors (one model each). gpus_per_actor / cpus_per_actor: what Ray reserves for
-        each (0.5 GPU puts two actors on one GPU). cpus_per_reader: what each read task reserves.
-    write_batch_size: rows per upsert request.
-    retries: times a batch is retried after its actor died (Ray restarts the actor each time).
-    skip_existing: pass over documents already stored unchanged (a server and unchunked collection).
-    """
-
-    address: str | None = None
-    actors: int = 1
-    gpus_per_actor: float = 0.0
-    cpus_per_actor: float = 1.0
-    cpus_per_reader: float = 0.25
-    write_batch_size: int = DEFAULT_WRITE_BATCH
-    retries: int = 3
-    skip_existing: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("actors", "write_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive int, got {value!r}")
-        for name in ("gpus_per_actor", "cpus_per_actor", "cpus_per_reader"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
-        if self.cpus_per_actor == 0 and self.gpus_per_actor == 0:
-            raise ConfigError("an actor needs cpus_per_actor or gpus_per_actor above 0")
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
-            raise ConfigError(f"retries must be an int >= 0, got {self.retries!r}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -282,3 +282,25 @@ def test_an_actor_cannot_open_a_lite_file(tiny_checkpoint: Path, tmp_path: Path)
         manager.list_collections()
     assert not Path(uri).exists()
     manager.close()
+
+
+def test_cli_engine_ray(
+    ray_local: Any, tiny_checkpoint: Path, corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``milvus-m3 ingest --engine ray`` (in this process, so it joins the module's Ray instance)."""
+    from milvus_m3.cli import main
+
+    src = tmp_path / "part.jsonl"
+    src.write_text(
+        "".join(corpus.read_text(encoding="utf-8").splitlines(keepends=True)[:24]), encoding="utf-8"
+    )
+    db = tmp_path / "cli.db"
+    argv = ["ingest", str(src), "--collection", "docs", "--uri", str(db), "--model", str(tiny_checkpoint)]
+    ray_args = ["--engine", "ray", "--actors", "1", "--cpus-per-actor", "0.75", "--device", "cpu", "--json"]
+    assert main([*argv, *ray_args, "--batch-size", "8", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["read"], report["written"], report["failed"]) == (24, 24, 0)
+    with CollectionManager(str(db)) as lite:
+        assert lite.count("docs") == 24
+    assert main([*argv, *ray_args, "--resume"]) == 2
+    assert "--resume is for --engine local" in capsys.readouterr().err
