@@ -304,3 +304,41 @@ def test_cli_engine_ray(
         assert lite.count("docs") == 24
     assert main([*argv, *ray_args, "--resume"]) == 2
     assert "--resume is for --engine local" in capsys.readouterr().err
+
+
+def test_options_and_inputs_are_checked_before_ray_starts(tmp_path: Path) -> None:
+    from milvus_m3.ingest.ray_engine import RayOptions, _check_inputs, _format_of
+
+    for bad in ({"actors": 0}, {"gpus_per_actor": -1}, {"cpus_per_actor": 0}, {"retries": -1}):
+        with pytest.raises(ConfigError):
+            RayOptions(**bad)
+    with pytest.raises(ConfigError, match="cannot read stdin"):
+        _check_inputs(["-"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        _check_inputs([str(tmp_path / "missing.jsonl")])
+    with pytest.raises(ConfigError, match="given twice"):
+        _check_inputs(["s3://b/a.jsonl", "s3://b/a.jsonl"])
+    assert _format_of("s3://bucket/beir/corpus.jsonl", "auto") == "beir"
+    assert _format_of("gs://bucket/part-0001.csv.gz", "auto") == "csv"
+    with pytest.raises(ConfigError, match="pass format="):
+        _format_of("s3://bucket/part-0001", "auto")
+
+
+def test_the_read_step_streams_a_uri_through_pyarrow_and_keeps_it_as_the_source(tmp_path: Path) -> None:
+    import pickle
+
+    from milvus_m3.ingest import IngestOptions
+    from milvus_m3.ingest._ray_tasks import PAYLOAD, read_batches
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"_id": f"d{i}", "text": f"t{i}"}) + "\n" for i in range(5)))
+    uri = src.as_uri()  # file://...: the same pyarrow filesystem layer as s3:// or gs://
+    opts = IngestOptions(batch_size=2)
+    got = [
+        pickle.loads(r[PAYLOAD])
+        for r in read_batches({"index": 0, "source": uri}, options=opts, formats={uri: "jsonl"})
+    ]
+    assert [len(b.records) for b in got] == [2, 2, 1] and [b.number for b in got] == [0, 1, 2]
+    assert {r.source for b in got for r in b.records} == {uri}
+    assert [r.data for b in got for r in b.records] == [{"_id": f"d{i}", "text": f"t{i}"} for i in range(5)]
+    assert all(b.id_choices == {uri: "_id"} for b in got)  # chosen from the first record, as ingest() does
