@@ -205,9 +205,17 @@ def test_an_actor_killed_mid_job_still_gives_exactly_500(
 # --------------------------------------------------------------------------------------------- Lite
 
 
-def test_lite_is_written_by_the_driver_with_the_rows_and_bad_rows_of_ingest(
-    ray_local: Any, tiny_checkpoint: Path, tiny_embedder: Any, corpus: Path, tmp_path: Path
+def test_lite_through_the_cli_is_written_by_the_driver_with_the_rows_and_bad_rows_of_ingest(
+    ray_local: Any,
+    tiny_checkpoint: Path,
+    tiny_embedder: Any,
+    corpus: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """(d) ``milvus-m3 ingest --engine ray`` into Milvus Lite (run in this process, so it joins the
+    module's Ray instance): the driver writes the rows of two actors; rows and bad rows equal ingest()'s."""
+    from milvus_m3.cli import main
     from milvus_m3.ingest.ray_engine import RayOptions, ray_ingest
 
     good = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()[:40]]
@@ -219,29 +227,28 @@ def test_lite_is_written_by_the_driver_with_the_rows_and_bad_rows_of_ingest(
     lines[33] = json.dumps({"id": "x33", "text": "nul \x00 byte"})
     src = tmp_path / "mixed.jsonl"
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    opts = dict(metadata_fields=["lang"], batch_size=8)
+    ids = [d["_id"] for d in good]
 
-    with CollectionManager(str(tmp_path / "ray.db")) as lite:
+    db = tmp_path / "ray.db"
+    argv = ["ingest", str(src), "--collection", "docs", "--uri", str(db), "--model", str(tiny_checkpoint)]
+    argv += ["--metadata-fields", "lang", "--batch-size", "8", "--errors", str(tmp_path / "ray-errors.jsonl")]
+    ray_args = ["--engine", "ray", "--actors", "2", "--cpus-per-actor", "0.75", "--device", "cpu"]
+    assert main([*argv, *ray_args, "--json", "-q"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert main([*argv, *ray_args, "--resume"]) == 2
+    assert "--resume is for --engine local" in capsys.readouterr().err
+    with CollectionManager(str(db)) as lite:
         assert lite.capabilities.one_process_per_file
-        name = new_collection(lite, "docs", tiny_checkpoint, tiny_embedder.dense_dim)
-        report = ray_ingest(
-            [src],
-            manager=lite,
-            collection=name,
-            encoder=factory(tiny_checkpoint),
-            ray_options=RayOptions(actors=2, cpus_per_actor=0.75),
-            errors_path=tmp_path / "ray-errors.jsonl",
-            **opts,  # type: ignore[arg-type]
-        )
+        ray_rows = stored(lite, "docs", ids)
         with pytest.raises(ConfigError, match="skip_existing needs a Milvus server"):
             ray_ingest(
                 [src],
                 manager=lite,
-                collection=name,
+                collection="docs",
                 encoder=factory(tiny_checkpoint),
                 ray_options=RayOptions(skip_existing=True),
             )
-        ray_rows = stored(lite, name, [d["_id"] for d in good])
+
     with CollectionManager(str(tmp_path / "one.db")) as one:
         name = new_collection(one, "docs", tiny_checkpoint, tiny_embedder.dense_dim)
         local = ingest(
@@ -251,17 +258,15 @@ def test_lite_is_written_by_the_driver_with_the_rows_and_bad_rows_of_ingest(
             encoder=tiny_embedder,
             errors_path=tmp_path / "errors.jsonl",
             progress=False,
-            **opts,  # type: ignore[arg-type]
+            metadata_fields=["lang"],
+            batch_size=8,
         )
-        one_rows = stored(one, name, [d["_id"] for d in good])
+        one_rows = stored(one, name, ids)
 
-    assert (
-        (report.read, report.written, report.failed)
-        == (local.read, local.written, local.failed)
-        == (40, 35, 5)
-    )
+    assert (report["read"], report["written"], report["failed"]) == (local.read, local.written, local.failed)
+    assert (local.read, local.written, local.failed) == (40, 35, 5)
     assert (tmp_path / "ray-errors.jsonl").read_text() == (tmp_path / "errors.jsonl").read_text()
-    assert report.errors == local.errors
+    assert report["errors"] == [e.to_json() for e in local.errors]
     assert sorted(ray_rows) == sorted(one_rows) and len(ray_rows) == 35
     for doc_id, row in one_rows.items():
         got = ray_rows[doc_id]
@@ -282,28 +287,6 @@ def test_an_actor_cannot_open_a_lite_file(tiny_checkpoint: Path, tmp_path: Path)
         manager.list_collections()
     assert not Path(uri).exists()
     manager.close()
-
-
-def test_cli_engine_ray(
-    ray_local: Any, tiny_checkpoint: Path, corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``milvus-m3 ingest --engine ray`` (in this process, so it joins the module's Ray instance)."""
-    from milvus_m3.cli import main
-
-    src = tmp_path / "part.jsonl"
-    src.write_text(
-        "".join(corpus.read_text(encoding="utf-8").splitlines(keepends=True)[:24]), encoding="utf-8"
-    )
-    db = tmp_path / "cli.db"
-    argv = ["ingest", str(src), "--collection", "docs", "--uri", str(db), "--model", str(tiny_checkpoint)]
-    ray_args = ["--engine", "ray", "--actors", "1", "--cpus-per-actor", "0.75", "--device", "cpu", "--json"]
-    assert main([*argv, *ray_args, "--batch-size", "8", "-q"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert (report["read"], report["written"], report["failed"]) == (24, 24, 0)
-    with CollectionManager(str(db)) as lite:
-        assert lite.count("docs") == 24
-    assert main([*argv, *ray_args, "--resume"]) == 2
-    assert "--resume is for --engine local" in capsys.readouterr().err
 
 
 def test_options_and_inputs_are_checked_before_ray_starts(tmp_path: Path) -> None:
