@@ -182,6 +182,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from ..collection import CollectionSpec
     from ..ingest import IngestOptions, default_state_path, detect_format, ingest
 
+    if args.engine == "ray":
+        return _cmd_ingest_ray(args)
     for f in args.files:  # fail on a missing file or unknown format before the model loads
         if f != "-" and not os.path.isfile(f):
             raise ConfigError(f"input file {f} does not exist or is not a file")
@@ -231,6 +233,50 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             errors_path=errors,
             state_path=state,
             resume=args.resume,
+            progress=False if args.quiet else None,
+        )
+    _print_report(report, args)
+    return 0
+
+
+def _cmd_ingest_ray(args: argparse.Namespace) -> int:
+    """ingest --engine ray: the model loads in the actors only (the dense dim comes from config.json)."""
+    from ..collection import CollectionSpec
+    from ..ingest import IngestOptions, default_state_path
+    from ..ingest.ray_engine import M3EmbedderFactory, RayOptions, ray_ingest
+
+    if args.resume:
+        raise ConfigError(
+            "--resume is for --engine local; a Ray job is finished by running it again "
+            "(upserts make that safe), with --skip-existing to pass over what is stored"
+        )
+    ray_options = from_args(RayOptions, args, address=args.ray_address)  # checked before Ray starts
+    state = Path(args.state) if args.state else default_state_path(args.uri, args.collection)
+    errors = (
+        Path(args.errors)
+        if args.errors
+        else state.with_name(state.name.replace(".ingest-state.json", ".ingest-errors.jsonl"))
+    )
+    kwargs: dict[str, Any] = {"device": args.device, "batch_size": args.encode_batch_size}
+    if args.max_length is not None:
+        kwargs["document_max_length"] = args.max_length
+    with _manager(args) as manager:
+        if not manager.has_collection(args.collection):
+            spec = CollectionSpec(
+                dense_dim=dense_dim_of(args.model, args),
+                model_name=args.model,
+                chunked=args.chunk_tokens is not None,
+            )
+            manager.create_collection(args.collection, spec=spec)
+            _note(args, f"created collection {args.collection!r} at {manager.uri} (dense {spec.dense_dim}-d)")
+        report = ray_ingest(
+            args.files,
+            manager=manager,
+            collection=args.collection,
+            encoder=M3EmbedderFactory(model=args.model, **kwargs),
+            options=from_args(IngestOptions, args),
+            ray_options=ray_options,
+            errors_path=errors,
             progress=False if args.quiet else None,
         )
     _print_report(report, args)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._version import __version__
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
-from ..ingest.options import ON_ERROR, IngestOptions
+from ..ingest.options import ENGINES, ON_ERROR, IngestOptions, RayOptions
 from ..ingest.readers import FORMATS
 from ..schema import CollectionSpec
 from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
@@ -282,8 +282,56 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="embed texts beyond the max length cut to it (default: they are bad rows)",
     )
     p.add_argument("--encode-batch-size", type=_positive, default=16, help="texts per model forward pass")
+    _add_ray(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
+    return value
+
+
+def _add_ray(p: argparse.ArgumentParser) -> None:
+    """ingest --engine ray: options and defaults from RayOptions (docs/scaling.md)."""
+    ray = p.add_argument_group("Ray (--engine ray; pip install 'milvus-m3[ray]'; see docs/scaling.md)")
+    ray.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=ENGINES[0],
+        help="local: this process; ray: a Ray Data job (FILEs may be object-store URIs)",
+    )
+    ray.add_argument(
+        "--ray-address",
+        default=default(RayOptions, "address"),
+        help="Ray cluster: auto, ray://HOST:10001 (default: $RAY_ADDRESS, else a local Ray)",
+    )
+    ray.add_argument(
+        "--actors", type=_positive, default=default(RayOptions, "actors"), help="embedding actors"
+    )
+    for name, what in (("gpus_per_actor", "GPUs"), ("cpus_per_actor", "CPUs")):
+        ray.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=_non_negative_float,
+            default=default(RayOptions, name),
+            help=f"{what} Ray reserves per actor (default {default(RayOptions, name)}; 0.5 GPU: two per GPU)",
+        )
+    ray.add_argument(
+        "--write-batch-size",
+        type=_positive,
+        default=default(RayOptions, "write_batch_size"),
+        help="rows per upsert request",
+    )
+    ray.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="pass over documents stored unchanged (a server; the way to finish an interrupted Ray job)",
+    )
 
 
 def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:

@@ -15,9 +15,11 @@ from typing import Any
 from ..errors import ConfigError
 from .readers import FORMATS
 
-__all__ = ["ON_ERROR", "RESUME_FIELDS", "IngestOptions", "build_options"]
+__all__ = ["ENGINES", "ON_ERROR", "RESUME_FIELDS", "IngestOptions", "RayOptions", "build_options"]
 
 ON_ERROR = ("skip", "fail")
+ENGINES = ("local", "ray")
+"""Where ``milvus-m3 ingest`` runs: this process (``ingest``), or a Ray cluster (``ray_ingest``)."""
 RESUME_FIELDS = (
     "format",
     "id_field",
@@ -97,6 +99,43 @@ class IngestOptions:
         data = {k: v for k, v in asdict(self).items() if k in RESUME_FIELDS}
         data["metadata_fields"] = list(self.metadata_fields)
         return {"collection": collection, **data}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RayOptions:
+    """Where and how wide a Ray ingestion runs.
+
+    address: the Ray cluster (``"auto"``: the one this node belongs to; ``ray://host:10001``: a remote
+        one); None: the one already initialised in this process, else ``$RAY_ADDRESS``, else a local one.
+    actors: embedding actors (one model each). gpus_per_actor / cpus_per_actor: what Ray reserves for
+        each (0.5 GPU puts two actors on one GPU). cpus_per_reader: what each read task reserves.
+    write_batch_size: rows per upsert request (CollectionManager's default: 256).
+    retries: times a batch is retried after its actor died (Ray restarts the actor each time).
+    skip_existing: pass over documents already stored unchanged (a server and unchunked collection).
+    """
+
+    address: str | None = None
+    actors: int = 1
+    gpus_per_actor: float = 0.0
+    cpus_per_actor: float = 1.0
+    cpus_per_reader: float = 0.25
+    write_batch_size: int = 256
+    retries: int = 3
+    skip_existing: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("actors", "write_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        for name in ("gpus_per_actor", "cpus_per_actor", "cpus_per_reader"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+        if self.cpus_per_actor == 0 and self.gpus_per_actor == 0:
+            raise ConfigError("an actor needs cpus_per_actor or gpus_per_actor above 0")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(f"retries must be an int >= 0, got {self.retries!r}")
 
 
 def _positive_int(value: Any) -> bool:

@@ -132,6 +132,12 @@ def _check_collection(
 ) -> CollectionSpec:
     """The collection's spec, once it is known to take upserts by id (and chunks, when asked for)."""
     spec = manager.check_collection(collection, dense_dim=encoder.dense_dim, model_name=encoder.model_name)
+    _check_spec(spec, collection, opts)
+    return spec
+
+
+def _check_spec(spec: CollectionSpec, collection: str, opts: IngestOptions) -> None:
+    """ConfigError unless the collection takes upserts by id (and chunks, when ``opts`` asks for them)."""
     if spec.auto_id:
         raise ConfigError(
             f"collection {collection!r} uses auto_id; ingestion upserts by id so that re-runs and resumes "
@@ -146,7 +152,6 @@ def _check_collection(
             f"chunk_tokens needs a chunked collection, and {collection!r} is not one; create it with "
             "CollectionSpec(chunked=True) (milvus-m3 create --chunked)"
         )
-    return spec
 
 
 def _run(producer: _Producer, writer: _Writer, ids: IdChoices, bar: Any) -> None:

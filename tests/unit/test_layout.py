@@ -55,6 +55,10 @@ MODEL_PACKAGES = {
 }
 MODEL_FILES = {"_flag_backend.py", "checkpoint.py", "testing.py"}
 MODEL_DIRS = ("encoders/",)
+# Ray (the optional `ray` extra) only in the driver of Ray ingestion; what runs in its workers
+# (ingest/_ray_tasks.py) is plain milvus-m3 code and talks to Milvus through CollectionManager.
+RAY_PACKAGES = {"ray"}
+RAY_FILES = {"ingest/ray_engine.py"}
 
 
 def allowed(name: str, files: set[str], dirs: tuple[str, ...]) -> bool:
@@ -114,6 +118,28 @@ def test_only_the_model_modules_import_the_model_stack(path: Path) -> None:
             f"milvus_m3/{rel(path)} imports {sorted(found)}; only the embedder backend, checkpoint and "
             "encoder modules touch torch / FlagEmbedding / transformers"
         )
+
+
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_only_the_ray_driver_imports_ray(path: Path) -> None:
+    found = imported_roots(path) & RAY_PACKAGES
+    if found:
+        assert rel(path) in RAY_FILES, (
+            f"milvus_m3/{rel(path)} imports ray; only ingest/ray_engine.py may (the optional ray extra)"
+        )
+
+
+def test_importing_the_package_never_imports_ray() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, milvus_m3, milvus_m3.ingest, milvus_m3.cli.commands, milvus_m3.ingest.ray_engine; "
+        "milvus_m3.cli.commands.build_parser().parse_args(['ingest', 'x', '--collection', 'c']); "
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
 
 
 def test_pure_modules_import_neither_milvus_nor_torch() -> None:
@@ -379,9 +405,17 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "source_key",
     ],
     "milvus_m3.ingest.ids": ["IdChoices", "check_id", "content_id"],
-    "milvus_m3.ingest.options": ["ON_ERROR", "RESUME_FIELDS", "IngestOptions", "build_options"],
+    "milvus_m3.ingest.options": [
+        "ENGINES",
+        "ON_ERROR",
+        "RESUME_FIELDS",
+        "IngestOptions",
+        "RayOptions",
+        "build_options",
+    ],
     "milvus_m3.ingest.pipeline": ["QUEUE_BATCHES", "ingest"],
     "milvus_m3.ingest.prepare": ["Batch", "Doc", "Preparer", "check_encoder", "convert_scalar"],
+    "milvus_m3.ingest.ray_engine": ["M3EmbedderFactory", "RayOptions", "ray_ingest"],
     "milvus_m3.ingest.readers": [
         "FORMATS",
         "PARQUET_BATCH_ROWS",

@@ -1,0 +1,250 @@
+"""What runs inside Ray's workers for ``ray_ingest``: the read step (one input -> batches of records) and
+the embedding actor (a batch -> validated rows -> upsert, or rows back to the driver for Milvus Lite).
+
+Nothing here imports ray: these are plain functions and classes that Ray ships to its workers (the
+driver side is ``ray_engine.py``). Each batch is built by the same code as ``milvus-m3 ingest``
+(``readers.read_source``, ``ids.IdChoices``, ``prepare.Preparer``), so a batch of records gives the same
+rows and the same bad-row reports on both paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..collection import CollectionManager, CollectionSpec
+from ..connection import Connection, ConnectionOptions
+from ..errors import ConfigError
+from ..schema import ID_FIELD, METADATA_FIELD, TEXT_FIELD
+from ..types import Encoder
+from .ids import IdChoices
+from .options import IngestOptions
+from .prepare import Doc, Preparer, check_encoder
+from .readers import Skipped, read_source
+from .records import Record, RowError
+
+__all__: list[str] = []
+
+PAYLOAD = "payload"
+"""The column of the read step's rows: one pickled ``ReadBatch`` each."""
+RESULT = "result"
+"""The column of the actors' rows: one pickled ``BatchResult`` each."""
+
+
+def is_remote(source: str) -> bool:
+    """An object-store or other URI (``s3://``, ``gs://``, ``file://``, ...) rather than a local path."""
+    return "://" in source
+
+
+@dataclass(frozen=True)
+class ReadBatch:
+    """Up to ``batch_size`` consecutive records of one input: the unit of embedding and writing."""
+
+    source_index: int
+    number: int
+    records: list[Record]
+    id_choices: dict[str, str | None]
+
+
+@dataclass
+class BatchResult:
+    """What an actor did with one batch (rows only when the driver writes them: Milvus Lite)."""
+
+    key: tuple[int, int]
+    read: int
+    written_docs: int
+    chunks: int
+    tokens: int
+    truncated: int
+    skipped: int
+    errors: list[RowError]
+    aborted: bool
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActorPlan:
+    """Everything an embedding actor needs, decided once by the driver and pickled to every actor."""
+
+    encoder: Callable[[], Encoder]
+    options: IngestOptions
+    spec: CollectionSpec
+    collection: str
+    uri: str
+    connection: ConnectionOptions = field(repr=False)
+    formats: Mapping[str, str]
+    max_tokens: int | None
+    writes_in_actors: bool
+    write_batch_size: int
+    skip_existing: bool
+
+
+# ---------------------------------------------------------------------------------------- read step
+
+
+def _local_copy(uri: str, directory: str) -> str:
+    """Download ``uri`` through pyarrow's filesystems (the ones Ray reads with) into ``directory``."""
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    target = os.path.join(directory, "input" + "".join(os.path.splitext(path)[1:]))
+    with filesystem.open_input_stream(path) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return target
+
+
+def read_batches(
+    row: Mapping[str, Any], *, options: IngestOptions, formats: Mapping[str, str]
+) -> Iterator[dict[str, bytes]]:
+    """The read step (a Ray ``flat_map``): the records of one input in batches of ``batch_size``.
+
+    The id field of an input is chosen from its first readable record, as ``ingest`` chooses it; a
+    remote input is copied to a local temporary file first and its records keep the URI as their source.
+    """
+    index, source = int(row["index"]), str(row["source"])
+    kind = formats[source]
+    ids = IdChoices(id_field=options.id_field, hash_ids=options.hash_ids, formats=formats, known={})
+    with tempfile.TemporaryDirectory(prefix="milvus-m3-ray-") as tmp:
+        path = _local_copy(source, tmp) if is_remote(source) else source
+
+        def emit(number: int, records: list[Record]) -> dict[str, bytes]:
+            if source not in ids.chosen:
+                first = next((r for r in records if r.data is not None), None)
+                if first is not None and first.data is not None:
+                    ids.field_for(source, first.data)
+            known = {source: ids.chosen[source]} if source in ids.chosen else {}
+            return {PAYLOAD: pickle.dumps(ReadBatch(index, number, records, known), protocol=5)}
+
+        batch: list[Record] = []
+        number = 0
+        for rec in read_source(path, kind, 0, Skipped()):
+            batch.append(rec if path == source else dataclasses.replace(rec, source=source))
+            if len(batch) >= options.batch_size:
+                yield emit(number, batch)
+                batch, number = [], number + 1
+        if batch:
+            yield emit(number, batch)
+
+
+# ------------------------------------------------------------------------------------------ actors
+
+
+class _DriverWritesOnly:
+    """The client of an actor's manager for Milvus Lite: it validates rows but never opens the file."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+
+    def close(self) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConfigError(
+            f"a Ray actor tried to {name} the Milvus Lite file {self.uri}; one process at a time may open "
+            "it, so ray_ingest writes Milvus Lite from the driver only. Use a Milvus server for parallel writes"
+        )
+
+
+def probe_encoder(encoder: Callable[[], Encoder], options: IngestOptions) -> tuple[int, str, int | None]:
+    """(dense dim, model name, document max tokens) of the encoder the actors will build (a Ray task
+    with an actor's resources, so that the driver never loads the model)."""
+    enc = encoder()
+    return enc.dense_dim, enc.model_name, check_encoder(options, enc)
+
+
+class EmbedWriter:
+    """The embedding actor: builds the encoder once, then prepares and writes batch after batch."""
+
+    def __init__(self, plan: ActorPlan) -> None:
+        self.plan = plan
+        self.encoder = plan.encoder()
+        if plan.writes_in_actors:
+            self.manager = CollectionManager(plan.uri, options=plan.connection)
+        else:
+            offline = Connection(plan.uri, plan.connection, client=_DriverWritesOnly(plan.uri))
+            self.manager = CollectionManager(connection=offline)
+
+    def __call__(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, Any]:
+        out = [pickle.dumps(self.run(pickle.loads(p)), protocol=5) for p in batch[PAYLOAD]]
+        return {RESULT: np.array(out, dtype=object)}
+
+    def run(self, rb: ReadBatch) -> BatchResult:
+        plan = self.plan
+        ids = IdChoices(
+            id_field=plan.options.id_field,
+            hash_ids=plan.options.hash_ids,
+            formats=plan.formats,
+            known=rb.id_choices,
+        )
+        preparer = Preparer(
+            plan.options,
+            plan.spec,
+            self.manager,
+            self.encoder,
+            ids=ids,
+            formats=plan.formats,
+            max_tokens=plan.max_tokens,
+        )
+        records, skipped = rb.records, 0
+        if plan.skip_existing:
+            records, skipped = self._drop_stored(preparer, records)
+        prepared = preparer.prepare(records, 0) if records else None
+        errors = prepared.errors if prepared is not None else []
+        rows = prepared.rows if prepared is not None else []
+        aborted = bool(errors) and plan.options.on_error == "fail"
+        if rows and not aborted and plan.writes_in_actors:
+            self.manager.write_rows(plan.collection, rows, batch_size=plan.write_batch_size, mode="upsert")
+        return BatchResult(
+            key=(rb.source_index, rb.number),
+            read=len(rb.records),
+            written_docs=prepared.written_docs if prepared is not None else 0,
+            chunks=len(rows),
+            tokens=prepared.tokens if prepared is not None else 0,
+            truncated=prepared.truncated if prepared is not None else 0,
+            skipped=skipped,
+            errors=errors,
+            aborted=aborted,
+            rows=[] if plan.writes_in_actors or aborted else rows,
+        )
+
+    def _drop_stored(self, preparer: Preparer, records: list[Record]) -> tuple[list[Record], int]:
+        """The records to embed: all but valid documents whose id occurs once in the batch and whose
+        stored row has the same text, metadata and declared fields (so its vectors are the ones the
+        model would give again). Anything else is embedded and upserted, which is always safe."""
+        docs: list[tuple[Record, Doc]] = []
+        counts: dict[str | int, int] = {}
+        for rec in records:
+            got = preparer.to_doc(rec)
+            if isinstance(got, Doc):
+                docs.append((rec, got))
+                counts[got.id] = counts.get(got.id, 0) + 1
+        unique = [doc for _, doc in docs if counts[doc.id] == 1]
+        if not unique:
+            return records, 0
+        stored = {r[ID_FIELD]: r for r in self.manager.get(self.plan.collection, [d.id for d in unique])}
+        same = {id(rec) for rec, doc in docs if counts[doc.id] == 1 and _same(stored.get(doc.id), doc)}
+        return [r for r in records if id(r) not in same], len(same)
+
+
+def _same(row: Mapping[str, Any] | None, doc: Doc) -> bool:
+    if row is None or row.get(TEXT_FIELD) != doc.text:
+        return False
+    if _plain_json(row.get(METADATA_FIELD) or {}) != _plain_json(doc.metadata):
+        return False
+    return all(row.get(name) == value for name, value in doc.fields.items())
+
+
+def _plain_json(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, sort_keys=True, default=str))
+    except (TypeError, ValueError):
+        return object()  # never equal: such a document is embedded again

@@ -1,0 +1,408 @@
+"""``ray_ingest()``: batch ingestion on Ray Data, for corpora one machine cannot embed in time.
+
+The same job as ``ingest()`` (same inputs, ids, rows, bad-row reports and upserts), spread over a Ray
+cluster: a read step turns each input (a local path every node can see, or an object-store URI such as
+``s3://bucket/corpus.jsonl`` that pyarrow's filesystems read, as Ray's own readers do) into batches of
+``batch_size`` records; an actor pool of ``actors`` embedding actors (``gpus_per_actor`` /
+``cpus_per_actor`` each) prepares every batch with ``prepare.Preparer`` and upserts its rows.
+
+Writes
+    To a Milvus server every actor upserts its own batches, in parallel. Milvus Lite is a file that one
+    process at a time may open, so for Lite the actors send the rows back and the driver writes them
+    (``Capabilities.one_process_per_file``); an actor that tries to open the file gets a ConfigError.
+
+Exactly once
+    Rows are only upserted, keyed by id, so re-running a job (after it finished, or after the driver
+    died) leaves the collection as one run leaves it. An actor killed mid-batch is restarted by Ray and
+    the batch retried (``retries`` times); the driver counts each batch once. ``skip_existing`` (a
+    server, unchunked collections) passes over documents already stored with the same text, metadata
+    and fields, so a re-run after a crash embeds only what is missing.
+
+Differences from ``ingest()``
+    Batches never span two inputs (``ingest`` fills a batch across files), so a duplicate id is
+    reported as one only when both copies fall in one batch of one file. There is no checkpoint file:
+    a re-run (with ``skip_existing``) is the resume. ``on_error="fail"`` stops at the first batch with
+    a bad row that the driver sees; batches other actors wrote before that stay. The errors file is
+    rewritten in input order at the end.
+
+``import milvus_m3`` never imports ray; this module imports it when ``ray_ingest`` runs (the ``ray``
+extra: ``pip install 'milvus-m3[ray]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._uri import is_local_file_uri
+from ..collection import CollectionManager
+from ..errors import ConfigError, IngestAborted, MilvusM3Error, MissingDependencyError
+from ..types import Encoder
+from ._ray_tasks import RESULT, ActorPlan, BatchResult, EmbedWriter, is_remote, probe_encoder, read_batches
+from .checkpoint import ErrorLog, fsync_dir, source_key
+from .options import IngestOptions, RayOptions, build_options
+from .pipeline import _check_spec, _progress_bar
+from .readers import _EXTENSIONS, STDIN, detect_format, require_pyarrow
+from .records import MAX_REPORTED_ERRORS, IngestReport, RowError
+
+__all__ = ["M3EmbedderFactory", "RayOptions", "ray_ingest"]
+
+logger = logging.getLogger("milvus_m3.ingest")
+
+
+@dataclass(frozen=True, kw_only=True)
+class M3EmbedderFactory:
+    """Builds an ``M3Embedder`` in each actor (the model is loaded where it runs, never pickled).
+
+    model: a checkpoint directory every node can read, or a hub id. device None: the actor's GPU when
+    Ray gave it one, else the CPU. The other fields are ``M3Embedder``'s; ``extra`` passes further
+    keyword arguments of it through.
+    """
+
+    model: str
+    device: str | None = None
+    precision: str = "auto"
+    batch_size: int = 16
+    document_max_length: int = 8192
+    overflow: str = "truncate"
+    local_files_only: bool | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self) -> Encoder:
+        from ..embedder import M3Embedder
+
+        return M3Embedder(
+            self.model,
+            device=self.device,
+            precision=self.precision,
+            batch_size=self.batch_size,
+            document_max_length=self.document_max_length,
+            overflow=self.overflow,
+            local_files_only=self.local_files_only,
+            **dict(self.extra),
+        )
+
+
+def _require_ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "ingesting on Ray needs ray[data], which is not installed: pip install 'milvus-m3[ray]'"
+        ) from exc
+    return ray
+
+
+def ray_ingest(
+    files: Sequence[str | os.PathLike[str]],
+    *,
+    manager: CollectionManager,
+    collection: str,
+    encoder: Any,
+    options: IngestOptions | None = None,
+    ray_options: RayOptions | None = None,
+    errors_path: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+    **option_kwargs: Any,
+) -> IngestReport:
+    """Embed and upsert the records of ``files`` into ``collection`` (which must exist) on Ray Data
+    (see the module documentation for writes, exactly-once results and the differences from ``ingest``).
+
+    manager: the driver's connection; the actors open their own with its URI and options (a server),
+        or send their rows to it (Milvus Lite).
+    encoder: a picklable callable that builds the encoder in each actor (``M3EmbedderFactory``, or a
+        checkpoint path / hub id, which means ``M3EmbedderFactory(model=...)``).
+    options / option_kwargs: as for ``ingest`` (``IngestOptions`` and its fields as keywords).
+    ray_options: cluster address, actors and their resources, write batch size, retries, skip_existing.
+    errors_path: JSON-lines file for bad rows, one per bad row as ``ingest`` writes them.
+    """
+    started = time.perf_counter()
+    opts = build_options(options, option_kwargs)
+    ropts = ray_options or RayOptions()
+    factory = (
+        M3EmbedderFactory(model=os.fspath(encoder)) if isinstance(encoder, (str, os.PathLike)) else encoder
+    )
+    if not callable(factory):
+        raise ConfigError(
+            f"encoder must be a checkpoint, a hub id or a callable building one, got {encoder!r}"
+        )
+    sources = _check_inputs(files)
+    formats = {s: _format_of(s, opts.format) for s in sources}
+    # A Milvus Lite file is opened by one process at a time (``one_process_per_file``); a server, Milvus
+    # Lite's own gRPC server over such a file included, takes writes from many clients.
+    lite = manager.capabilities.one_process_per_file and is_local_file_uri(manager.connection.uri)
+    if ropts.skip_existing and lite:
+        raise ConfigError(
+            "skip_existing needs a Milvus server: the actors cannot read a Milvus Lite file (one process "
+            "at a time may open it). Run without it: upserts make re-running safe"
+        )
+    ray = _require_ray()
+    started_ray = _init_ray(ray, ropts.address)
+    try:
+        dim, model_name, max_tokens = _probe(ray, factory, opts, ropts)
+        spec = manager.check_collection(collection, dense_dim=dim, model_name=model_name)
+        _check_spec(spec, collection, opts)
+        if ropts.skip_existing and spec.chunked:
+            raise ConfigError(
+                f"skip_existing works on unchunked collections; {collection!r} is chunked (a document is "
+                "several rows). Run without it: upserts make re-running safe"
+            )
+        plan = ActorPlan(
+            encoder=factory,
+            options=opts,
+            spec=spec,
+            collection=collection,
+            uri=manager.connection.uri,
+            connection=manager.connection.options,
+            formats=formats,
+            max_tokens=max_tokens,
+            writes_in_actors=not lite,
+            write_batch_size=ropts.write_batch_size,
+            skip_existing=ropts.skip_existing,
+        )
+        tally = _Tally(manager, collection, opts, ropts, sources, errors_path, started)
+        bar = _progress_bar(progress, collection)
+        try:
+            for result in _results(ray, _dataset(ray, plan, sources, formats, ropts, progress)):
+                tally.add(result)
+                if bar is not None:
+                    bar.update(result.read)
+        finally:
+            if bar is not None:
+                bar.close()
+        return tally.finish()
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _check_inputs(files: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The inputs as strings: distinct existing local files, or URIs (checked when they are read)."""
+    if isinstance(files, (str, os.PathLike)):
+        raise ConfigError("files must be a list of paths or URIs, not one; wrap it: [path]")
+    sources = [os.fspath(f) for f in files]
+    if not sources:
+        raise ConfigError("files must be a non-empty list of paths or URIs")
+    seen: set[str] = set()
+    for s in sources:
+        if s == STDIN:
+            raise ConfigError("Ray workers cannot read stdin; pass files or object-store URIs")
+        key = s if is_remote(s) else source_key(s)
+        if key in seen:
+            raise ConfigError(f"input {s} is given twice; give each input once")
+        seen.add(key)
+        if not is_remote(s) and not os.path.isfile(s):
+            raise ConfigError(f"input file {s} does not exist or is not a file")
+    return sources
+
+
+def _format_of(source: str, format: str) -> str:
+    """``detect_format`` for a local file; for a URI the format given or else the one its name says."""
+    if not is_remote(source):
+        kind = detect_format(source, format)
+    elif format != "auto":
+        kind = format
+    else:
+        name = source.rstrip("/").rsplit("/", 1)[-1].lower().removesuffix(".gz")
+        kind = "beir" if name == "corpus.jsonl" else _EXTENSIONS.get(os.path.splitext(name)[1], "")
+        if not kind:
+            raise ConfigError(
+                f"cannot tell the format of {source} from its name; pass format= (--format) for URIs"
+            )
+    if kind == "parquet":
+        require_pyarrow(source)
+    return kind
+
+
+def _init_ray(ray: Any, address: str | None) -> bool:
+    """Connect to (or start) Ray unless this process already has; True when this call did."""
+    if ray.is_initialized():
+        if address is not None:
+            logger.info("Ray is already initialised in this process; address %r is not used", address)
+        return False
+    ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    return True
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The milvus-m3 error inside a Ray task error (Ray wraps what a worker raised), else ``exc``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        cause = getattr(seen, "cause", None)
+        if isinstance(seen, MilvusM3Error) and not type(seen).__module__.startswith("ray"):
+            return seen
+        if isinstance(cause, MilvusM3Error):
+            return cause
+        seen = seen.__cause__ or (cause if isinstance(cause, BaseException) else None)
+    return exc
+
+
+def _probe(ray: Any, factory: Any, opts: IngestOptions, ropts: RayOptions) -> tuple[int, str, int | None]:
+    """(dense dim, model name, max tokens) from one encoder built with an actor's resources."""
+    task = ray.remote(probe_encoder).options(
+        num_cpus=ropts.cpus_per_actor, num_gpus=ropts.gpus_per_actor, max_retries=0
+    )
+    try:
+        dim, name, max_tokens = ray.get(task.remote(factory, opts))
+    except Exception as exc:
+        raise _unwrap(exc) from None
+    return int(dim), str(name), max_tokens
+
+
+def _dataset(
+    ray: Any,
+    plan: ActorPlan,
+    sources: Sequence[str],
+    formats: Mapping[str, str],
+    ropts: RayOptions,
+    progress: bool | None,
+) -> Any:
+    """inputs -> read step (batches of records) -> actor pool (prepare, upsert) -> one result per batch."""
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.target_max_block_size, ctx.enable_progress_bars
+    # One batch per block, so that the actor pool takes the batches of one input in parallel; a
+    # Dataset keeps the context it was created with.
+    ctx.target_max_block_size = 1
+    ctx.enable_progress_bars = bool(progress)
+    try:
+        items = [{"index": i, "source": s} for i, s in enumerate(sources)]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.flat_map(
+            read_batches,
+            fn_kwargs={"options": plan.options, "formats": dict(formats)},
+            num_cpus=ropts.cpus_per_reader,
+        )
+        gpus = ropts.gpus_per_actor or None
+        with warnings.catch_warnings():
+            # Ray 2.60 takes the actors' restart and retry limits only as "ray_remote_args", which it
+            # calls deprecated (no named parameter replaces them yet).
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+            return _map(ray, ds, plan, ropts, gpus)
+    finally:
+        ctx.target_max_block_size, ctx.enable_progress_bars = saved
+
+
+def _map(ray: Any, ds: Any, plan: ActorPlan, ropts: RayOptions, gpus: float | None) -> Any:
+    return ds.map_batches(
+        EmbedWriter,
+        fn_constructor_kwargs={"plan": plan},
+        batch_size=1,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=ropts.actors),
+        num_cpus=ropts.cpus_per_actor,
+        num_gpus=gpus,
+        max_restarts=-1,
+        max_task_retries=ropts.retries,
+    )
+
+
+def _results(ray: Any, ds: Any) -> Iterator[BatchResult]:
+    try:
+        for row in ds.iter_rows():
+            yield pickle.loads(row[RESULT])
+    except Exception as exc:
+        unwrapped = _unwrap(exc)
+        if unwrapped is exc:
+            raise
+        raise unwrapped from None
+
+
+class _Tally:
+    """The driver's side: count each batch once, write Lite rows, log bad rows, build the report."""
+
+    def __init__(
+        self,
+        manager: CollectionManager,
+        collection: str,
+        opts: IngestOptions,
+        ropts: RayOptions,
+        sources: Sequence[str],
+        errors_path: str | os.PathLike[str] | None,
+        started: float,
+    ) -> None:
+        self.manager, self.collection, self.opts, self.ropts = manager, collection, opts, ropts
+        self.order = {s: i for i, s in enumerate(sources)}
+        self.errlog = ErrorLog(Path(errors_path) if errors_path is not None else None, None, False)
+        self.started = started
+        self.seen: set[tuple[int, int]] = set()
+        self.read = self.written = self.skipped = self.failed = 0
+        self.chunks = self.tokens = self.truncated = 0
+        self.kept: list[RowError] = []
+
+    def _key(self, err: RowError) -> tuple[int, int]:
+        return self.order.get(err.file, len(self.order)), err.line
+
+    def add(self, res: BatchResult) -> None:
+        if res.key in self.seen:  # a batch retried after its first result had come back
+            return
+        self.seen.add(res.key)
+        self.read += res.read
+        self.errlog.write(res.errors)
+        self.failed += len(res.errors)
+        self.kept = sorted([*self.kept, *res.errors], key=self._key)[:MAX_REPORTED_ERRORS]
+        if res.aborted:
+            first = min(res.errors, key=self._key)
+            raise IngestAborted(
+                f"bad row at {first.file}:{first.line}: {first.error} ({len(res.errors)} bad in its batch; "
+                f"on_error='fail'). Nothing of that batch was written; {self.written} documents of other "
+                "batches are stored. Fix the input and run again (upserts make that safe), or use --on-error skip",
+                report=self.report(),
+                error=first,
+            )
+        if res.rows:
+            self.manager.write_rows(
+                self.collection, res.rows, batch_size=self.ropts.write_batch_size, mode="upsert"
+            )
+        self.written += res.written_docs
+        self.chunks += res.chunks
+        self.tokens += res.tokens
+        self.truncated += res.truncated
+        self.skipped += res.skipped
+
+    def finish(self) -> IngestReport:
+        path = self.errlog.path
+        if path is not None and path.is_file():
+            self._sort_errors(path)
+        report = self.report()
+        if report.failed:
+            logger.warning("%d bad rows%s", report.failed, f" (see {path})" if path else "")
+        return report
+
+    def _sort_errors(self, path: Path) -> None:
+        """Rewrite the errors file in input order (the actors' batches arrive in any order)."""
+        lines = path.read_bytes().splitlines(keepends=True)
+        keyed = sorted(lines, key=lambda b: self._key(RowError(**json.loads(b))))
+        tmp = path.with_name(f".{path.name}.sorted")
+        with open(tmp, "wb") as fh:
+            fh.writelines(keyed)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+
+    def report(self) -> IngestReport:
+        elapsed = time.perf_counter() - self.started
+        return IngestReport(
+            read=self.read,
+            written=self.written,
+            skipped=self.skipped,
+            failed=self.failed,
+            chunks=self.chunks,
+            elapsed_s=elapsed,
+            docs_per_s=self.written / elapsed if elapsed > 0 else 0.0,
+            tokens_per_s=self.tokens / elapsed if elapsed > 0 else 0.0,
+            truncated=self.truncated,
+            errors_path=str(self.errlog.path) if self.errlog.path is not None else None,
+            tokens=self.tokens,
+            state_path=None,
+            errors=tuple(self.kept),
+        )
