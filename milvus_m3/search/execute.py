@@ -92,6 +92,10 @@ class PlanRunner:
         """Modes m3 / m3-all through rerank.M3Reranker (paper weights 1, 0.3, 1)."""
         if plan.group_by is not None:
             raise ConfigError(f"group_by is not available in mode {plan.mode!r}; use hybrid, dense or sparse")
+        if plan.partition_names:
+            raise ConfigError(
+                f"partition_names are not available in mode {plan.mode!r}; use hybrid, dense or sparse"
+            )
         if plan.params:
             raise ConfigError(
                 f"mode {plan.mode!r} takes a raw filter expression or runs without templates; "
@@ -167,7 +171,7 @@ class PlanRunner:
             )
         output_fields = list(plan.output_fields)
         futures = [
-            self._pool.submit(self._search_one, req, output_fields)
+            self._pool.submit(self._search_one, req, output_fields, plan.partition_names)
             for req in (self._dense(list(emb.dense), k, plan), self._sparse(list(emb.sparse), k, plan))
         ]
         dense_res, sparse_res = self._guarded(plan, lambda: [f.result() for f in futures])
@@ -210,14 +214,16 @@ class PlanRunner:
             data, limit=limit, params=self._sparse_params, expr=plan.expr, expr_params=plan.params
         )
 
-    def _search_one(self, req: FieldRequest, output_fields: list[str]) -> Any:
+    def _search_one(self, req: FieldRequest, output_fields: list[str], partitions: Sequence[str] = ()) -> Any:
         conn = self.manager.connection
+        extra: dict[str, Any] = {"partition_names": list(partitions)} if partitions else {}
         return conn.call(
             self._what_search,
             conn.client.search,
             collection_name=self.collection,
             output_fields=output_fields,
             **req.search_kwargs(),
+            **extra,
         )
 
     def _result_kwargs(self, plan: SearchPlan) -> dict[str, Any]:
@@ -226,6 +232,8 @@ class PlanRunner:
             kwargs["group_by_field"] = plan.group_by  # paged here, over groups
         elif plan.offset:
             kwargs["offset"] = plan.offset
+        if plan.partition_names:
+            kwargs["partition_names"] = list(plan.partition_names)
         return kwargs
 
     def _hybrid_search(self, dense: Any, sparse: Sequence[Mapping[int, float]], plan: SearchPlan) -> Any:
