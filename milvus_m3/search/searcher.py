@@ -338,6 +338,10 @@ class HybridSearcher:
 
     # ----------------------------------------------------------------- planning
 
+    def plan(self, options: SearchOptions) -> SearchPlan:
+        """``options`` checked and planned as ``search`` would (``AsyncHybridSearcher`` runs the plan)."""
+        return self._plan(options)
+
     def _plan(self, options: SearchOptions) -> SearchPlan:
         """``options`` checked against this searcher's defaults and collection."""
         limit = check_int("limit", options.limit, 1)

@@ -43,6 +43,7 @@ MILVUS_FILES = {
     "schema.py",
     "collection.py",
     "_rows.py",
+    "async_collection.py",  # AsyncMilvusClient (the async manager)
 }
 MILVUS_DIRS = ("search/",)
 MODEL_PACKAGES = {
@@ -184,6 +185,8 @@ def test_contracts_are_declared_not_probed(path: Path) -> None:
 
 PUBLIC_ALL: dict[str, list[str]] = {
     "milvus_m3": [
+        "AsyncCollectionManager",
+        "AsyncHybridSearcher",
         "CollectionError",
         "CollectionExistsError",
         "CollectionInfo",
@@ -215,6 +218,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "TextTooLongError",
         "ingest",
     ],
+    "milvus_m3.async_collection": ["AsyncCollectionManager"],
     "milvus_m3.capabilities": [
         "LITE_CAPABILITIES",
         "MIN_SERVER_VERSION",
@@ -417,6 +421,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "resolve_spec",
     ],
     "milvus_m3.search": ["MAX_TOPK", "HybridSearcher", "Mode", "RankerName"],
+    "milvus_m3.search.async_searcher": ["AsyncHybridSearcher", "AsyncPlanRunner"],
     "milvus_m3.search.candidates": [
         "CandidateSet",
         "DocColbert",
