@@ -56,6 +56,10 @@ MODEL_PACKAGES = {
 }
 MODEL_FILES = {"_flag_backend.py", "checkpoint.py", "testing.py"}
 MODEL_DIRS = ("encoders/",)
+# The framework adapters: only integrations/ imports LangChain / LlamaIndex (and pydantic, LangChain's
+# model layer); they talk to Milvus and the model only through HybridSearcher.
+FRAMEWORK_PACKAGES = {"langchain_core", "llama_index", "pydantic"}
+FRAMEWORK_DIRS = ("integrations/",)
 
 
 def allowed(name: str, files: set[str], dirs: tuple[str, ...]) -> bool:
@@ -115,6 +119,17 @@ def test_only_the_model_modules_import_the_model_stack(path: Path) -> None:
             f"milvus_m3/{rel(path)} imports {sorted(found)}; only the embedder backend, checkpoint and "
             "encoder modules touch torch / FlagEmbedding / transformers"
         )
+
+
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_only_the_integrations_import_the_frameworks(path: Path) -> None:
+    found = imported_roots(path) & FRAMEWORK_PACKAGES
+    if found:
+        assert allowed(rel(path), set(), FRAMEWORK_DIRS), (
+            f"milvus_m3/{rel(path)} imports {sorted(found)}; only milvus_m3/integrations/ adapts to frameworks"
+        )
+    if rel(path).startswith(FRAMEWORK_DIRS):
+        assert not imported_roots(path) & (MILVUS_PACKAGES | MODEL_PACKAGES), rel(path)
 
 
 def test_pure_modules_import_neither_milvus_nor_torch() -> None:
@@ -335,6 +350,9 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "path_expr",
         "render",
     ],
+    "milvus_m3.integrations": [],
+    "milvus_m3.integrations.langchain": ["MilvusM3Retriever", "to_document"],
+    "milvus_m3.integrations.llama_index": ["MilvusM3Retriever", "to_node"],
     "milvus_m3.fusion": [
         "M3_COLBERT_WEIGHT",
         "M3_DENSE_WEIGHT",
