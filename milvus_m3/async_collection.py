@@ -55,6 +55,10 @@ class AsyncCollectionManager:
         manager: CollectionManager | None = None,
         **option_kwargs: Any,
     ) -> None:
+        if manager is not None and (options is not None or option_kwargs):
+            raise ConfigError(
+                "give manager= or connection options, not both: a manager carries its own options"
+            )
         self._owns_sync = manager is None
         self.sync = (
             manager if manager is not None else CollectionManager(uri, options=options, **option_kwargs)
@@ -137,7 +141,15 @@ class AsyncCollectionManager:
         if self._lock is None:
             return await run
         guard = _lite.guard(self._lock, method)
-        await asyncio.to_thread(guard.__enter__)
+        entered = asyncio.ensure_future(asyncio.to_thread(guard.__enter__))
+        try:
+            await asyncio.shield(entered)
+        except asyncio.CancelledError:  # the worker still takes the lock: give it back once it has
+            entered.add_done_callback(
+                lambda f: None if f.cancelled() or f.exception() else guard.__exit__(None, None, None)
+            )
+            run.close()
+            raise
         try:
             return await run
         finally:

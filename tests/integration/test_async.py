@@ -176,3 +176,36 @@ def test_async_get_upsert_delete(tier: CollectionManager, tiny_embedder: M3Embed
 
     asyncio.run(main())
     assert tier.get("docs", ["d1"])[0]["text"] == TEXTS[1]
+
+
+def test_a_cancelled_call_gives_the_lite_file_lock_back(tmp_path: Path, tiny_embedder: M3Embedder) -> None:
+    """A call cancelled while it waits for the Lite file's lock (a write holds it) must not keep it."""
+    from milvus_m3 import _lite
+
+    uri = str(tmp_path / "cancel.db")
+    manager = CollectionManager(uri)
+    _fill(manager, tiny_embedder)
+    emb = tiny_embedder.encode_documents(["late"])
+
+    async def main() -> int:
+        async with AsyncCollectionManager(manager=manager) as am:
+            lock = _lite.acquire(uri)
+            try:
+                with lock.write():  # a writer of this process holds the file
+                    waiting = asyncio.ensure_future(am.count("docs"))
+                    await asyncio.sleep(0.2)
+                    waiting.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await waiting
+            finally:
+                _lite.release(uri)
+            # the cancelled read took the lock after the writer left and gave it back: a write goes through
+            await asyncio.wait_for(
+                am.upsert("docs", ids=["late"], texts=["late"], embeddings=emb, tenant="t0"), 60
+            )
+            return await am.count("docs")
+
+    try:
+        assert asyncio.run(main()) == len(TEXTS) + 1
+    finally:
+        manager.close()
