@@ -32,14 +32,18 @@ from .types import Encoder, Hit, M3Embeddings
 logging.getLogger("milvus_m3").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
+    from .async_collection import AsyncCollectionManager
     from .collection import CollectionInfo, CollectionManager, CollectionSpec, ScalarField
     from .connection import ConnectionOptions, RetryPolicy
     from .embedder import M3Embedder
     from .filters import F, Filter
     from .ingest import IngestOptions, IngestReport, ingest
     from .search import HybridSearcher
+    from .search.async_searcher import AsyncHybridSearcher
 
 _LAZY = {
+    "AsyncCollectionManager": "async_collection",
+    "AsyncHybridSearcher": "search.async_searcher",
     "CollectionInfo": "collection",
     "CollectionManager": "collection",
     "CollectionSpec": "collection",
@@ -56,6 +60,8 @@ _LAZY = {
 }
 
 __all__ = [
+    "AsyncCollectionManager",
+    "AsyncHybridSearcher",
     "CollectionError",
     "CollectionExistsError",
     "CollectionInfo",

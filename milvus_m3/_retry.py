@@ -6,11 +6,12 @@ Private to ``connection.py``, which runs every client call through ``call_with_r
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -22,6 +23,7 @@ __all__ = [
     "MIN_CALL_TIMEOUT",
     "RetryPolicy",
     "Secrets",
+    "acall_with_retry",
     "call_with_retry",
     "chain",
     "code_name",
@@ -284,6 +286,11 @@ def _raise_unless_transient(ctx: _Call, exc: Exception) -> None:
 
 def _give_up_or_wait(ctx: _Call, exc: Exception, policy: RetryPolicy, attempt: int, elapsed: float) -> None:
     """After transient failure number ``attempt``: one MilvusUnavailableError when the policy is spent, else a backoff."""
+    time.sleep(_backoff(ctx, exc, policy, attempt, elapsed))
+
+
+def _backoff(ctx: _Call, exc: Exception, policy: RetryPolicy, attempt: int, elapsed: float) -> float:
+    """The wait before the next try (logged), or one MilvusUnavailableError when the policy is spent."""
     if attempt >= policy.attempts or elapsed >= policy.total_seconds:
         ctx.secrets.raise_from(
             MilvusUnavailableError(
@@ -305,4 +312,36 @@ def _give_up_or_wait(ctx: _Call, exc: Exception, policy: RetryPolicy, attempt: i
         wait,
         ctx.secrets.text(exc),
     )
-    time.sleep(wait)
+    return wait
+
+
+async def acall_with_retry(
+    fn: Callable[..., Awaitable[T]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    what: str,
+    where: str,
+    policy: RetryPolicy,
+    timeout: float | None,
+    secrets: Secrets,
+) -> T:
+    """``call_with_retry`` for a coroutine function (pymilvus's ``AsyncMilvusClient``): the same
+    classification, deadlines and messages; the backoff is ``asyncio.sleep``, so the loop runs on."""
+    ctx = _Call(what=what, where=where, secrets=secrets)
+    start = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        if timeout is not None:
+            left = policy.total_seconds - (time.monotonic() - start)
+            kwargs["timeout"] = max(MIN_CALL_TIMEOUT, min(timeout, left))
+        try:
+            return await fn(*args, **kwargs)
+        except MilvusM3Error:
+            raise
+        except Exception as exc:
+            if not is_auth_failure(exc) and not is_transient(exc) and not secrets.leaks(exc):
+                raise
+            _raise_unless_transient(ctx, exc)
+            await asyncio.sleep(_backoff(ctx, exc, policy, attempt, time.monotonic() - start))

@@ -44,6 +44,13 @@ class Capabilities:
       filter_templates: ``{name}`` placeholders with ``filter_params`` (servers >= 2.5).
       dense_index_types / default_dense_index: dense index types it builds, and the one "auto" means.
       nullable_fields: scalar fields may be declared nullable.
+      partition_key: a field may be the partition key (``is_partition_key``, ``num_partitions``) and be
+          filtered on. Milvus Lite 2.5.1 builds such a collection but then refuses every filter on that
+          field ("Invalid expr"), so there the tenant field is a plain field, scoped by the same filter.
+      partitions: named partitions (``create_partition``, ``partition_names``). Milvus Lite answers
+          UNIMPLEMENTED to create/list/drop partition and *ignores* ``partition_name(s)`` on upsert,
+          search, query and delete (a search reads every row, a delete deletes from all), so
+          milvus-m3 refuses partition names there.
     Quirks:
       filter_dialect: how string literals are escaped in filter expressions ("lite" or "server").
       rrf_ranks_across_batch: a hybrid request with several queries numbers RRF ranks across the whole
@@ -67,6 +74,8 @@ class Capabilities:
     deploy_mode: str = ""
     """What the server says it runs as ("STANDALONE", "CLUSTER", ...); empty for Lite or when unknown."""
     nullable_fields: bool = True
+    partition_key: bool = True
+    partitions: bool = True
     filter_dialect: Literal["lite", "server"] = "server"
     rrf_ranks_across_batch: bool = False
     slow_hybrid_search: bool = False
@@ -94,6 +103,8 @@ LITE_CAPABILITIES = Capabilities(
     dense_index_types=LITE_DENSE_INDEXES,
     default_dense_index="AUTOINDEX",
     nullable_fields=False,
+    partition_key=False,
+    partitions=False,
     filter_dialect="lite",
     rrf_ranks_across_batch=True,
     slow_hybrid_search=True,

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _rows
+from ._partitions import PartitionOps, delete_count
 from ._rows import check_id
 from .capabilities import Capabilities
 from .connection import Connection, ConnectionOptions
@@ -46,7 +47,7 @@ logger = logging.getLogger("milvus_m3.collection")
 DEFAULT_WRITE_BATCH = 256
 
 
-class CollectionManager:
+class CollectionManager(PartitionOps):
     """Creates, checks, fills and drops milvus-m3 collections on Milvus Lite or a Milvus server.
 
     ``uri`` is a Milvus Lite file (``./milvus_m3.db``, the embedded default) or a server URI
@@ -150,6 +151,8 @@ class CollectionManager:
         kwargs: dict[str, Any] = {"consistency_level": spec.consistency_level}
         if spec.num_shards is not None:
             kwargs["num_shards"] = spec.num_shards
+        if spec.num_partitions is not None and caps.partition_key:
+            kwargs["num_partitions"] = spec.num_partitions
         self._call(
             f"create collection {name!r}",
             "create_collection",
@@ -244,7 +247,7 @@ class CollectionManager:
                 f"are not comparable; use the same model, or {fix}"
             )
         if spec is not None:
-            for attr in ("id_type", "auto_id", "chunked", "scalar_fields"):
+            for attr in ("id_type", "auto_id", "chunked", "scalar_fields", "partition_key"):
                 if getattr(stored, attr) != getattr(spec, attr):
                     raise SchemaMismatchError(
                         f"collection {name!r} has {attr}={getattr(stored, attr)!r}, the spec asks for "
@@ -270,10 +273,14 @@ class CollectionManager:
         parent_ids: Sequence[str] | None = None,
         chunk_indexes: Sequence[int] | None = None,
         batch_size: int = DEFAULT_WRITE_BATCH,
+        tenant: str | int | None = None,
+        partition_name: str | None = None,
     ) -> int:
         """Insert or replace rows by id. Every row is validated before anything is written.
 
-        Returns the number of rows written. With an auto-id collection use ``insert``.
+        Returns the number of rows written. With an auto-id collection use ``insert``. ``tenant``: the
+        tenant of every row (a collection with a partition key); an id stored for another tenant is
+        refused, never replaced. ``partition_name``: a named partition (Milvus servers).
         """
         spec = self.spec(name)
         if spec.auto_id:
@@ -284,11 +291,13 @@ class CollectionManager:
             texts=texts,
             embeddings=embeddings,
             metadata=metadata,
-            fields=fields,
+            fields=self._tenant_fields(name, len(texts), self._tenant(name, tenant), fields),
             parent_ids=parent_ids,
             chunk_indexes=chunk_indexes,
         )
-        return self.write_rows(name, rows, batch_size=batch_size, mode="upsert")
+        return self.write_rows(
+            name, rows, batch_size=batch_size, mode="upsert", partition_names=partition_name
+        )
 
     def insert(
         self,
@@ -349,13 +358,20 @@ class CollectionManager:
         *,
         batch_size: int = DEFAULT_WRITE_BATCH,
         mode: str = "upsert",
+        partition_names: str | Sequence[str] | None = None,
     ) -> int:
-        """Write prepared rows in batches, each retried on transient failures (upsert is idempotent)."""
+        """Write prepared rows in batches, each retried on transient failures (upsert is idempotent).
+
+        On a collection with a partition key, an upsert batch whose id is stored for another tenant is
+        refused (InputError naming the row) before it is written."""
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        extra = self._partition_kwargs(partition_names, key="partition_name")
         written = 0
         for start in range(0, len(rows), batch_size):
             chunk = list(rows[start : start + batch_size])
+            if mode == "upsert":
+                self._check_owners(name, chunk)
             # upsert is idempotent and retried; a retried insert could store rows twice (the first try may
             # have landed before the connection broke), so an insert gets one try.
             self._call(
@@ -364,54 +380,69 @@ class CollectionManager:
                 collection_name=name,
                 data=chunk,
                 _retry=(mode == "upsert"),
+                **extra,
             )
             written += len(chunk)
         return written
 
-    def delete(self, name: str, *, ids: Sequence[str | int] | None = None, filter: str | None = None) -> int:
-        """Delete by ids or by a filter expression (see ``filters.render``)."""
+    def delete(
+        self,
+        name: str,
+        *,
+        ids: Sequence[str | int] | None = None,
+        filter: str | None = None,
+        tenant: str | int | None = None,
+        partition_name: str | None = None,
+    ) -> int:
+        """Delete by ids or by a filter expression (see ``filters.render``); ``tenant``: only among that
+        tenant's rows; ``partition_name``: only in that partition (Milvus servers)."""
         self._require(name)
         if (ids is None) == (filter is None):
             raise ConfigError("delete needs ids or filter, exactly one")
+        scoped = self._tenant(name, tenant)
+        extra = self._partition_kwargs(partition_name, key="partition_name")
         if ids is not None:
             spec = self.spec(name)
             checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
             if not checked:
                 return 0
-            res = self._call(
-                f"delete from {name!r}", "delete", collection_name=name, filter=self._ids_filter(checked)
-            )
+            expr = self._ids_filter(checked)
         else:
-            res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=filter)
-        if isinstance(res, Mapping):
-            return int(res.get("delete_count", 0))
-        if isinstance(res, list):  # pymilvus 3 returns the deleted keys
-            return len(res)
-        return int(getattr(res, "delete_count", 0) or 0)
+            expr = str(filter)
+        expr = self._scoped_expr(name, expr, scoped)
+        res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=expr, **extra)
+        return delete_count(res)
 
     def get(
-        self, name: str, ids: Sequence[str | int], *, output_fields: Sequence[str] | None = None
+        self,
+        name: str,
+        ids: Sequence[str | int],
+        *,
+        output_fields: Sequence[str] | None = None,
+        tenant: str | int | None = None,
+        partition_names: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Fetch rows by id (text, metadata and declared fields by default; vectors only when asked)."""
+        """Fetch rows by id (text, metadata and declared fields by default; vectors only when asked).
+        ``tenant``: only that tenant's rows; ``partition_names``: only those partitions (servers)."""
         spec = self.spec(name)
+        scoped = self._tenant(name, tenant)
+        extra = self._partition_kwargs(partition_names, key="partition_names")
         checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
         if not checked:
             return []
         out = list(output_fields) if output_fields is not None else default_output_fields(spec)
+        if scoped is not None and spec.partition_key not in out:
+            out.append(str(spec.partition_key))
         res = self._call(
             f"get from {name!r}",
             "query",
             collection_name=name,
-            filter=self._ids_filter(checked),
+            filter=self._scoped_expr(name, self._ids_filter(checked), scoped),
             output_fields=out,
             limit=len(checked),
+            **extra,
         )
+        rows = [dict(r) for r in res]
+        self._check_rows_tenant(name, rows, scoped)
         order = {v: i for i, v in enumerate(checked)}
-        return sorted((dict(r) for r in res), key=lambda r: order.get(r[ID_FIELD], len(order)))
-
-    def _ids_filter(self, ids: Sequence[str | int]) -> str:
-        """``id in [...]`` with every id written as an escaped literal for this engine."""
-        from .filters import literal
-
-        dialect = self.capabilities.filter_dialect
-        return f"{ID_FIELD} in [{', '.join(literal(v, dialect=dialect) for v in ids)}]"
+        return sorted(rows, key=lambda r: order.get(r[ID_FIELD], len(order)))

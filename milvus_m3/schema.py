@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
+from ._tenancy import with_partition_key
 from ._version import __version__
 from .capabilities import Capabilities
 from .errors import ConfigError, SchemaMismatchError
@@ -110,8 +111,19 @@ class CollectionSpec:
     chunked: bool = False
     consistency_level: Literal["Strong", "Bounded", "Session", "Eventually"] = "Strong"
     num_shards: int | None = None
+    partition_key: str | None = None
+    """The tenant field (multi-tenancy): a varchar (or int64) field every row must carry; searches, gets
+    and deletes given ``tenant=`` see only that tenant's rows. Declared in ``scalar_fields`` or, when
+    not, added there as a required varchar field. On a Milvus server it is the partition key."""
+    num_partitions: int | None = None
+    """Partitions the partition key hashes into (server default 16 when None); needs partition_key."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "scalar_fields",
+            with_partition_key(self.scalar_fields, self.partition_key, self.num_partitions),
+        )
         if (
             isinstance(self.dense_dim, bool)
             or not isinstance(self.dense_dim, int)
@@ -245,6 +257,8 @@ def build_schema(
     }
     for sf in spec.scalar_fields:
         extra: dict[str, Any] = {"nullable": True} if sf.nullable else {}
+        if sf.name == spec.partition_key and caps.partition_key:
+            extra["is_partition_key"] = True
         if sf.nullable and not caps.nullable_fields:
             raise ConfigError(
                 f"scalar field {sf.name!r}: {caps.display_name} does not support nullable fields; give it a "

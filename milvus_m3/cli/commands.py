@@ -210,6 +210,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                 dense_dim=embedder.dense_dim,
                 model_name=embedder.model_name,
                 chunked=args.chunk_tokens is not None,
+                partition_key=args.tenant_field,
             )
             manager.create_collection(args.collection, spec=spec)
             _note(
@@ -298,7 +299,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
         embedder = _embedder(args, kind="query", overflow="warn")
         searcher = HybridSearcher(manager, args.collection, embedder, mode=args.mode, ranker=args.ranker)
         hits = searcher.search(
-            args.query, limit=args.limit, offset=args.offset, filter=args.filter, group_by=args.group_by
+            args.query,
+            limit=args.limit,
+            offset=args.offset,
+            filter=args.filter,
+            group_by=args.group_by,
+            tenant=args.tenant,
         )
     for rank, hit in enumerate(hits, 1 + args.offset):
         if args.json:

@@ -189,6 +189,13 @@ def _add_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         choices=choices(CollectionSpec, "consistency_level"),
         default=spec("consistency_level"),
     )
+    p.add_argument(
+        "--partition-key",
+        default=spec("partition_key"),
+        metavar="FIELD",
+        help="a tenant field every row carries (the partition key on a server); search with --tenant",
+    )
+    p.add_argument("--num-partitions", type=_positive, default=spec("num_partitions"))
     how = p.add_mutually_exclusive_group()
     how.add_argument(
         "--exists-ok", action="store_true", help="keep an existing collection (checked against the spec)"
@@ -281,6 +288,12 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="embed texts beyond the max length cut to it (default: they are bad rows)",
     )
+    p.add_argument(
+        "--tenant-field",
+        default=opt("tenant_field"),
+        metavar="FIELD",
+        help="record field holding each record's tenant (a missing collection gets a tenant field)",
+    )
     p.add_argument("--encode-batch-size", type=_positive, default=16, help="texts per model forward pass")
     _add_ray(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
@@ -366,6 +379,9 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         default=None,
         metavar="FIELD",
         help="one hit per value of FIELD (parent_id: one hit per document in a chunked collection)",
+    )
+    p.add_argument(
+        "--tenant", default=None, help="only this tenant's rows (a collection with a tenant field)"
     )
     p.add_argument("--json", action="store_true", help="one JSON object per hit: id, score, text, metadata")
 

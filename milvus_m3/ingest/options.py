@@ -30,6 +30,7 @@ RESUME_FIELDS = (
     "chunk_tokens",
     "chunk_overlap",
     "truncate",
+    "tenant_field",
 )
 """Options a resumed run must share with the run that wrote the checkpoint (``batch_size`` and
 ``on_error`` may change between the two)."""
@@ -50,6 +51,9 @@ class IngestOptions:
     chunk_tokens / chunk_overlap: cut documents into windows of at most ``chunk_tokens`` tokens
         overlapping by ``chunk_overlap`` (a chunked collection only).
     truncate: embed documents beyond the encoder's max length cut, instead of reporting them as bad.
+    tenant_field: the record field holding each record's tenant, stored in the collection's partition-key
+        field (``CollectionSpec.partition_key``; None: the field of that name). Content-hash ids then
+        hash the tenant with the text, so the same text of two tenants is two rows.
     """
 
     format: str = "auto"
@@ -63,6 +67,7 @@ class IngestOptions:
     chunk_tokens: int | None = None
     chunk_overlap: int = 0
     truncate: bool = False
+    tenant_field: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -73,7 +78,7 @@ class IngestOptions:
             raise ConfigError(f"on_error must be 'skip' or 'fail', got {self.on_error!r}")
         if self.hash_ids and self.id_field is not None:
             raise ConfigError("give id_field or hash_ids, not both")
-        for name in ("text_field", "id_field", "title_field"):
+        for name in ("text_field", "id_field", "title_field", "tenant_field"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigError(f"{name} must be a non-empty field name, got {value!r}")

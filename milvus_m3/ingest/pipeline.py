@@ -152,6 +152,11 @@ def _check_spec(spec: CollectionSpec, collection: str, opts: IngestOptions) -> N
             f"chunk_tokens needs a chunked collection, and {collection!r} is not one; create it with "
             "CollectionSpec(chunked=True) (milvus-m3 create --chunked)"
         )
+    if opts.tenant_field is not None and spec.partition_key is None:
+        raise ConfigError(
+            f"tenant_field={opts.tenant_field!r} needs a collection with a tenant field, and {collection!r} has "
+            "none; create it with CollectionSpec(partition_key='tenant') (milvus-m3 create --partition-key tenant)"
+        )
 
 
 def _run(producer: _Producer, writer: _Writer, ids: IdChoices, bar: Any) -> None:

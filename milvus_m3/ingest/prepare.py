@@ -151,8 +151,15 @@ class Preparer:
         if isinstance(got, RowError):
             return got
         text, title = got
-        if id_field is None:
-            doc_id: str | int = content_id(text, id_type=self.spec.id_type)
+        pk, tenant_field = self.spec.partition_key, self.options.tenant_field or self.spec.partition_key
+        tenant = data.get(tenant_field) if tenant_field is not None else None
+        if pk is not None and (tenant is None or tenant == ""):
+            return _bad(
+                rec, f"missing tenant: the record has no {tenant_field!r} value", tenant_field, raw_id
+            )
+        if id_field is None:  # the same text of two tenants is two rows
+            hashed = text if pk is None else f"{tenant}\x1f{text}"
+            doc_id: str | int = content_id(hashed, id_type=self.spec.id_type)
         else:
             try:
                 doc_id = check_id(raw_id, self.spec.id_type)
@@ -161,7 +168,7 @@ class Preparer:
         fields: dict[str, Any] = {}
         for name, sf in self.scalars.items():
             try:
-                fields[name] = convert_scalar(sf, data.get(name))
+                fields[name] = convert_scalar(sf, tenant if name == pk else data.get(name))
             except BadValue as exc:
                 return _bad(rec, str(exc), name, doc_id)
         metadata = self._metadata(data, beir, title_field, title)

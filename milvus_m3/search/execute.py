@@ -92,6 +92,10 @@ class PlanRunner:
         """Modes m3 / m3-all through rerank.M3Reranker (paper weights 1, 0.3, 1)."""
         if plan.group_by is not None:
             raise ConfigError(f"group_by is not available in mode {plan.mode!r}; use hybrid, dense or sparse")
+        if plan.partition_names:
+            raise ConfigError(
+                f"partition_names are not available in mode {plan.mode!r}; use hybrid, dense or sparse"
+            )
         if plan.params:
             raise ConfigError(
                 f"mode {plan.mode!r} takes a raw filter expression or runs without templates; "
@@ -167,10 +171,14 @@ class PlanRunner:
             )
         output_fields = list(plan.output_fields)
         futures = [
-            self._pool.submit(self._search_one, req, output_fields)
+            self._pool.submit(self._search_one, req, output_fields, plan.partition_names)
             for req in (self._dense(list(emb.dense), k, plan), self._sparse(list(emb.sparse), k, plan))
         ]
         dense_res, sparse_res = self._guarded(plan, lambda: [f.result() for f in futures])
+        return self._fused(dense_res, sparse_res, n, plan)
+
+    def _fused(self, dense_res: Any, sparse_res: Any, n: int, plan: SearchPlan) -> list[list[Hit]]:
+        """Client-side RRF of one dense and one sparse result list per query."""
         if len(dense_res) != n or len(sparse_res) != n:
             raise self._missing_results(
                 "dense and sparse searches", min(len(dense_res), len(sparse_res)), n, plan
@@ -210,15 +218,21 @@ class PlanRunner:
             data, limit=limit, params=self._sparse_params, expr=plan.expr, expr_params=plan.params
         )
 
-    def _search_one(self, req: FieldRequest, output_fields: list[str]) -> Any:
+    def _search_one(self, req: FieldRequest, output_fields: list[str], partitions: Sequence[str] = ()) -> Any:
         conn = self.manager.connection
-        return conn.call(
-            self._what_search,
-            conn.client.search,
-            collection_name=self.collection,
-            output_fields=output_fields,
+        kwargs = self._one_kwargs(req, output_fields, partitions)
+        return conn.call(self._what_search, conn.client.search, **kwargs)
+
+    def _one_kwargs(
+        self, req: FieldRequest, output_fields: list[str], partitions: Sequence[str]
+    ) -> dict[str, Any]:
+        extra: dict[str, Any] = {"partition_names": list(partitions)} if partitions else {}
+        return {
+            "collection_name": self.collection,
+            "output_fields": output_fields,
             **req.search_kwargs(),
-        )
+            **extra,
+        }
 
     def _result_kwargs(self, plan: SearchPlan) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"output_fields": list(plan.output_fields)}
@@ -226,9 +240,19 @@ class PlanRunner:
             kwargs["group_by_field"] = plan.group_by  # paged here, over groups
         elif plan.offset:
             kwargs["offset"] = plan.offset
+        if plan.partition_names:
+            kwargs["partition_names"] = list(plan.partition_names)
         return kwargs
 
     def _hybrid_search(self, dense: Any, sparse: Sequence[Mapping[int, float]], plan: SearchPlan) -> Any:
+        conn = self.manager.connection
+        return conn.call(
+            self._what_hybrid, conn.client.hybrid_search, **self._hybrid_kwargs(dense, sparse, plan)
+        )
+
+    def _hybrid_kwargs(
+        self, dense: Any, sparse: Sequence[Mapping[int, float]], plan: SearchPlan
+    ) -> dict[str, Any]:
         k = plan.candidates
         reqs = [
             self._dense(list(dense), k, plan).ann_request(),
@@ -236,31 +260,25 @@ class PlanRunner:
         ]
         # Grouped: the same group can come back once per request (see the searcher's module docstring).
         limit = min(MAX_TOPK, len(reqs) * plan.depth) if plan.group_by is not None else plan.limit
-        conn = self.manager.connection
-        return conn.call(
-            self._what_hybrid,
-            conn.client.hybrid_search,
-            collection_name=self.collection,
-            reqs=reqs,
-            ranker=ranker(plan.ranker, rrf_k=plan.rrf_k, weights=plan.weights),
-            limit=limit,
+        return {
+            "collection_name": self.collection,
+            "reqs": reqs,
+            "ranker": ranker(plan.ranker, rrf_k=plan.rrf_k, weights=plan.weights),
+            "limit": limit,
             **self._result_kwargs(plan),
-        )
+        }
 
     def _plain_search(self, emb: M3Embeddings, plan: SearchPlan) -> Any:
+        conn = self.manager.connection
+        return conn.call(self._what_search, conn.client.search, **self._plain_kwargs(emb, plan))
+
+    def _plain_kwargs(self, emb: M3Embeddings, plan: SearchPlan) -> dict[str, Any]:
         limit = plan.depth if plan.group_by is not None else plan.limit
         if plan.mode == "dense":
             req = self._dense(list(emb.dense), limit, plan, depth=plan.depth)
         else:
             req = self._sparse(emb.sparse, limit, plan)
-        conn = self.manager.connection
-        return conn.call(
-            self._what_search,
-            conn.client.search,
-            collection_name=self.collection,
-            **req.search_kwargs(),
-            **self._result_kwargs(plan),
-        )
+        return {"collection_name": self.collection, **req.search_kwargs(), **self._result_kwargs(plan)}
 
     # ----------------------------------------------------------------- results and errors
 

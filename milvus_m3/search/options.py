@@ -1,6 +1,6 @@
 """The search options a caller gives (``SearchOptions``), the plan they become (``SearchPlan``), the checks.
 
-``SearchOptions`` carries the nine per-call options of ``HybridSearcher.search`` / ``search_batch`` /
+``SearchOptions`` carries the per-call options of ``HybridSearcher.search`` / ``search_batch`` /
 ``search_embeddings`` as given (None: the searcher's default); the searcher checks them against its
 defaults and its collection and turns them into a ``SearchPlan``, which ``execute.py`` runs. The
 ``check_*`` functions raise ConfigError / InputError with the fix in the message.
@@ -90,6 +90,10 @@ class SearchOptions:
     output_fields: Sequence[str] | None = None
     candidate_limit: int | None = None
     group_by: str | None = None
+    tenant: str | int | None = None
+    """Only this tenant's rows (a collection with ``CollectionSpec.partition_key``)."""
+    partition_names: Sequence[str] | None = None
+    """Only these named partitions (Milvus servers; refused on Milvus Lite, which ignores them)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +113,9 @@ class SearchPlan:
     """Template values of ``expr`` (``filter_params``); empty without templates."""
     output_fields: tuple[str, ...] = ()
     group_by: str | None = None
+    tenant: str | int | None = None
+    """The tenant the call is scoped to (its filter is in ``expr``); every hit is checked against it."""
+    partition_names: tuple[str, ...] = ()
 
     @property
     def depth(self) -> int:

@@ -47,6 +47,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._tenancy import check_partition_names, check_tenant, check_tenant_rows, scope
 from ..collection import CollectionManager
 from ..errors import ConfigError, InputError, SearchError
 from ..filters import FilterLike, render
@@ -149,6 +150,8 @@ class HybridSearcher:
         caps = manager.capabilities
         self._templates = caps.filter_templates
         self._dialect = caps.filter_dialect
+        self._partitions = caps.partitions
+        self._engine = caps.display_name
         self._runner = PlanRunner(
             manager, collection, self.spec, caps, fusion=self.fusion, dense_params=dense, sparse_params=sparse
         )
@@ -182,8 +185,14 @@ class HybridSearcher:
         output_fields: Sequence[str] | None = None,
         candidate_limit: int | None = None,
         group_by: str | None = None,
+        tenant: str | int | None = None,
+        partition_names: Sequence[str] | None = None,
     ) -> list[Hit]:
-        """The best ``limit`` hits for one query text, after skipping ``offset``."""
+        """The best ``limit`` hits for one query text, after skipping ``offset``.
+
+        tenant: only that tenant's rows (a collection built with ``CollectionSpec(partition_key=...)``);
+        partition_names: only those partitions (Milvus servers).
+        """
         if not isinstance(query, str):
             raise InputError(
                 f"query must be a string, got {type(query).__name__}; for several queries use search_batch",
@@ -203,6 +212,8 @@ class HybridSearcher:
             output_fields=output_fields,
             candidate_limit=candidate_limit,
             group_by=group_by,
+            tenant=tenant,
+            partition_names=partition_names,
         )
         return self._search_texts([query], options)[0]
 
@@ -219,6 +230,8 @@ class HybridSearcher:
         output_fields: Sequence[str] | None = None,
         candidate_limit: int | None = None,
         group_by: str | None = None,
+        tenant: str | int | None = None,
+        partition_names: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
         """Hits for each query text: one encoder call and one Milvus call for the whole batch."""
         options = SearchOptions(
@@ -231,6 +244,8 @@ class HybridSearcher:
             output_fields=output_fields,
             candidate_limit=candidate_limit,
             group_by=group_by,
+            tenant=tenant,
+            partition_names=partition_names,
         )
         return self._search_texts(queries, options)
 
@@ -247,6 +262,8 @@ class HybridSearcher:
         output_fields: Sequence[str] | None = None,
         candidate_limit: int | None = None,
         group_by: str | None = None,
+        tenant: str | int | None = None,
+        partition_names: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
         """Hits for pre-computed query embeddings (one Milvus call; no encoder involved)."""
         options = SearchOptions(
@@ -259,6 +276,8 @@ class HybridSearcher:
             output_fields=output_fields,
             candidate_limit=candidate_limit,
             group_by=group_by,
+            tenant=tenant,
+            partition_names=partition_names,
         )
         return self._search_vectors(queries, options)
 
@@ -275,14 +294,14 @@ class HybridSearcher:
                 "it, or search with pre-computed vectors via search_embeddings"
             )
         if plan.mode in CLIENT_SIDE_MODES:
-            return self._runner.run_m3(texts, plan, self.encoder, None)
+            return self._scoped(self._runner.run_m3(texts, plan, self.encoder, None), plan)
         embeddings = self.encoder.encode_queries(texts)
         if len(embeddings) != len(texts):
             raise SearchError(
                 f"the encoder returned {len(embeddings)} embeddings for {len(texts)} queries; "
                 "an Encoder must give one per text"
             )
-        return self._runner.run(embeddings, plan)
+        return self._scoped(self._runner.run(embeddings, plan), plan)
 
     def _search_vectors(self, queries: M3Embeddings, options: SearchOptions) -> list[list[Hit]]:
         plan = self._plan(options)
@@ -304,10 +323,24 @@ class HybridSearcher:
                 raise ConfigError(
                     "mode 'm3-all' re-ranks with ColBERT vectors of the query text; use search/search_batch"
                 )
-            return self._runner.run_m3(["(pre-computed query)"] * len(queries), plan, self.encoder, queries)
-        return self._runner.run(queries, plan)
+            pre = ["(pre-computed query)"] * len(queries)
+            return self._scoped(self._runner.run_m3(pre, plan, self.encoder, queries), plan)
+        return self._scoped(self._runner.run(queries, plan), plan)
+
+    def _scoped(self, results: list[list[Hit]], plan: SearchPlan) -> list[list[Hit]]:
+        """``results``, after checking that a tenant-scoped search returned that tenant's rows only."""
+        if plan.tenant is not None and self.spec.partition_key is not None:
+            rows = [{**h.fields, ID_FIELD: h.id} for hits in results for h in hits]
+            check_tenant_rows(
+                rows, self.spec.partition_key, plan.tenant, what="search", collection=self.collection
+            )
+        return results
 
     # ----------------------------------------------------------------- planning
+
+    def plan(self, options: SearchOptions) -> SearchPlan:
+        """``options`` checked and planned as ``search`` would (``AsyncHybridSearcher`` runs the plan)."""
+        return self._plan(options)
 
     def _plan(self, options: SearchOptions) -> SearchPlan:
         """``options`` checked against this searcher's defaults and collection."""
@@ -324,8 +357,19 @@ class HybridSearcher:
         weights = self.weights if options.weights is None else check_weights(options.weights)
         candidates = self._candidates(options.candidate_limit, mode, depth)
         output_fields = self._output_fields(options.output_fields, options.group_by)
+        pk = self.spec.partition_key
+        tenant = None
+        if options.tenant is not None:
+            tenant = check_tenant(self.spec, options.tenant, collection=self.collection)
+            output_fields = output_fields if pk in output_fields else (*output_fields, str(pk))
+        partitions = check_partition_names(
+            options.partition_names, supported=self._partitions, engine=self._engine
+        )
         expr, params = render(
-            options.filter, templates=self._templates, dialect=self._dialect, fields=self._fields
+            scope(options.filter, pk, tenant),
+            templates=self._templates and mode not in CLIENT_SIDE_MODES,  # m3 takes literals
+            dialect=self._dialect,
+            fields=self._fields,
         )
         return SearchPlan(
             limit=limit,
@@ -339,6 +383,8 @@ class HybridSearcher:
             params=params,
             output_fields=output_fields,
             group_by=options.group_by,
+            tenant=tenant,
+            partition_names=partitions,
         )
 
     def _candidates(self, candidate_limit: int | None, mode: Mode, depth: int) -> int:

@@ -43,6 +43,7 @@ MILVUS_FILES = {
     "schema.py",
     "collection.py",
     "_rows.py",
+    "async_collection.py",  # AsyncMilvusClient (the async manager)
 }
 MILVUS_DIRS = ("search/",)
 MODEL_PACKAGES = {
@@ -59,6 +60,10 @@ MODEL_DIRS = ("encoders/",)
 # (ingest/_ray_tasks.py) is plain milvus-m3 code and talks to Milvus through CollectionManager.
 RAY_PACKAGES = {"ray"}
 RAY_FILES = {"ingest/ray_engine.py"}
+# The framework adapters: only integrations/ imports LangChain / LlamaIndex (and pydantic, LangChain's
+# model layer); they talk to Milvus and the model only through HybridSearcher.
+FRAMEWORK_PACKAGES = {"langchain_core", "llama_index", "pydantic"}
+FRAMEWORK_DIRS = ("integrations/",)
 
 
 def allowed(name: str, files: set[str], dirs: tuple[str, ...]) -> bool:
@@ -142,6 +147,17 @@ def test_importing_the_package_never_imports_ray() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("path", MODULES, ids=rel)
+def test_only_the_integrations_import_the_frameworks(path: Path) -> None:
+    found = imported_roots(path) & FRAMEWORK_PACKAGES
+    if found:
+        assert allowed(rel(path), set(), FRAMEWORK_DIRS), (
+            f"milvus_m3/{rel(path)} imports {sorted(found)}; only milvus_m3/integrations/ adapts to frameworks"
+        )
+    if rel(path).startswith(FRAMEWORK_DIRS):
+        assert not imported_roots(path) & (MILVUS_PACKAGES | MODEL_PACKAGES), rel(path)
+
+
 def test_pure_modules_import_neither_milvus_nor_torch() -> None:
     for name in (
         "fusion.py",
@@ -210,6 +226,8 @@ def test_contracts_are_declared_not_probed(path: Path) -> None:
 
 PUBLIC_ALL: dict[str, list[str]] = {
     "milvus_m3": [
+        "AsyncCollectionManager",
+        "AsyncHybridSearcher",
         "CollectionError",
         "CollectionExistsError",
         "CollectionInfo",
@@ -241,6 +259,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "TextTooLongError",
         "ingest",
     ],
+    "milvus_m3.async_collection": ["AsyncCollectionManager"],
     "milvus_m3.capabilities": [
         "LITE_CAPABILITIES",
         "MIN_SERVER_VERSION",
@@ -435,6 +454,9 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "RowError",
         "json_type",
     ],
+    "milvus_m3.integrations": [],
+    "milvus_m3.integrations.langchain": ["MilvusM3Retriever", "to_document"],
+    "milvus_m3.integrations.llama_index": ["MilvusM3Retriever", "to_node"],
     "milvus_m3.schema": [
         "CHUNK_FIELD",
         "DENSE_FIELD",
@@ -459,6 +481,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "resolve_spec",
     ],
     "milvus_m3.search": ["MAX_TOPK", "HybridSearcher", "Mode", "RankerName"],
+    "milvus_m3.search.async_searcher": ["AsyncHybridSearcher", "AsyncPlanRunner"],
     "milvus_m3.search.candidates": [
         "CandidateSet",
         "DocColbert",

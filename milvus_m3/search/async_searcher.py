@@ -1,0 +1,279 @@
+"""AsyncHybridSearcher: ``HybridSearcher``'s search methods as coroutines, on pymilvus's ``AsyncMilvusClient``.
+
+The plan (defaults, checks, filter rendering, tenant scoping) is made by a ``HybridSearcher`` over
+the manager's sync side, so both searchers accept and refuse exactly the same calls; the plan is run
+by ``AsyncPlanRunner``, which builds the same requests as ``PlanRunner`` (it inherits them) and sends
+them with ``await``: client-side RRF sends its dense and sparse searches with ``asyncio.gather``.
+
+The encoder runs in a worker thread (one per searcher, so torch and the tokenizer see one call at a
+time), so the event loop never blocks on the model. Modes ``m3`` / ``m3-all`` (client-side re-ranking
+over stored vectors, ``rerank.py``) run whole in that worker on the sync client; every other mode is
+async end to end. Results equal ``HybridSearcher``'s (tests compare them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .._tenancy import check_tenant_rows
+from ..async_collection import AsyncCollectionManager
+from ..errors import ConfigError, InputError, MilvusM3Error, SearchError
+from ..filters import FilterLike
+from ..fusion import RRF_K
+from ..schema import ID_FIELD
+from ..types import Encoder, Hit, M3Embeddings
+from .execute import PlanRunner
+from .options import (
+    CLIENT_SIDE_MODES,
+    DEFAULT_MODE,
+    DEFAULT_RANKER,
+    Fusion,
+    Mode,
+    RankerName,
+    SearchOptions,
+    SearchPlan,
+    check_queries,
+)
+from .searcher import HybridSearcher
+
+__all__ = ["AsyncHybridSearcher", "AsyncPlanRunner"]
+
+
+class AsyncPlanRunner(PlanRunner):
+    """Runs a ``SearchPlan`` with ``await``; the requests and the result mapping are ``PlanRunner``'s."""
+
+    def __init__(self, amanager: AsyncCollectionManager, collection: str, **kwargs: Any) -> None:
+        caps = amanager.capabilities
+        super().__init__(amanager.sync, collection, amanager.spec(collection), caps, **kwargs)
+        self.amanager = amanager
+        self._per_query = caps.rrf_ranks_across_batch
+
+    async def arun(self, emb: M3Embeddings, plan: SearchPlan) -> list[list[Hit]]:
+        """Hits per query of ``emb`` for a hybrid / dense / sparse plan (the strategy ``run`` would pick)."""
+        n = len(emb)
+        if plan.mode != "hybrid":
+            res = await self._aguarded(
+                plan, self._acall(self._what_search, "search", self._plain_kwargs(emb, plan))
+            )
+            return await self._amapped(res, n, plan, f"{plan.mode} search")
+        if plan.ranker == "rrf" and plan.group_by is None and self.client_rrf:
+            return await self._aclient_rrf(emb, plan)
+        if plan.ranker == "rrf" and self._per_query:
+            parts = [
+                self._acall(
+                    self._what_hybrid,
+                    "hybrid_search",
+                    self._hybrid_kwargs(emb.dense[i : i + 1], emb.sparse[i : i + 1], plan),
+                )
+                for i in range(n)
+            ]
+            got = await self._aguarded(plan, asyncio.gather(*parts))
+            res = [one[0] for one in got if len(one) == 1]
+        else:
+            kwargs = self._hybrid_kwargs(emb.dense, emb.sparse, plan)
+            res = await self._aguarded(plan, self._acall(self._what_hybrid, "hybrid_search", kwargs))
+        return await self._amapped(res, n, plan, "hybrid search")
+
+    async def _aclient_rrf(self, emb: M3Embeddings, plan: SearchPlan) -> list[list[Hit]]:
+        k, out = plan.candidates, list(plan.output_fields)
+        reqs = (self._dense(list(emb.dense), k, plan), self._sparse(list(emb.sparse), k, plan))
+        calls = [
+            self._acall(self._what_search, "search", self._one_kwargs(r, out, plan.partition_names))
+            for r in reqs
+        ]
+        dense_res, sparse_res = await self._aguarded(plan, asyncio.gather(*calls))
+        return self._fused(dense_res, sparse_res, len(emb), plan)
+
+    async def _acall(self, what: str, method: str, kwargs: Mapping[str, Any]) -> Any:
+        return await self.amanager.call(what, method, **kwargs)
+
+    async def _aguarded(self, plan: SearchPlan, work: Any) -> Any:
+        try:
+            return await work
+        except MilvusM3Error:
+            raise
+        except Exception as exc:  # pymilvus raises MilvusException, ParamError, grpc errors
+            raise self._engine_error(exc, plan) from exc
+
+    async def _amapped(self, results: Any, n: int, plan: SearchPlan, what: str) -> list[list[Hit]]:
+        """``PlanRunner._mapped``; in a worker thread only when it must read fields again (ids holding
+        ``'`` on an engine that quotes them unescaped: a sync query)."""
+        quoted = (
+            self._refetch_quoted_ids
+            and plan.mode == "hybrid"
+            and bool(plan.output_fields)
+            and any(isinstance(h[ID_FIELD], str) and "'" in h[ID_FIELD] for r in results for h in r)
+        )
+        if quoted:
+            return await asyncio.to_thread(self._mapped, results, n, plan, what)
+        return self._mapped(results, n, plan, what)
+
+
+class AsyncHybridSearcher:
+    """``HybridSearcher`` for asyncio code: the same constructor arguments and per-call options, and
+    ``await searcher.search(...)`` / ``search_batch`` / ``search_embeddings`` giving the same hits.
+
+    manager: an ``AsyncCollectionManager``. Constructing one reads the collection's spec (and checks it
+    against the encoder) with the sync client: do it at start-up, or ``await AsyncHybridSearcher.create(...)``
+    to do that in a worker thread.
+    """
+
+    def __init__(
+        self,
+        manager: AsyncCollectionManager,
+        collection: str,
+        encoder: Encoder | None = None,
+        *,
+        mode: Mode = DEFAULT_MODE,
+        ranker: RankerName = DEFAULT_RANKER,
+        rrf_k: float = RRF_K,
+        weights: Sequence[float] = (1.0, 1.0),
+        candidate_limit: int | None = None,
+        dense_params: Mapping[str, Any] | None = None,
+        sparse_params: Mapping[str, Any] | None = None,
+        check: bool = True,
+        fusion: Fusion = "auto",
+    ) -> None:
+        self.sync = HybridSearcher(
+            manager.sync,
+            collection,
+            encoder,
+            mode=mode,
+            ranker=ranker,
+            rrf_k=rrf_k,
+            weights=weights,
+            candidate_limit=candidate_limit,
+            dense_params=dense_params,
+            sparse_params=sparse_params,
+            check=check,
+            fusion=fusion,
+        )
+        """The sync searcher that plans every call (and runs m3 / m3-all in the worker thread)."""
+        self.manager = manager
+        self.collection = collection
+        self.encoder = encoder
+        self._runner = AsyncPlanRunner(
+            manager,
+            collection,
+            fusion=self.sync.fusion,
+            dense_params=dense_params,
+            sparse_params=sparse_params,
+        )
+        self._worker = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="milvus-m3-encode"
+        )
+
+    @classmethod
+    async def create(
+        cls, manager: AsyncCollectionManager, collection: str, encoder: Encoder | None = None, **kwargs: Any
+    ) -> AsyncHybridSearcher:
+        """The searcher, built in a worker thread (its spec read and checks are sync round trips)."""
+        return await asyncio.to_thread(functools.partial(cls, manager, collection, encoder, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"AsyncHybridSearcher(collection={self.collection!r}, mode={self.sync.mode!r}, uri={self.manager.uri!r})"
+
+    def close(self) -> None:
+        """Stop the encoder's worker thread (the manager is closed by its owner)."""
+        self._worker.shutdown(wait=False)
+
+    async def search(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        offset: int = 0,
+        mode: Mode | None = None,
+        ranker: RankerName | None = None,
+        weights: Sequence[float] | None = None,
+        filter: FilterLike = None,
+        output_fields: Sequence[str] | None = None,
+        candidate_limit: int | None = None,
+        group_by: str | None = None,
+        tenant: str | int | None = None,
+        partition_names: Sequence[str] | None = None,
+    ) -> list[Hit]:
+        """``HybridSearcher.search``, awaited."""
+        if not isinstance(query, str):
+            raise InputError(
+                f"query must be a string, got {type(query).__name__}; for several queries use search_batch",
+                field="query",
+            )
+        if not query.strip():
+            raise InputError(
+                "query is empty; give some text to search for (or skip the search)", field="query"
+            )
+        options = SearchOptions(
+            limit=limit,
+            offset=offset,
+            mode=mode,
+            ranker=ranker,
+            weights=weights,
+            filter=filter,
+            output_fields=output_fields,
+            candidate_limit=candidate_limit,
+            group_by=group_by,
+            tenant=tenant,
+            partition_names=partition_names,
+        )
+        return (await self._search_texts([query], options))[0]
+
+    async def search_batch(self, queries: Sequence[str], **options: Any) -> list[list[Hit]]:
+        """``HybridSearcher.search_batch``, awaited (the same keyword options)."""
+        return await self._search_texts(queries, SearchOptions(**options))
+
+    async def search_embeddings(self, queries: M3Embeddings, **options: Any) -> list[list[Hit]]:
+        """``HybridSearcher.search_embeddings``, awaited (no encoder involved)."""
+        opts = SearchOptions(**options)
+        plan = self.sync.plan(opts)
+        if not isinstance(queries, M3Embeddings):
+            raise InputError(
+                f"queries must be M3Embeddings (from encoder.encode_queries), got {type(queries).__name__}",
+                field="queries",
+            )
+        if plan.mode in CLIENT_SIDE_MODES or not len(queries) or queries.dim != self.sync.spec.dense_dim:
+            return await self._in_worker(self.sync.search_embeddings, queries, opts)
+        return self._scoped(await self._runner.arun(queries, plan), plan)
+
+    # ----------------------------------------------------------------- internals
+
+    async def _search_texts(self, queries: Sequence[str], options: SearchOptions) -> list[list[Hit]]:
+        plan = self.sync.plan(options)
+        texts = check_queries(queries)
+        if not texts:
+            return []
+        if self.encoder is None:
+            raise ConfigError(
+                "this AsyncHybridSearcher has no encoder; pass encoder=M3Embedder(...) (or any Encoder), or "
+                "search with pre-computed vectors via search_embeddings"
+            )
+        if plan.mode in CLIENT_SIDE_MODES:
+            return await self._in_worker(self.sync.search_batch, texts, options)
+        loop = asyncio.get_running_loop()
+        embeddings = await loop.run_in_executor(self._worker, self.encoder.encode_queries, texts)
+        if len(embeddings) != len(texts):
+            raise SearchError(
+                f"the encoder returned {len(embeddings)} embeddings for {len(texts)} queries; "
+                "an Encoder must give one per text"
+            )
+        return self._scoped(await self._runner.arun(embeddings, plan), plan)
+
+    async def _in_worker(self, method: Any, queries: Any, options: SearchOptions) -> list[list[Hit]]:
+        kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+        loop = asyncio.get_running_loop()
+        result: list[list[Hit]] = await loop.run_in_executor(
+            self._worker, functools.partial(method, queries, **kwargs)
+        )
+        return result
+
+    def _scoped(self, results: list[list[Hit]], plan: SearchPlan) -> list[list[Hit]]:
+        pk = self.sync.spec.partition_key
+        if plan.tenant is not None and pk is not None:
+            rows = [{**h.fields, ID_FIELD: h.id} for hits in results for h in hits]
+            check_tenant_rows(rows, pk, plan.tenant, what="search", collection=self.collection)
+        return results

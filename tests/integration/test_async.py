@@ -1,0 +1,211 @@
+"""AsyncHybridSearcher and AsyncCollectionManager on pymilvus's AsyncMilvusClient.
+
+Against Milvus Lite's embedded mode (a ``.db`` file) and the loopback gRPC server tier: every mode's
+hits equal the sync searcher's (same ids, order, scores); 50 searches run concurrently on one event
+loop through the gRPC server and each equals its sync twin; the encoder runs off the event loop;
+async get / upsert / delete validate and scope like the sync manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from milvus_m3 import AsyncCollectionManager, AsyncHybridSearcher
+from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
+from milvus_m3.embedder import M3Embedder
+from milvus_m3.errors import InputError
+from milvus_m3.filters import F
+from milvus_m3.search import HybridSearcher
+from milvus_m3.types import Hit, M3Embeddings
+
+pytestmark = pytest.mark.integration
+
+TEXTS = [
+    "Milvus is an open-source vector database for similarity search.",
+    "BGE-M3 gives dense and learned sparse vectors from one encoder pass.",
+    "Bread dough rises because yeast releases carbon dioxide.",
+    "Reciprocal rank fusion merges ranked lists without score calibration.",
+    "HNSW is a graph index for approximate nearest neighbour search.",
+    "Sourdough needs a starter culture of wild yeast and bacteria.",
+    "Sparse lexical weights come from a linear layer over token states.",
+    "A vector database shards collections and replicates segments.",
+]
+QUERIES = ["vector database", "yeast bread", "rank fusion of lists", "sparse token weights", "graph index"]
+CASES: list[dict[str, Any]] = [
+    {"mode": "hybrid"},
+    {"mode": "hybrid", "ranker": "weighted", "weights": (1.0, 0.5)},
+    {"mode": "hybrid", "offset": 2, "limit": 3},
+    {"mode": "dense"},
+    {"mode": "sparse"},
+    {"mode": "m3"},
+    {"mode": "hybrid", "filter": F.eq("topic", "food")},
+    {"mode": "dense", "tenant": "t1"},
+    {"mode": "hybrid", "tenant": "t0", "filter": 'id != "d0"'},
+]
+
+
+def key(hits: Sequence[Hit]) -> list[tuple[Any, float, Any]]:
+    return [(h.id, h.score, h.text) for h in hits]
+
+
+class ThreadRecorder:
+    """The tiny embedder, recording the thread each query encoding runs in."""
+
+    def __init__(self, inner: M3Embedder) -> None:
+        self.inner = inner
+        self.threads: list[str] = []
+        self.model_name = inner.model_name
+        self.dense_dim = inner.dense_dim
+
+    def encode_documents(self, texts: Sequence[str]) -> M3Embeddings:
+        return self.inner.encode_documents(texts)
+
+    def encode_queries(self, texts: Sequence[str]) -> M3Embeddings:
+        self.threads.append(threading.current_thread().name)
+        return self.inner.encode_queries(texts)
+
+
+def _fill(manager: CollectionManager, embedder: M3Embedder) -> None:
+    spec = CollectionSpec(
+        dense_dim=embedder.dense_dim,
+        model_name=embedder.model_name,
+        partition_key="tenant",
+        scalar_fields=(ScalarField(name="topic", default="misc"),),
+    )
+    manager.create_collection("docs", spec=spec, recreate=True)
+    topics = ["db", "ml", "food", "ml", "db", "food", "ml", "db"]
+    manager.upsert(
+        "docs",
+        ids=[f"d{i}" for i in range(len(TEXTS))],
+        texts=TEXTS,
+        embeddings=embedder.encode_documents(TEXTS),
+        fields={"topic": topics, "tenant": [f"t{i % 2}" for i in range(len(TEXTS))]},
+    )
+
+
+@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
+def tier(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CollectionManager]:
+    if request.param == "lite":
+        m = CollectionManager(str(tmp_path / "async.db"))
+        try:
+            yield m
+        finally:
+            m.close()
+    else:
+        yield request.getfixturevalue("server_manager")
+
+
+def test_async_hits_equal_the_sync_searchers(tier: CollectionManager, tiny_embedder: M3Embedder) -> None:
+    _fill(tier, tiny_embedder)
+    sync = HybridSearcher(tier, "docs", tiny_embedder)
+    recorder = ThreadRecorder(tiny_embedder)
+
+    async def main() -> list[list[list[Hit]]]:
+        async with AsyncCollectionManager(manager=tier) as am:
+            searcher = await AsyncHybridSearcher.create(am, "docs", recorder)
+            try:
+                out = []
+                for case in CASES:
+                    out.append([await searcher.search(q, **case) for q in QUERIES])
+                    out.append(await searcher.search_batch(QUERIES, **case))
+                return out
+            finally:
+                searcher.close()
+
+    got = asyncio.run(main())
+    for i, case in enumerate(CASES):
+        want = [sync.search(q, **case) for q in QUERIES]
+        assert [key(h) for h in got[2 * i]] == [key(h) for h in want], case
+        assert [key(h) for h in got[2 * i + 1]] == [key(h) for h in sync.search_batch(QUERIES, **case)], case
+        assert any(want), case
+    # the event loop thread never ran the encoder
+    assert recorder.threads and all(t.startswith("milvus-m3-encode") for t in recorder.threads)
+
+
+@pytest.mark.server
+def test_fifty_concurrent_searches_on_the_grpc_server(
+    server_manager: CollectionManager, tiny_embedder: M3Embedder
+) -> None:
+    _fill(server_manager, tiny_embedder)
+    sync = HybridSearcher(server_manager, "docs", tiny_embedder)
+    jobs = [(QUERIES[i % len(QUERIES)], CASES[i % len(CASES)]) for i in range(50)]
+    want = [key(sync.search(q, **case)) for q, case in jobs]
+
+    async def main() -> list[list[Hit]]:
+        async with AsyncCollectionManager(server_manager.connection.uri) as am:
+            searcher = AsyncHybridSearcher(am, "docs", tiny_embedder)
+            try:
+                return await asyncio.gather(*(searcher.search(q, **case) for q, case in jobs))
+            finally:
+                searcher.close()
+
+    got = asyncio.run(main())
+    assert len(got) == 50
+    for (q, case), hits, expected in zip(jobs, got, want, strict=True):
+        assert key(hits) == expected, (q, case)
+
+
+def test_async_get_upsert_delete(tier: CollectionManager, tiny_embedder: M3Embedder) -> None:
+    _fill(tier, tiny_embedder)
+    emb = tiny_embedder.encode_documents(["new one", "new two"])
+
+    async def main() -> None:
+        async with AsyncCollectionManager(manager=tier) as am:
+            assert (
+                await am.upsert(
+                    "docs", ids=["n1", "n2"], texts=["new one", "new two"], embeddings=emb, tenant="t0"
+                )
+                == 2
+            )
+            rows = await am.get("docs", ["n1", "n2", "d1"], tenant="t0")
+            assert [r["id"] for r in rows] == ["n1", "n2"]  # d1 is t1's
+            assert rows == tier.get("docs", ["n1", "n2"])
+            with pytest.raises(InputError, match="another tenant"):
+                await am.upsert("docs", ids=["d1"], texts=["x"], embeddings=emb.select([0]), tenant="t0")
+            with pytest.raises(InputError):
+                await am.upsert("docs", ids=["bad"], texts=[""], embeddings=emb.select([0]), tenant="t0")
+            assert await am.delete("docs", ids=["d1"], tenant="t0") == 0
+            assert await am.delete("docs", ids=["n1", "n2"], tenant="t0") == 2
+            assert await am.count("docs") == len(TEXTS)
+
+    asyncio.run(main())
+    assert tier.get("docs", ["d1"])[0]["text"] == TEXTS[1]
+
+
+def test_a_cancelled_call_gives_the_lite_file_lock_back(tmp_path: Path, tiny_embedder: M3Embedder) -> None:
+    """A call cancelled while it waits for the Lite file's lock (a write holds it) must not keep it."""
+    from milvus_m3 import _lite
+
+    uri = str(tmp_path / "cancel.db")
+    manager = CollectionManager(uri)
+    _fill(manager, tiny_embedder)
+    emb = tiny_embedder.encode_documents(["late"])
+
+    async def main() -> int:
+        async with AsyncCollectionManager(manager=manager) as am:
+            lock = _lite.acquire(uri)
+            try:
+                with lock.write():  # a writer of this process holds the file
+                    waiting = asyncio.ensure_future(am.count("docs"))
+                    await asyncio.sleep(0.2)
+                    waiting.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await waiting
+            finally:
+                _lite.release(uri)
+            # the cancelled read took the lock after the writer left and gave it back: a write goes through
+            await asyncio.wait_for(
+                am.upsert("docs", ids=["late"], texts=["late"], embeddings=emb, tenant="t0"), 60
+            )
+            return await am.count("docs")
+
+    try:
+        assert asyncio.run(main()) == len(TEXTS) + 1
+    finally:
+        manager.close()
