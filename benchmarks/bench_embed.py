@@ -155,7 +155,7 @@ def make_flag(
 def m3_batch_plan() -> Any:
     """M3Embedder's own batching (it ends a batch early rather than pad much), for the cost model."""
     try:
-        from milvus_m3._flag_backend import _plan_batches
+        from milvus_m3._batching import plan_batches as _plan_batches
     except ImportError:
         return None
     return _plan_batches
