@@ -53,8 +53,7 @@ def load_encoder(model_dir: Path, config: dict[str, Any], dtype: Any) -> Any | N
     prefix = "roberta." if any(k.startswith("roberta.") for k in state) else ""
     state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_KEYS)}
-    with torch.device("meta"):
-        encoder = XLMREncoder(config)
+    encoder = XLMREncoder(config)  # parameters allocated, not initialised: the checkpoint fills them
     missing, unexpected = encoder.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise ModelLoadError(
@@ -88,16 +87,37 @@ def _read_state(model_dir: Path) -> dict[str, Any] | None:
     return state
 
 
+class _EmptyLinear(nn.Linear):
+    def reset_parameters(self) -> None:
+        """Nothing: the weights come from the checkpoint (random init of 0.5 B parameters costs seconds)."""
+
+
+class _EmptyEmbedding(nn.Embedding):
+    def reset_parameters(self) -> None:
+        """Nothing: the weights come from the checkpoint."""
+
+
+def _linear(inputs: int, outputs: int) -> nn.Linear:
+    """An ``nn.Linear`` (the exact class, as quantisation and state dicts expect) left uninitialised."""
+    layer: nn.Linear = _EmptyLinear(inputs, outputs)
+    layer.__class__ = nn.Linear
+    return layer
+
+
+def _embedding(rows: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
+    table: nn.Embedding = _EmptyEmbedding(rows, dim, padding_idx=padding_idx)
+    table.__class__ = nn.Embedding
+    return table
+
+
 class Embeddings(nn.Module):
     def __init__(self, c: dict[str, Any]) -> None:
         super().__init__()
         hidden = int(c["hidden_size"])
         self.padding_idx = int(c.get("pad_token_id", 1))
-        self.word_embeddings = nn.Embedding(int(c["vocab_size"]), hidden, padding_idx=self.padding_idx)
-        self.position_embeddings = nn.Embedding(
-            int(c["max_position_embeddings"]), hidden, padding_idx=self.padding_idx
-        )
-        self.token_type_embeddings = nn.Embedding(int(c.get("type_vocab_size", 1)), hidden)
+        self.word_embeddings = _embedding(int(c["vocab_size"]), hidden, self.padding_idx)
+        self.position_embeddings = _embedding(int(c["max_position_embeddings"]), hidden, self.padding_idx)
+        self.token_type_embeddings = _embedding(int(c.get("type_vocab_size", 1)), hidden)
         self.LayerNorm = nn.LayerNorm(hidden, eps=float(c.get("layer_norm_eps", 1e-5)))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -114,9 +134,9 @@ class SelfAttention(nn.Module):
         super().__init__()
         hidden = int(c["hidden_size"])
         self.heads = int(c["num_attention_heads"])
-        self.query = nn.Linear(hidden, hidden)
-        self.key = nn.Linear(hidden, hidden)
-        self.value = nn.Linear(hidden, hidden)
+        self.query = _linear(hidden, hidden)
+        self.key = _linear(hidden, hidden)
+        self.value = _linear(hidden, hidden)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, t, h = x.shape
@@ -133,7 +153,7 @@ class DenseNorm(nn.Module):  # transformers' *SelfOutput / *Output: dense, resid
     def __init__(self, c: dict[str, Any], inputs: int) -> None:
         super().__init__()
         hidden = int(c["hidden_size"])
-        self.dense = nn.Linear(inputs, hidden)
+        self.dense = _linear(inputs, hidden)
         self.LayerNorm = nn.LayerNorm(hidden, eps=float(c.get("layer_norm_eps", 1e-5)))
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -151,7 +171,7 @@ class Attention(nn.Module):
 class Intermediate(nn.Module):
     def __init__(self, c: dict[str, Any]) -> None:
         super().__init__()
-        self.dense = nn.Linear(int(c["hidden_size"]), int(c["intermediate_size"]))
+        self.dense = _linear(int(c["hidden_size"]), int(c["intermediate_size"]))
 
 
 class Layer(nn.Module):
