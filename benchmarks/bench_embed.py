@@ -91,10 +91,13 @@ def make_m3(
 ) -> Callable[[list[str]], Output]:
     from milvus_m3.embedder import M3Embedder
 
+    import torch
+
     emb = M3Embedder(
         str(model_dir),
         device=device,
         precision=precision,
+        threads=torch.get_num_threads(),  # keep the --threads setting the other contenders run with
         batch_size=batch_size,
         document_max_length=max_length,
         overflow="truncate",

@@ -149,11 +149,12 @@ class M3Embedder:
         self._query_max_length = query_max_length
         self._document_max_length = document_max_length
         logger.info(
-            "loaded %s from %s on %s (%s): dense dim %d, colbert dim %d, max %d tokens",
+            "loaded %s from %s on %s (%s, %d CPU threads): dense dim %d, colbert dim %d, max %d tokens",
             self._model_name,
             model_dir,
             self.device,
             self.precision,
+            threads if threads is not None else default_threads(),
             self.dense_dim,
             self.colbert_dim,
             limit,

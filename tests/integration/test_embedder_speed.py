@@ -393,3 +393,34 @@ def test_pytorch_bin_checkpoint_loads_through_transformers_with_equal_outputs(
     _same_outputs(
         emb.encode_documents(TEXTS, colbert=True), tiny_embedder.encode_documents(TEXTS, colbert=True)
     )
+
+
+@integration
+def test_cli_threads_flag_reaches_the_embedder(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import json as _json
+    import os
+
+    docs = tmp_path / "d.jsonl"
+    docs.write_text(_json.dumps({"id": "1", "text": "threads flag"}) + "\n", encoding="utf-8")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "milvus_m3"]
+    common = ["--collection", "t", "--uri", str(tmp_path / "t.db"), "--model", str(tiny_checkpoint)]
+    out = subprocess.run(
+        [*base, "ingest", str(docs), *common, "--threads", "2", "-v"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "(fp32, 2 CPU threads)" in out.stderr
+    out = subprocess.run(
+        [*base, "search", "threads", *common, "--threads", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=240,
+    )
+    assert out.returncode == 2 and "--threads" in out.stderr
