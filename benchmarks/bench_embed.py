@@ -89,9 +89,9 @@ Output = tuple[np.ndarray, list[dict[int, float]]]
 def make_m3(
     model_dir: Path, batch_size: int, max_length: int, device: str = "cpu", precision: str = "fp32"
 ) -> Callable[[list[str]], Output]:
-    from milvus_m3.embedder import M3Embedder
-
     import torch
+
+    from milvus_m3.embedder import M3Embedder
 
     emb = M3Embedder(
         str(model_dir),
