@@ -424,3 +424,50 @@ def test_cli_threads_flag_reaches_the_embedder(tmp_path: Path, tiny_checkpoint: 
         timeout=240,
     )
     assert out.returncode == 2 and "--threads" in out.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# int8 on CPU
+
+
+@integration
+def test_int8_quantises_the_linear_layers_and_stays_close(
+    tiny_checkpoint: Path, tiny_embedder: M3Embedder
+) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's quantisation deprecation notes stay inside the loader
+        emb = M3Embedder(tiny_checkpoint, device="cpu", precision="int8")
+        out = emb.encode_documents(TEXTS, colbert=True)
+    assert emb.precision == "int8"
+    import torch
+
+    kinds = {type(m) for m in emb._backend._modules.modules()}
+    assert torch.ao.nn.quantized.dynamic.Linear in kinds and torch.nn.Linear not in kinds
+    ref = tiny_embedder.encode_documents(TEXTS, colbert=True)
+    assert out.dense.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out.dense, axis=1), 1.0, atol=1e-5)
+    assert float((out.dense * ref.dense).sum(axis=1).min()) > 0.99
+    assert out.colbert is not None and ref.colbert is not None
+    assert [c.shape for c in out.colbert] == [c.shape for c in ref.colbert]
+    kept = [
+        len(set(sorted(a, key=a.__getitem__)[-10:]) & set(sorted(b, key=b.__getitem__)[-10:]))
+        / min(10, len(b))
+        for a, b in zip(out.sparse, ref.sparse, strict=True)
+        if b
+    ]
+    assert float(np.mean(kept)) > 0.8
+    assert out.token_counts == ref.token_counts
+
+
+def test_int8_is_cpu_only(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CPU only"):
+            M3Embedder(str(tmp_path / "never-read"), device="cuda", precision="int8")
+    from milvus_m3._torch_backend import resolve_precision
+
+    with pytest.raises(ConfigError, match="CPU only"):
+        resolve_precision("int8", "cuda:0")
