@@ -87,14 +87,23 @@ Output = tuple[np.ndarray, list[dict[int, float]]]
 
 
 def make_m3(
-    model_dir: Path, batch_size: int, max_length: int, device: str = "cpu", precision: str = "fp32"
+    model_dir: Path,
+    batch_size: int,
+    max_length: int,
+    device: str = "cpu",
+    precision: str = "fp32",
+    max_batch_tokens: int | None = None,
 ) -> Callable[[list[str]], Output]:
+    import torch
+
     from milvus_m3.embedder import M3Embedder
 
     emb = M3Embedder(
         str(model_dir),
         device=device,
         precision=precision,
+        threads=torch.get_num_threads(),  # keep the --threads setting the other contenders run with
+        max_batch_tokens=max_batch_tokens,
         batch_size=batch_size,
         document_max_length=max_length,
         overflow="truncate",
@@ -121,7 +130,12 @@ def quiet_flag_progress() -> None:
 
 
 def make_flag(
-    model_dir: Path, batch_size: int, max_length: int, device: str = "cpu", precision: str = "fp32"
+    model_dir: Path,
+    batch_size: int,
+    max_length: int,
+    device: str = "cpu",
+    precision: str = "fp32",
+    max_batch_tokens: int | None = None,
 ) -> Callable[[list[str]], Output]:
     from FlagEmbedding import BGEM3FlagModel
 
@@ -152,13 +166,13 @@ def make_flag(
     return run
 
 
-def m3_batch_plan() -> Any:
+def m3_batch_plan(max_batch_tokens: int | None = None) -> Any:
     """M3Embedder's own batching (it ends a batch early rather than pad much), for the cost model."""
     try:
-        from milvus_m3._flag_backend import _plan_batches
+        from milvus_m3._batching import plan_batches as _plan_batches
     except ImportError:
         return None
-    return _plan_batches
+    return lambda lengths, batch_size: _plan_batches(lengths, batch_size, max_batch_tokens)
 
 
 def milvus_model_problem() -> str | None:
@@ -179,7 +193,12 @@ def milvus_model_problem() -> str | None:
 
 
 def make_milvus_model(
-    model_dir: Path, batch_size: int, max_length: int, device: str = "cpu", precision: str = "fp32"
+    model_dir: Path,
+    batch_size: int,
+    max_length: int,
+    device: str = "cpu",
+    precision: str = "fp32",
+    max_batch_tokens: int | None = None,
 ) -> Callable[[list[str]], Output]:
     from milvus_model.hybrid import BGEM3EmbeddingFunction
 

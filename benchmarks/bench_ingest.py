@@ -130,7 +130,12 @@ def main() -> int:
     )
     t0 = time.perf_counter()
     embedder = M3Embedder(
-        ckpt, device="cpu", precision="fp32", overflow="truncate", batch_size=args.encode_batch_size
+        ckpt,
+        device="cpu",
+        precision="fp32",
+        overflow="truncate",
+        batch_size=args.encode_batch_size,
+        threads=torch.get_num_threads(),  # keep the --threads setting the other contenders run with
     )
     print(f"model loaded in {time.perf_counter() - t0:.1f} s", flush=True)
 

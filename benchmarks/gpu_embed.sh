@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU embedding benchmark: full-size BGE-M3 architecture (random weights) in fp16 and bf16,
-# tokens/s of M3Embedder and of FlagEmbedding called directly, and the share of the GPU's matrix
-# throughput reached. Bounded to under 10 minutes (the python part is killed at 9.5).
+# tokens/s of M3Embedder, of M3Embedder with a token budget (4x the batch size, batches bounded by
+# --max-batch-tokens padded tokens, default 131072) and of FlagEmbedding called directly, and the share
+# of the GPU's matrix throughput reached. Bounded to under 10 minutes (the python part is killed at 9.5).
 #
 #   benchmarks/gpu_embed.sh --prepare     # on the CPU machine: copy the tokenizer and SciFact into
 #                                         # .cache/gpu/ (25 MB, gitignored) so they can travel

@@ -1,9 +1,12 @@
 """The seam under ``M3Embedder``: the ``EmbeddingBackend`` protocol, its load options and the factory.
 
 ``M3Embedder`` checks its options and texts, cuts over-long texts and builds ``M3Embeddings``; a
-backend tokenizes and runs the model. Today's one backend is FlagEmbedding on torch
-(``_flag_backend.FlagBackend``). A second one (ONNX, say) is one new private module with a class that
-satisfies ``EmbeddingBackend`` and a loader taking ``BackendOptions``, plus one branch in
+backend tokenizes and runs the model. The backends (``BACKENDS``): "transformers" (the default,
+``_hf_backend``: the encoder through transformers, the heads through ``torch.load``, no FlagEmbedding
+import) and "flagembedding" (``_flag_backend``: the model as FlagEmbedding's ``BGEM3FlagModel`` loads
+it), both run by ``_torch_backend.TorchBackend``'s loop; ``devices=[...]`` puts one worker process per
+device in front of either (``_multi_device``). Another one (ONNX, say) is one new private module with a
+class that satisfies ``EmbeddingBackend`` and a loader taking ``BackendOptions``, plus one branch in
 ``load_backend``.
 
 Private; imports neither torch nor FlagEmbedding (the backend module is imported inside
@@ -23,6 +26,8 @@ import numpy.typing as npt
 from .checkpoint import DEFAULT_MODEL
 from .types import SparseVector
 
+BACKENDS = ("transformers", "flagembedding")
+
 BackendOutput = tuple[npt.NDArray[np.float32], list[SparseVector], list[npt.NDArray[np.float32]] | None]
 """What ``EmbeddingBackend.encode`` gives: dense (n, dim) unit rows, sparse dicts, ColBERT arrays or None."""
 
@@ -35,8 +40,17 @@ class BackendOptions:
     device: str | None = None
     """None: the backend picks one device ("cuda:0" when available, else "cpu")."""
     precision: str = "auto"
+    """ "auto", "fp32", "fp16", "bf16" or "int8" (CPU)."""
     cache_dir: str | os.PathLike[str] | None = None
     local_files_only: bool | None = None
+    backend: str = "transformers"
+    """One of ``BACKENDS``."""
+    threads: int | None = None
+    """torch's CPU threads for this process; None: ``$OMP_NUM_THREADS``, else the CPUs it may use."""
+    max_batch_tokens: int | None = None
+    """At most this many padded tokens (rows x the longest row) per batch; None: no token budget."""
+    devices: tuple[str, ...] | None = None
+    """One worker process per device (``device`` is then unused); None: run in this process."""
 
 
 class EmbeddingBackend(Protocol):
@@ -95,9 +109,32 @@ class EmbeddingBackend(Protocol):
         """Embed texts given as token ids (each at most ``max_length`` long), in input order."""
         ...
 
+    def close(self) -> None:
+        """Release what the backend holds beyond memory (worker processes); safe to call twice."""
+        ...
+
+
+def default_threads() -> int:
+    """``$OMP_NUM_THREADS`` when set to a positive int, else the CPUs this process may run on."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
 
 def load_backend(options: BackendOptions) -> EmbeddingBackend:
-    """The backend for ``options``: FlagEmbedding on torch (the only one today)."""
-    from ._flag_backend import load_flag_backend
+    """The backend for ``options``: worker processes when ``devices`` is given, else ``backend`` here."""
+    if options.devices is not None:
+        from ._multi_device import load_multi_device_backend
 
-    return load_flag_backend(options)
+        return load_multi_device_backend(options)
+    if options.backend == "flagembedding":
+        from ._flag_backend import load_flag_backend
+
+        return load_flag_backend(options)
+    from ._hf_backend import load_hf_backend
+
+    return load_hf_backend(options)

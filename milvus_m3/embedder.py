@@ -3,9 +3,10 @@
 ``M3Embedder`` checks options and texts, finds texts longer than the max length (cut and listed in
 ``M3Embeddings.truncated``, or refused, as ``overflow`` says), cuts long texts into token spans
 (``chunk_spans``) and takes a lock around every call. The model itself is an ``EmbeddingBackend``
-(``_backend``) got from ``load_backend``: today FlagEmbedding on torch (``_flag_backend``, whose
-outputs equal FlagEmbedding's own; the tests check it), with the checkpoint found and checked by
-``checkpoint``.
+(``_backend``) got from ``load_backend``: by default BGE-M3 through transformers without importing
+FlagEmbedding (``_hf_backend``), or as FlagEmbedding loads it (``backend="flagembedding"``,
+``_flag_backend``); the outputs of both equal FlagEmbedding's own (the tests check it). The checkpoint
+is found and checked by ``checkpoint``.
 
 ``M3Embedder`` satisfies the ``Encoder``, ``ChunkingEncoder`` and ``ColbertEncoder`` protocols of
 ``types``. This module imports neither torch nor FlagEmbedding nor transformers: the backend is
@@ -23,17 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ._backend import BackendOptions, EmbeddingBackend, load_backend
+from ._backend import BACKENDS, BackendOptions, EmbeddingBackend, default_threads, load_backend
 from ._text import check_texts
 from .checkpoint import DEFAULT_MODEL
 from .errors import ConfigError, InputError, TextTooLongError
 from .types import M3Embeddings
 
-__all__ = ["DEFAULT_MODEL", "OVERFLOW_MODES", "PRECISIONS", "M3Embedder"]
+__all__ = ["BACKENDS", "DEFAULT_MODEL", "OVERFLOW_MODES", "PRECISIONS", "M3Embedder"]
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 OVERFLOW_MODES = ("warn", "error", "truncate")
 
 _MIN_MAX_LENGTH = 3  # <s>, one content token, </s>
@@ -49,7 +50,14 @@ class M3Embedder:
     ``model_name_or_path`` is a local checkpoint directory or a Hugging Face hub id (resolved with
     ``huggingface_hub.snapshot_download``; ``local_files_only`` defaults to ``$HF_HUB_OFFLINE``).
     ``device`` None picks "cuda:0" when CUDA is available, else "cpu" (one device, never all GPUs).
-    ``precision`` "auto" is fp16 on CUDA and fp32 elsewhere. ``overflow`` says what happens to a text
+    ``precision`` "auto" is fp16 on CUDA and fp32 elsewhere; "int8" (CPU) quantises the linear layers
+    dynamically (about 2x faster, outputs close to fp32: benchmarks/bench_int8.py). ``threads`` sets
+    torch's CPU threads for the whole process (None: ``$OMP_NUM_THREADS`` when set, else the CPUs this
+    process may use). ``max_batch_tokens`` bounds a batch's padded tokens (rows x longest row) as well
+    as its count; a batch that runs out of memory is split and retried, logged at WARNING.
+    ``devices`` (e.g. ``["cuda:0", "cuda:1"]``) runs one worker process per device and splits each
+    call's texts between them, outputs in input order; call ``close()`` (or use ``with``) to stop
+    them. ``backend`` is "transformers" (default) or "flagembedding". ``overflow`` says what happens to a text
     longer than the max length: "warn" cuts it (as Hugging Face truncation does) and warns once per
     call, "truncate" cuts it quietly, "error" raises ``TextTooLongError``; cut rows are always listed
     in ``M3Embeddings.truncated``.
@@ -69,6 +77,10 @@ class M3Embedder:
         cache_dir: str | os.PathLike[str] | None = None,
         local_files_only: bool | None = None,
         show_progress: bool = False,
+        threads: int | None = None,
+        max_batch_tokens: int | None = None,
+        devices: Sequence[str] | None = None,
+        backend: str = "transformers",
     ) -> None:
         if not isinstance(model_name_or_path, (str, os.PathLike)) or not str(model_name_or_path).strip():
             raise ConfigError(
@@ -90,6 +102,13 @@ class M3Embedder:
             _check_bool("local_files_only", local_files_only)
         if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
             raise ConfigError(f"cache_dir must be a directory path or None, got {cache_dir!r}")
+        if threads is not None:
+            _check_positive_int("threads", threads)
+        if max_batch_tokens is not None:
+            _check_positive_int("max_batch_tokens", max_batch_tokens)
+        device_list = _check_devices(devices, device)
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
 
         self._model_name = os.fspath(model_name_or_path)
         # The fast tokenizer changes its truncation state on every call and one model runs one batch
@@ -107,8 +126,14 @@ class M3Embedder:
                 precision=precision,
                 cache_dir=cache_dir,
                 local_files_only=local_files_only,
+                backend=backend,
+                threads=threads,
+                max_batch_tokens=max_batch_tokens,
+                devices=device_list,
             )
         )
+        self._devices = device_list
+        self._threads = threads if threads is not None else default_threads()
         model_dir = self._backend.model_dir
 
         limit = self._backend.max_length
@@ -124,11 +149,12 @@ class M3Embedder:
         self._query_max_length = query_max_length
         self._document_max_length = document_max_length
         logger.info(
-            "loaded %s from %s on %s (%s): dense dim %d, colbert dim %d, max %d tokens",
+            "loaded %s from %s on %s (%s, %d CPU threads): dense dim %d, colbert dim %d, max %d tokens",
             self._model_name,
             model_dir,
             self.device,
             self.precision,
+            threads if threads is not None else default_threads(),
             self.dense_dim,
             self.colbert_dim,
             limit,
@@ -174,8 +200,28 @@ class M3Embedder:
         return self._backend.precision
 
     @property
+    def threads(self) -> int:
+        """torch's CPU threads this embedder asked for (per process; per worker with ``devices``)."""
+        return self._threads
+
+    @property
+    def devices(self) -> tuple[str, ...] | None:
+        """The worker devices (``devices=``), or None when the model runs in this process."""
+        return self._devices
+
+    @property
     def batch_size(self) -> int:
         return self._batch_size
+
+    def close(self) -> None:
+        """Stop the worker processes of ``devices=`` (nothing to do otherwise); safe to call twice."""
+        self._backend.close()
+
+    def __enter__(self) -> M3Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def query_max_length(self) -> int:
@@ -368,6 +414,21 @@ def _check_max_length(name: str, value: object) -> None:
 def _check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_devices(devices: Sequence[str] | None, device: str | None) -> tuple[str, ...] | None:
+    if devices is None:
+        return None
+    if isinstance(devices, str) or not isinstance(devices, Sequence) or not devices:
+        raise ConfigError(
+            f"devices must be a non-empty list of devices such as ['cuda:0', 'cuda:1'], got {devices!r}"
+        )
+    if device is not None:
+        raise ConfigError("pass device= or devices=, not both")
+    for d in devices:
+        if not isinstance(d, str) or not d.strip():
+            raise ConfigError(f"devices must hold device names such as 'cuda:0', got {d!r}")
+    return tuple(d.strip() for d in devices)
 
 
 def _check_texts(texts: Sequence[str], *, allow_empty: bool) -> list[str]:

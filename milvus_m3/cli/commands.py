@@ -129,7 +129,12 @@ def _manager(args: argparse.Namespace) -> CollectionManager:
 def _embedder(args: argparse.Namespace, *, kind: str, overflow: str, batch_size: int = 16) -> M3Embedder:
     from ..embedder import M3Embedder
 
-    kwargs: dict[str, Any] = {"device": args.device, "overflow": overflow, "batch_size": batch_size}
+    kwargs: dict[str, Any] = {
+        "device": args.device,
+        "overflow": overflow,
+        "batch_size": batch_size,
+        "threads": args.threads,
+    }
     if args.max_length is not None:
         kwargs["document_max_length" if kind == "document" else "query_max_length"] = args.max_length
     return M3Embedder(args.model, **kwargs)

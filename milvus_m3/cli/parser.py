@@ -124,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 when available, else cpu)"
     )
     grp.add_argument(
+        "--threads",
+        type=_positive,
+        default=None,
+        help="torch CPU threads (default: $OMP_NUM_THREADS, else the CPUs this process may use; "
+        "1 is fastest on a busy shared machine)",
+    )
+    grp.add_argument(
         "--max-length",
         type=_positive,
         default=None,

@@ -53,8 +53,18 @@ MODEL_PACKAGES = {
     "sentence_transformers",
     "safetensors",
     "huggingface_hub",
+    "tokenizers",
 }
-MODEL_FILES = {"_flag_backend.py", "checkpoint.py", "testing.py"}
+# The two torch backends (_hf_backend, the default, with BGE-M3's encoder in _xlmr; _flag_backend:
+# FlagEmbedding) and the loop they share (_torch_backend); _batching and _multi_device import none.
+MODEL_FILES = {
+    "_flag_backend.py",
+    "_hf_backend.py",
+    "_torch_backend.py",
+    "_xlmr.py",
+    "checkpoint.py",
+    "testing.py",
+}
 MODEL_DIRS = ("encoders/",)
 # Ray (the optional `ray` extra) only in the driver of Ray ingestion; what runs in its workers
 # (ingest/_ray_tasks.py) is plain milvus-m3 code and talks to Milvus through CollectionManager.
@@ -167,6 +177,10 @@ def test_pure_modules_import_neither_milvus_nor_torch() -> None:
         "errors.py",
         "capabilities.py",
         "_text.py",
+        "_batching.py",
+        "_backend.py",
+        "_multi_device.py",
+        "embedder.py",
     ):
         found = imported_roots(PACKAGE / name) & (MILVUS_PACKAGES | MODEL_PACKAGES)
         assert not found, f"milvus_m3/{name} imports {sorted(found)}"
@@ -305,7 +319,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "is_transient",
         "redact_uri",
     ],
-    "milvus_m3.embedder": ["DEFAULT_MODEL", "OVERFLOW_MODES", "PRECISIONS", "M3Embedder"],
+    "milvus_m3.embedder": ["BACKENDS", "DEFAULT_MODEL", "OVERFLOW_MODES", "PRECISIONS", "M3Embedder"],
     "milvus_m3.encoders": [
         "MINILM_ALIAS",
         "SPLADE_TINY_ALIAS",
