@@ -134,6 +134,7 @@ def _embedder(args: argparse.Namespace, *, kind: str, overflow: str, batch_size:
         "overflow": overflow,
         "batch_size": batch_size,
         "threads": args.threads,
+        "max_batch_tokens": getattr(args, "max_batch_tokens", None),
     }
     if args.max_length is not None:
         kwargs["document_max_length" if kind == "document" else "query_max_length"] = args.max_length
@@ -263,7 +264,12 @@ def _cmd_ingest_ray(args: argparse.Namespace) -> int:
         if args.errors
         else state.with_name(state.name.replace(".ingest-state.json", ".ingest-errors.jsonl"))
     )
-    kwargs: dict[str, Any] = {"device": args.device, "batch_size": args.encode_batch_size}
+    kwargs: dict[str, Any] = {
+        "device": args.device,
+        "batch_size": args.encode_batch_size,
+        "max_batch_tokens": args.max_batch_tokens,
+        "threads": args.threads,
+    }
     if args.max_length is not None:
         kwargs["document_max_length"] = args.max_length
     with _manager(args) as manager:

@@ -302,6 +302,12 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="record field holding each record's tenant (a missing collection gets a tenant field)",
     )
     p.add_argument("--encode-batch-size", type=_positive, default=16, help="texts per model forward pass")
+    p.add_argument(
+        "--max-batch-tokens",
+        type=_positive,
+        default=None,
+        help="padded tokens per forward pass as well (bounds GPU memory for long documents)",
+    )
     _add_ray(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")

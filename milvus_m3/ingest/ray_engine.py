@@ -74,6 +74,10 @@ class M3EmbedderFactory:
     document_max_length: int = 8192
     overflow: str = "truncate"
     local_files_only: bool | None = None
+    max_batch_tokens: int | None = None
+    """Padded tokens per forward pass (None: count only), as ``M3Embedder(max_batch_tokens=...)``."""
+    threads: int | None = None
+    """torch CPU threads per actor (None: M3Embedder's default; 1 when actors share a node's cores)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __call__(self) -> Encoder:
@@ -87,6 +91,8 @@ class M3EmbedderFactory:
             document_max_length=self.document_max_length,
             overflow=self.overflow,
             local_files_only=self.local_files_only,
+            max_batch_tokens=self.max_batch_tokens,
+            threads=self.threads,
             **dict(self.extra),
         )
 

@@ -325,3 +325,16 @@ def test_the_read_step_streams_a_uri_through_pyarrow_and_keeps_it_as_the_source(
     assert {r.source for b in got for r in b.records} == {uri}
     assert [r.data for b in got for r in b.records] == [{"_id": f"d{i}", "text": f"t{i}"} for i in range(5)]
     assert all(b.id_choices == {uri: "_id"} for b in got)  # chosen from the first record, as ingest() does
+
+
+@pytest.mark.integration
+def test_the_actor_factory_passes_the_token_budget_and_threads(tiny_checkpoint: Path) -> None:
+    from milvus_m3.ingest.ray_engine import M3EmbedderFactory
+
+    texts = ["a short text", "a somewhat longer text " * 20, "mid length text here " * 5]
+    budget = M3EmbedderFactory(model=str(tiny_checkpoint), device="cpu", max_batch_tokens=64, threads=1)()
+    plain = M3EmbedderFactory(model=str(tiny_checkpoint), device="cpu", threads=1)()
+    assert budget.threads == 1
+    a, b = budget.encode_documents(texts), plain.encode_documents(texts)
+    np.testing.assert_allclose(a.dense, b.dense, atol=1e-5)
+    assert [set(x) for x in a.sparse] == [set(x) for x in b.sparse]
