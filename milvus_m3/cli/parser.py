@@ -12,13 +12,25 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._version import __version__
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
+from ..connection import ConnectionOptions, RetryPolicy
 from ..ingest.options import ON_ERROR, IngestOptions
 from ..ingest.readers import FORMATS
 from ..schema import CollectionSpec
 from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
 from .eval import add_eval_parser
 
-__all__ = ["DEFAULT_URI", "TOKEN_ENV", "URI_ENV", "build_parser", "choices", "default", "from_args"]
+__all__ = [
+    "DEFAULT_URI",
+    "EPILOG",
+    "EXIT_REJECTED",
+    "TOKEN_ENV",
+    "URI_ENV",
+    "build_parser",
+    "choices",
+    "connection_options",
+    "default",
+    "from_args",
+]
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -28,6 +40,32 @@ T = TypeVar("T", bound="DataclassInstance")
 DEFAULT_URI = "./milvus_m3.db"
 URI_ENV = "MILVUS_URI"
 TOKEN_ENV = "MILVUS_TOKEN"
+
+EXIT_REJECTED = 3
+"""``ingest --strict-exit``: the job finished, but rejected rows (they are in the errors file)."""
+
+EPILOG = f"""\
+commands:
+  create   create a collection (the dense dim comes from the checkpoint's config.json)
+  ingest   embed JSONL / CSV / TSV / Parquet / BEIR files and upsert them (resumable, idempotent)
+  search   hybrid (RRF or weighted), dense, sparse, m3 or m3-all search, with --filter and --group-by
+  eval     every retrieval mode on a BEIR-format dataset: nDCG@10, Recall@100, MRR@10
+  info     count, schema and model of a collection (or list them)
+  drop     drop a collection and its data
+
+connection (every command): --uri (${URI_ENV}, else {DEFAULT_URI}), --token (${TOKEN_ENV}),
+  --db-name, --timeout, --retries, TLS: --secure, --server-pem, --server-name, --ca-pem,
+  --client-pem, --client-key. -v (before or after the command) logs what happens.
+
+exit codes:
+  0    done
+  1    a failure: Milvus unreachable, model, collection (the message says which)
+  2    a usage or input error: bad option, bad file, a bad row with ingest --on-error fail
+  {EXIT_REJECTED}    ingest --strict-exit finished but rejected rows (listed in the errors file)
+  130  interrupted
+
+Run 'milvus-m3 COMMAND --help' for a command's options."""
+"""The end of ``milvus-m3 --help``: the commands, the shared options and the exit codes."""
 
 
 def default(cls: type[Any], name: str) -> Any:
@@ -92,6 +130,64 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be more than 0 seconds")
+    return value
+
+
+def connection_options(args: argparse.Namespace) -> ConnectionOptions:
+    """The ``ConnectionOptions`` the connection flags describe (each flag fills the field of its name;
+    ``--retries N`` is ``RetryPolicy(attempts=N + 1)``)."""
+    retries = getattr(args, "retries", None)
+    retry = RetryPolicy() if retries is None else RetryPolicy(attempts=retries + 1)
+    return from_args(ConnectionOptions, args, token=getattr(args, "token", None) or None, retry=retry)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """--uri, --token and the server options (deadlines, retries, database, TLS)."""
+    conn = parser.add_argument_group("connection")
+    conn.add_argument(
+        "--uri",
+        default=_env(URI_ENV, DEFAULT_URI),
+        help=f"Milvus Lite file (*.db) or server URI (default: ${URI_ENV} or {DEFAULT_URI})",
+    )
+    conn.add_argument(
+        "--token", default=_env(TOKEN_ENV), help=f"server token, user:password (default: ${TOKEN_ENV})"
+    )
+    conn.add_argument("--db-name", default=None, metavar="NAME", help="server database (default: default)")
+    conn.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=default(ConnectionOptions, "timeout"),
+        metavar="SECONDS",
+        help="deadline of one server call (default %(default)s)",
+    )
+    conn.add_argument(
+        "--retries",
+        type=_non_negative,
+        default=default(RetryPolicy, "attempts") - 1,
+        metavar="N",
+        help="retries of a call that failed because the server was away (default %(default)s; "
+        "0 gives up at once)",
+    )
+    tls = parser.add_argument_group("TLS (server only; an https:// URI turns it on)")
+    tls.add_argument(
+        "--secure", action="store_const", const=True, default=None, help="use TLS with an http:// URI"
+    )
+    tls.add_argument("--server-pem", dest="server_pem_path", metavar="PATH", help="server certificate")
+    tls.add_argument("--server-name", metavar="NAME", help="name the server certificate is checked against")
+    tls.add_argument("--ca-pem", dest="ca_pem_path", metavar="PATH", help="CA certificate (mutual TLS)")
+    tls.add_argument(
+        "--client-pem", dest="client_pem_path", metavar="PATH", help="client certificate (mutual TLS)"
+    )
+    tls.add_argument("--client-key", dest="client_key_path", metavar="PATH", help="client key (mutual TLS)")
+
+
 def _field_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -102,16 +198,10 @@ def _field_list(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (stdlib only: building it imports nothing heavy)."""
     common = argparse.ArgumentParser(add_help=False)
-    conn = common.add_argument_group("connection")
-    conn.add_argument(
-        "--uri",
-        default=_env(URI_ENV, DEFAULT_URI),
-        help=f"Milvus Lite file (*.db) or server URI (default: ${URI_ENV} or {DEFAULT_URI})",
-    )
-    conn.add_argument(
-        "--token", default=_env(TOKEN_ENV), help=f"server token, user:password (default: ${TOKEN_ENV})"
-    )
-    common.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO) on stderr")
+    add_connection_arguments(common)
+    # SUPPRESS: a -v given before the command (on the main parser) is not reset by the subcommand.
+    verbose_help = "log what happens (INFO) on stderr; also before the command"
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
 
     model = argparse.ArgumentParser(add_help=False)
     grp = model.add_argument_group("model")
@@ -133,9 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="milvus-m3",
         description="Hybrid dense + learned-sparse retrieval for Milvus with BGE-M3.",
-        epilog="Run 'milvus-m3 COMMAND --help' for a command's options.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"milvus-m3 {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO) on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _add_create(sub, [common, model])
@@ -282,6 +374,11 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="embed texts beyond the max length cut to it (default: they are bad rows)",
     )
     p.add_argument("--encode-batch-size", type=_positive, default=16, help="texts per model forward pass")
+    p.add_argument(
+        "--strict-exit",
+        action="store_true",
+        help=f"exit {EXIT_REJECTED} (not 0) when the job finished but rejected rows (--on-error skip)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
@@ -302,7 +399,8 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--mode",
         choices=MODES,
         default=DEFAULT_MODE,
-        help="m3: dense + 0.3 x sparse raw scores over both candidate lists; m3-all: + ColBERT",
+        help="hybrid: RRF or weighted fusion of dense and sparse; m3: dense + 0.3 x sparse raw scores "
+        "over both candidate lists; m3-all: m3 re-ranked with ColBERT (default %(default)s)",
     )
     p.add_argument(
         "--ranker",
@@ -311,7 +409,11 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help=f"how hybrid mode fuses (default {DEFAULT_RANKER})",
     )
     p.add_argument(
-        "--filter", default=None, metavar="EXPR", help="Milvus boolean expression on stored fields"
+        "--filter",
+        default=None,
+        metavar="EXPR",
+        help='Milvus boolean expression on stored fields, e.g. \'id in ["a", "b"]\'; keys from ingest '
+        '--metadata-fields are in the JSON field metadata: \'metadata["topic"] == "biology"\'',
     )
     p.add_argument(
         "--group-by",
