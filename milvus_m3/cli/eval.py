@@ -6,11 +6,12 @@ Models load inside the command.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
@@ -154,7 +155,6 @@ def run_eval_cli(
     ``encoder`` / ``colbert_encoder`` replace the ones the options describe (for scripts and tests).
     """
     import shlex
-    import sys
 
     from ..collection import CollectionManager
     from .parser import connection_options, from_args
@@ -184,7 +184,7 @@ def run_eval_cli(
         f"{args.uri}; modes {', '.join(config.modes)}"
         + (f"; encodings cached in {cache_dir}" if cache_dir else "")
     )
-    with CollectionManager(args.uri, options=connection_options(args)) as manager:
+    with _evaluation_log(quiet), CollectionManager(args.uri, options=connection_options(args)) as manager:
         report = run_evaluation(
             dataset,
             encoder,
@@ -211,27 +211,42 @@ class _StderrHandler(logging.Handler):
 
 
 def _progress_notes(quiet: bool) -> Any:
-    """A function printing one progress line on stderr (nothing with ``quiet``); unless quiet, the
-    evaluation's own INFO records (collection reused or filled, each mode's scores) show too."""
-    if not quiet:
-        log = logging.getLogger("milvus_m3.evaluate")
-        shown = [
-            h
-            for h in (*log.handlers, *logging.getLogger("milvus_m3").handlers)
-            if not isinstance(h, logging.NullHandler)
-        ]
-        if not shown:  # the stand-alone parser (scripts): no CLI logging set up
-            handler = _StderrHandler()
-            handler.setFormatter(logging.Formatter("milvus-m3: %(levelname)s: %(message)s"))
-            log.addHandler(handler)
-        if log.getEffectiveLevel() > logging.INFO:
-            log.setLevel(logging.INFO)
+    """A function printing one progress line on stderr (nothing with ``quiet``)."""
 
     def note(text: str) -> None:
         if not quiet:
             print(f"milvus-m3 eval: {text}", file=sys.stderr, flush=True)
 
     return note
+
+
+@contextlib.contextmanager
+def _evaluation_log(quiet: bool) -> Iterator[None]:
+    """Unless ``quiet``, the evaluation's own INFO records (collection reused or filled, each mode's
+    scores as it ends) show on stderr while it runs; levels and handlers are put back afterwards."""
+    log = logging.getLogger("milvus_m3.evaluate")
+    if quiet:
+        yield
+        return
+    shown = [
+        h
+        for h in (*log.handlers, *logging.getLogger("milvus_m3").handlers)
+        if isinstance(h, (logging.StreamHandler, _StderrHandler))
+    ]
+    handler = None
+    if not shown:  # the stand-alone parser (scripts): no CLI logging set up
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("milvus-m3: %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+    level = log.level
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        if handler is not None:
+            log.removeHandler(handler)
 
 
 def _build_encoders(

@@ -25,6 +25,7 @@ __all__ = [
     "EXIT_REJECTED",
     "TOKEN_ENV",
     "URI_ENV",
+    "add_connection_arguments",
     "build_parser",
     "choices",
     "connection_options",
