@@ -14,22 +14,59 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .._uri import is_local_file_uri
 from ..errors import CollectionNotFoundError, MilvusM3Error, MilvusUnavailableError
 
+if TYPE_CHECKING:
+    from ..collection import CollectionManager
+
 __all__ = [
+    "EPILOG",
+    "EXIT_REJECTED",
     "FLAG_NAMES",
     "READ_ONLY_COMMANDS",
     "FirstRetryOnly",
     "check_read_only_target",
+    "drop_if_empty",
     "filter_hint",
     "for_cli",
     "remove_new_lite_file",
     "remove_state_file",
+    "show_warning",
 ]
+
+logger = logging.getLogger("milvus_m3.cli")
+
+EXIT_REJECTED = 3
+"""``ingest --strict-exit``: the job finished, but rejected rows (they are in the errors file)."""
+
+EPILOG = f"""\
+commands:
+  create   create a collection (the dense dim comes from the checkpoint's config.json)
+  ingest   embed JSONL / CSV / TSV / Parquet / BEIR files and upsert them (resumable, idempotent)
+  search   hybrid (RRF or weighted), dense, sparse, m3 or m3-all search, with --filter and --group-by
+  eval     every retrieval mode on a BEIR-format dataset: nDCG@10, Recall@100, MRR@10
+  info     count, schema and model of a collection (or list them)
+  drop     drop a collection and its data
+
+connection (every command): --uri ($MILVUS_URI, else ./milvus_m3.db), --token ($MILVUS_TOKEN),
+  --db-name, --timeout, --retries, TLS: --secure, --server-pem, --server-name, --ca-pem,
+  --client-pem, --client-key. -v (before or after the command) logs what happens.
+
+exit codes:
+  0    done
+  1    a failure: Milvus unreachable, model, collection (the message says which)
+  2    a usage or input error: bad option, bad file, a bad row with ingest --on-error fail
+  {EXIT_REJECTED}    ingest --strict-exit finished but rejected rows (listed in the errors file)
+  130  interrupted
+
+Run 'milvus-m3 COMMAND --help' for a command's options."""
+"""The end of ``milvus-m3 --help``: the commands, the shared options and the exit codes."""
 
 READ_ONLY_COMMANDS = frozenset({"info", "search", "drop"})
 """Commands that never create a Milvus Lite file (a missing one is an error naming --uri)."""
@@ -190,3 +227,26 @@ def remove_state_file(path: Path, collection: str) -> bool:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     return True
+
+
+def drop_if_empty(
+    manager: CollectionManager, collection: str, state: Path, note: Callable[[str], None]
+) -> None:
+    """After a failed ingest into a collection this run created: drop it when nothing reached it (with
+    its state file), so the run leaves what was there before. Rows that were written stay, for --resume."""
+    try:
+        if manager.count(collection):
+            note(f"kept collection {collection!r}: rows were written; --resume finishes the job")
+            return
+        manager.drop(collection)
+        remove_state_file(state, collection)
+        note(f"dropped the empty collection {collection!r} this run had created")
+    except MilvusM3Error:
+        logger.debug("could not drop the new collection after the failure", exc_info=True)
+
+
+def show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any, **__: Any
+) -> None:
+    """A warning as one ``milvus-m3: WARNING:`` line, like the log records (-v shows Python's format)."""
+    print(f"milvus-m3: WARNING: {message}", file=sys.stderr)

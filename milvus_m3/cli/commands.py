@@ -40,10 +40,12 @@ from ..errors import ConfigError, InputError, MilvusM3Error
 from ._messages import (
     FirstRetryOnly,
     check_read_only_target,
+    drop_if_empty,
     filter_hint,
     for_cli,
     remove_new_lite_file,
     remove_state_file,
+    show_warning,
 )
 from .parser import EXIT_REJECTED, URI_ENV, build_parser, connection_options, from_args
 
@@ -111,14 +113,7 @@ def _setup_logging(verbose: bool) -> None:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
         warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.showwarning = _show_warning
-
-
-def _show_warning(
-    message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any, **__: Any
-) -> None:
-    """A warning as one ``milvus-m3: WARNING:`` line, like the log records (-v shows Python's format)."""
-    print(f"milvus-m3: WARNING: {message}", file=sys.stderr)
+        warnings.showwarning = show_warning
 
 
 def _redact(text: str, args: argparse.Namespace) -> str:
@@ -267,24 +262,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             )
         except BaseException:
             if created:
-                _drop_if_empty(manager, args, state)
+                drop_if_empty(manager, args.collection, state, lambda text: _note(args, text))
             raise
     _print_report(report, args)
     return EXIT_REJECTED if args.strict_exit and report.failed else 0
-
-
-def _drop_if_empty(manager: CollectionManager, args: argparse.Namespace, state: Path) -> None:
-    """After a failed ingest into a collection this run created: drop it when nothing reached it (with
-    its state file), so the run leaves what was there before. Rows that were written stay, for --resume."""
-    try:
-        if manager.count(args.collection):
-            _note(args, f"kept collection {args.collection!r}: rows were written; --resume finishes the job")
-            return
-        manager.drop(args.collection)
-        remove_state_file(state, args.collection)
-        _note(args, f"dropped the empty collection {args.collection!r} this run had created")
-    except MilvusM3Error:
-        logger.debug("could not drop the new collection after the failure", exc_info=True)
 
 
 def _print_report(report: Any, args: argparse.Namespace) -> None:

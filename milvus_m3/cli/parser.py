@@ -17,6 +17,7 @@ from ..ingest.options import ON_ERROR, IngestOptions
 from ..ingest.readers import FORMATS
 from ..schema import CollectionSpec
 from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
+from ._messages import EPILOG, EXIT_REJECTED
 from .eval import add_eval_parser
 
 __all__ = [
@@ -41,32 +42,6 @@ T = TypeVar("T", bound="DataclassInstance")
 DEFAULT_URI = "./milvus_m3.db"
 URI_ENV = "MILVUS_URI"
 TOKEN_ENV = "MILVUS_TOKEN"
-
-EXIT_REJECTED = 3
-"""``ingest --strict-exit``: the job finished, but rejected rows (they are in the errors file)."""
-
-EPILOG = f"""\
-commands:
-  create   create a collection (the dense dim comes from the checkpoint's config.json)
-  ingest   embed JSONL / CSV / TSV / Parquet / BEIR files and upsert them (resumable, idempotent)
-  search   hybrid (RRF or weighted), dense, sparse, m3 or m3-all search, with --filter and --group-by
-  eval     every retrieval mode on a BEIR-format dataset: nDCG@10, Recall@100, MRR@10
-  info     count, schema and model of a collection (or list them)
-  drop     drop a collection and its data
-
-connection (every command): --uri (${URI_ENV}, else {DEFAULT_URI}), --token (${TOKEN_ENV}),
-  --db-name, --timeout, --retries, TLS: --secure, --server-pem, --server-name, --ca-pem,
-  --client-pem, --client-key. -v (before or after the command) logs what happens.
-
-exit codes:
-  0    done
-  1    a failure: Milvus unreachable, model, collection (the message says which)
-  2    a usage or input error: bad option, bad file, a bad row with ingest --on-error fail
-  {EXIT_REJECTED}    ingest --strict-exit finished but rejected rows (listed in the errors file)
-  130  interrupted
-
-Run 'milvus-m3 COMMAND --help' for a command's options."""
-"""The end of ``milvus-m3 --help``: the commands, the shared options and the exit codes."""
 
 
 def default(cls: type[Any], name: str) -> Any:
