@@ -46,13 +46,8 @@ EXIT_REJECTED = 3
 """``ingest --strict-exit``: the job finished, but rejected rows (they are in the errors file)."""
 
 EPILOG = f"""\
-commands:
-  create   create a collection (the dense dim comes from the checkpoint's config.json)
-  ingest   embed JSONL / CSV / TSV / Parquet / BEIR files and upsert them (resumable, idempotent)
-  search   hybrid (RRF or weighted), dense, sparse, m3 or m3-all search, with --filter and --group-by
-  eval     every retrieval mode on a BEIR-format dataset: nDCG@10, Recall@100, MRR@10
-  info     count, schema and model of a collection (or list them)
-  drop     drop a collection and its data
+search modes: hybrid (RRF or weighted fusion), dense, sparse, m3 (dense + 0.3 x sparse), m3-all
+  (m3 re-ranked with ColBERT); eval runs them all on a BEIR-format dataset.
 
 connection (every command): --uri ($MILVUS_URI, else ./milvus_m3.db), --token ($MILVUS_TOKEN),
   --db-name, --timeout, --retries, TLS: --secure, --server-pem, --server-name, --ca-pem,
