@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._version import __version__
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
 from ..connection import ConnectionOptions, RetryPolicy
+from ..errors import ConfigError
 from ..ingest.options import ON_ERROR, IngestOptions
 from ..ingest.readers import FORMATS
 from ..schema import CollectionSpec
@@ -116,9 +117,21 @@ def _seconds(text: str) -> float:
     return value
 
 
+_TLS_FILES = (
+    ("--server-pem", "server_pem_path"),
+    ("--ca-pem", "ca_pem_path"),
+    ("--client-pem", "client_pem_path"),
+    ("--client-key", "client_key_path"),
+)
+
+
 def connection_options(args: argparse.Namespace) -> ConnectionOptions:
     """The ``ConnectionOptions`` the connection flags describe (each flag fills the field of its name;
     ``--retries N`` is ``RetryPolicy(attempts=N + 1)``)."""
+    for flag, dest in _TLS_FILES:
+        path = getattr(args, dest, None)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{flag} {path}: no such file; give the path of the PEM file")
     retries = getattr(args, "retries", None)
     retry = RetryPolicy() if retries is None else RetryPolicy(attempts=retries + 1)
     return from_args(ConnectionOptions, args, token=getattr(args, "token", None) or None, retry=retry)

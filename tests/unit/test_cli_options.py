@@ -63,7 +63,7 @@ def test_help_lists_eval_token_m3_modes_and_the_exit_codes(capsys: pytest.Captur
     assert "--strict-exit" in EPILOG
 
 
-def test_server_flags_fill_connection_options() -> None:
+def test_server_flags_fill_connection_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = build_parser().parse_args(
         [
             "info",
@@ -90,6 +90,11 @@ def test_server_flags_fill_connection_options() -> None:
             "c.key",
         ]
     )
+    with pytest.raises(ConfigError, match="--server-pem s.pem: no such file"):
+        connection_options(args)
+    for name in ("s.pem", "ca.pem", "c.pem", "c.key"):
+        (tmp_path / name).write_text("pem")
+    monkeypatch.chdir(tmp_path)
     assert connection_options(args) == ConnectionOptions(
         token="root:secret",
         db_name="research",
