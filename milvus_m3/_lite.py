@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -122,9 +123,22 @@ def release(uri: str) -> None:
             logger.debug("could not stop the Milvus Lite engine for %s", key, exc_info=True)
 
 
+def _import_milvus_lite() -> None:
+    """Import milvus_lite without its ``pkg_resources is deprecated`` UserWarning (milvus-lite 2.5.1 imports
+    pkg_resources at the top of its package; the warning concerns milvus-lite's maintainers, not our users).
+    Only that warning, only during this import; pymilvus imports the package itself when it is not here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        try:
+            import milvus_lite  # noqa: F401
+        except ImportError:
+            pass  # pymilvus says how to install it when it needs it
+
+
 def open_lite(milvus_client: Any, uri: str) -> tuple[Any, ReadWriteLock]:
     """A ``MilvusClient`` on the Lite file ``uri`` (pymilvus starts the embedded engine; no auth, no TLS
     there), counted as a user of the file, and the file's lock. ``release(uri)`` when done with it."""
+    _import_milvus_lite()
     lock = acquire(uri)
     try:
         client = milvus_client(uri)

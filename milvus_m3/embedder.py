@@ -389,8 +389,9 @@ class M3Embedder:
             "(ingest --chunk-tokens) to keep all of their text"
         )
         if self._overflow == "warn":
+            # One report: the warning reaches every caller (the CLI shows it as one line); a log record
+            # as well would print it twice where logging is configured.
             warnings.warn(message, UserWarning, stacklevel=4)
-            logger.warning(message)
         else:
             logger.info(message)
 

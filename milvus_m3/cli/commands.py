@@ -1,20 +1,27 @@
 """``milvus-m3``'s commands: one function per subcommand, and ``main`` that runs one (the parser is parser.py).
 
-    milvus-m3 create  --collection NAME [--uri URI] [--model M] [index options]
-    milvus-m3 ingest  FILE... --collection NAME [--id-field id] [--text-field text] [--title-field title]
-                      [--metadata-fields a,b] [--batch-size N] [--resume] [--on-error skip|fail] ...
-    milvus-m3 search  "query" --collection NAME [--limit 10] [--mode hybrid|dense|sparse] [--filter EXPR] [--json]
-    milvus-m3 info    [--collection NAME] [--json]
-    milvus-m3 drop    --collection NAME [--yes]
+    milvus-m3 [-v] create  --collection NAME [--uri URI] [--token T] [--model M] [index options]
+    milvus-m3 [-v] ingest  FILE... --collection NAME [--id-field id] [--text-field text] [--title-field title]
+                           [--metadata-fields a,b] [--batch-size N] [--resume] [--on-error skip|fail]
+                           [--strict-exit] ...
+    milvus-m3 [-v] search  "query" --collection NAME [--limit 10] [--mode hybrid|dense|sparse|m3|m3-all]
+                           [--filter EXPR] [--group-by parent_id] [--json]
+    milvus-m3 [-v] eval    DATASET_DIR [--modes dense,sparse,...] [--max-docs N] [--out DIR] [-q]
+    milvus-m3 [-v] info    [--collection NAME] [--json]
+    milvus-m3 [-v] drop    --collection NAME [--yes]
 
 ``--uri``, ``--token`` and ``--model`` default to ``$MILVUS_URI`` (else ``./milvus_m3.db``, Milvus Lite),
-``$MILVUS_TOKEN`` and ``$MILVUS_M3_MODEL`` (else ``BAAI/bge-m3``). Each command imports its heavy parts
+``$MILVUS_TOKEN`` and ``$MILVUS_M3_MODEL`` (else ``BAAI/bge-m3``); ``--timeout``, ``--retries``,
+``--db-name`` and the TLS flags fill ``ConnectionOptions``. Each command imports its heavy parts
 (pymilvus, torch, FlagEmbedding) when it runs: ``--help``, ``info`` and ``drop`` never load torch, and
 ``create`` reads the dense dim from the checkpoint's ``config.json`` instead of loading the model.
+Read-only commands (``info``, ``search``, ``drop``) never create a Milvus Lite file; a failed
+``create`` or ``ingest`` leaves what was there before (a new empty collection or Lite file is removed).
 
 Exit codes: 0 done; 1 a failure (Milvus, model, collection); 2 a usage or input error (bad option,
-bad file, a bad row with ``--on-error fail``); 130 interrupted. Errors are one line on stderr, without
-a traceback and without the token.
+bad file, a bad row with ``--on-error fail``); 3 ``ingest --strict-exit`` finished with rejected rows;
+130 interrupted. Errors are one line on stderr, without a traceback and without the token, and name
+the CLI's flags (``--exists-ok``, ``--model``) where the library's message names its parameters.
 """
 
 from __future__ import annotations
@@ -30,7 +37,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, InputError, MilvusM3Error
-from .parser import URI_ENV, build_parser, from_args
+from ._messages import (
+    FirstRetryOnly,
+    check_read_only_target,
+    drop_if_empty,
+    filter_hint,
+    for_cli,
+    remove_new_lite_file,
+    remove_state_file,
+    show_warning,
+)
+from .parser import EXIT_REJECTED, URI_ENV, build_parser, connection_options, from_args
 
 if TYPE_CHECKING:
     from ..collection import CollectionManager
@@ -53,13 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # pymilvus parses $MILVUS_URI when it is imported and refuses a Milvus Lite path; it is read above.
         del os.environ[URI_ENV]
     try:
+        check_read_only_target(args)
         code: int = COMMANDS[args.command](args)
         return code
     except KeyboardInterrupt:
         print("milvus-m3: interrupted", file=sys.stderr)
         return 130
     except MilvusM3Error as exc:
-        print(f"milvus-m3: error: {_redact(str(exc), args)}", file=sys.stderr)
+        print(f"milvus-m3: error: {for_cli(_redact(str(exc), args), exc, args)}", file=sys.stderr)
         report = getattr(exc, "report", None)
         if report is not None and getattr(args, "command", None) == "ingest":
             _print_report(report, args)
@@ -90,10 +108,12 @@ def _setup_logging(verbose: bool) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     if not verbose:
+        handler.addFilter(FirstRetryOnly())  # one line for a server that is away, not one per retry
         # transformers reads this when it is first imported; its tokenizer notes are noise here.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
         warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.showwarning = show_warning
 
 
 def _redact(text: str, args: argparse.Namespace) -> str:
@@ -123,7 +143,12 @@ def _redact(text: str, args: argparse.Namespace) -> str:
 def _manager(args: argparse.Namespace) -> CollectionManager:
     from ..collection import CollectionManager
 
-    return CollectionManager(args.uri, token=args.token or None)
+    manager = CollectionManager(args.uri, options=connection_options(args))
+    if not args.verbose:
+        # pymilvus (imported by now; it sets its level when imported) logs every failed RPC with its
+        # traceback; the error it raises is reported as one line.
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    return manager
 
 
 def _embedder(args: argparse.Namespace, *, kind: str, overflow: str, batch_size: int = 16) -> M3Embedder:
@@ -154,7 +179,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
 
     dim = args.dense_dim if args.dense_dim is not None else dense_dim_of(args.model, args)
     spec = from_args(CollectionSpec, args, dense_dim=dim, model_name=args.model)
-    with _manager(args) as manager:
+    with remove_new_lite_file(args.uri), _manager(args) as manager:
         existed = manager.has_collection(args.collection)
         info = manager.create_collection(
             args.collection, spec=spec, exists_ok=args.exists_ok, recreate=args.recreate
@@ -205,13 +230,14 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         if args.errors
         else state.with_name(state.name.replace(".ingest-state.json", ".ingest-errors.jsonl"))
     )
-    with _manager(args) as manager:
+    with remove_new_lite_file(args.uri), _manager(args) as manager:
         if manager.has_collection(args.collection):
             manager.spec(
                 args.collection
             )  # refuses a collection milvus-m3 did not build, before the model loads
         embedder = _embedder(args, kind="document", overflow="truncate", batch_size=args.encode_batch_size)
-        if not manager.has_collection(args.collection):
+        created = not manager.has_collection(args.collection)
+        if created:
             spec = CollectionSpec(
                 dense_dim=embedder.dense_dim,
                 model_name=embedder.model_name,
@@ -231,19 +257,24 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                     f"the collection was missing, so {state} no longer applies: starting from the beginning",
                 )
                 args.resume = False
-        report = ingest(
-            args.files,
-            manager=manager,
-            collection=args.collection,
-            encoder=embedder,
-            options=from_args(IngestOptions, args),
-            errors_path=errors,
-            state_path=state,
-            resume=args.resume,
-            progress=False if args.quiet else None,
-        )
+        try:
+            report = ingest(
+                args.files,
+                manager=manager,
+                collection=args.collection,
+                encoder=embedder,
+                options=from_args(IngestOptions, args),
+                errors_path=errors,
+                state_path=state,
+                resume=args.resume,
+                progress=False if args.quiet else None,
+            )
+        except BaseException:
+            if created:
+                drop_if_empty(manager, args.collection, state, lambda text: _note(args, text))
+            raise
     _print_report(report, args)
-    return 0
+    return EXIT_REJECTED if args.strict_exit and report.failed else 0
 
 
 def _cmd_ingest_ray(args: argparse.Namespace) -> int:
@@ -303,20 +334,35 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from ..errors import FilterError
+    from ..schema import PARENT_FIELD
     from ..search import HybridSearcher
 
     with _manager(args) as manager:
         manager.spec(args.collection)  # a missing collection fails before the model loads
         embedder = _embedder(args, kind="query", overflow="warn")
         searcher = HybridSearcher(manager, args.collection, embedder, mode=args.mode, ranker=args.ranker)
-        hits = searcher.search(
-            args.query,
-            limit=args.limit,
-            offset=args.offset,
-            filter=args.filter,
-            group_by=args.group_by,
-            tenant=args.tenant,
-        )
+        spec = manager.spec(args.collection)
+        if args.group_by == PARENT_FIELD and spec is not None and not spec.chunked:
+            raise ConfigError(
+                f"collection {args.collection!r} is not chunked: each row is a whole document already, so "
+                "search without --group-by (documents are split into chunks with parent_id by ingest "
+                "--chunk-tokens N into a new collection)"
+            )
+        try:
+            hits = searcher.search(
+                args.query,
+                limit=args.limit,
+                offset=args.offset,
+                filter=args.filter,
+                group_by=args.group_by,
+                tenant=args.tenant,
+            )
+        except FilterError as exc:
+            hint = filter_hint(args.filter, manager.describe(args.collection).fields)
+            if not hint:
+                raise
+            raise FilterError(f"{exc}. {hint}") from exc
     for rank, hit in enumerate(hits, 1 + args.offset):
         if args.json:
             doc: dict[str, Any] = {
@@ -403,6 +449,11 @@ def _cmd_drop(args: argparse.Namespace) -> int:
                 return 1
         manager.drop(args.collection)
     print(f"dropped collection {args.collection!r}")
+    from ..ingest import default_state_path
+
+    state = default_state_path(args.uri, args.collection)
+    if remove_state_file(state, args.collection):
+        print(f"removed its ingest state file {state}", file=sys.stderr)
     return 0
 
 

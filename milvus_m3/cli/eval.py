@@ -6,9 +6,12 @@ Models load inside the command.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
@@ -95,6 +98,12 @@ def add_eval_arguments(p: Any) -> None:
     )
     p.add_argument("--no-plot", action="store_true", help="no PNG (no matplotlib needed)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr (default: each step, the encoding bar, each mode's scores as it ends)",
+    )
 
 
 def add_eval_parser(subparsers: Any, parents: Sequence[Any] = ()) -> Any:
@@ -116,9 +125,11 @@ def build_eval_parser(prog: str = "milvus-m3 eval") -> Any:
     """A stand-alone parser for ``eval`` with the connection and model options (for scripts)."""
     import argparse
 
+    from .parser import add_connection_arguments
+
     p = argparse.ArgumentParser(prog=prog, description="Evaluate retrieval modes on a BEIR-format dataset.")
-    p.add_argument("--uri", default="./milvus_m3_eval.db", help="Milvus Lite file or server URI")
-    p.add_argument("--token", default=None)
+    add_connection_arguments(p)
+    p.set_defaults(uri="./milvus_m3_eval.db", token=None)
     p.add_argument("--model", default=os.environ.get(MODEL_ENV) or DEFAULT_MODEL, help="BGE-M3 checkpoint")
     p.add_argument("--device", default=None)
     p.add_argument("--max-length", type=int, default=None)
@@ -144,13 +155,15 @@ def run_eval_cli(
     ``encoder`` / ``colbert_encoder`` replace the ones the options describe (for scripts and tests).
     """
     import shlex
-    import sys
 
     from ..collection import CollectionManager
-    from .parser import from_args
+    from .parser import connection_options, from_args
 
+    quiet = bool(getattr(args, "quiet", False))
+    note = _progress_notes(quiet)
     modes = tuple(m.strip() for m in str(args.modes).split(",") if m.strip())
     config = from_args(EvalConfig, args, modes=modes, bm25=not args.no_bm25)
+    note(f"loading {args.data} (split {args.split})")
     dataset = load_beir(args.data, split=args.split, max_docs=args.max_docs)
     tune_on = load_beir(args.data, split=args.tune_split, max_docs=args.max_docs) if args.tune_split else None
     if tune_on is not None and tune_on.doc_ids != dataset.doc_ids:
@@ -159,13 +172,19 @@ def run_eval_cli(
         )
     cache_dir = None if args.no_cache else args.cache_dir
     if encoder is None:
-        encoder, colbert_encoder = _build_encoders(args, cache_dir)
+        note("loading the model")
+        encoder, colbert_encoder = _build_encoders(args, cache_dir, show_progress=not quiet)
     elif cache_dir is not None:
         encoder = CachedEncoder(encoder, cache_dir)
     name = args.collection or f"eval_{_slug(dataset.name)}_{_slug(encoder.model_name)}"
     if command is None:
         command = "milvus-m3 " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
-    with CollectionManager(args.uri, token=getattr(args, "token", None) or None) as manager:
+    note(
+        f"{len(dataset.doc_ids)} documents, {len(dataset.query_ids)} queries; collection {name!r} at "
+        f"{args.uri}; modes {', '.join(config.modes)}"
+        + (f"; encodings cached in {cache_dir}" if cache_dir else "")
+    )
+    with _evaluation_log(quiet), CollectionManager(args.uri, options=connection_options(args)) as manager:
         report = run_evaluation(
             dataset,
             encoder,
@@ -184,7 +203,55 @@ def run_eval_cli(
     return 0
 
 
-def _build_encoders(args: Any, cache_dir: str | None) -> tuple[Encoder, Encoder | None]:
+class _StderrHandler(logging.Handler):
+    """Log records as lines on whatever ``sys.stderr`` is when they come (for the stand-alone parser)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def _progress_notes(quiet: bool) -> Any:
+    """A function printing one progress line on stderr (nothing with ``quiet``)."""
+
+    def note(text: str) -> None:
+        if not quiet:
+            print(f"milvus-m3 eval: {text}", file=sys.stderr, flush=True)
+
+    return note
+
+
+@contextlib.contextmanager
+def _evaluation_log(quiet: bool) -> Iterator[None]:
+    """Unless ``quiet``, the evaluation's own INFO records (collection reused or filled, each mode's
+    scores as it ends) show on stderr while it runs; levels and handlers are put back afterwards."""
+    log = logging.getLogger("milvus_m3.evaluate")
+    if quiet:
+        yield
+        return
+    shown = [
+        h
+        for h in (*log.handlers, *logging.getLogger("milvus_m3").handlers)
+        if isinstance(h, (logging.StreamHandler, _StderrHandler))
+    ]
+    handler = None
+    if not shown:  # the stand-alone parser (scripts): no CLI logging set up
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("milvus-m3: %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+    level = log.level
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        if handler is not None:
+            log.removeHandler(handler)
+
+
+def _build_encoders(
+    args: Any, cache_dir: str | None, *, show_progress: bool = False
+) -> tuple[Encoder, Encoder | None]:
     """(encoder, colbert encoder or None) from the CLI options, with encodings cached in ``cache_dir``.
 
     A dense + SPLADE pair is cached per model, so changing one model keeps the other's encodings.
@@ -200,10 +267,10 @@ def _build_encoders(args: Any, cache_dir: str | None) -> tuple[Encoder, Encoder 
     if args.dense_model is not None:
         from ..encoders import CombinedEncoder, SentenceTransformerEncoder, SpladeEncoder
 
-        dense = SentenceTransformerEncoder(args.dense_model, device=device)
+        dense = SentenceTransformerEncoder(args.dense_model, device=device, show_progress=show_progress)
         sparse = SpladeEncoder(args.sparse_model, device=device)
         return CombinedEncoder(cached(dense), cached(sparse)), None
     from ..embedder import M3Embedder
 
-    m3 = M3Embedder(args.model, device=getattr(args, "device", None))
+    m3 = M3Embedder(args.model, device=getattr(args, "device", None), show_progress=show_progress)
     return cached(m3), m3

@@ -12,13 +12,28 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._version import __version__
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
+from ..connection import ConnectionOptions, RetryPolicy
+from ..errors import ConfigError
 from ..ingest.options import ENGINES, ON_ERROR, IngestOptions, RayOptions
 from ..ingest.readers import FORMATS
 from ..schema import CollectionSpec
 from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
+from ._messages import EPILOG, EXIT_REJECTED
 from .eval import add_eval_parser
 
-__all__ = ["DEFAULT_URI", "TOKEN_ENV", "URI_ENV", "build_parser", "choices", "default", "from_args"]
+__all__ = [
+    "DEFAULT_URI",
+    "EPILOG",
+    "EXIT_REJECTED",
+    "TOKEN_ENV",
+    "URI_ENV",
+    "add_connection_arguments",
+    "build_parser",
+    "choices",
+    "connection_options",
+    "default",
+    "from_args",
+]
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -92,6 +107,76 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be more than 0 seconds")
+    return value
+
+
+_TLS_FILES = (
+    ("--server-pem", "server_pem_path"),
+    ("--ca-pem", "ca_pem_path"),
+    ("--client-pem", "client_pem_path"),
+    ("--client-key", "client_key_path"),
+)
+
+
+def connection_options(args: argparse.Namespace) -> ConnectionOptions:
+    """The ``ConnectionOptions`` the connection flags describe (each flag fills the field of its name;
+    ``--retries N`` is ``RetryPolicy(attempts=N + 1)``)."""
+    for flag, dest in _TLS_FILES:
+        path = getattr(args, dest, None)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"{flag} {path}: no such file; give the path of the PEM file")
+    retries = getattr(args, "retries", None)
+    retry = RetryPolicy() if retries is None else RetryPolicy(attempts=retries + 1)
+    return from_args(ConnectionOptions, args, token=getattr(args, "token", None) or None, retry=retry)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """--uri, --token and the server options (deadlines, retries, database, TLS)."""
+    conn = parser.add_argument_group("connection")
+    conn.add_argument(
+        "--uri",
+        default=_env(URI_ENV, DEFAULT_URI),
+        help=f"Milvus Lite file (*.db) or server URI (default: ${URI_ENV} or {DEFAULT_URI})",
+    )
+    conn.add_argument(
+        "--token", default=_env(TOKEN_ENV), help=f"server token, user:password (default: ${TOKEN_ENV})"
+    )
+    conn.add_argument("--db-name", default=None, metavar="NAME", help="server database (default: default)")
+    conn.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=default(ConnectionOptions, "timeout"),
+        metavar="SECONDS",
+        help="deadline of one server call (default %(default)s)",
+    )
+    conn.add_argument(
+        "--retries",
+        type=_non_negative,
+        default=default(RetryPolicy, "attempts") - 1,
+        metavar="N",
+        help="retries of a call that failed because the server was away (default %(default)s; "
+        "0 gives up at once)",
+    )
+    tls = parser.add_argument_group("TLS (server only; an https:// URI turns it on)")
+    tls.add_argument(
+        "--secure", action="store_const", const=True, default=None, help="use TLS with an http:// URI"
+    )
+    tls.add_argument("--server-pem", dest="server_pem_path", metavar="PATH", help="server certificate")
+    tls.add_argument("--server-name", metavar="NAME", help="name the server certificate is checked against")
+    tls.add_argument("--ca-pem", dest="ca_pem_path", metavar="PATH", help="CA certificate (mutual TLS)")
+    tls.add_argument(
+        "--client-pem", dest="client_pem_path", metavar="PATH", help="client certificate (mutual TLS)"
+    )
+    tls.add_argument("--client-key", dest="client_key_path", metavar="PATH", help="client key (mutual TLS)")
+
+
 def _field_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -102,16 +187,10 @@ def _field_list(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (stdlib only: building it imports nothing heavy)."""
     common = argparse.ArgumentParser(add_help=False)
-    conn = common.add_argument_group("connection")
-    conn.add_argument(
-        "--uri",
-        default=_env(URI_ENV, DEFAULT_URI),
-        help=f"Milvus Lite file (*.db) or server URI (default: ${URI_ENV} or {DEFAULT_URI})",
-    )
-    conn.add_argument(
-        "--token", default=_env(TOKEN_ENV), help=f"server token, user:password (default: ${TOKEN_ENV})"
-    )
-    common.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO) on stderr")
+    add_connection_arguments(common)
+    # SUPPRESS: a -v given before the command (on the main parser) is not reset by the subcommand.
+    verbose_help = "log what happens (INFO) on stderr; also before the command"
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
 
     model = argparse.ArgumentParser(add_help=False)
     grp = model.add_argument_group("model")
@@ -140,9 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="milvus-m3",
         description="Hybrid dense + learned-sparse retrieval for Milvus with BGE-M3.",
-        epilog="Run 'milvus-m3 COMMAND --help' for a command's options.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"milvus-m3 {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO) on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _add_create(sub, [common, model])
@@ -308,6 +389,11 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         default=None,
         help="padded tokens per forward pass as well (bounds GPU memory for long documents)",
     )
+    p.add_argument(
+        "--strict-exit",
+        action="store_true",
+        help=f"exit {EXIT_REJECTED} (not 0) when the job finished but rejected rows (--on-error skip)",
+    )
     _add_ray(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -376,7 +462,8 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--mode",
         choices=MODES,
         default=DEFAULT_MODE,
-        help="m3: dense + 0.3 x sparse raw scores over both candidate lists; m3-all: + ColBERT",
+        help="hybrid: RRF or weighted fusion of dense and sparse; m3: dense + 0.3 x sparse raw scores "
+        "over both candidate lists; m3-all: m3 re-ranked with ColBERT (default %(default)s)",
     )
     p.add_argument(
         "--ranker",
@@ -385,7 +472,11 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help=f"how hybrid mode fuses (default {DEFAULT_RANKER})",
     )
     p.add_argument(
-        "--filter", default=None, metavar="EXPR", help="Milvus boolean expression on stored fields"
+        "--filter",
+        default=None,
+        metavar="EXPR",
+        help='Milvus boolean expression on stored fields, e.g. \'id in ["a", "b"]\'; keys from ingest '
+        '--metadata-fields are in the JSON field metadata: \'metadata["topic"] == "biology"\'',
     )
     p.add_argument(
         "--group-by",

@@ -212,7 +212,9 @@ class EvalReport:
         return out
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
-        """A grouped bar chart (one group per mode, one bar per metric) as a PNG."""
+        """A PNG that answers "which mode should I use": the modes sorted by the first metric (nDCG@10)
+        on an axis zoomed to their spread, each labelled with its gain over the best single leg,
+        published baselines of the dataset marked, and the time per query beside it."""
         try:
             import matplotlib
 
@@ -222,24 +224,23 @@ class EvalReport:
             raise MissingDependencyError(
                 "the bar chart needs matplotlib; pip install 'milvus-m3[plot]'"
             ) from exc
-        names = self.metric_names()
-        modes = [r.mode for r in self.results]
-        x = np.arange(len(modes))
-        width = 0.8 / max(len(names), 1)
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(modes) + 2), 4.5), dpi=120)
+        fig, (ax, lat) = plt.subplots(
+            1,
+            2,
+            figsize=(10.0, 1.2 + 0.42 * max(len(self.results), 1)),
+            dpi=120,
+            gridspec_kw={"width_ratios": (3.2, 1.0)},
+            sharey=True,
+        )
         try:
-            for i, name in enumerate(names):
-                vals = [r.metrics[name] for r in self.results]
-                bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=_pretty(name))
-                ax.bar_label(bars, labels=[f"{v:.3f}" for v in vals], fontsize=6, rotation=90, padding=2)
-            ax.set_xticks(x, modes, rotation=20)
-            ax.set_ylim(0, 1.18)
-            ax.set_ylabel("score")
-            ax.set_title(
-                f"{self.dataset} ({self.split}, {self.n_queries} queries): {self.encoder}", fontsize=9
+            if self.results:
+                _draw_quality(ax, self)
+                _draw_latency(lat, self)
+            fig.suptitle(
+                f"{self.dataset} ({self.split}, {self.n_queries} queries, {self.n_docs:,} docs): "
+                f"{self.encoder}",
+                fontsize=9,
             )
-            ax.legend(loc="upper center", ncol=len(names), fontsize=8, frameon=False)
-            ax.grid(axis="y", alpha=0.3)
             fig.tight_layout()
             out = Path(path)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +259,81 @@ class EvalReport:
         if plot:
             paths.append(self.plot(folder / f"{stem}.png"))
         return paths
+
+
+PUBLISHED_BASELINES: Mapping[str, Mapping[str, float]] = {
+    "scifact": {"BM25 (BEIR)": 0.665, "all-MiniLM-L6-v2": 0.645},
+}
+"""Published nDCG@10 of common baselines, by dataset name (BEIR's BM25; sentence-transformers' MiniLM)."""
+
+_SINGLE_COLOUR, _FUSED_COLOUR, _BEST_COLOUR = "#9aa5b1", "#4c78a8", "#f58518"
+
+
+def _baselines(report: EvalReport) -> Mapping[str, float]:
+    names = report.metric_names()
+    if not names or not names[0].startswith("ndcg@10"):
+        return {}
+    return PUBLISHED_BASELINES.get(report.dataset.lower().rsplit("/", 1)[-1], {})
+
+
+def _ordered(report: EvalReport) -> list[ModeResult]:
+    """The results by the first metric, best first."""
+    key = report.metric_names()[0]
+    return sorted(report.results, key=lambda r: r.metrics[key], reverse=True)
+
+
+def _draw_quality(ax: Any, report: EvalReport) -> None:
+    key = report.metric_names()[0]
+    rows = _ordered(report)
+    singles = [r for r in rows if r.mode in SINGLE_MODES]
+    best_single = max(singles, key=lambda r: r.metrics[key]) if singles else None
+    vals = [r.metrics[key] for r in rows]
+    y = np.arange(len(rows))
+    colours = [
+        _BEST_COLOUR if i == 0 else _SINGLE_COLOUR if r.mode in SINGLE_MODES else _FUSED_COLOUR
+        for i, r in enumerate(rows)
+    ]
+    ax.barh(y, vals, color=colours, height=0.7)
+    marks = dict(_baselines(report))
+    lo = min([*vals, *marks.values()])
+    hi = max([*vals, *marks.values()])
+    span = max(hi - lo, 0.02)
+    ax.set_xlim(max(0.0, lo - 0.35 * span), min(1.0, hi + 0.75 * span) if hi < 1 else hi + 0.75 * span)
+    for i, r in enumerate(rows):
+        label = f"{r.metrics[key]:.3f}"
+        if best_single is not None and r is not best_single:
+            label += f"  ({r.metrics[key] - best_single.metrics[key]:+.3f} vs {best_single.mode})"
+        elif best_single is not None:
+            label += "  (best single leg)"
+        ax.text(r.metrics[key] + 0.01 * span, i, label, va="center", fontsize=7)
+    if best_single is not None:
+        ax.axvline(best_single.metrics[key], color=_SINGLE_COLOUR, linestyle="--", linewidth=1)
+    for j, (name, value) in enumerate(sorted(marks.items(), key=lambda kv: -kv[1])):
+        ax.axvline(value, color="#b22222", linestyle=":", linewidth=1.2)
+        ax.text(
+            value,
+            len(rows) - 0.35 + 0.45 * j,
+            f"{name} {value:.3f} (published)",
+            color="#b22222",
+            fontsize=7,
+            ha="center",
+            va="bottom",
+        )
+    ax.set_ylim(len(rows) - 0.5 + 0.5 * len(marks) + 0.2, -0.6)
+    ax.set_yticks(y, [r.mode for r in rows], fontsize=8)
+    ax.set_xlabel(f"{_pretty(key)} (axis zoomed; grey: single legs, blue: fused, orange: best)", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _draw_latency(ax: Any, report: EvalReport) -> None:
+    rows = _ordered(report)
+    per_query = [1000.0 * r.seconds / max(report.n_queries, 1) for r in rows]
+    ax.barh(np.arange(len(rows)), per_query, color="#72b7b2", height=0.7)
+    for i, ms in enumerate(per_query):
+        ax.text(ms, i, f" {ms:.1f}", va="center", fontsize=7)
+    ax.set_xlim(0, max(per_query, default=1.0) * 1.35 or 1.0)
+    ax.set_xlabel("ms per query (search + fusion)", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def _pretty(name: str) -> str:

@@ -35,7 +35,7 @@ from .checkpoint import Checkpoint, ErrorLog, source_key
 from .ids import IdChoices
 from .options import IngestOptions, build_options
 from .prepare import Batch, Preparer, check_encoder
-from .readers import STDIN, Skipped, detect_format, read_source, require_pyarrow
+from .readers import STDIN, Skipped, detect_format, estimate_records, read_source, require_pyarrow
 from .records import MAX_REPORTED_ERRORS, IngestReport, Record, RowError
 
 __all__ = ["QUEUE_BATCHES", "ingest"]
@@ -99,7 +99,7 @@ def ingest(
     preparer = Preparer(opts, spec, manager, encoder, ids=ids, formats=formats, max_tokens=max_tokens)
     producer = _Producer(sources, formats, checkpoint, preparer, opts.batch_size)
     writer = _Writer(manager, collection, opts.on_error, checkpoint, errlog, started, on_batch)
-    bar = _progress_bar(progress, collection)
+    bar = _progress_bar(progress, collection, lambda: _expected_records(formats, checkpoint))
     _run(producer, writer, ids, bar)
     result = writer.report()
     if result.failed:
@@ -176,6 +176,9 @@ def _run(producer: _Producer, writer: _Writer, ids: IdChoices, bar: Any) -> None
             writer.notify()
         writer.finish(ids.chosen)
         finished = True
+        if bar is not None and bar.total is not None and bar.n != bar.total:
+            bar.total = bar.n  # the total was an estimate: a finished job ends at 100%
+            bar.refresh()
     finally:
         producer.close(finished)
         if bar is not None:
@@ -379,11 +382,31 @@ class _Writer:
         )
 
 
-def _progress_bar(progress: bool | None, collection: str) -> Any:
+def _expected_records(formats: dict[str, str], checkpoint: Checkpoint) -> int | None:
+    """Records this run will read, estimated (``readers.estimate_records``), less those a resume passes
+    over; None when an input's size is unknown (stdin, gzip)."""
+    total = 0
+    for source, kind in formats.items():
+        n = estimate_records(source, kind)
+        if n is None:
+            return None
+        total += max(0, n - (checkpoint.done(source) if checkpoint.resumed else 0))
+    return total
+
+
+def _progress_bar(progress: bool | None, collection: str, total: Callable[[], int | None]) -> Any:
+    """A tqdm bar on stderr; with a total (and so an ETA) when the inputs' sizes tell one."""
     if progress is None:
         progress = sys.stderr.isatty()
     if not progress:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(desc=f"ingest {collection}", unit="doc", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    return tqdm(
+        desc=f"ingest {collection}",
+        unit="doc",
+        total=total(),
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
