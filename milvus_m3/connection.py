@@ -250,8 +250,12 @@ class Connection:
         opts = ConnectionOptions.of(options, **option_kwargs)
         uri, opts = _uri_and_options(uri, opts)
         self.options = opts
+        token_password = (opts.token or "").partition(":")[2]  # a "user:password" token: the password alone too
         self._secrets = Secrets(
-            opts.token, opts.password, f"{opts.user}:{opts.password}" if opts.user and opts.password else None
+            opts.token,
+            opts.password,
+            f"{opts.user}:{opts.password}" if opts.user and opts.password else None,
+            token_password if len(token_password) >= 4 else None,
         )
         self.uri = uri
         """The URI without credentials."""

@@ -10,6 +10,7 @@ than giving a "malformed" error on every line.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import datetime as _dt
@@ -29,6 +30,7 @@ from .records import Record, json_type
 
 __all__ = [
     "FORMATS",
+    "MAX_CSV_ROW_LINES",
     "PARQUET_BATCH_ROWS",
     "STDIN",
     "Format",
@@ -42,6 +44,8 @@ __all__ = [
 Format = Literal["auto", "jsonl", "csv", "tsv", "parquet", "beir"]
 FORMATS: tuple[str, ...] = ("auto", "jsonl", "csv", "tsv", "parquet", "beir")
 PARQUET_BATCH_ROWS = 1024
+MAX_CSV_ROW_LINES = 1_000
+"""A CSV/TSV row may span this many lines (quoted newlines); a longer one is a bad row (an unclosed quote)."""
 STDIN = "-"
 _CSV_FIELD_LIMIT = 2**31 - 1
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -197,6 +201,58 @@ def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: Skip
         index += 1
 
 
+class _RowTooLong(Exception):
+    """A CSV row ran over ``MAX_CSV_ROW_LINES`` lines (raised by ``_LineFeed`` inside the csv reader)."""
+
+
+class _LineFeed:
+    """Lines for ``csv.reader``, with the current row's lines kept (at most ``MAX_CSV_ROW_LINES``), so
+    that a row with an unclosed quote can be given up on and its later lines read again as rows."""
+
+    def __init__(self, text: io.TextIOWrapper) -> None:
+        self._src = iter(text)
+        self._back: collections.deque[str] = collections.deque()
+        self.row: list[str] = []
+
+    def __iter__(self) -> _LineFeed:
+        return self
+
+    def __next__(self) -> str:
+        if len(self.row) >= MAX_CSV_ROW_LINES:
+            raise _RowTooLong
+        line = self._back.popleft() if self._back else next(self._src)
+        self.row.append(line)
+        return line
+
+    def at_eof(self) -> bool:
+        if self._back:
+            return False
+        try:
+            self._back.append(next(self._src))
+        except StopIteration:
+            return True
+        return False
+
+    def take(self) -> int:
+        """End the current row: how many lines it used."""
+        n, self.row = len(self.row), []
+        return n
+
+    def replay_after_first(self) -> None:
+        """Give up on the current row: its lines after the first are read again."""
+        self._back.extendleft(reversed(self.row[1:]))
+        self.row = []
+
+
+def _unclosed_quote(lines: list[str], dialect: str) -> bool:
+    """Whether a row that ended at the end of the input did so inside a quoted field."""
+    try:
+        list(csv.reader(lines, dialect=dialect, strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
 def _read_csv(
     stream: io.BufferedReader, source: str, skip: int, skipped: Skipped, dialect: str
 ) -> Iterator[Record]:
@@ -204,12 +260,13 @@ def _read_csv(
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)  # process-wide; the default (128 KiB) cuts long documents
-    reader = csv.reader(text, dialect=dialect)
+    feed = _LineFeed(text)
+    reader = csv.reader(feed, dialect=dialect)
     try:
         header = next(reader)
     except StopIteration:
         return
-    except csv.Error as exc:
+    except (csv.Error, _RowTooLong) as exc:
         raise InputError(f"{source}:1: the header row does not parse ({exc})", field="header", row=1) from exc
     if any(not is_valid_utf8(h) for h in header) or len(set(header)) != len(header) or not any(header):
         raise InputError(
@@ -217,24 +274,46 @@ def _read_csv(
             field="header",
             row=1,
         )
+    kind = "TSV" if dialect == "excel-tab" else "CSV"
     index = 0
-    last = reader.line_num
+    last = feed.take()
     while True:
         start = last + 1
+        problem: str | None = None
+        replay = True
         try:
             row = next(reader)
         except StopIteration:
             return
+        except _RowTooLong:
+            problem = (
+                f"malformed {kind} row: a quoted field runs over more than {MAX_CSV_ROW_LINES} lines from line "
+                f"{start} (an unclosed quote?); close the quote. Reading goes on at line {start + 1}"
+            )
         except csv.Error as exc:
-            last = reader.line_num
+            problem = f"malformed {kind} row: {exc}"
+            replay = False
+            last += feed.take()
+        else:
+            if len(feed.row) > 1 and feed.at_eof() and _unclosed_quote(feed.row, dialect):
+                problem = (
+                    f"malformed {kind} row: a quote opened on line {start} is never closed (the row would "
+                    f"span {len(feed.row)} lines, to the end of the file); close the quote. Reading goes on "
+                    f"at line {start + 1}"
+                )
+            else:
+                last += feed.take()
+        if problem is not None:
+            if replay:
+                feed.replay_after_first()
+                last += 1
+            reader = csv.reader(feed, dialect=dialect)
             if index >= skip:
-                kind = "TSV" if dialect == "excel-tab" else "CSV"
-                yield Record(source, start, index, None, f"malformed {kind} row: {exc}")
+                yield Record(source, start, index, None, problem)
             else:
                 skipped.count = index + 1
             index += 1
             continue
-        last = reader.line_num
         if not row:
             continue
         if index < skip:
