@@ -253,34 +253,14 @@ def _unclosed_quote(lines: list[str], dialect: str) -> bool:
     return False
 
 
-def _read_csv(
-    stream: io.BufferedReader, source: str, skip: int, skipped: Skipped, dialect: str
-) -> Iterator[Record]:
-    # Invalid UTF-8 is kept as lone surrogates and reported per row, rather than failing the whole file.
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
-        csv.field_size_limit(_CSV_FIELD_LIMIT)  # process-wide; the default (128 KiB) cuts long documents
-    feed = _LineFeed(text)
-    reader = csv.reader(feed, dialect=dialect)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except (csv.Error, _RowTooLong) as exc:
-        raise InputError(f"{source}:1: the header row does not parse ({exc})", field="header", row=1) from exc
-    if any(not is_valid_utf8(h) for h in header) or len(set(header)) != len(header) or not any(header):
-        raise InputError(
-            f"{source}:1: the header row must hold distinct UTF-8 column names, got {header!r}",
-            field="header",
-            row=1,
-        )
+def _csv_rows(feed: _LineFeed, dialect: str, last: int) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(first line, fields, None) per row after the header, or (first line, None, why) for a row that
+    does not parse. A row whose quote never closes (it would run to the end of the input, or over
+    ``MAX_CSV_ROW_LINES`` lines) costs only itself: reading goes on at its second line."""
     kind = "TSV" if dialect == "excel-tab" else "CSV"
-    index = 0
-    last = feed.take()
+    reader = csv.reader(feed, dialect=dialect)
     while True:
         start = last + 1
-        problem: str | None = None
-        replay = True
         try:
             row = next(reader)
         except StopIteration:
@@ -291,36 +271,56 @@ def _read_csv(
                 f"{start} (an unclosed quote?); close the quote. Reading goes on at line {start + 1}"
             )
         except csv.Error as exc:
-            problem = f"malformed {kind} row: {exc}"
-            replay = False
             last += feed.take()
-        else:
-            if len(feed.row) > 1 and feed.at_eof() and _unclosed_quote(feed.row, dialect):
-                problem = (
-                    f"malformed {kind} row: a quote opened on line {start} is never closed (the row would "
-                    f"span {len(feed.row)} lines, to the end of the file); close the quote. Reading goes on "
-                    f"at line {start + 1}"
-                )
-            else:
-                last += feed.take()
-        if problem is not None:
-            if replay:
-                feed.replay_after_first()
-                last += 1
             reader = csv.reader(feed, dialect=dialect)
-            if index >= skip:
-                yield Record(source, start, index, None, problem)
-            else:
-                skipped.count = index + 1
-            index += 1
+            yield start, None, f"malformed {kind} row: {exc}"
             continue
-        if not row:
-            continue
+        else:
+            if not (len(feed.row) > 1 and feed.at_eof() and _unclosed_quote(feed.row, dialect)):
+                last += feed.take()
+                yield start, row, None
+                continue
+            problem = (
+                f"malformed {kind} row: a quote opened on line {start} is never closed (the row would span "
+                f"{len(feed.row)} lines, to the end of the file); close the quote. Reading goes on at line {start + 1}"
+            )
+        feed.replay_after_first()
+        last += 1
+        reader = csv.reader(feed, dialect=dialect)
+        yield start, None, problem
+
+
+def _read_csv(
+    stream: io.BufferedReader, source: str, skip: int, skipped: Skipped, dialect: str
+) -> Iterator[Record]:
+    # Invalid UTF-8 is kept as lone surrogates and reported per row, rather than failing the whole file.
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
+        csv.field_size_limit(_CSV_FIELD_LIMIT)  # process-wide; the default (128 KiB) cuts long documents
+    feed = _LineFeed(text)
+    try:
+        header = next(csv.reader(feed, dialect=dialect))
+    except StopIteration:
+        return
+    except (csv.Error, _RowTooLong) as exc:
+        raise InputError(f"{source}:1: the header row does not parse ({exc})", field="header", row=1) from exc
+    if any(not is_valid_utf8(h) for h in header) or len(set(header)) != len(header) or not any(header):
+        raise InputError(
+            f"{source}:1: the header row must hold distinct UTF-8 column names, got {header!r}",
+            field="header",
+            row=1,
+        )
+    index = 0
+    for start, row, problem in _csv_rows(feed, dialect, feed.take()):
+        if row is not None and not row:
+            continue  # a blank line is no record
         if index < skip:
             index += 1
             skipped.count = index
             continue
-        if len(row) != len(header):
+        if row is None:
+            yield Record(source, start, index, None, problem)
+        elif len(row) != len(header):
             yield Record(source, start, index, None, f"has {len(row)} fields, the header has {len(header)}")
         else:
             bad = next((h for h, v in zip(header, row, strict=False) if not is_valid_utf8(v)), None)

@@ -376,6 +376,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
     "milvus_m3.ingest.prepare": ["Batch", "Doc", "Preparer", "check_encoder", "convert_scalar"],
     "milvus_m3.ingest.readers": [
         "FORMATS",
+        "MAX_CSV_ROW_LINES",
         "PARQUET_BATCH_ROWS",
         "STDIN",
         "Format",
@@ -448,6 +449,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "check_mode",
         "check_params",
         "check_queries",
+        "check_query_vectors",
         "check_ranker",
         "check_rrf_k",
         "check_weights",
