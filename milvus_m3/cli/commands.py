@@ -228,7 +228,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         raise ConfigError("'-' (stdin) can be given once")
     if args.chunk_overlap and args.chunk_tokens is None:
         raise ConfigError("--chunk-overlap needs --chunk-tokens")
-    state = Path(args.state) if args.state else default_state_path(args.uri, args.collection)
+    if args.force_resume and not args.resume:
+        raise ConfigError("--force-resume goes with --resume")
+    state = Path(args.state) if args.state else default_state_path(args.uri, args.collection, inputs=args.files)
     errors = (
         Path(args.errors)
         if args.errors
@@ -268,6 +270,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             errors_path=errors,
             state_path=state,
             resume=args.resume,
+            force_resume=args.force_resume,
             progress=False if args.quiet else None,
         )
     _print_report(report, args)

@@ -189,6 +189,10 @@ def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: Skip
             continue
         try:
             obj = json.loads(text)
+        except RecursionError:
+            yield Record(source, lineno, index, None, "malformed JSON: nested too deep to read; flatten it")
+            index += 1
+            continue
         except ValueError as exc:
             msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             col = f" (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
