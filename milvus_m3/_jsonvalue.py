@@ -33,12 +33,20 @@ def json_problem(value: Any, depth: int = 0) -> str | None:
     if isinstance(value, Mapping):
         keys: dict[str, Any] = {}
         for key, item in value.items():
-            name = key if isinstance(key, str) else json.dumps(key) if isinstance(key, (int, float, bool)) else None
+            name = (
+                key
+                if isinstance(key, str)
+                else json.dumps(key)
+                if isinstance(key, (int, float, bool))
+                else None
+            )
             if name is not None:
                 if not is_valid_utf8(name):
                     return "has a key that is not valid UTF-8 (a lone surrogate)"
                 if name in keys:
-                    return f"has keys {keys[name]!r} and {key!r}, which are the same JSON key {name!r}; keep one"
+                    return (
+                        f"has keys {keys[name]!r} and {key!r}, which are the same JSON key {name!r}; keep one"
+                    )
                 keys[name] = key
             problem = json_problem(item, depth + 1)
             if problem is not None:

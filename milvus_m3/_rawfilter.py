@@ -54,5 +54,5 @@ def check_raw(raw: str) -> None:
     if _LIKE.search(bare):
         raise FilterError(
             f"raw filter {shown!r} uses 'like' without a string pattern after it; write e.g. "
-            "text like \"pre%\" (Milvus Lite's engine stops on a non-string pattern), or use F.prefix"
+            'text like "pre%" (Milvus Lite\'s engine stops on a non-string pattern), or use F.prefix'
         )

@@ -40,7 +40,6 @@ __all__ = ["check_id", "check_metadata", "check_scalar", "check_text", "prepare_
 _CHAR_NAMES = {"'": "single quote", "\\": "backslash", "\n": "line feed", "\r": "carriage return"}
 
 
-
 def prepare_rows(
     spec: CollectionSpec,
     caps: Capabilities,
@@ -392,7 +391,9 @@ def _int64(sf: ScalarField, value: Any, row: int) -> int:
             f"row {row}: field {sf.name!r} must be an int, got {type(value).__name__}", field=sf.name, row=row
         )
     if not -(2**63) <= int(value) < 2**63:
-        raise InputError(f"row {row}: field {sf.name!r}: {value} does not fit in int64", field=sf.name, row=row)
+        raise InputError(
+            f"row {row}: field {sf.name!r}: {value} does not fit in int64", field=sf.name, row=row
+        )
     return int(value)
 
 

@@ -39,7 +39,9 @@ _SCALAR_TYPES = {"varchar": "VARCHAR", "int64": "INT64", "double": "DOUBLE", "bo
 def _expected(spec: CollectionSpec) -> dict[str, tuple[str, dict[str, int]]]:
     """field name -> (DataType name, params that must match) the record promises."""
     want: dict[str, tuple[str, dict[str, int]]] = {
-        ID_FIELD: ("VARCHAR", {"max_length": spec.id_max_length}) if spec.id_type == "varchar" else ("INT64", {}),
+        ID_FIELD: ("VARCHAR", {"max_length": spec.id_max_length})
+        if spec.id_type == "varchar"
+        else ("INT64", {}),
         TEXT_FIELD: ("VARCHAR", {"max_length": spec.text_max_length}),
         DENSE_FIELD: ("FLOAT_VECTOR", {"dim": spec.dense_dim}),
         SPARSE_FIELD: ("SPARSE_FLOAT_VECTOR", {}),
@@ -49,7 +51,10 @@ def _expected(spec: CollectionSpec) -> dict[str, tuple[str, dict[str, int]]]:
         want[PARENT_FIELD] = ("VARCHAR", {})
         want[CHUNK_FIELD] = ("INT64", {})
     for sf in spec.scalar_fields:
-        want[sf.name] = (_SCALAR_TYPES[sf.dtype], {"max_length": sf.max_length} if sf.dtype == "varchar" else {})
+        want[sf.name] = (
+            _SCALAR_TYPES[sf.dtype],
+            {"max_length": sf.max_length} if sf.dtype == "varchar" else {},
+        )
     return want
 
 
@@ -65,7 +70,9 @@ def check_schema_matches(name: str, spec: CollectionSpec, desc: Mapping[str, Any
     for field, (dtype, params) in _expected(spec).items():
         got = fields.get(field)
         if got is None:
-            raise SchemaMismatchError(f"collection {name!r}: its milvus-m3 record needs a field {field!r}, which it lacks; {fix}")
+            raise SchemaMismatchError(
+                f"collection {name!r}: its milvus-m3 record needs a field {field!r}, which it lacks; {fix}"
+            )
         if _type_name(got.get("type")) != dtype:
             raise SchemaMismatchError(
                 f"collection {name!r}: field {field!r} is {_type_name(got.get('type'))}, its milvus-m3 record says {dtype}; {fix}"

@@ -231,7 +231,9 @@ class CollectionManager:
         """The token milvus-m3 wrote into ``name``'s record when it created it (None for older records):
         a dropped and recreated collection has a new one, so its old checkpoint is not resumed into it."""
         self._require(name)
-        return record_build_id(self._call(f"describe {name!r}", "describe_collection", name).get("description", ""))
+        return record_build_id(
+            self._call(f"describe {name!r}", "describe_collection", name).get("description", "")
+        )
 
     def check_collection(
         self,

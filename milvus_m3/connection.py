@@ -256,7 +256,9 @@ class Connection:
         opts = ConnectionOptions.of(options, **option_kwargs)
         uri, opts = _uri_and_options(uri, opts)
         self.options = opts
-        token_password = (opts.token or "").partition(":")[2]  # a "user:password" token: the password alone too
+        token_password = (opts.token or "").partition(":")[
+            2
+        ]  # a "user:password" token: the password alone too
         self._secrets = Secrets(
             opts.token,
             opts.password,
@@ -314,7 +316,11 @@ class Connection:
                 caps = self._detect()
             finally:
                 self._detecting = False
-            if caps.reads_during_writes_unsafe and self._lite_lock is None and not is_local_file_uri(self.uri):
+            if (
+                caps.reads_during_writes_unsafe
+                and self._lite_lock is None
+                and not is_local_file_uri(self.uri)
+            ):
                 # A Milvus Lite gRPC server: the same engine, so the same guard (within this process).
                 self._lite_lock = _lite.server_lock(self.uri)
             self._capabilities = caps

@@ -200,7 +200,12 @@ class FunctionField:
 def build_record(spec: CollectionSpec) -> str:
     """The collection description: a marker and the JSON record of what built the collection."""
     # build_id: a new one per created collection, so a checkpoint of a dropped one is not resumed into it
-    meta = {"package": "milvus-m3", "version": __version__, "spec": spec.to_json(), "build_id": uuid.uuid4().hex}
+    meta = {
+        "package": "milvus-m3",
+        "version": __version__,
+        "spec": spec.to_json(),
+        "build_id": uuid.uuid4().hex,
+    }
     return META_MARKER + json.dumps(meta, sort_keys=True, separators=(",", ":"))
 
 

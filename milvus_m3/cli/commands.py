@@ -230,12 +230,17 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         raise ConfigError("--chunk-overlap needs --chunk-tokens")
     if args.force_resume and not args.resume:
         raise ConfigError("--force-resume goes with --resume")
-    state = Path(args.state) if args.state else default_state_path(args.uri, args.collection, inputs=args.files)
-    errors = (
-        Path(args.errors)
-        if args.errors
-        else state.with_name(state.name.replace(".ingest-state.json", ".ingest-errors.jsonl"))
+    state = (
+        Path(args.state) if args.state else default_state_path(args.uri, args.collection, inputs=args.files)
     )
+    suffix = ".ingest-state.json"
+    default_errors = (
+        (  # never the state file itself (--state s.json: s.ingest-errors.jsonl)
+            state.name[: -len(suffix)] if state.name.endswith(suffix) else state.stem
+        )
+        + ".ingest-errors.jsonl"
+    )
+    errors = Path(args.errors) if args.errors else state.with_name(default_errors)
     with _manager(args) as manager:
         if manager.has_collection(args.collection):
             manager.spec(

@@ -8,8 +8,11 @@ job finishes with exactly the input's documents stored. A resume with no checkpo
 beginning. The state names its target (the URI without credentials, the database, the collection and
 the build id milvus-m3 wrote into the collection's record): a resume into another target is refused,
 and one into a collection dropped and recreated since starts from the beginning. Resume trusts that the
-first records of each file are the ones an earlier run saw: an input whose size or mtime changed is
-refused unless ``force`` (``--force-resume``: only lines were appended).
+first records of each file are the ones an earlier run saw, and checks it: the state keeps a blake2b
+digest of each JSONL / CSV / TSV input up to its last settled record, which the reader compares as it
+passes over those records (a fix or an append after that point resumes; a change before it is
+refused). A Parquet input (no digest) whose size or mtime changed is refused. ``force``
+(``--force-resume``) resumes anyway.
 
 The errors file holds one JSON line per bad row, ``{"file", "line", "id", "field", "error"}``, appended
 and fsynced per batch before the batch's checkpoint.
@@ -174,6 +177,12 @@ class Checkpoint:
         entry = self.inputs.get(source_key(source))
         return int(entry.get("done", 0)) if entry else 0
 
+    def digest(self, source: str) -> str | None:
+        """The digest of ``source`` up to its last settled record (None: not recorded, e.g. Parquet)."""
+        entry = self.inputs.get(source_key(source))
+        value = entry.get("digest") if entry else None
+        return value if isinstance(value, str) else None
+
     def id_choice(self, source: str) -> tuple[bool, str | None]:
         """(known, field): the id field an earlier run chose for ``source`` (None: content hashes)."""
         entry = self.inputs.get(source_key(source))
@@ -195,11 +204,19 @@ class Checkpoint:
             key = source_key(source)
             stat = file_stat(source)
             entry = self.inputs.setdefault(key, {"done": 0})
-            if self.resumed and entry.get("stat") and stat and entry["stat"] != stat and entry.get("done"):
+            changed = (
+                self.resumed and entry.get("stat") and stat and entry["stat"] != stat and entry.get("done")
+            )
+            if changed and entry.get("digest"):
+                # the reader checks the settled records against the digest as it passes over them
+                logger.info(
+                    "%s changed since the checkpoint; its first %d records are checked", source, entry["done"]
+                )
+            elif changed:
                 if not self.force:
                     raise ConfigError(
                         f"cannot resume: {source} changed since the checkpoint {self.path} (size {entry['stat'].get('size')} "
-                        f"-> {stat['size']} bytes, or its mtime), so its first {entry['done']} records may not be the "
+                        f"-> {(stat or {}).get('size')} bytes, or its mtime), so its first {entry['done']} records may not be the "
                         "ones written. Run without --resume to ingest it again (upserts make that safe), or pass "
                         "--force-resume (force_resume=True) if lines were only appended"
                     )
@@ -217,10 +234,14 @@ class Checkpoint:
         id_choices: Mapping[str, str | None],
         errors_offset: int | None,
         finished: bool = False,
+        digests: Mapping[str, str] | None = None,
     ) -> None:
         for source, done in positions.items():
             entry = self.inputs.setdefault(source_key(source), {"done": 0})
-            entry["done"] = max(int(entry.get("done", 0)), done)
+            if done >= int(entry.get("done", 0)):
+                entry["done"] = done
+                if digests and source in digests:
+                    entry["digest"] = digests[source]
         for source, choice in id_choices.items():
             self.inputs.setdefault(source_key(source), {"done": 0})["id_field"] = choice
         self.errors_offset = errors_offset
@@ -256,16 +277,21 @@ def _load(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Any, d
         inputs = {str(k): dict(v) for k, v in data["inputs"].items()}
         for key, entry in inputs.items():
             _count(entry.get("done", 0), f'"done" of {key}')
-            if not isinstance(entry.get("id_field"), (str, type(None))) or not isinstance(entry.get("stat", {}), dict):
+            if not isinstance(entry.get("id_field"), (str, type(None))) or not isinstance(
+                entry.get("stat", {}), dict
+            ):
                 raise ValueError(f"the entry of {key} is malformed")
+            if not isinstance(entry.get("digest", ""), str):
+                raise ValueError(f'"digest" of {key} is not a string')
         offset = data.get("errors_offset")
         if offset is not None:
             _count(offset, '"errors_offset"')
         target = dict(data.get("target") or {})
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(
-            f"the ingest state file {path} is unreadable ({exc}); delete it and run without --resume "
-            "(upserts make re-ingesting safe)"
+            f"the ingest state file {path} is unreadable ({exc}); if it is the state of an earlier run, delete it "
+            "and run without --resume (upserts make re-ingesting safe); if it is another file, give --state "
+            "another path"
         ) from exc
     return stored, inputs, offset, target
 

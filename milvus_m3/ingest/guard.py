@@ -61,9 +61,14 @@ def is_state_file(path: Path) -> bool:
 
 
 def check_paths(
-    sources: Sequence[str], state: Path | None, errors: Path | None, database: str | None
+    sources: Sequence[str],
+    state: Path | None,
+    errors: Path | None,
+    database: str | None,
+    resume: bool = False,
 ) -> None:
-    """ConfigError when writing ``state`` or ``errors`` could destroy a file that is not the job's own."""
+    """ConfigError when writing ``state`` or ``errors`` could destroy a file that is not the job's own.
+    (With ``resume`` a state file is read first, and one that is not a state file is refused there.)"""
     db = Path(database) if database else None
     named = {"state": state, "errors": errors}
     for what, path in named.items():
@@ -72,14 +77,20 @@ def check_paths(
         flag = "--state" if what == "state" else "--errors"
         for s in sources:
             if s != STDIN and _same(path, Path(s)):
-                raise ConfigError(f"the {what} file {path} is the input {s}; give {flag} another path (it would be overwritten)")
+                raise ConfigError(
+                    f"the {what} file {path} is the input {s}; give {flag} another path (it would be overwritten)"
+                )
         if db is not None and (_same(path, db) or _same(path, db.with_name(f".{db.name}.lock"))):
-            raise ConfigError(f"the {what} file {path} is the Milvus Lite database {db}; give {flag} another path")
+            raise ConfigError(
+                f"the {what} file {path} is the Milvus Lite database {db}; give {flag} another path"
+            )
         if path.is_dir():
             raise ConfigError(f"the {what} file {path} is a folder; give {flag} a file path")
     if state is not None and errors is not None and _same(state, errors):
-        raise ConfigError(f"the state and errors files are the same file {state}; give --state and --errors different paths")
-    if state is not None and state.exists() and not is_state_file(state):
+        raise ConfigError(
+            f"the state and errors files are the same file {state}; give --state and --errors different paths"
+        )
+    if state is not None and not resume and state.exists() and not is_state_file(state):
         raise ConfigError(
             f"{state} exists and is not a milvus-m3 ingest state file; give --state another path "
             "(a job replaces only its own state file)"
@@ -111,7 +122,7 @@ class JobLock:
                 continue
             lock = self.lock_path(path)
             lock.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(lock, "a+")  # noqa: SIM115 - held open for the job's lifetime
+            fh = open(lock, "a+")  # held open for the job's lifetime
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:

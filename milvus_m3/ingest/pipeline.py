@@ -90,7 +90,7 @@ def ingest(
     state = Path(state_path) if state_path is not None else None
     errors = Path(errors_path) if errors_path is not None else None
     conn = manager.connection
-    check_paths(sources, state, errors, conn.uri if is_local_file_uri(conn.uri) else None)
+    check_paths(sources, state, errors, conn.uri if is_local_file_uri(conn.uri) else None, resume)
     max_tokens = check_encoder(opts, encoder)
     spec = _check_collection(manager, collection, encoder, opts)
     formats = {s: detect_format(s, opts.format) for s in sources}
@@ -108,9 +108,12 @@ def ingest(
         checkpoint.begin(sources)
         if not checkpoint.resumed:
             checkpoint.commit({}, {}, 0)  # a stale state file of another run must not be resumed from
-        errlog = ErrorLog(errors_path, checkpoint.errors_offset, checkpoint.resumed)
+        errlog = ErrorLog(errors, checkpoint.errors_offset, checkpoint.resumed)
         ids = IdChoices(
-            id_field=opts.id_field, hash_ids=opts.hash_ids, formats=formats, known=checkpoint.id_choices(sources)
+            id_field=opts.id_field,
+            hash_ids=opts.hash_ids,
+            formats=formats,
+            known=checkpoint.id_choices(sources),
         )
         preparer = Preparer(opts, spec, manager, encoder, ids=ids, formats=formats, max_tokens=max_tokens)
         producer = _Producer(sources, formats, checkpoint, preparer, opts.batch_size)
@@ -271,8 +274,8 @@ class _Producer:
 
     def _records(self) -> Iterator[Record]:
         for s in self.sources:
-            box = Skipped()
             done = self.checkpoint.done(s) if self.checkpoint.resumed else 0
+            box = Skipped(self.checkpoint.digest(s) if done else None, self.checkpoint.force)
             base = self.skipped
             for rec in read_source(s, self.formats[s], done, box):
                 self.skipped = base + box.count
@@ -328,7 +331,7 @@ class _Writer:
             self.manager.write_rows(self.collection, item.rows, mode="upsert")
             self._drop_stale_chunks(item.rows)
         self.errlog.write(item.errors)
-        self.checkpoint.commit(item.positions, item.id_choices, self._errors_offset())
+        self.checkpoint.commit(item.positions, item.id_choices, self._errors_offset(), digests=item.digests)
         self.written += item.written_docs
         self.chunks += len(item.rows)
         self.failed += len(item.errors)
@@ -350,7 +353,8 @@ class _Writer:
             return
         dialect = self.manager.capabilities.filter_dialect
         expr = " or ".join(
-            f"({PARENT_FIELD} == {literal(p, dialect=dialect)} and {CHUNK_FIELD} >= {n})" for p, n in counts.items()
+            f"({PARENT_FIELD} == {literal(p, dialect=dialect)} and {CHUNK_FIELD} >= {n})"
+            for p, n in counts.items()
         )
         self.manager.delete(self.collection, filter=expr)
 

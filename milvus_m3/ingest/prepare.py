@@ -28,7 +28,7 @@ Bad rows
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._text import is_valid_utf8
@@ -73,6 +73,8 @@ class Batch:
     id_choices: dict[str, str | None]
     skipped: int
     first: tuple[str, int]
+    digests: dict[str, str] = field(default_factory=dict)
+    """Per input, the digest of its last record in the batch (what a resume checks against)."""
 
 
 _Chunk = tuple[Doc, int, str]
@@ -233,8 +235,11 @@ class Preparer:
         docs: list[Doc] = []
         seen: dict[str | int, Doc] = {}
         positions: dict[str, int] = {}
+        digests: dict[str, str] = {}
         for rec in records:
             positions[rec.source] = rec.index + 1
+            if rec.digest is not None:
+                digests[rec.source] = rec.digest
             got = self.to_doc(rec)
             if isinstance(got, RowError):
                 errors.append(got)
@@ -271,6 +276,7 @@ class Preparer:
             choices,
             skipped,
             (records[0].source, records[0].line),
+            digests,
         )
 
     def _chunks(self, docs: Sequence[Doc], errors: list[RowError]) -> list[_Chunk]:

@@ -16,6 +16,7 @@ import csv
 import datetime as _dt
 import decimal
 import gzip
+import hashlib
 import io
 import json
 import sys
@@ -106,10 +107,27 @@ def read_records(path: str, *, format: str = "auto", skip: int = 0) -> Iterator[
 
 
 class Skipped:
-    """How many records a reader passed over (set as it reads)."""
+    """How many records a reader passed over (set as it reads), and the check of what it passed over:
+    with ``expect`` (the digest a checkpoint stored for its last settled record) a reader whose first
+    ``skip`` records hash differently raises ConfigError, unless ``force``."""
 
-    def __init__(self) -> None:
+    def __init__(self, expect: str | None = None, force: bool = False) -> None:
         self.count = 0
+        self.expect = expect
+        self.force = force
+
+    def verify(self, source: str, digest: str | None) -> None:
+        if self.expect is None or digest == self.expect or self.force:
+            return
+        raise ConfigError(
+            f"cannot resume: the first {self.count} records of {source} are not the ones the checkpoint settled "
+            "(the input changed before the point it had reached). Run without --resume to ingest it again "
+            "(upserts make that safe), or pass --force-resume (force_resume=True) to skip them anyway"
+        )
+
+
+def _hasher() -> Any:
+    return hashlib.blake2b(digest_size=16)
 
 
 def read_source(path: str, kind: str, skip: int, skipped: Skipped) -> Iterator[Record]:
@@ -172,7 +190,9 @@ def _refuse_utf16(stream: io.BufferedReader, path: str) -> None:
 
 def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: Skipped) -> Iterator[Record]:
     index = 0
+    h = _hasher()
     for lineno, raw in enumerate(stream, 1):
+        h.update(raw)
         if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         if not raw.strip():
@@ -180,29 +200,45 @@ def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: Skip
         if index < skip:
             index += 1
             skipped.count = index
+            if index == skip:
+                skipped.verify(source, h.hexdigest())
             continue
+        digest = h.hexdigest()
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield Record(source, lineno, index, None, f"invalid UTF-8 at byte {exc.start} of the line")
+            yield Record(
+                source, lineno, index, None, f"invalid UTF-8 at byte {exc.start} of the line", digest=digest
+            )
             index += 1
             continue
         try:
             obj = json.loads(text)
         except RecursionError:
-            yield Record(source, lineno, index, None, "malformed JSON: nested too deep to read; flatten it")
+            yield Record(
+                source, lineno, index, None, "malformed JSON: nested too deep; flatten it", digest=digest
+            )
             index += 1
             continue
         except ValueError as exc:
             msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             col = f" (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-            yield Record(source, lineno, index, None, f"malformed JSON: {msg}{col}")
+            yield Record(source, lineno, index, None, f"malformed JSON: {msg}{col}", digest=digest)
         else:
             if isinstance(obj, dict):
-                yield Record(source, lineno, index, obj)
+                yield Record(source, lineno, index, obj, digest=digest)
             else:
-                yield Record(source, lineno, index, None, f"expected a JSON object, got {json_type(obj)}")
+                yield Record(
+                    source,
+                    lineno,
+                    index,
+                    None,
+                    f"expected a JSON object, got {json_type(obj)}",
+                    digest=digest,
+                )
         index += 1
+    if index < skip:
+        skipped.verify(source, None)  # fewer records than were settled
 
 
 class _RowTooLong(Exception):
@@ -211,12 +247,16 @@ class _RowTooLong(Exception):
 
 class _LineFeed:
     """Lines for ``csv.reader``, with the current row's lines kept (at most ``MAX_CSV_ROW_LINES``), so
-    that a row with an unclosed quote can be given up on and its later lines read again as rows."""
+    that a row with an unclosed quote can be given up on and its later lines read again as rows.
+    ``digest()`` hashes the input's lines read so far (each once, however often it is read)."""
 
     def __init__(self, text: io.TextIOWrapper) -> None:
         self._src = iter(text)
-        self._back: collections.deque[str] = collections.deque()
-        self.row: list[str] = []
+        self._back: collections.deque[tuple[int, str]] = collections.deque()
+        self._pulled = 0
+        self._hashed = 0
+        self._hash = _hasher()
+        self.row: list[tuple[int, str]] = []
 
     def __iter__(self) -> _LineFeed:
         return self
@@ -224,17 +264,32 @@ class _LineFeed:
     def __next__(self) -> str:
         if len(self.row) >= MAX_CSV_ROW_LINES:
             raise _RowTooLong
-        line = self._back.popleft() if self._back else next(self._src)
-        self.row.append(line)
+        if self._back:
+            seq, line = self._back.popleft()
+        else:
+            seq, line = self._pulled, next(self._src)
+            self._pulled += 1
+        if seq == self._hashed:
+            self._hash.update(line.encode("utf-8", "surrogateescape"))
+            self._hashed += 1
+        self.row.append((seq, line))
         return line
+
+    def digest(self) -> str:
+        return str(self._hash.hexdigest())
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for _, line in self.row]
 
     def at_eof(self) -> bool:
         if self._back:
             return False
         try:
-            self._back.append(next(self._src))
+            self._back.append((self._pulled, next(self._src)))
         except StopIteration:
             return True
+        self._pulled += 1
         return False
 
     def take(self) -> int:
@@ -280,7 +335,7 @@ def _csv_rows(feed: _LineFeed, dialect: str, last: int) -> Iterator[tuple[int, l
             yield start, None, f"malformed {kind} row: {exc}"
             continue
         else:
-            if not (len(feed.row) > 1 and feed.at_eof() and _unclosed_quote(feed.row, dialect)):
+            if not (len(feed.row) > 1 and feed.at_eof() and _unclosed_quote(feed.lines, dialect)):
                 last += feed.take()
                 yield start, row, None
                 continue
@@ -318,21 +373,27 @@ def _read_csv(
     for start, row, problem in _csv_rows(feed, dialect, feed.take()):
         if row is not None and not row:
             continue  # a blank line is no record
+        digest = feed.digest()
         if index < skip:
             index += 1
             skipped.count = index
+            if index == skip:
+                skipped.verify(source, digest)
             continue
         if row is None:
-            yield Record(source, start, index, None, problem)
+            yield Record(source, start, index, None, problem, digest=digest)
         elif len(row) != len(header):
-            yield Record(source, start, index, None, f"has {len(row)} fields, the header has {len(header)}")
+            msg = f"has {len(row)} fields, the header has {len(header)}"
+            yield Record(source, start, index, None, msg, digest=digest)
         else:
             bad = next((h for h, v in zip(header, row, strict=False) if not is_valid_utf8(v)), None)
             if bad is not None:
-                yield Record(source, start, index, None, "invalid UTF-8", field=bad)
+                yield Record(source, start, index, None, "invalid UTF-8", field=bad, digest=digest)
             else:
-                yield Record(source, start, index, dict(zip(header, row, strict=False)))
+                yield Record(source, start, index, dict(zip(header, row, strict=False)), digest=digest)
         index += 1
+    if index < skip:
+        skipped.verify(source, None)  # fewer records than were settled
 
 
 def require_pyarrow(path: str) -> None:

@@ -224,7 +224,9 @@ def check_query_vectors(queries: M3Embeddings) -> None:
     finite = np.isfinite(dense).all(axis=1)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
-        raise InputError(f"query {row}: dense vector holds NaN or inf; re-encode the query", field="dense", row=row)
+        raise InputError(
+            f"query {row}: dense vector holds NaN or inf; re-encode the query", field="dense", row=row
+        )
     for row, sparse in enumerate(queries.sparse):
         for key, weight in dict(sparse).items():
             if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:

@@ -78,7 +78,9 @@ def texts_of(m: CollectionManager, name: str) -> dict[Any, str]:
 
 def run(m: CollectionManager, name: str, files: Sequence[Path], **kw: Any) -> Any:
     kw.setdefault("progress", False)
-    return ingest([str(f) for f in files], manager=m, collection=name, encoder=kw.pop("encoder", FakeEncoder(DIM)), **kw)
+    return ingest(
+        [str(f) for f in files], manager=m, collection=name, encoder=kw.pop("encoder", FakeEncoder(DIM)), **kw
+    )
 
 
 def errors_of(path: Path) -> list[dict[str, Any]]:
@@ -217,7 +219,14 @@ def test_hostile_rows_are_bad_rows_and_resume_gets_past_them(lite: CollectionMan
     assert sorted(got) == [2, 3, 4, 5, 6, 7]
     assert "nested" in got[5]["error"] and "int64" in got[6]["error"] and got[7]["field"] == "n"
     rep2 = run(
-        lite, name, [f], metadata_fields=["m"], title_field="title", errors_path=errors, state_path=state, resume=True
+        lite,
+        name,
+        [f],
+        metadata_fields=["m"],
+        title_field="title",
+        errors_path=errors,
+        state_path=state,
+        resume=True,
     )
     assert rep2.skipped == 8 and lite.count(name) == 2
 
@@ -237,18 +246,36 @@ def test_upsert_validates_every_row_before_writing(lite: CollectionManager, bad:
     meta: list[dict[Any, Any]] = [{"i": i} for i in range(n)]
     meta[280] = bad
     with pytest.raises(InputError) as exc:
-        lite.upsert(name, ids=[f"u{i}" for i in range(n)], texts=texts, embeddings=enc.encode_documents(texts), metadata=meta)
+        lite.upsert(
+            name,
+            ids=[f"u{i}" for i in range(n)],
+            texts=texts,
+            embeddings=enc.encode_documents(texts),
+            metadata=meta,
+        )
     assert exc.value.row == 280 and exc.value.field == "metadata"
     assert lite.count(name) == 0
 
 
 def test_upsert_refuses_bad_declared_field_values(lite: CollectionManager) -> None:
     """BAD_INPUT x2: an int64 field beyond int64, a varchar field with a lone surrogate."""
-    name = make(lite, scalar_fields=(ScalarField(name="n", dtype="int64", default=0), ScalarField(name="s", dtype="varchar", default="")))
+    name = make(
+        lite,
+        scalar_fields=(
+            ScalarField(name="n", dtype="int64", default=0),
+            ScalarField(name="s", dtype="varchar", default=""),
+        ),
+    )
     enc = FakeEncoder(DIM)
     for fields in ({"n": [1, 2**63]}, {"s": ["ok", "\ud800"]}):
         with pytest.raises(InputError) as exc:
-            lite.upsert(name, ids=["a", "b"], texts=["x", "y"], embeddings=enc.encode_documents(["x", "y"]), fields=fields)
+            lite.upsert(
+                name,
+                ids=["a", "b"],
+                texts=["x", "y"],
+                embeddings=enc.encode_documents(["x", "y"]),
+                fields=fields,
+            )
         assert exc.value.row == 1
     assert lite.count(name) == 0
 
@@ -282,7 +309,9 @@ def test_default_state_path_is_keyed_by_target_and_inputs() -> None:
     d = default_state_path("http://user:pw@h1:19530", "docs", inputs=["x.jsonl"])
     assert len({a, b, c}) == 3 and a == d and "pw" not in str(d)
     assert a.name.startswith("docs.") and a.name.endswith(".ingest-state.json")
-    assert default_state_path("./data/x.db", "docs", inputs=["x.jsonl"]) == Path("data/x.docs.ingest-state.json")
+    assert default_state_path("./data/x.db", "docs", inputs=["x.jsonl"]) == Path(
+        "data/x.docs.ingest-state.json"
+    )
 
 
 def test_state_tmp_name_is_unique(tmp_path: Path) -> None:
@@ -298,7 +327,9 @@ def test_state_tmp_name_is_unique(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [".s.json.tmp", "s.json"]
 
 
-def test_a_state_or_errors_file_held_by_a_live_job_is_refused(lite: CollectionManager, tmp_path: Path) -> None:
+def test_a_state_or_errors_file_held_by_a_live_job_is_refused(
+    lite: CollectionManager, tmp_path: Path
+) -> None:
     """FAULT x2: a second job on the same state file, or the same errors file, while the first runs."""
     name = make(lite)
     f = write_jsonl(tmp_path / "a.jsonl", docs(40))
@@ -314,7 +345,9 @@ def test_a_state_or_errors_file_held_by_a_live_job_is_refused(lite: CollectionMa
             return super().encode_documents(texts)
 
     def first() -> None:
-        result.append(run(lite, name, [f], encoder=Slow(), state_path=state, errors_path=errors, batch_size=4))
+        result.append(
+            run(lite, name, [f], encoder=Slow(), state_path=state, errors_path=errors, batch_size=4)
+        )
 
     t = threading.Thread(target=first)
     t.start()
@@ -335,7 +368,9 @@ def test_a_state_or_errors_file_held_by_a_live_job_is_refused(lite: CollectionMa
 # ------------------------------------------------------------------ 5. --resume after the input changed
 
 
-def test_resume_after_the_input_changed_is_refused_unless_forced(lite: CollectionManager, tmp_path: Path) -> None:
+def test_resume_after_the_input_changed_is_refused_unless_forced(
+    lite: CollectionManager, tmp_path: Path
+) -> None:
     """FAULT: a changed input was resumed with only a log warning (its first records were skipped)."""
     name = make(lite)
     f = write_jsonl(tmp_path / "a.jsonl", docs(10))
@@ -349,10 +384,37 @@ def test_resume_after_the_input_changed_is_refused_unless_forced(lite: Collectio
     assert rep.skipped == 10 and rep.read == 0
 
 
+def test_resume_checks_the_settled_part_of_a_csv_by_its_digest(
+    lite: CollectionManager, tmp_path: Path
+) -> None:
+    """FAULT x2: a CSV changed before the checkpoint's point is refused; one fixed after it resumes."""
+    name = make(lite)
+    rows = [f"c{i},row number {i}" for i in range(20)]
+    rows[15] = 'c15,"unclosed'
+    f = tmp_path / "a.csv"
+    f.write_text("id,text\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    state, errors = tmp_path / "s.json", tmp_path / "e.jsonl"
+    kw: dict[str, Any] = {"state_path": state, "errors_path": errors, "batch_size": 5}
+    with pytest.raises(Exception, match="a.csv:17"):
+        run(lite, name, [f], on_error="fail", **kw)
+    assert lite.count(name) == 15
+    rows[15] = "c15,fixed"  # a fix after the settled point: resumes
+    f.write_text("id,text\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    rep = run(lite, name, [f], resume=True, **kw)
+    assert (rep.skipped, rep.written, rep.failed) == (15, 5, 0)
+    rows[3] = "c3,edited before the settled point"
+    f.write_text("id,text\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not the ones the checkpoint settled"):
+        run(lite, name, [f], resume=True, **kw)
+    assert texts_of(lite, name)["c3"] == "row number 3"
+
+
 # ------------------------------------------------------------------ 6. chunked document re-ingested shorter
 
 
-def test_chunked_document_reingested_shorter_drops_its_old_chunks(lite: CollectionManager, tmp_path: Path) -> None:
+def test_chunked_document_reingested_shorter_drops_its_old_chunks(
+    lite: CollectionManager, tmp_path: Path
+) -> None:
     """FAULT: P had 5 chunks, then 2: P#2..P#4 stayed searchable."""
     name = make(lite, chunked=True)
     long = " ".join(f"w{i}" for i in range(50))
@@ -420,7 +482,9 @@ def test_ids_with_line_breaks_are_refused_on_lite(lite: CollectionManager, bad_i
 # ------------------------------------------------------------------ 11. duplicate ids and the batch size
 
 
-def test_duplicate_id_winner_does_not_depend_on_the_batch_size(lite: CollectionManager, tmp_path: Path) -> None:
+def test_duplicate_id_winner_does_not_depend_on_the_batch_size(
+    lite: CollectionManager, tmp_path: Path
+) -> None:
     """BAD_INPUT: the first record of an id wins, inside a batch and across batches; reported alike."""
     rows = [*docs(6), {"id": "d2", "text": "a later record with the id d2"}, *docs(3, "e")]
     f = write_jsonl(tmp_path / "dup.jsonl", rows)
@@ -491,7 +555,10 @@ def test_an_oversized_line_never_reaches_the_encoder(lite: CollectionManager, tm
     decided from its size; the encoder only ever sees texts the collection can store."""
     name = make(lite)
     huge = "word " * 400_000
-    f = write_jsonl(tmp_path / "big.jsonl", [{"id": "a", "text": "small"}, {"id": "huge", "text": huge}, {"id": "b", "text": "also small"}])
+    f = write_jsonl(
+        tmp_path / "big.jsonl",
+        [{"id": "a", "text": "small"}, {"id": "huge", "text": huge}, {"id": "b", "text": "also small"}],
+    )
     enc = WordEncoder()
     errors = tmp_path / "e.jsonl"
     rep = run(lite, name, [f], encoder=enc, errors_path=errors)
@@ -529,7 +596,9 @@ def test_checkpoint_with_a_bad_done_value_is_a_clear_error(lite: CollectionManag
         run(lite, name, [f], state_path=state, resume=True)
 
 
-def test_resume_after_the_collection_was_recreated_starts_over(lite: CollectionManager, tmp_path: Path) -> None:
+def test_resume_after_the_collection_was_recreated_starts_over(
+    lite: CollectionManager, tmp_path: Path
+) -> None:
     """FAULT: create --recreate then ingest --resume wrote 0 rows and exited 0."""
     name = make(lite)
     f = write_jsonl(tmp_path / "a.jsonl", docs(8))
@@ -547,7 +616,9 @@ def test_malformed_raw_filters_are_filter_errors_and_the_engine_lives(lite: Coll
 
     name = make(lite)
     enc = FakeEncoder(DIM)
-    lite.upsert(name, ids=["a", "b"], texts=["alpha", "beta"], embeddings=enc.encode_documents(["alpha", "beta"]))
+    lite.upsert(
+        name, ids=["a", "b"], texts=["alpha", "beta"], embeddings=enc.encode_documents(["alpha", "beta"])
+    )
     s = HybridSearcher(lite, name, enc)
     with pytest.raises(FilterError, match="like"):
         s.search("alpha", filter="text like 3")
@@ -566,7 +637,13 @@ def test_raw_filter_cannot_break_out_of_its_parentheses(lite: CollectionManager)
     name = make(lite, scalar_fields=(ScalarField(name="tenant", dtype="varchar", default=""),))
     enc = FakeEncoder(DIM)
     texts = ["alpha one", "alpha two"]
-    lite.upsert(name, ids=["a", "b"], texts=texts, embeddings=enc.encode_documents(texts), fields={"tenant": ["t1", "t2"]})
+    lite.upsert(
+        name,
+        ids=["a", "b"],
+        texts=texts,
+        embeddings=enc.encode_documents(texts),
+        fields={"tenant": ["t1", "t2"]},
+    )
     s = HybridSearcher(lite, name, enc)
     with pytest.raises(FilterError, match="parenthes"):
         s.search("alpha", filter=['id != "" ) or ( id != ""', F.eq("tenant", "t1")])
@@ -584,7 +661,9 @@ def test_cli_output_escapes_terminal_controls_and_json_line_breaks(
     from tests.integration.test_cli import release
 
     text = "evil \x1b[2J\x1b[1;1H cleared \u2028 next\x85line \u202e rtl \x9b31m"
-    write_jsonl(tmp_path / "a.jsonl", [{"id": "e\x1b[31m", "text": text}, {"id": "plain", "text": "plain words"}])
+    write_jsonl(
+        tmp_path / "a.jsonl", [{"id": "e\x1b[31m", "text": text}, {"id": "plain", "text": "plain words"}]
+    )
     db = str(tmp_path / "t.db")
     common = ["--collection", "docs", "--uri", db, "--model", str(tiny_checkpoint)]
     assert main(["ingest", str(tmp_path / "a.jsonl"), *common, "-q"]) == 0
@@ -605,7 +684,9 @@ def test_cli_output_escapes_terminal_controls_and_json_line_breaks(
     assert got["e\x1b[31m"] == text  # escaped on the wire, the same text once parsed
 
 
-def test_cli_engine_errors_are_one_line_without_pymilvus_or_engine_logs(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_cli_engine_errors_are_one_line_without_pymilvus_or_engine_logs(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
     """Clarity: a bad filter gave 49 lines of pymilvus tracebacks and Lite C++ logs on stderr."""
     from tests.integration.test_cli import run as cli
 
@@ -644,7 +725,9 @@ def test_library_logs_hold_no_credentials_with_odd_characters(
 
     uri = f"http://root:2024#Spring@127.0.0.1:{free_port()}"
     with caplog.at_level(logging.DEBUG, logger="milvus_m3"), pytest.raises(MilvusM3Error):
-        Connection(uri, retry=RetryPolicy(attempts=2, initial_backoff=0.01, total_seconds=5), connect_timeout=2)
+        Connection(
+            uri, retry=RetryPolicy(attempts=2, initial_backoff=0.01, total_seconds=5), connect_timeout=2
+        )
     assert "retrying" in caplog.text
     assert "Spring" not in caplog.text and "2024" not in caplog.text
 

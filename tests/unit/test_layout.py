@@ -373,7 +373,15 @@ PUBLIC_ALL: dict[str, list[str]] = {
     "milvus_m3.ingest.ids": ["IdChoices", "check_id", "content_id"],
     "milvus_m3.ingest.options": ["ON_ERROR", "RESUME_FIELDS", "IngestOptions", "build_options"],
     "milvus_m3.ingest.pipeline": ["QUEUE_BATCHES", "ingest"],
-    "milvus_m3.ingest.prepare": ["Batch", "Doc", "Preparer", "check_encoder", "convert_scalar"],
+    "milvus_m3.ingest.guard": ["ERROR_KEYS", "JobLock", "check_paths", "is_errors_file", "is_state_file"],
+    "milvus_m3.ingest.prepare": [
+        "MAX_CHUNKED_BYTES",
+        "Batch",
+        "Doc",
+        "Preparer",
+        "check_encoder",
+        "convert_scalar",
+    ],
     "milvus_m3.ingest.readers": [
         "FORMATS",
         "MAX_CSV_ROW_LINES",

@@ -45,7 +45,7 @@ def test_check_server_uri_never_echoes_a_password() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ['id != "" ) or ( id != ""', "(a == 1", "a == 1)", ")(", 'x in [1, 2', "x == 1 ]"],
+    ['id != "" ) or ( id != ""', "(a == 1", "a == 1)", ")(", "x in [1, 2", "x == 1 ]"],
 )
 def test_unbalanced_raw_filters_are_refused(raw: str) -> None:
     with pytest.raises(FilterError):
@@ -54,7 +54,7 @@ def test_unbalanced_raw_filters_are_refused(raw: str) -> None:
         render(raw, templates=False)
 
 
-@pytest.mark.parametrize("raw", ['text == ")"', "text == '(('", '(a == 1) and (b in [1, 2])', 'x == "\\")"'])
+@pytest.mark.parametrize("raw", ['text == ")"', "text == '(('", "(a == 1) and (b in [1, 2])", 'x == "\\")"'])
 def test_balanced_raw_filters_pass(raw: str) -> None:
     expr, _ = render([raw, F.eq("tenant", "t1")], templates=False)
     assert expr.startswith(f"({raw}) and ")
