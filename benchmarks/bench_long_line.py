@@ -60,7 +60,8 @@ def main() -> None:
     )
     print(f"exit {proc.returncode}, {elapsed:.1f} s, peak RSS of the ingest process {peak_mb:.0f} MB")
     if isinstance(report, dict):
-        print(f"written {report['written']}, failed {report['failed']}: {report['errors'][0]['error'][:120]}")
+        why = f": {report['errors'][0]['error'][:120]}" if report["errors"] else ""
+        print(f"written {report['written']}, failed {report['failed']}{why}")
     else:
         print(report)
 
