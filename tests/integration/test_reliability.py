@@ -129,7 +129,7 @@ def test_csv_unclosed_quote_loses_only_its_row(lite: CollectionManager, tmp_path
 def test_errors_and_state_paths_that_would_destroy_a_file_are_refused(
     lite: CollectionManager, tmp_path: Path
 ) -> None:
-    """BAD_INPUT x6: the errors or state file given as an input, as the database, as each other, or
+    """BAD_INPUT x8: the errors or state file given as an input, as the database, as each other, or
     an existing file that is not ours: refused before anything is written; every file intact."""
     name = make(lite)
     f = write_jsonl(tmp_path / "docs.jsonl", [*docs(5), {"id": "bad"}])
@@ -687,7 +687,7 @@ def test_cli_output_escapes_terminal_controls_and_json_line_breaks(
 def test_cli_engine_errors_are_one_line_without_pymilvus_or_engine_logs(
     tmp_path: Path, tiny_checkpoint: Path
 ) -> None:
-    """Clarity: a bad filter gave 49 lines of pymilvus tracebacks and Lite C++ logs on stderr."""
+    """BAD_INPUT (clarity): a bad filter gave 49 lines of pymilvus tracebacks and Lite C++ logs on stderr."""
     from tests.integration.test_cli import run as cli
 
     write_jsonl(tmp_path / "a.jsonl", docs(3))
