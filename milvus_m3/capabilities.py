@@ -29,8 +29,10 @@ logger = logging.getLogger("milvus_m3.capabilities")
 MIN_SERVER_VERSION = (2, 4, 0)
 """Sparse vectors and hybrid search arrived in Milvus 2.4."""
 
-LITE_UNSAFE_ID_CHARS = ("'", "\\")
-"""Characters Milvus Lite 2.5 mishandles in ids inside its own internal queries."""
+LITE_UNSAFE_ID_CHARS = ("'", "\\", "\n", "\r")
+"""Characters Milvus Lite 2.5 mishandles in ids inside its own internal queries (``'`` and ``\\``:
+wrong rows or a crashed engine; LF and CR: every later ``hybrid_search``, ``get`` and ``delete``
+reaching the row fails)."""
 
 SERVER_DENSE_INDEXES = ("AUTOINDEX", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW", "DISKANN", "SCANN")
 LITE_DENSE_INDEXES = ("AUTOINDEX", "FLAT", "IVF_FLAT")

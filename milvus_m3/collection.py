@@ -15,6 +15,7 @@ from typing import Any
 from . import _rows
 from ._partitions import PartitionOps, delete_count
 from ._rows import check_id
+from ._schema_check import check_schema_matches, record_build_id
 from .capabilities import Capabilities
 from .connection import Connection, ConnectionOptions
 from .errors import (
@@ -192,6 +193,8 @@ class CollectionManager(PartitionOps):
         self._require(name)
         desc = self._call(f"describe {name!r}", "describe_collection", name)
         spec, version = parse_build_record(desc.get("description", ""))
+        if spec is not None:
+            check_schema_matches(name, spec, desc)
         self._specs[name] = spec
         indexes: dict[str, Mapping[str, Any]] = {}
         for idx in self._call(f"list indexes of {name!r}", "list_indexes", name):
@@ -215,7 +218,10 @@ class CollectionManager(PartitionOps):
         if name not in self._specs:
             self._require(name)
             desc = self._call(f"describe {name!r}", "describe_collection", name)
-            self._specs[name] = parse_build_record(desc.get("description", ""))[0]
+            parsed = parse_build_record(desc.get("description", ""))[0]
+            if parsed is not None:
+                check_schema_matches(name, parsed, desc)
+            self._specs[name] = parsed
         spec = self._specs[name]
         if spec is None:
             raise SchemaMismatchError(
@@ -223,6 +229,14 @@ class CollectionManager(PartitionOps):
                 "create a new collection with milvus-m3 (CollectionManager.create_collection / milvus-m3 create)"
             )
         return spec
+
+    def build_id(self, name: str) -> str | None:
+        """The token milvus-m3 wrote into ``name``'s record when it created it (None for older records):
+        a dropped and recreated collection has a new one, so its old checkpoint is not resumed into it."""
+        self._require(name)
+        return record_build_id(
+            self._call(f"describe {name!r}", "describe_collection", name).get("description", "")
+        )
 
     def check_collection(
         self,

@@ -11,6 +11,7 @@ pymilvus is imported inside the two builders only.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
@@ -210,7 +211,13 @@ class FunctionField:
 
 def build_record(spec: CollectionSpec) -> str:
     """The collection description: a marker and the JSON record of what built the collection."""
-    meta = {"package": "milvus-m3", "version": __version__, "spec": spec.to_json()}
+    # build_id: a new one per created collection, so a checkpoint of a dropped one is not resumed into it
+    meta = {
+        "package": "milvus-m3",
+        "version": __version__,
+        "spec": spec.to_json(),
+        "build_id": uuid.uuid4().hex,
+    }
     return META_MARKER + json.dumps(meta, sort_keys=True, separators=(",", ":"))
 
 

@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -105,10 +106,19 @@ def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("milvus-m3: %(levelname)s: %(message)s"))
     root = logging.getLogger("milvus_m3")
-    root.addHandler(handler)
     root.setLevel(level)
-    if not verbose:
+    if verbose:
+        root.addHandler(handler)
+    else:
+        # The error line says what failed: Milvus Lite's Python part logs to the root logger (which,
+        # without a handler, logging's last resort prints) and its engine logs with glog (quiet below
+        # FATAL with GLOG_minloglevel=3, read when the engine starts). Our handler
+        # sits on the root logger and passes our records only; -v shows everything. (pymilvus's own
+        # loggers are quieted in _manager, once pymilvus has configured them.)
+        handler.addFilter(lambda r: r.name == "milvus_m3" or r.name.startswith("milvus_m3."))
         handler.addFilter(FirstRetryOnly())  # one line for a server that is away, not one per retry
+        logging.getLogger().addHandler(handler)
+        os.environ.setdefault("GLOG_minloglevel", "3")
         # transformers reads this when it is first imported; its tokenizer notes are noise here.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -126,28 +136,50 @@ def _redact(text: str, args: argparse.Namespace) -> str:
     if token:
         secrets += [token, *(part for part in token.split(":", 1) if len(part) >= 4)]
     if uri:
-        from urllib.parse import urlsplit
+        from .._uri import split_credentials
 
         text = text.replace(uri, redact_uri(uri))
-        try:
-            password = urlsplit(uri).password
-        except ValueError:
-            password = None
-        if password and len(password) >= 4:
-            secrets.append(password)
+        cred = split_credentials(uri)[1] if "://" in uri else None
+        if cred:
+            secrets += [cred, *(part for part in cred.split(":", 1) if len(part) >= 4)]
     for secret in sorted(set(secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+# Characters a terminal acts on (C0/C1 controls: ANSI escapes, CSI; line and paragraph separators;
+# bidirectional overrides, which reorder what is shown): stored text shows them escaped.
+_TERMINAL_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Inside JSON strings json.dumps(ensure_ascii=False) leaves these as they are; line-splitting readers
+# (str.splitlines, many log tools) break a line at U+0085, U+2028 and U+2029.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character a terminal would act on written as an escape (``\\x1b``, ``\\u202e``)."""
+    return _TERMINAL_UNSAFE.sub(_escape, text)
+
+
+def json_line(obj: Any) -> str:
+    """``obj`` as one JSON line that stays one line for any line-splitting reader (and in a terminal)."""
+    text = json.dumps(obj, ensure_ascii=False, default=str)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _manager(args: argparse.Namespace) -> CollectionManager:
     from ..collection import CollectionManager
 
     manager = CollectionManager(args.uri, options=connection_options(args))
-    if not args.verbose:
-        # pymilvus (imported by now; it sets its level when imported) logs every failed RPC with its
-        # traceback; the error it raises is reported as one line.
-        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    if not getattr(args, "verbose", False):
+        # pymilvus set up its loggers (a stderr handler, ERROR records with tracebacks for every engine
+        # error) when it was imported just now; the CLI's one error line says it. -v shows them.
+        for name in ("pymilvus", "pymilvus.milvus_client"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     return manager
 
 
@@ -185,7 +217,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
             args.collection, spec=spec, exists_ok=args.exists_ok, recreate=args.recreate
         )
         if args.json:
-            print(json.dumps(_info_json(info, manager.uri), ensure_ascii=False))
+            print(json_line(_info_json(info, manager.uri)))
         else:
             verb = "kept existing" if existed and args.exists_ok else "recreated" if existed else "created"
             print(
@@ -224,12 +256,19 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         raise ConfigError("'-' (stdin) can be given once")
     if args.chunk_overlap and args.chunk_tokens is None:
         raise ConfigError("--chunk-overlap needs --chunk-tokens")
-    state = Path(args.state) if args.state else default_state_path(args.uri, args.collection)
-    errors = (
-        Path(args.errors)
-        if args.errors
-        else state.with_name(state.name.replace(".ingest-state.json", ".ingest-errors.jsonl"))
+    if args.force_resume and not args.resume:
+        raise ConfigError("--force-resume goes with --resume")
+    state = (
+        Path(args.state) if args.state else default_state_path(args.uri, args.collection, inputs=args.files)
     )
+    suffix = ".ingest-state.json"
+    default_errors = (
+        (  # never the state file itself (--state s.json: s.ingest-errors.jsonl)
+            state.name[: -len(suffix)] if state.name.endswith(suffix) else state.stem
+        )
+        + ".ingest-errors.jsonl"
+    )
+    errors = Path(args.errors) if args.errors else state.with_name(default_errors)
     with remove_new_lite_file(args.uri), _manager(args) as manager:
         if manager.has_collection(args.collection):
             manager.spec(
@@ -267,6 +306,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                 errors_path=errors,
                 state_path=state,
                 resume=args.resume,
+                force_resume=args.force_resume,
                 progress=False if args.quiet else None,
             )
         except BaseException:
@@ -328,7 +368,7 @@ def _cmd_ingest_ray(args: argparse.Namespace) -> int:
 
 def _print_report(report: Any, args: argparse.Namespace) -> None:
     if args.json:
-        print(json.dumps(report.to_json(), ensure_ascii=False))
+        print(json_line(report.to_json()))
     else:
         print(report.summary())
 
@@ -373,12 +413,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
             }
             if hit.fields:
                 doc["fields"] = dict(hit.fields)
-            print(json.dumps(doc, ensure_ascii=False, default=str))
+            print(json_line(doc))
         else:
             text = " ".join((hit.text or "").split())
             if len(text) > 100:
                 text = text[:97] + "..."
-            print(f"{rank:>3}. {hit.score:.4f}  {hit.id}  {text}")
+            print(f"{rank:>3}. {hit.score:.4f}  {terminal_safe(str(hit.id))}  {terminal_safe(text)}")
     if not hits and not args.json:
         print("no hits", file=sys.stderr)
     return 0
@@ -404,7 +444,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             names = manager.list_collections()
             counts = {n: manager.count(n) for n in names}
             if args.json:
-                print(json.dumps({"uri": manager.uri, "collections": counts}, ensure_ascii=False))
+                print(json_line({"uri": manager.uri, "collections": counts}))
             else:
                 print(f"{manager.uri}: {len(names)} collection{'s' if len(names) != 1 else ''}")
                 for n in names:
@@ -413,7 +453,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         info = manager.describe(args.collection)
         data = _info_json(info, manager.uri)
     if args.json:
-        print(json.dumps(data, ensure_ascii=False))
+        print(json_line(data))
         return 0
     print(f"collection {data['name']} at {data['uri']}")
     print(f"  rows:      {data['count']}")

@@ -342,6 +342,11 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--resume", action="store_true", help="skip what the interrupted run with these options wrote"
     )
     p.add_argument(
+        "--force-resume",
+        action="store_true",
+        help="with --resume: resume even though an input changed since the checkpoint (lines only appended)",
+    )
+    p.add_argument(
         "--on-error",
         choices=ON_ERROR,
         default=opt("on_error"),
@@ -357,7 +362,8 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--state",
         default=None,
         metavar="PATH",
-        help="checkpoint file (default: next to a Lite .db file, <db>.<collection>.ingest-state.json)",
+        help="checkpoint file (default: next to a Lite .db file, <db>.<collection>.ingest-state.json; for a "
+        "server, ./<collection>.<hash of server and inputs>.ingest-state.json)",
     )
     p.add_argument(
         "--chunk-tokens",

@@ -10,11 +10,13 @@ than giving a "malformed" error on every line.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import datetime as _dt
 import decimal
 import gzip
+import hashlib
 import io
 import json
 import sys
@@ -29,6 +31,7 @@ from .records import Record, json_type
 
 __all__ = [
     "FORMATS",
+    "MAX_CSV_ROW_LINES",
     "PARQUET_BATCH_ROWS",
     "STDIN",
     "Format",
@@ -43,6 +46,8 @@ __all__ = [
 Format = Literal["auto", "jsonl", "csv", "tsv", "parquet", "beir"]
 FORMATS: tuple[str, ...] = ("auto", "jsonl", "csv", "tsv", "parquet", "beir")
 PARQUET_BATCH_ROWS = 1024
+MAX_CSV_ROW_LINES = 1_000
+"""A CSV/TSV row may span this many lines (quoted newlines); a longer one is a bad row (an unclosed quote)."""
 STDIN = "-"
 _CSV_FIELD_LIMIT = 2**31 - 1
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -136,10 +141,27 @@ def read_records(path: str, *, format: str = "auto", skip: int = 0) -> Iterator[
 
 
 class Skipped:
-    """How many records a reader passed over (set as it reads)."""
+    """How many records a reader passed over (set as it reads), and the check of what it passed over:
+    with ``expect`` (the digest a checkpoint stored for its last settled record) a reader whose first
+    ``skip`` records hash differently raises ConfigError, unless ``force``."""
 
-    def __init__(self) -> None:
+    def __init__(self, expect: str | None = None, force: bool = False) -> None:
         self.count = 0
+        self.expect = expect
+        self.force = force
+
+    def verify(self, source: str, digest: str | None) -> None:
+        if self.expect is None or digest == self.expect or self.force:
+            return
+        raise ConfigError(
+            f"cannot resume: the first {self.count} records of {source} are not the ones the checkpoint settled "
+            "(the input changed before the point it had reached). Run without --resume to ingest it again "
+            "(upserts make that safe), or pass --force-resume (force_resume=True) to skip them anyway"
+        )
+
+
+def _hasher() -> Any:
+    return hashlib.blake2b(digest_size=16)
 
 
 def read_source(path: str, kind: str, skip: int, skipped: Skipped) -> Iterator[Record]:
@@ -202,7 +224,9 @@ def _refuse_utf16(stream: io.BufferedReader, path: str) -> None:
 
 def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: Skipped) -> Iterator[Record]:
     index = 0
+    h = _hasher()
     for lineno, raw in enumerate(stream, 1):
+        h.update(raw)
         if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         if not raw.strip():
@@ -210,25 +234,153 @@ def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: Skip
         if index < skip:
             index += 1
             skipped.count = index
+            if index == skip:
+                skipped.verify(source, h.hexdigest())
             continue
+        digest = h.hexdigest()
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield Record(source, lineno, index, None, f"invalid UTF-8 at byte {exc.start} of the line")
+            yield Record(
+                source, lineno, index, None, f"invalid UTF-8 at byte {exc.start} of the line", digest=digest
+            )
             index += 1
             continue
         try:
             obj = json.loads(text)
+        except RecursionError:
+            yield Record(
+                source, lineno, index, None, "malformed JSON: nested too deep; flatten it", digest=digest
+            )
+            index += 1
+            continue
         except ValueError as exc:
             msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             col = f" (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-            yield Record(source, lineno, index, None, f"malformed JSON: {msg}{col}")
+            yield Record(source, lineno, index, None, f"malformed JSON: {msg}{col}", digest=digest)
         else:
             if isinstance(obj, dict):
-                yield Record(source, lineno, index, obj)
+                yield Record(source, lineno, index, obj, digest=digest)
             else:
-                yield Record(source, lineno, index, None, f"expected a JSON object, got {json_type(obj)}")
+                yield Record(
+                    source,
+                    lineno,
+                    index,
+                    None,
+                    f"expected a JSON object, got {json_type(obj)}",
+                    digest=digest,
+                )
         index += 1
+    if index < skip:
+        skipped.verify(source, None)  # fewer records than were settled
+
+
+class _RowTooLong(Exception):
+    """A CSV row ran over ``MAX_CSV_ROW_LINES`` lines (raised by ``_LineFeed`` inside the csv reader)."""
+
+
+class _LineFeed:
+    """Lines for ``csv.reader``, with the current row's lines kept (at most ``MAX_CSV_ROW_LINES``), so
+    that a row with an unclosed quote can be given up on and its later lines read again as rows.
+    ``digest()`` hashes the input's lines read so far (each once, however often it is read)."""
+
+    def __init__(self, text: io.TextIOWrapper) -> None:
+        self._src = iter(text)
+        self._back: collections.deque[tuple[int, str]] = collections.deque()
+        self._pulled = 0
+        self._hashed = 0
+        self._hash = _hasher()
+        self.row: list[tuple[int, str]] = []
+
+    def __iter__(self) -> _LineFeed:
+        return self
+
+    def __next__(self) -> str:
+        if len(self.row) >= MAX_CSV_ROW_LINES:
+            raise _RowTooLong
+        if self._back:
+            seq, line = self._back.popleft()
+        else:
+            seq, line = self._pulled, next(self._src)
+            self._pulled += 1
+        if seq == self._hashed:
+            self._hash.update(line.encode("utf-8", "surrogateescape"))
+            self._hashed += 1
+        self.row.append((seq, line))
+        return line
+
+    def digest(self) -> str:
+        return str(self._hash.hexdigest())
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for _, line in self.row]
+
+    def at_eof(self) -> bool:
+        if self._back:
+            return False
+        try:
+            self._back.append((self._pulled, next(self._src)))
+        except StopIteration:
+            return True
+        self._pulled += 1
+        return False
+
+    def take(self) -> int:
+        """End the current row: how many lines it used."""
+        n, self.row = len(self.row), []
+        return n
+
+    def replay_after_first(self) -> None:
+        """Give up on the current row: its lines after the first are read again."""
+        self._back.extendleft(reversed(self.row[1:]))
+        self.row = []
+
+
+def _unclosed_quote(lines: list[str], dialect: str) -> bool:
+    """Whether a row that ended at the end of the input did so inside a quoted field."""
+    try:
+        list(csv.reader(lines, dialect=dialect, strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def _csv_rows(feed: _LineFeed, dialect: str, last: int) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(first line, fields, None) per row after the header, or (first line, None, why) for a row that
+    does not parse. A row whose quote never closes (it would run to the end of the input, or over
+    ``MAX_CSV_ROW_LINES`` lines) costs only itself: reading goes on at its second line."""
+    kind = "TSV" if dialect == "excel-tab" else "CSV"
+    reader = csv.reader(feed, dialect=dialect)
+    while True:
+        start = last + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except _RowTooLong:
+            problem = (
+                f"malformed {kind} row: a quoted field runs over more than {MAX_CSV_ROW_LINES} lines from line "
+                f"{start} (an unclosed quote?); close the quote. Reading goes on at line {start + 1}"
+            )
+        except csv.Error as exc:
+            last += feed.take()
+            reader = csv.reader(feed, dialect=dialect)
+            yield start, None, f"malformed {kind} row: {exc}"
+            continue
+        else:
+            if not (len(feed.row) > 1 and feed.at_eof() and _unclosed_quote(feed.lines, dialect)):
+                last += feed.take()
+                yield start, row, None
+                continue
+            problem = (
+                f"malformed {kind} row: a quote opened on line {start} is never closed (the row would span "
+                f"{len(feed.row)} lines, to the end of the file); close the quote. Reading goes on at line {start + 1}"
+            )
+        feed.replay_after_first()
+        last += 1
+        reader = csv.reader(feed, dialect=dialect)
+        yield start, None, problem
 
 
 def _read_csv(
@@ -238,12 +390,12 @@ def _read_csv(
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)  # process-wide; the default (128 KiB) cuts long documents
-    reader = csv.reader(text, dialect=dialect)
+    feed = _LineFeed(text)
     try:
-        header = next(reader)
+        header = next(csv.reader(feed, dialect=dialect))
     except StopIteration:
         return
-    except csv.Error as exc:
+    except (csv.Error, _RowTooLong) as exc:
         raise InputError(f"{source}:1: the header row does not parse ({exc})", field="header", row=1) from exc
     if any(not is_valid_utf8(h) for h in header) or len(set(header)) != len(header) or not any(header):
         raise InputError(
@@ -252,38 +404,30 @@ def _read_csv(
             row=1,
         )
     index = 0
-    last = reader.line_num
-    while True:
-        start = last + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            last = reader.line_num
-            if index >= skip:
-                kind = "TSV" if dialect == "excel-tab" else "CSV"
-                yield Record(source, start, index, None, f"malformed {kind} row: {exc}")
-            else:
-                skipped.count = index + 1
-            index += 1
-            continue
-        last = reader.line_num
-        if not row:
-            continue
+    for start, row, problem in _csv_rows(feed, dialect, feed.take()):
+        if row is not None and not row:
+            continue  # a blank line is no record
+        digest = feed.digest()
         if index < skip:
             index += 1
             skipped.count = index
+            if index == skip:
+                skipped.verify(source, digest)
             continue
-        if len(row) != len(header):
-            yield Record(source, start, index, None, f"has {len(row)} fields, the header has {len(header)}")
+        if row is None:
+            yield Record(source, start, index, None, problem, digest=digest)
+        elif len(row) != len(header):
+            msg = f"has {len(row)} fields, the header has {len(header)}"
+            yield Record(source, start, index, None, msg, digest=digest)
         else:
             bad = next((h for h, v in zip(header, row, strict=False) if not is_valid_utf8(v)), None)
             if bad is not None:
-                yield Record(source, start, index, None, "invalid UTF-8", field=bad)
+                yield Record(source, start, index, None, "invalid UTF-8", field=bad, digest=digest)
             else:
-                yield Record(source, start, index, dict(zip(header, row, strict=False)))
+                yield Record(source, start, index, dict(zip(header, row, strict=False)), digest=digest)
         index += 1
+    if index < skip:
+        skipped.verify(source, None)  # fewer records than were settled
 
 
 def require_pyarrow(path: str) -> None:

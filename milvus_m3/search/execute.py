@@ -114,12 +114,11 @@ class PlanRunner:
             check=False,
         )
         mode: Literal["m3", "m3-all"] = "m3" if plan.mode == "m3" else "m3-all"
-        results = reranker.search_many(
-            texts,
-            limit=plan.depth,
-            mode=mode,
-            filter=plan.expr or None,
-            query_embeddings=embeddings,
+        results = self._guarded(  # an engine error becomes ours, as in the other modes
+            plan,
+            lambda: reranker.search_many(
+                texts, limit=plan.depth, mode=mode, filter=plan.expr or None, query_embeddings=embeddings
+            ),
         )
         return [hits[plan.offset :] for hits in results]
 

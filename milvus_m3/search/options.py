@@ -15,9 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from .._text import check_texts
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..filters import FilterLike
+from ..types import M3Embeddings
 
 __all__ = [
     "CANDIDATE_FACTOR",
@@ -41,6 +44,7 @@ __all__ = [
     "check_mode",
     "check_params",
     "check_queries",
+    "check_query_vectors",
     "check_ranker",
     "check_rrf_k",
     "check_weights",
@@ -217,3 +221,31 @@ def check_queries(queries: Any) -> list[str]:
     return check_texts(
         queries, field="query", noun="query", one_string_hint="wrap it: [query]", check_utf8=False
     )
+
+
+def check_query_vectors(queries: M3Embeddings) -> None:
+    """InputError naming the query and field when a pre-computed query vector cannot be searched with:
+    a dense vector holding NaN or inf, a sparse entry whose key is not an int token id (a str key would
+    be read as another token) or whose weight is not finite."""
+    dense = np.asarray(queries.dense, dtype=np.float32)
+    finite = np.isfinite(dense).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise InputError(
+            f"query {row}: dense vector holds NaN or inf; re-encode the query", field="dense", row=row
+        )
+    for row, sparse in enumerate(queries.sparse):
+        for key, weight in dict(sparse).items():
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
+                raise InputError(
+                    f"query {row}: sparse key {key!r} is not a token id (an int >= 0); use the encoder's "
+                    "output (M3Embeddings.sparse maps int token ids to weights)",
+                    field="sparse",
+                    row=row,
+                )
+            if not math.isfinite(float(weight)):
+                raise InputError(
+                    f"query {row}: sparse weight of token {key} is {weight}; weights must be finite",
+                    field="sparse",
+                    row=row,
+                )

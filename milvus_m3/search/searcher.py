@@ -83,6 +83,7 @@ from .options import (
     check_mode,
     check_params,
     check_queries,
+    check_query_vectors,
     check_ranker,
     check_rrf_k,
     check_weights,
@@ -318,6 +319,7 @@ class HybridSearcher:
             )
         if not len(queries):
             return []
+        check_query_vectors(queries)
         if plan.mode in CLIENT_SIDE_MODES:
             if plan.mode == "m3-all":
                 raise ConfigError(
