@@ -34,6 +34,10 @@ LITE_UNSAFE_ID_CHARS = ("'", "\\")
 
 SERVER_DENSE_INDEXES = ("AUTOINDEX", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW", "DISKANN", "SCANN")
 LITE_DENSE_INDEXES = ("AUTOINDEX", "FLAT", "IVF_FLAT")
+SERVER_BM25_ANALYZERS = ("standard", "english", "chinese", "jieba", "whitespace", "icu", "lindera")
+LITE_BM25_ANALYZERS = ("standard", "english", "chinese", "jieba", "whitespace")
+"""Milvus Lite 2.5.1 accepts icu and lindera (and language analyzers built on them) at create time,
+then fails every insert after 30 s of retries; the analyzers listed here insert and search there."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +48,7 @@ class Capabilities:
       filter_templates: ``{name}`` placeholders with ``filter_params`` (servers >= 2.5).
       dense_index_types / default_dense_index: dense index types it builds, and the one "auto" means.
       nullable_fields: scalar fields may be declared nullable.
+      bm25_analyzers: the BM25 analyzer names (``schema.BM25_ANALYZERS``) it can run, not only accept.
     Quirks:
       filter_dialect: how string literals are escaped in filter expressions ("lite" or "server").
       rrf_ranks_across_batch: a hybrid request with several queries numbers RRF ranks across the whole
@@ -54,6 +59,8 @@ class Capabilities:
           ids with ``'`` unescaped, so a hit whose id holds ``'`` gets another row's fields.
       unsafe_id_chars: characters refused in varchar ids (its internal queries break on them).
       ignores_norm_score: ``WeightedRanker(norm_score=False)`` still maps scores through arctan.
+      weighted_inverts_bm25: ``WeightedRanker`` maps a BM25 leg's scores as a distance
+          (``1 - 2 * arctan(s) / pi``), so the best BM25 match counts least: fuse such legs client-side.
       one_process_per_file: an engine in a local file that only one process may open.
       reads_during_writes_unsafe: reads running during an upsert of existing ids see the rows vanish
           (and an id-filtered search can crash the engine), so writes to one file run alone.
@@ -67,12 +74,14 @@ class Capabilities:
     deploy_mode: str = ""
     """What the server says it runs as ("STANDALONE", "CLUSTER", ...); empty for Lite or when unknown."""
     nullable_fields: bool = True
+    bm25_analyzers: tuple[str, ...] = SERVER_BM25_ANALYZERS
     filter_dialect: Literal["lite", "server"] = "server"
     rrf_ranks_across_batch: bool = False
     slow_hybrid_search: bool = False
     hybrid_output_by_quoted_id: bool = False
     unsafe_id_chars: tuple[str, ...] = ()
     ignores_norm_score: bool = False
+    weighted_inverts_bm25: bool = False
     one_process_per_file: bool = False
     reads_during_writes_unsafe: bool = False
 
@@ -94,12 +103,14 @@ LITE_CAPABILITIES = Capabilities(
     dense_index_types=LITE_DENSE_INDEXES,
     default_dense_index="AUTOINDEX",
     nullable_fields=False,
+    bm25_analyzers=LITE_BM25_ANALYZERS,
     filter_dialect="lite",
     rrf_ranks_across_batch=True,
     slow_hybrid_search=True,
     hybrid_output_by_quoted_id=True,
     unsafe_id_chars=LITE_UNSAFE_ID_CHARS,
     ignores_norm_score=True,
+    weighted_inverts_bm25=True,
     one_process_per_file=True,
     reads_during_writes_unsafe=True,
 )

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._identity import identity
 from ..collection import CollectionManager, CollectionSpec
 from ..errors import ConfigError, IngestAborted, MilvusM3Error
 from ..types import Encoder
@@ -131,7 +132,7 @@ def _check_collection(
     manager: CollectionManager, collection: str, encoder: Encoder, opts: IngestOptions
 ) -> CollectionSpec:
     """The collection's spec, once it is known to take upserts by id (and chunks, when asked for)."""
-    spec = manager.check_collection(collection, dense_dim=encoder.dense_dim, model_name=encoder.model_name)
+    spec = manager.check_collection(collection, **identity(encoder))
     if spec.auto_id:
         raise ConfigError(
             f"collection {collection!r} uses auto_id; ingestion upserts by id so that re-runs and resumes "
