@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _rows
+from ._identity import check_model
 from ._partitions import PartitionOps, delete_count
 from ._rows import check_id
 from ._schema_check import check_schema_matches, record_build_id
@@ -34,7 +35,6 @@ from .schema import (
     build_schema,
     check_collection_name,
     default_output_fields,
-    model_key,
     not_found_message,
     parse_build_record,
     resolve_spec,
@@ -122,18 +122,24 @@ class CollectionManager(PartitionOps):
         model_name: str | None = None,
         exists_ok: bool = False,
         recreate: bool = False,
+        bm25: bool | None = None,
+        model_fingerprint: str | None = None,
     ) -> CollectionInfo:
         """Create ``name`` from ``spec`` (or from ``dense_dim`` with defaults for the rest).
 
         exists_ok: an existing collection is checked against the spec and kept.
         recreate: an existing collection is dropped first (its data is lost).
+        bm25: add (or not) Milvus's BM25 leg (``CollectionSpec.bm25``; analyzer from the spec).
+        model_fingerprint: the model's identity (``encoder.model_fingerprint``), recorded and checked.
+        A model given by no name and no fingerprint is recorded as unknown: it is then checked by dims only.
         """
         check_collection_name(name)
         if exists_ok and recreate:
             raise ConfigError("give exists_ok or recreate, not both")
-        spec = resolve_spec(spec, dense_dim, model_name)
+        spec = resolve_spec(spec, dense_dim, model_name, bm25=bm25, model_fingerprint=model_fingerprint)
         caps = self.capabilities
         dense_index = spec.resolved_dense_index(caps)
+        spec.check_engine(caps)
         if self.has_collection(name):
             if recreate:
                 logger.info("dropping collection %r to recreate it", name)
@@ -164,11 +170,12 @@ class CollectionManager(PartitionOps):
         )
         self._specs[name] = spec
         logger.info(
-            "created collection %r (dense %d-d %s, sparse %s)",
+            "created collection %r (dense %d-d %s, sparse %s%s)",
             name,
             spec.dense_dim,
             dense_index,
             spec.sparse_index,
+            f", bm25 {spec.bm25_analyzer}" if spec.bm25 else "",
         )
         return self.describe(name)
 
@@ -245,23 +252,36 @@ class CollectionManager(PartitionOps):
         spec: CollectionSpec | None = None,
         dense_dim: int | None = None,
         model_name: str | None = None,
+        model_fingerprint: str | None = None,
     ) -> CollectionSpec:
-        """Check an existing collection against what the caller is about to write or search with."""
+        """Check an existing collection against what the caller is about to write or search with.
+
+        Models are the same when their fingerprints agree (any path or hub id); without a fingerprint on
+        both sides, by the last part of their name; a model recorded as unknown (empty name, no
+        fingerprint) is checked by dims only.
+        """
         stored = self.spec(name)
         want_dim = spec.dense_dim if spec is not None else dense_dim
         want_model = spec.model_name if spec is not None else model_name
+        want_print = spec.model_fingerprint if spec is not None else model_fingerprint
         fix = "use a new collection name, or recreate it (recreate=True / --recreate; its data is dropped)"
         if want_dim is not None and stored.dense_dim != want_dim:
             raise SchemaMismatchError(
                 f"collection {name!r} has dense dim {stored.dense_dim}, the embedder gives {want_dim}; {fix}"
             )
-        if want_model is not None and model_key(stored.model_name) != model_key(want_model):
-            raise SchemaMismatchError(
-                f"collection {name!r} was built with model {stored.model_name!r}, not {want_model!r}: their vectors "
-                f"are not comparable; use the same model, or {fix}"
-            )
+        check_model(name, stored, want_model, want_print, fix)
         if spec is not None:
-            for attr in ("id_type", "auto_id", "chunked", "scalar_fields", "partition_key"):
+            for attr in (
+                "id_type",
+                "auto_id",
+                "chunked",
+                "scalar_fields",
+                "partition_key",
+                "bm25",
+                "bm25_analyzer",
+                "bm25_k1",
+                "bm25_b",
+            ):
                 if getattr(stored, attr) != getattr(spec, attr):
                     raise SchemaMismatchError(
                         f"collection {name!r} has {attr}={getattr(stored, attr)!r}, the spec asks for "

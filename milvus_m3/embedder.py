@@ -26,7 +26,7 @@ import numpy as np
 
 from ._backend import BACKENDS, BackendOptions, EmbeddingBackend, default_threads, load_backend
 from ._text import check_texts
-from .checkpoint import DEFAULT_MODEL
+from .checkpoint import DEFAULT_MODEL, model_fingerprint
 from .errors import ConfigError, InputError, TextTooLongError
 from .types import M3Embeddings
 
@@ -118,6 +118,7 @@ class M3Embedder:
         self._overflow = overflow
         self._colbert = colbert
         self._show_progress = show_progress
+        self._fingerprint: str | None = None
 
         self._backend: EmbeddingBackend = load_backend(
             BackendOptions(
@@ -171,6 +172,23 @@ class M3Embedder:
     def model_dir(self) -> Path:
         """The local checkpoint directory actually loaded."""
         return self._backend.model_dir
+
+    @property
+    def model_fingerprint(self) -> str:
+        """What the loaded checkpoint is, whatever its path (``checkpoint.model_fingerprint``); declares
+        ``types.Fingerprinted``, so collections record and check it."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model_dir)
+        return self._fingerprint
+
+    @property
+    def config_key(self) -> str:
+        """Everything that changes the vectors (the checkpoint, max lengths, precision); declares
+        ``types.CacheKeyed``, so an encoding cache never reuses vectors of other settings."""
+        return (
+            f"m3|{self.model_fingerprint}|q={self._query_max_length}|d={self._document_max_length}"
+            f"|{self.precision}"
+        )
 
     @property
     def dense_dim(self) -> int:

@@ -16,13 +16,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
+from ._analyzers import BM25_ANALYZERS, DEFAULT_BM25_ANALYZER, Analyzer
 from ._tenancy import with_partition_key
 from ._version import __version__
 from .capabilities import Capabilities
 from .errors import ConfigError, SchemaMismatchError
 
 __all__ = [
+    "BM25_ANALYZERS",
+    "BM25_FIELD",
     "CHUNK_FIELD",
+    "DEFAULT_BM25_ANALYZER",
     "DENSE_FIELD",
     "ID_FIELD",
     "METADATA_FIELD",
@@ -30,6 +34,7 @@ __all__ = [
     "RESERVED_FIELDS",
     "SPARSE_FIELD",
     "TEXT_FIELD",
+    "Analyzer",
     "CollectionInfo",
     "CollectionSpec",
     "FunctionField",
@@ -53,9 +58,12 @@ SPARSE_FIELD = "sparse"
 METADATA_FIELD = "metadata"
 PARENT_FIELD = "parent_id"
 CHUNK_FIELD = "chunk_index"
+BM25_FIELD = "bm25"
+"""The sparse field Milvus's BM25 function fills from the text (``CollectionSpec(bm25=True)``)."""
 RESERVED_FIELDS = frozenset(
-    {ID_FIELD, TEXT_FIELD, DENSE_FIELD, SPARSE_FIELD, METADATA_FIELD, PARENT_FIELD, CHUNK_FIELD}
+    {ID_FIELD, TEXT_FIELD, DENSE_FIELD, SPARSE_FIELD, METADATA_FIELD, PARENT_FIELD, CHUNK_FIELD, BM25_FIELD}
 )
+
 
 META_MARKER = "milvus-m3:"
 MAX_VARCHAR_BYTES = 65_535
@@ -118,6 +126,13 @@ class CollectionSpec:
     not, added there as a required varchar field. On a Milvus server it is the partition key."""
     num_partitions: int | None = None
     """Partitions the partition key hashes into (server default 16 when None); needs partition_key."""
+    bm25: bool = False
+    """Add Milvus's BM25 leg: a ``bm25`` sparse field the engine fills from the text (``bm25_analyzer``)."""
+    bm25_analyzer: Analyzer = DEFAULT_BM25_ANALYZER
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    model_fingerprint: str | None = None
+    """What the model is (``checkpoint.model_fingerprint``: its config and head weights), whatever its path."""
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -154,9 +169,46 @@ class CollectionSpec:
         names = [f.name for f in self.scalar_fields]
         if len(set(names)) != len(names):
             raise ConfigError(f"scalar field names repeat: {names}")
+        self._check_bm25()
         if self.consistency_level not in ("Strong", "Bounded", "Session", "Eventually"):
             raise ConfigError(
                 f"consistency_level must be Strong, Bounded, Session or Eventually, got {self.consistency_level!r}"
+            )
+
+    def _check_bm25(self) -> None:
+        if self.bm25_analyzer not in BM25_ANALYZERS:
+            raise ConfigError(
+                f"bm25_analyzer must be one of {', '.join(BM25_ANALYZERS)}, got {self.bm25_analyzer!r} "
+                "(english for English, chinese for Chinese, standard for other space-separated languages)"
+            )
+        for name, value, top in (("bm25_k1", self.bm25_k1, 3.0), ("bm25_b", self.bm25_b, 1.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= top:
+                raise ConfigError(f"{name} must be a number in [0, {top:g}] (Milvus's range), got {value!r}")
+
+    @property
+    def legs(self) -> tuple[str, ...]:
+        """The retrieval legs this collection has: dense, sparse, and bm25 when built with it."""
+        return ("dense", "sparse", "bm25") if self.bm25 else ("dense", "sparse")
+
+    def function_fields(self) -> tuple[FunctionField, ...]:
+        """The engine-filled fields of this spec (the BM25 leg), for ``build_schema`` / ``build_index_params``."""
+        if not self.bm25:
+            return ()
+        return (
+            FunctionField(
+                name=BM25_FIELD,
+                analyzer_params=dict(BM25_ANALYZERS[self.bm25_analyzer]),
+                index_params={"bm25_k1": float(self.bm25_k1), "bm25_b": float(self.bm25_b)},
+            ),
+        )
+
+    def check_engine(self, caps: Capabilities) -> None:
+        """Refuse what this engine accepts at create time but cannot run (a BM25 analyzer), with the fix."""
+        if self.bm25 and self.bm25_analyzer not in caps.bm25_analyzers:
+            raise ConfigError(
+                f"bm25_analyzer {self.bm25_analyzer!r} cannot run on {caps.display_name} (it accepts the "
+                "collection, then every insert fails); use one of "
+                f"{', '.join(caps.bm25_analyzers)} (jieba for Thai, standard for Arabic), or a Milvus server"
             )
 
     def resolved_dense_index(self, caps: Capabilities) -> str:
@@ -197,7 +249,7 @@ class FunctionField:
     index_params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.name.isidentifier() or self.name in RESERVED_FIELDS:
+        if not self.name.isidentifier() or (self.name in RESERVED_FIELDS and self.name != BM25_FIELD):
             raise ConfigError(
                 f"function field name {self.name!r} must be an identifier and not one of {sorted(RESERVED_FIELDS)}"
             )
@@ -240,6 +292,7 @@ def build_schema(
     """
     from pymilvus import DataType, MilvusClient
 
+    function_fields = (*spec.function_fields(), *function_fields)
     schema = MilvusClient.create_schema(
         auto_id=spec.auto_id, enable_dynamic_field=False, description=build_record(spec)
     )
@@ -296,6 +349,7 @@ def build_index_params(
     """Index parameters: the dense field (``dense_index``, IP), the sparse field (IP), and each function field."""
     from pymilvus import MilvusClient
 
+    function_fields = (*spec.function_fields(), *function_fields)
     params = MilvusClient.prepare_index_params()
     dense_params: dict[str, Any] = {}
     if dense_index == "HNSW":
@@ -341,19 +395,30 @@ class CollectionInfo:
 
 
 def resolve_spec(
-    spec: CollectionSpec | None, dense_dim: int | None, model_name: str | None
+    spec: CollectionSpec | None,
+    dense_dim: int | None,
+    model_name: str | None,
+    *,
+    bm25: bool | None = None,
+    model_fingerprint: str | None = None,
 ) -> CollectionSpec:
-    """The spec ``create_collection`` builds from: ``spec``, or defaults around ``dense_dim``."""
+    """The spec ``create_collection`` builds from: ``spec``, or defaults around ``dense_dim``.
+
+    Without a spec, a model named by neither ``model_name`` nor ``model_fingerprint`` is recorded as
+    unknown (an empty name), never as the default model: a later check compares dims only.
+    """
     if spec is None:
         if dense_dim is None:
             raise ConfigError("create_collection needs dense_dim (embedder.dense_dim) or a CollectionSpec")
-        if model_name:
-            return CollectionSpec(dense_dim=dense_dim, model_name=model_name)
-        return CollectionSpec(dense_dim=dense_dim)
-    if dense_dim is not None and dense_dim != spec.dense_dim:
+        spec = CollectionSpec(dense_dim=dense_dim, model_name=model_name or "")
+    elif dense_dim is not None and dense_dim != spec.dense_dim:
         raise ConfigError(f"dense_dim={dense_dim} disagrees with spec.dense_dim={spec.dense_dim}")
-    if model_name is not None and model_name != spec.model_name:
+    elif model_name is not None and model_name != spec.model_name:
         spec = replace(spec, model_name=model_name)
+    if bm25 is not None and bm25 != spec.bm25:
+        spec = replace(spec, bm25=bm25)
+    if model_fingerprint is not None:
+        spec = replace(spec, model_fingerprint=model_fingerprint)
     return spec
 
 

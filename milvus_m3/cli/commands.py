@@ -207,10 +207,17 @@ def _note(args: argparse.Namespace, text: str) -> None:
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
+    from ..checkpoint import fingerprint_of
     from ..collection import CollectionSpec
 
     dim = args.dense_dim if args.dense_dim is not None else dense_dim_of(args.model, args)
-    spec = from_args(CollectionSpec, args, dense_dim=dim, model_name=args.model)
+    spec = from_args(
+        CollectionSpec,
+        args,
+        dense_dim=dim,
+        model_name=args.model,
+        model_fingerprint=fingerprint_of(args.model),
+    )
     with remove_new_lite_file(args.uri), _manager(args) as manager:
         existed = manager.has_collection(args.collection)
         info = manager.create_collection(
@@ -223,6 +230,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
             print(
                 f"{verb} collection {info.name!r} at {manager.uri}: dense {dim}-d "
                 f"{info.indexes.get('dense', {}).get('index_type', '?')}, sparse {spec.sparse_index}, "
+                f"{f', bm25 ({spec.bm25_analyzer})' if spec.bm25 else ''}, "
                 f"model {spec.model_name}{', chunked' if spec.chunked else ''}, {info.count} rows"
             )
     return 0
@@ -280,6 +288,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             spec = CollectionSpec(
                 dense_dim=embedder.dense_dim,
                 model_name=embedder.model_name,
+                model_fingerprint=embedder.model_fingerprint,
                 chunked=args.chunk_tokens is not None,
                 partition_key=args.tenant_field,
             )
@@ -381,7 +390,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
     with _manager(args) as manager:
         manager.spec(args.collection)  # a missing collection fails before the model loads
         embedder = _embedder(args, kind="query", overflow="warn")
-        searcher = HybridSearcher(manager, args.collection, embedder, mode=args.mode, ranker=args.ranker)
+        searcher = HybridSearcher(
+            manager,
+            args.collection,
+            embedder,
+            mode=args.mode,
+            ranker=args.ranker,
+            rrf_k=args.rrf_k,
+            legs=args.legs,
+            weights=args.weights,
+            candidate_limit=args.candidates,
+            norm_score=not args.raw_scores,
+        )
         spec = manager.spec(args.collection)
         if args.group_by == PARENT_FIELD and spec is not None and not spec.chunked:
             raise ConfigError(

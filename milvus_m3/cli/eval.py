@@ -73,7 +73,7 @@ def add_eval_arguments(p: Any) -> None:
         default=_cfg.rerank_depth,
         help="m3 candidates that m3-all re-scores (default %(default)s)",
     )
-    p.add_argument("--no-bm25", action="store_true", help="no BM25 field, no bm25/rrf3 modes")
+    p.add_argument("--no-bm25", action="store_true", help="no BM25 leg, no modes that use it")
     p.add_argument(
         "--bm25-analyzer",
         default=_cfg.bm25_analyzer,
@@ -97,6 +97,22 @@ def add_eval_arguments(p: Any) -> None:
         "--name", default=None, help="file stem for the outputs (default: the dataset folder's name)"
     )
     p.add_argument("--no-plot", action="store_true", help="no PNG (no matplotlib needed)")
+    p.add_argument(
+        "--runs",
+        action="store_true",
+        help="also write TREC run files (<name>.runs/<mode>.trec) and per-query metrics (<name>.per_query.tsv)",
+    )
+    ids = p.add_mutually_exclusive_group()
+    ids.add_argument(
+        "--ignore-identical-ids",
+        dest="ignore_identical_ids",
+        action="store_const",
+        const=True,
+        default=None,
+        help="drop a hit whose id is the query's id (BEIR's convention; default: on when some query id "
+        "is also a document id, as in ArguAna and Quora)",
+    )
+    ids.add_argument("--keep-identical-ids", dest="ignore_identical_ids", action="store_const", const=False)
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     p.add_argument(
         "-q",
@@ -162,9 +178,12 @@ def run_eval_cli(
     quiet = bool(getattr(args, "quiet", False))
     note = _progress_notes(quiet)
     modes = tuple(m.strip() for m in str(args.modes).split(",") if m.strip())
-    config = from_args(EvalConfig, args, modes=modes, bm25=not args.no_bm25)
     note(f"loading {args.data} (split {args.split})")
     dataset = load_beir(args.data, split=args.split, max_docs=args.max_docs)
+    ignore_ids = getattr(args, "ignore_identical_ids", None)
+    if ignore_ids is None:  # BEIR's convention where it matters: query ids that are also document ids
+        ignore_ids = not set(dataset.query_ids).isdisjoint(dataset.doc_ids)
+    config = from_args(EvalConfig, args, modes=modes, bm25=not args.no_bm25, ignore_identical_ids=ignore_ids)
     tune_on = load_beir(args.data, split=args.tune_split, max_docs=args.max_docs) if args.tune_split else None
     if tune_on is not None and tune_on.doc_ids != dataset.doc_ids:
         raise ConfigError(
@@ -197,7 +216,9 @@ def run_eval_cli(
             command=command,
             notes=notes,
         )
-    paths = report.save(args.out, args.name or dataset.name, plot=not args.no_plot)
+    paths = report.save(
+        args.out, args.name or dataset.name, plot=not args.no_plot, runs=getattr(args, "runs", False)
+    )
     print(report.to_json() if args.json else report.to_markdown(), end="")
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0
@@ -264,13 +285,23 @@ def _build_encoders(
         return enc if cache_dir is None else CachedEncoder(enc, cache_dir)
 
     device = getattr(args, "device", None) or "cpu"
+    max_length = vars(args).get("max_length")  # most tokens per text, documents and queries
     if args.dense_model is not None:
         from ..encoders import CombinedEncoder, SentenceTransformerEncoder, SpladeEncoder
 
-        dense = SentenceTransformerEncoder(args.dense_model, device=device, show_progress=show_progress)
-        sparse = SpladeEncoder(args.sparse_model, device=device)
+        dense = SentenceTransformerEncoder(
+            args.dense_model, device=device, max_length=max_length, show_progress=show_progress
+        )
+        sparse = (
+            SpladeEncoder(args.sparse_model, device=device)
+            if max_length is None
+            else SpladeEncoder(args.sparse_model, device=device, max_length=max_length)
+        )
         return CombinedEncoder(cached(dense), cached(sparse)), None
     from ..embedder import M3Embedder
 
-    m3 = M3Embedder(args.model, device=getattr(args, "device", None), show_progress=show_progress)
+    lengths = (
+        {} if max_length is None else {"query_max_length": max_length, "document_max_length": max_length}
+    )
+    m3 = M3Embedder(args.model, device=getattr(args, "device", None), show_progress=show_progress, **lengths)
     return cached(m3), m3

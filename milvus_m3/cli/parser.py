@@ -14,10 +14,11 @@ from .._version import __version__
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
 from ..connection import ConnectionOptions, RetryPolicy
 from ..errors import ConfigError
+from ..fusion import RRF_K
 from ..ingest.options import ENGINES, ON_ERROR, IngestOptions, RayOptions
 from ..ingest.readers import FORMATS
 from ..schema import CollectionSpec
-from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
+from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, LEGS, MODES, RANKERS, SearchOptions
 from ._messages import EPILOG, EXIT_REJECTED
 from .eval import add_eval_parser
 
@@ -177,6 +178,25 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     tls.add_argument("--client-key", dest="client_key_path", metavar="PATH", help="client key (mutual TLS)")
 
 
+def _legs(text: str) -> list[str]:
+    legs = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in legs if n not in LEGS]
+    if not legs or unknown:
+        raise argparse.ArgumentTypeError(
+            f"give legs from {', '.join(LEGS)} separated by commas, got {text!r}"
+        )
+    return legs
+
+
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"give one number per leg separated by commas, got {text!r}"
+        ) from None
+
+
 def _field_list(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -284,6 +304,18 @@ def _add_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="a tenant field every row carries (the partition key on a server); search with --tenant",
     )
     p.add_argument("--num-partitions", type=_positive, default=spec("num_partitions"))
+    p.add_argument(
+        "--bm25", action="store_true", help="add Milvus's BM25 leg (filled by the engine from the text)"
+    )
+    p.add_argument(
+        "--bm25-analyzer",
+        choices=choices(CollectionSpec, "bm25_analyzer"),
+        default=spec("bm25_analyzer"),
+        help="english; chinese for Chinese; standard for Arabic and other spaced scripts; icu (jieba on "
+        "Milvus Lite) for Thai (default %(default)s)",
+    )
+    p.add_argument("--bm25-k1", type=float, default=spec("bm25_k1"))
+    p.add_argument("--bm25-b", type=float, default=spec("bm25_b"))
     how = p.add_mutually_exclusive_group()
     how.add_argument(
         "--exists-ok", action="store_true", help="keep an existing collection (checked against the spec)"
@@ -476,6 +508,32 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         choices=RANKERS,
         default=DEFAULT_RANKER,
         help=f"how hybrid mode fuses (default {DEFAULT_RANKER})",
+    )
+    p.add_argument(
+        "--legs",
+        type=_legs,
+        default=None,
+        metavar="LEGS",
+        help="legs to fuse, from dense,sparse,bm25 (default: all the collection has)",
+    )
+    p.add_argument(
+        "--weights",
+        type=_weights,
+        default=None,
+        metavar="W,W,..",
+        help="one per leg, in [0, 1] (default 1 each)",
+    )
+    p.add_argument("--rrf-k", type=float, default=RRF_K, help="RRF k (default %(default)s)")
+    p.add_argument(
+        "--candidates",
+        type=_positive,
+        default=None,
+        help="candidates per leg (default 100, benchmarks/results/candidates.txt)",
+    )
+    p.add_argument(
+        "--raw-scores",
+        action="store_true",
+        help="weighted ranker: sum raw scores instead of Milvus's [0, 1]-mapped ones",
     )
     p.add_argument(
         "--filter",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALL_MODES",
     "DEFAULT_TUNE_GRID",
+    "FUSED_LEGS",
     "MODE_HELP",
     "SINGLE_MODES",
     "EvalConfig",
@@ -30,14 +31,48 @@ __all__ = [
 ]
 
 SINGLE_MODES = ("dense", "sparse", "bm25")
-ALL_MODES = ("dense", "sparse", "bm25", "rrf", "weighted", "rrf3", "m3", "m3-tuned", "m3-all")
+ALL_MODES = (
+    "dense",
+    "sparse",
+    "bm25",
+    "rrf",
+    "weighted",
+    "rrf3",
+    "m3",
+    "m3-tuned",
+    "m3-all",
+    "rrf-dense-bm25",
+    "rrf-sparse-bm25",
+    "wrrf3",
+    "weighted-raw",
+    "weighted3",
+)
+FUSED_LEGS: Mapping[str, tuple[str, ...]] = {
+    "rrf": ("dense", "sparse"),
+    "weighted": ("dense", "sparse"),
+    "weighted-raw": ("dense", "sparse"),
+    "m3": ("dense", "sparse"),
+    "m3-tuned": ("dense", "sparse"),
+    "m3-all": ("dense", "sparse"),
+    "rrf-dense-bm25": ("dense", "bm25"),
+    "rrf-sparse-bm25": ("sparse", "bm25"),
+    "rrf3": ("dense", "sparse", "bm25"),
+    "wrrf3": ("dense", "sparse", "bm25"),
+    "weighted3": ("dense", "sparse", "bm25"),
+}
+"""The legs each fused mode combines: its significance test is against the best of them."""
 MODE_HELP = {
     "dense": "dense ANN (inner product)",
     "sparse": "learned-sparse ANN (inner product)",
     "bm25": "Milvus's built-in BM25 function over the stored text",
-    "rrf": f"dense + sparse, server-side RRF (k={RRF_K})",
-    "weighted": "dense + sparse, server-side WeightedRanker (w_dense, w_sparse)",
-    "rrf3": f"dense + sparse + BM25, server-side RRF (k={RRF_K})",
+    "rrf": f"dense + sparse, RRF (k={RRF_K})",
+    "weighted": "dense + sparse, Milvus's WeightedRanker (w_dense, w_sparse; scores mapped by arctan)",
+    "rrf3": f"dense + sparse + BM25, RRF (k={RRF_K}): the default search of a BM25 collection",
+    "rrf-dense-bm25": f"dense + BM25, RRF (k={RRF_K})",
+    "rrf-sparse-bm25": f"sparse + BM25, RRF (k={RRF_K})",
+    "wrrf3": "dense + sparse + BM25, weighted RRF, each leg's weight its nDCG@10 on the tuning split",
+    "weighted-raw": "dense + sparse, raw weighted sum w_dense*dense + w_sparse*sparse over both lists",
+    "weighted3": "dense + sparse + BM25, Milvus's weighted sum of mapped scores (w_dense, w_sparse, w_bm25)",
     "m3": "raw-score fusion w_dense*dense + w_sparse*sparse over the union of both lists (exact fill-in)",
     "m3-tuned": "m3 with w_sparse chosen on the tuning split (never on the evaluated split)",
     "m3-all": "m3 candidates re-ranked with + w_colbert*colbert",
@@ -78,6 +113,8 @@ class EvalConfig:
     bm25_analyzer: str = "english"
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
+    w_bm25: float = 1.0
+    """The BM25 leg's weight in ``weighted3``."""
     dense_index: str = "FLAT"
     rerank_depth: int | None = 100
     search_batch: int = 64
@@ -126,6 +163,11 @@ class ModeResult:
     metrics: Mapping[str, float]
     seconds: float
     note: str = ""
+    seconds_per_query: float = 0.0
+    significance: Mapping[str, Any] = field(default_factory=dict)
+    """Against the best of its legs: {"against", "delta", "p"} (paired randomization test, nDCG)."""
+    per_query: Mapping[str, Mapping[str, float]] = field(default_factory=dict, repr=False, compare=False)
+    run: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -153,7 +195,9 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["results"] = [{**asdict(r), "metrics": dict(r.metrics)} for r in self.results]
+        data["results"] = [
+            {k: v for k, v in asdict(r).items() if k not in ("per_query", "run")} for r in self.results
+        ]
         return data
 
     def to_json(self) -> str:
@@ -172,13 +216,16 @@ class EvalReport:
         ]
         if self.command:
             lines += ["Command:", "", "```", self.command, "```", ""]
-        header = "| mode | " + " | ".join(_pretty(n) for n in names) + " | seconds | what |"
-        lines += [header, "|" + "---|" * (len(names) + 3)]
+        header = "| mode | " + " | ".join(_pretty(n) for n in names) + " | seconds | ms/query | what |"
+        lines += [header, "|" + "---|" * (len(names) + 4)]
         for r in self.results:
             cells = " | ".join(f"{r.metrics[n]:.4f}" for n in names)
             what = MODE_HELP.get(r.mode, "") + (f"; {r.note}" if r.note else "")
-            lines.append(f"| {r.mode} | {cells} | {r.seconds:.1f} | {what} |")
+            lines.append(
+                f"| {r.mode} | {cells} | {r.seconds:.1f} | {1000 * r.seconds_per_query:.1f} | {what} |"
+            )
         lines += self._comparison()
+        lines += self._significance()
         if self.skipped:
             lines += ["", "Not run:", ""]
             lines += [f"- {m}: {why}" for m, why in self.skipped.items()]
@@ -200,7 +247,8 @@ class EvalReport:
         two_way = [r for r in singles if r.mode in ("dense", "sparse")]
         if len(two_way) == 2 and len(singles) == 3:
             # dense + sparse fusions against their own inputs; every fusion against all three singles
-            groups.insert(0, ("Best of dense and sparse", two_way, [r for r in fused if r.mode != "rrf3"]))
+            dense_sparse = [r for r in fused if "bm25" not in FUSED_LEGS.get(r.mode, ())]
+            groups.insert(0, ("Best of dense and sparse", two_way, dense_sparse))
         out: list[str] = []
         for label, pool, modes in groups:
             best = max(pool, key=lambda r: r.metrics[key])
@@ -209,6 +257,18 @@ class EvalReport:
             below = ", ".join(f"{m} ({g:+.4f})" for m, g in gaps if g <= 0) or "none"
             summary = f"{label} on {_pretty(key)}: {best.mode} {best.metrics[key]:.4f}. "
             out += ["", summary + f"Fused modes above it: {above}; not above it: {below}."]
+        return out
+
+    def _significance(self) -> list[str]:
+        rows = [r for r in self.results if r.significance]
+        if not rows:
+            return []
+        key = _pretty(self.metric_names()[0])
+        out = ["", f"Paired randomization test on per-query {key} (10,000 trials, two-sided), each fused mode "
+               "against the best of its own legs:", "", "| mode | best leg | difference | p |", "|---|---|---|---|"]  # fmt: skip
+        for r in rows:
+            sig = r.significance
+            out.append(f"| {r.mode} | {sig['against']} | {sig['delta']:+.4f} | {sig['p']:.4f} |")
         return out
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
@@ -249,8 +309,11 @@ class EvalReport:
             plt.close(fig)
         return out
 
-    def save(self, out_dir: str | os.PathLike[str], stem: str, *, plot: bool = True) -> list[Path]:
-        """Write ``<stem>.md``, ``<stem>.json`` and (with matplotlib) ``<stem>.png`` into ``out_dir``."""
+    def save(
+        self, out_dir: str | os.PathLike[str], stem: str, *, plot: bool = True, runs: bool = False
+    ) -> list[Path]:
+        """Write ``<stem>.md``, ``<stem>.json`` and (with matplotlib) ``<stem>.png`` into ``out_dir``;
+        with ``runs``, also ``<stem>.runs/<mode>.trec`` (TREC run files) and ``<stem>.per_query.tsv``."""
         folder = Path(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
         paths = [folder / f"{stem}.md", folder / f"{stem}.json"]
@@ -258,7 +321,32 @@ class EvalReport:
         paths[1].write_text(self.to_json(), encoding="utf-8")
         if plot:
             paths.append(self.plot(folder / f"{stem}.png"))
+        if runs:
+            paths += self._save_runs(folder, stem)
         return paths
+
+    def _save_runs(self, folder: Path, stem: str) -> list[Path]:
+        run_dir = folder / f"{stem}.runs"
+        run_dir.mkdir(exist_ok=True)
+        paths: list[Path] = []
+        for r in self.results:
+            lines = [
+                f"{qid} Q0 {doc} {rank} {score:.6f} {r.mode}"
+                for qid, hits in r.run.items()
+                for rank, (doc, score) in enumerate(hits, 1)
+            ]
+            path = run_dir / f"{r.mode}.trec"
+            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            paths.append(path)
+        names = self.metric_names()
+        rows = ["mode\tquery\t" + "\t".join(names)]
+        for r in self.results:
+            rows += [
+                f"{r.mode}\t{q}\t" + "\t".join(f"{m[n]:.6f}" for n in names) for q, m in r.per_query.items()
+            ]
+        tsv = folder / f"{stem}.per_query.tsv"
+        tsv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        return [*paths, tsv]
 
 
 PUBLISHED_BASELINES: Mapping[str, Mapping[str, float]] = {

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._identity import identity
 from .._uri import is_local_file_uri
 from ..collection import CollectionManager, CollectionSpec
 from ..errors import ConfigError, IngestAborted, MilvusM3Error
@@ -150,7 +151,7 @@ def _check_collection(
     manager: CollectionManager, collection: str, encoder: Encoder, opts: IngestOptions
 ) -> CollectionSpec:
     """The collection's spec, once it is known to take upserts by id (and chunks, when asked for)."""
-    spec = manager.check_collection(collection, dense_dim=encoder.dense_dim, model_name=encoder.model_name)
+    spec = manager.check_collection(collection, **identity(encoder))
     _check_spec(spec, collection, opts)
     return spec
 
