@@ -14,8 +14,7 @@ from typing import Any
 
 from . import _rows
 from ._identity import check_model
-from ._partitions import PartitionOps, delete_count
-from ._rows import check_id
+from ._partitions import PartitionOps
 from ._schema_check import check_schema_matches, record_build_id
 from .capabilities import Capabilities
 from .connection import Connection, ConnectionOptions
@@ -26,7 +25,6 @@ from .errors import (
     SchemaMismatchError,
 )
 from .schema import (
-    ID_FIELD,
     META_MARKER,
     CollectionInfo,
     CollectionSpec,
@@ -34,7 +32,6 @@ from .schema import (
     build_index_params,
     build_schema,
     check_collection_name,
-    default_output_fields,
     not_found_message,
     parse_build_record,
     resolve_spec,
@@ -418,65 +415,3 @@ class CollectionManager(PartitionOps):
             )
             written += len(chunk)
         return written
-
-    def delete(
-        self,
-        name: str,
-        *,
-        ids: Sequence[str | int] | None = None,
-        filter: str | None = None,
-        tenant: str | int | None = None,
-        partition_name: str | None = None,
-    ) -> int:
-        """Delete by ids or by a filter expression (see ``filters.render``); ``tenant``: only among that
-        tenant's rows; ``partition_name``: only in that partition (Milvus servers)."""
-        self._require(name)
-        if (ids is None) == (filter is None):
-            raise ConfigError("delete needs ids or filter, exactly one")
-        scoped = self._tenant(name, tenant)
-        extra = self._partition_kwargs(partition_name, key="partition_name")
-        if ids is not None:
-            spec = self.spec(name)
-            checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
-            if not checked:
-                return 0
-            expr = self._ids_filter(checked)
-        else:
-            expr = str(filter)
-        expr = self._scoped_expr(name, expr, scoped)
-        res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=expr, **extra)
-        return delete_count(res)
-
-    def get(
-        self,
-        name: str,
-        ids: Sequence[str | int],
-        *,
-        output_fields: Sequence[str] | None = None,
-        tenant: str | int | None = None,
-        partition_names: Sequence[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Fetch rows by id (text, metadata and declared fields by default; vectors only when asked).
-        ``tenant``: only that tenant's rows; ``partition_names``: only those partitions (servers)."""
-        spec = self.spec(name)
-        scoped = self._tenant(name, tenant)
-        extra = self._partition_kwargs(partition_names, key="partition_names")
-        checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
-        if not checked:
-            return []
-        out = list(output_fields) if output_fields is not None else default_output_fields(spec)
-        if scoped is not None and spec.partition_key not in out:
-            out.append(str(spec.partition_key))
-        res = self._call(
-            f"get from {name!r}",
-            "query",
-            collection_name=name,
-            filter=self._scoped_expr(name, self._ids_filter(checked), scoped),
-            output_fields=out,
-            limit=len(checked),
-            **extra,
-        )
-        rows = [dict(r) for r in res]
-        self._check_rows_tenant(name, rows, scoped)
-        order = {v: i for i, v in enumerate(checked)}
-        return sorted(rows, key=lambda r: order.get(r[ID_FIELD], len(order)))

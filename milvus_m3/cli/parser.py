@@ -5,20 +5,15 @@ they fill, so the CLI and the Python API cannot drift apart). Building it import
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
-import typing
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
-from ..connection import ConnectionOptions, RetryPolicy
-from ..errors import ConfigError
 from ..fusion import RRF_K
 from ..ingest.options import ENGINES, ON_ERROR, IngestOptions, RayOptions
 from ..ingest.readers import FORMATS
 from ..schema import CollectionSpec
-from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, LEGS, MODES, RANKERS, SearchOptions
+from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
 from ._messages import EPILOG, EXIT_REJECTED
 from .eval import add_eval_parser
 
@@ -37,42 +32,26 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
-T = TypeVar("T", bound="DataclassInstance")
-
-DEFAULT_URI = "./milvus_m3.db"
-URI_ENV = "MILVUS_URI"
-TOKEN_ENV = "MILVUS_TOKEN"
-
-
-def default(cls: type[Any], name: str) -> Any:
-    """The default a dataclass declares for field ``name`` (the one place it is written)."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            if f.default is not dataclasses.MISSING:
-                return f.default
-            if f.default_factory is not dataclasses.MISSING:
-                return f.default_factory()
-            raise KeyError(f"{cls.__name__}.{name} has no default")
-    raise KeyError(f"{cls.__name__} has no field {name!r}")
-
-
-def from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
-    """A dataclass built from the parsed flags whose dest is one of its fields (plus ``overrides``):
-    each flag fills the field of the same name, so a new field needs only its flag."""
-    kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name in vars(args)}
-    kwargs.update(overrides)
-    return cls(**kwargs)
-
-
-def choices(cls: type[Any], name: str) -> tuple[Any, ...]:
-    """The values a ``Literal[...]`` field of a dataclass accepts."""
-    hint = typing.get_type_hints(cls)[name]
-    values = typing.get_args(hint)
-    if typing.get_origin(hint) is not typing.Literal or not values:
-        raise KeyError(f"{cls.__name__}.{name} is not a Literal field")
-    return tuple(values)
+    pass
+from ._argtypes import (
+    _env,
+    _field_list,
+    _legs,
+    _non_negative,
+    _non_negative_float,
+    _positive,
+    _weights,
+    choices,
+    default,
+    from_args,
+)
+from ._connection_args import (
+    DEFAULT_URI,
+    TOKEN_ENV,
+    URI_ENV,
+    add_connection_arguments,
+    connection_options,
+)
 
 
 def _spec_option(name: str) -> Any:
@@ -81,127 +60,6 @@ def _spec_option(name: str) -> Any:
 
 def _ingest_option(name: str) -> Any:
     return default(IngestOptions, name)
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value else default
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be more than 0 seconds")
-    return value
-
-
-_TLS_FILES = (
-    ("--server-pem", "server_pem_path"),
-    ("--ca-pem", "ca_pem_path"),
-    ("--client-pem", "client_pem_path"),
-    ("--client-key", "client_key_path"),
-)
-
-
-def connection_options(args: argparse.Namespace) -> ConnectionOptions:
-    """The ``ConnectionOptions`` the connection flags describe (each flag fills the field of its name;
-    ``--retries N`` is ``RetryPolicy(attempts=N + 1)``)."""
-    for flag, dest in _TLS_FILES:
-        path = getattr(args, dest, None)
-        if path and not os.path.isfile(path):
-            raise ConfigError(f"{flag} {path}: no such file; give the path of the PEM file")
-    retries = getattr(args, "retries", None)
-    retry = RetryPolicy() if retries is None else RetryPolicy(attempts=retries + 1)
-    return from_args(ConnectionOptions, args, token=getattr(args, "token", None) or None, retry=retry)
-
-
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """--uri, --token and the server options (deadlines, retries, database, TLS)."""
-    conn = parser.add_argument_group("connection")
-    conn.add_argument(
-        "--uri",
-        default=_env(URI_ENV, DEFAULT_URI),
-        help=f"Milvus Lite file (*.db) or server URI (default: ${URI_ENV} or {DEFAULT_URI})",
-    )
-    conn.add_argument(
-        "--token", default=_env(TOKEN_ENV), help=f"server token, user:password (default: ${TOKEN_ENV})"
-    )
-    conn.add_argument("--db-name", default=None, metavar="NAME", help="server database (default: default)")
-    conn.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=default(ConnectionOptions, "timeout"),
-        metavar="SECONDS",
-        help="deadline of one server call (default %(default)s)",
-    )
-    conn.add_argument(
-        "--retries",
-        type=_non_negative,
-        default=default(RetryPolicy, "attempts") - 1,
-        metavar="N",
-        help="retries of a call that failed because the server was away (default %(default)s; "
-        "0 gives up at once)",
-    )
-    tls = parser.add_argument_group("TLS (server only; an https:// URI turns it on)")
-    tls.add_argument(
-        "--secure", action="store_const", const=True, default=None, help="use TLS with an http:// URI"
-    )
-    tls.add_argument("--server-pem", dest="server_pem_path", metavar="PATH", help="server certificate")
-    tls.add_argument("--server-name", metavar="NAME", help="name the server certificate is checked against")
-    tls.add_argument("--ca-pem", dest="ca_pem_path", metavar="PATH", help="CA certificate (mutual TLS)")
-    tls.add_argument(
-        "--client-pem", dest="client_pem_path", metavar="PATH", help="client certificate (mutual TLS)"
-    )
-    tls.add_argument("--client-key", dest="client_key_path", metavar="PATH", help="client key (mutual TLS)")
-
-
-def _legs(text: str) -> list[str]:
-    legs = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in legs if n not in LEGS]
-    if not legs or unknown:
-        raise argparse.ArgumentTypeError(
-            f"give legs from {', '.join(LEGS)} separated by commas, got {text!r}"
-        )
-    return legs
-
-
-def _weights(text: str) -> list[float]:
-    try:
-        return [float(w) for w in text.split(",") if w.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"give one number per leg separated by commas, got {text!r}"
-        ) from None
-
-
-def _field_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("give field names separated by commas, e.g. lang,topic")
-    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -435,16 +293,6 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     _add_ray(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
-    return value
 
 
 def _add_ray(p: argparse.ArgumentParser) -> None:

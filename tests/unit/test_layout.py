@@ -300,6 +300,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "build_eval_parser",
         "run_eval_cli",
     ],
+    "milvus_m3.cli.ingest": ["run_ingest"],
     "milvus_m3.cli.parser": [
         "DEFAULT_URI",
         "EPILOG",
