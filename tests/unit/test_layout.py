@@ -626,3 +626,12 @@ def test_every_public_module_is_pinned() -> None:
             continue
         public.add(name)
     assert public == set(PUBLIC_ALL), f"pin these modules' __all__: {sorted(public ^ set(PUBLIC_ALL))}"
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme[readme.index("## Layout") :]
+    block = block[: block.index("Where to touch")]
+    skip = {"__init__.py", "__main__.py", "_version.py"}
+    missing = sorted(rel(p) for p in MODULES if p.name not in skip and p.stem not in block)
+    assert not missing, f"README 'Layout' does not name {missing}: describe them there"
