@@ -24,18 +24,22 @@ legs still count. Where hybrid output fields come back wrong for ids holding ``'
 (``caps.hybrid_output_by_quoted_id``) and ids are varchar, the fields of such a result list are read
 again with a correctly escaped query. Hits are built as new ``Hit`` objects; the pymilvus results are
 only read, never changed.
+
+The strategies are written once, as generators of Milvus calls (``_steps.py``): ``run`` sends those
+calls with the sync client (several at once from a small thread pool), ``AsyncPlanRunner.arun`` awaits
+the same calls on ``AsyncMilvusClient``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from .._text import short
 from ..capabilities import Capabilities
 from ..collection import CollectionManager
-from ..errors import ConfigError, FilterError, MilvusM3Error, SearchError
+from ..errors import ConfigError, MilvusM3Error, SearchError
 from ..filters import F, render
 from ..fusion import Normalize, rrf, tiered, weighted
 from ..schema import BM25_FIELD, ID_FIELD, CollectionSpec
@@ -49,6 +53,7 @@ from ._hits import (
     searchable,
     ties_by_id,
 )
+from ._steps import Call, Steps, drive, engine_error, missing_results, sent, spread
 from .options import CANDIDATE_FACTOR, MAX_TOPK, Fusion, Leg, SearchPlan
 from .requests import (
     FieldRequest,
@@ -103,16 +108,22 @@ class PlanRunner:
 
     def run(self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan) -> list[list[Hit]]:
         """Hits per query of ``emb`` (``texts``: the query texts, which the bm25 leg needs)."""
+        return drive(self.steps(emb, texts, plan), self._send)
+
+    def steps(
+        self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
+    ) -> Steps[list[list[Hit]]]:
+        """``run`` as a generator of the Milvus calls it makes (``_steps.py``; the async runner's seam)."""
         if "bm25" in plan.legs and texts is None:
             raise ConfigError(
                 "the bm25 leg analyses the query text, which search_embeddings does not have; use "
                 "search / search_batch, or legs without bm25"
             )
         if len(plan.legs) == 1:
-            return self._plain(emb, texts, plan)
+            return (yield from self._plain(emb, texts, plan))
         if self._engine_fuses(emb, plan):
-            return self._engine_fused(emb, texts, plan)
-        return self._client_fused(emb, texts, plan)
+            return (yield from self._engine_fused(emb, texts, plan))
+        return (yield from self._client_fused(emb, texts, plan))
 
     def run_m3(
         self, texts: list[str], plan: SearchPlan, encoder: Encoder | None, embeddings: M3Embeddings | None
@@ -151,6 +162,22 @@ class PlanRunner:
             self._dense_index, depth, ivf_nlist=self.spec.ivf_nlist, overrides=self._dense_params
         )
 
+    def _send(self, calls: list[Call]) -> list[Any]:
+        """The sync transport: each call through ``Connection.call``; several at once in a thread pool."""
+        conn = self.manager.connection
+
+        def one(c: Call) -> Any:
+            return conn.call(c.what, getattr(conn.client, c.method), **c.kwargs)
+
+        if len(calls) == 1:
+            return [one(calls[0])]
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=3, thread_name_prefix="milvus-m3-search"
+            )
+        futures = [self._pool.submit(one, c) for c in calls]
+        return [f.result() for f in futures]
+
     # ----------------------------------------------------------------- strategies
 
     def _engine_fuses(self, emb: M3Embeddings, plan: SearchPlan) -> bool:
@@ -164,38 +191,39 @@ class PlanRunner:
             return False
         return plan.norm_score or self._engine_raw_weighted
 
-    def _plain(self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan) -> list[list[Hit]]:
+    def _plain(
+        self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
+    ) -> Steps[list[list[Hit]]]:
         leg = plan.legs[0]
         limit = plan.depth if plan.group_by is not None else plan.limit
         rows = searchable(leg, emb)
-        results = self._guarded(
-            plan, lambda: self._leg_search(leg, emb, texts, rows, limit, plan, paged=True)
-        )
-        return self._mapped(results, len(emb), plan, f"{leg} search")
+        call = self._guarded(plan, lambda: self._leg_call(leg, emb, texts, rows, limit, plan, paged=True))
+        res = [] if call is None else (yield from sent([call], plan, self.collection))[0]
+        results = spread(res, rows, len(emb))
+        return (yield from self._mapped(results, len(emb), plan, f"{leg} search"))
 
     def _engine_fused(
         self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
-    ) -> list[list[Hit]]:
+    ) -> Steps[list[list[Hit]]]:
         n = len(emb)
         if plan.ranker == "rrf" and self._rrf_per_query:
-
-            def one_by_one() -> Any:
-                # the engine numbers RRF ranks across a batch: only a one-query request is fused right
-                results = []
-                for i in range(n):
-                    one = self._hybrid_search(emb, texts, range(i, i + 1), plan)
-                    if len(one) != 1:
-                        return one
-                    results.append(one[0])
-                return results
-
-            return self._mapped(self._guarded(plan, one_by_one), n, plan, "hybrid search")
-        results = self._guarded(plan, lambda: self._hybrid_search(emb, texts, range(n), plan))
-        return self._mapped(results, n, plan, "hybrid search")
+            # the engine numbers RRF ranks across a batch: only a one-query request is fused right
+            results: list[Any] = []
+            for i in range(n):
+                build = functools.partial(self._hybrid_call, emb, texts, range(i, i + 1), plan)
+                one = (yield from sent([self._guarded(plan, build)], plan, self.collection))[0]
+                if len(one) != 1:
+                    results = list(one)  # a short answer: _mapped raises with the reason
+                    break
+                results.append(one[0])
+        else:
+            call = self._guarded(plan, lambda: self._hybrid_call(emb, texts, range(n), plan))
+            results = (yield from sent([call], plan, self.collection))[0]
+        return (yield from self._mapped(results, n, plan, "hybrid search"))
 
     def _client_fused(
         self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
-    ) -> list[list[Hit]]:
+    ) -> Steps[list[list[Hit]]]:
         """One plain search per leg and tier, fused here (see the module docstring).
 
         Tier j is each leg's top ``candidates * CANDIDATE_FACTOR**j`` from a search with exactly that
@@ -209,7 +237,7 @@ class PlanRunner:
         pending = list(range(n))
         tier = plan.candidates
         while pending:
-            lists, found = self._leg_lists(emb, texts, pending, tier, plan)
+            lists, found = yield from self._leg_lists(emb, texts, pending, tier, plan)
             for doc, entity in found.items():
                 entities.setdefault(doc, entity)
             deeper: list[int] = []
@@ -235,24 +263,27 @@ class PlanRunner:
 
     def _leg_lists(
         self, emb: M3Embeddings, texts: Sequence[str] | None, queries: list[int], limit: int, plan: SearchPlan
-    ) -> tuple[list[list[Ranked]], dict[Any, Mapping[str, Any]]]:
-        """Per query of ``queries``, one (id, score) list per leg; and the entity of every id seen."""
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=3, thread_name_prefix="milvus-m3-search"
-            )
+    ) -> Steps[tuple[list[list[Ranked]], dict[Any, Mapping[str, Any]]]]:
+        """Per query of ``queries``, one (id, score) list per leg; and the entity of every id seen.
+        The legs' searches are sent together."""
         sub = emb.select(queries)
         sub_texts = None if texts is None else [texts[i] for i in queries]
-        futures = [
-            self._pool.submit(self._leg_search, leg, sub, sub_texts, searchable(leg, sub), limit, plan, False)
-            for leg in plan.legs
-        ]
-        per_leg = self._guarded(plan, lambda: [f.result() for f in futures])
+        rows = [searchable(leg, sub) for leg in plan.legs]
+        calls = self._guarded(
+            plan,
+            lambda: [
+                self._leg_call(leg, sub, sub_texts, r, limit, plan, paged=False)
+                for leg, r in zip(plan.legs, rows, strict=True)
+            ],
+        )
+        to_send = [c for c in calls if c is not None]
+        got = iter((yield from sent(to_send, plan, self.collection)) if to_send else [])
         entities: dict[Any, Mapping[str, Any]] = {}
         lists: list[list[Ranked]] = [[] for _ in queries]
-        for leg, results in zip(plan.legs, per_leg, strict=True):
+        for leg, call, r in zip(plan.legs, calls, rows, strict=True):
+            results = spread([] if call is None else next(got), r, len(sub))
             if len(results) != len(queries):
-                raise self._missing_results(f"{leg} search", len(results), len(queries), plan)
+                raise missing_results(f"{leg} search", len(results), len(queries), plan, self.collection)
             for qi, hits in enumerate(results):
                 ranked: Ranked = []
                 for h in hits:
@@ -286,36 +317,31 @@ class PlanRunner:
                 expr=plan.expr,
                 expr_params=plan.params,
             )
-        assert texts is not None  # run() refuses bm25 without texts
+        assert texts is not None  # steps() refuses bm25 without texts
         return bm25_request(
             [texts[i] for i in rows], field=BM25_FIELD, limit=limit, expr=plan.expr, expr_params=plan.params
         )
 
-    def _leg_search(
+    def _leg_call(
         self, leg: Leg, emb: M3Embeddings, texts: Sequence[str] | None, rows: list[int], limit: int,
         plan: SearchPlan, paged: bool,
-    ) -> list[Any]:  # fmt: skip
-        """One plain search on ``leg`` for the queries ``rows`` of ``emb``; an empty list for the others
-        (empty sparse vectors, which match nothing). ``paged``: Milvus applies offset / group_by."""
-        full: list[Any] = [[] for _ in range(len(emb))]
+    ) -> Call | None:  # fmt: skip
+        """One plain search on ``leg`` for the queries ``rows`` of ``emb``; None when ``rows`` is empty
+        (the other queries, with empty sparse vectors, match nothing). ``paged``: Milvus applies offset /
+        group_by."""
         if not rows:
-            return full
+            return None
         req = self._request(leg, emb, texts, rows, limit, plan, depth=plan.depth if paged else None)
         kwargs = (
             self._result_kwargs(plan)
             if paged
             else {"output_fields": list(plan.output_fields), **self._partitions(plan)}
         )
-        conn = self.manager.connection
-        res = conn.call(
-            self._what_search, conn.client.search, collection_name=self.collection,
-            **req.search_kwargs(), **kwargs,
-        )  # fmt: skip
-        if len(res) != len(rows):
-            return list(res)  # a short answer: _mapped / _leg_lists raise with the reason
-        for i, hits in zip(rows, res, strict=True):
-            full[i] = hits
-        return full
+        return Call(
+            what=self._what_search,
+            method="search",
+            kwargs={"collection_name": self.collection, **req.search_kwargs(), **kwargs},
+        )
 
     def _result_kwargs(self, plan: SearchPlan) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"output_fields": list(plan.output_fields), **self._partitions(plan)}
@@ -325,9 +351,9 @@ class PlanRunner:
             kwargs["offset"] = plan.offset
         return kwargs
 
-    def _hybrid_search(
+    def _hybrid_call(
         self, emb: M3Embeddings, texts: Sequence[str] | None, rows: range, plan: SearchPlan
-    ) -> Any:
+    ) -> Call:
         reqs = [
             self._request(leg, emb, texts, rows, plan.candidates, plan).ann_request() for leg in plan.legs
         ]
@@ -336,15 +362,16 @@ class PlanRunner:
             if plan.ranker == "rrf"
             else weighted_ranker(*plan.weights, norm_score=plan.norm_score)
         )
-        conn = self.manager.connection
-        return conn.call(
-            self._what_hybrid,
-            conn.client.hybrid_search,
-            collection_name=self.collection,
-            reqs=reqs,
-            ranker=rank,
-            limit=plan.limit,
-            **self._result_kwargs(plan),
+        return Call(
+            what=self._what_hybrid,
+            method="hybrid_search",
+            kwargs={
+                "collection_name": self.collection,
+                "reqs": reqs,
+                "ranker": rank,
+                "limit": plan.limit,
+                **self._result_kwargs(plan),
+            },
         )
 
     # ----------------------------------------------------------------- results and errors
@@ -360,19 +387,22 @@ class PlanRunner:
         except MilvusM3Error:
             raise
         except Exception as exc:  # pymilvus raises MilvusException, ParamError, grpc errors
-            raise self._engine_error(exc, plan) from exc
+            raise engine_error(exc, plan, self.collection) from exc
 
-    def _mapped(self, results: Any, n: int, plan: SearchPlan, what: str) -> list[list[Hit]]:
+    def _mapped(self, results: Any, n: int, plan: SearchPlan, what: str) -> Steps[list[list[Hit]]]:
         if len(results) != n:
-            raise self._missing_results(what, len(results), n, plan)
+            raise missing_results(what, len(results), n, plan, self.collection)
         lists: list[Sequence[Any]] = list(results)
         if self._refetch_quoted_ids and len(plan.legs) > 1 and plan.output_fields:
-            lists = [self._refetch_if_quoted_ids(r, plan) for r in lists]
+            refetched = []
+            for r in lists:
+                refetched.append((yield from self._refetch_if_quoted_ids(r, plan)))
+            lists = refetched
         if plan.group_by is not None:
             return [grouped_hits(r, plan.group_by, plan.offset, plan.limit) for r in lists]
         return [ties_by_id([hit(h[ID_FIELD], h["distance"], h["entity"]) for h in r]) for r in lists]
 
-    def _refetch_if_quoted_ids(self, result: Any, plan: SearchPlan) -> Sequence[Any]:
+    def _refetch_if_quoted_ids(self, result: Any, plan: SearchPlan) -> Steps[Sequence[Any]]:
         """Hybrid search on an engine that quotes ids unescaped: hits whose id holds ``'`` get their own
         fields back. Returns new hit dicts; ``result`` is left as it is."""
         hits = list(result)
@@ -380,16 +410,18 @@ class PlanRunner:
         if not any("'" in i for i in ids if isinstance(i, str)):
             return hits
         expr, _ = render(F.in_(ID_FIELD, ids), templates=False, dialect=self._dialect)
-        conn = self.manager.connection
+        call = Call(
+            what=f"fetch fields from {self.collection!r}",
+            method="query",
+            kwargs={
+                "collection_name": self.collection,
+                "filter": expr,
+                "output_fields": list(plan.output_fields),
+                "limit": len(ids),
+            },
+        )
         try:
-            rows = conn.call(
-                f"fetch fields from {self.collection!r}",
-                conn.client.query,
-                collection_name=self.collection,
-                filter=expr,
-                output_fields=list(plan.output_fields),
-                limit=len(ids),
-            )
+            rows = (yield [call])[0]
         except MilvusM3Error:
             raise
         except Exception as exc:  # pymilvus errors
@@ -405,28 +437,3 @@ class PlanRunner:
             }
             for h in hits
         ]
-
-    def _missing_results(self, what: str, got: int, n: int, plan: SearchPlan) -> SearchError:
-        """A result list missing for a query is an error, never 'no hits'."""
-        if plan.expr:
-            return FilterError(
-                f"the engine rejected the filter {short(plan.expr)!r} on collection {self.collection!r}: "
-                f"the {what} returned {got} result lists for {n} queries (Milvus Lite answers a "
-                "bad filter in a hybrid search this way); check field names, value types and syntax"
-            )
-        return SearchError(
-            f"the {what} on {self.collection!r} returned {got} result lists for {n} queries; "
-            "the engine failed without saying why (see the Milvus log)"
-        )
-
-    def _engine_error(self, exc: Exception, plan: SearchPlan) -> MilvusM3Error:
-        msg = " ".join(str(getattr(exc, "message", "") or exc).split())
-        lowered = msg.lower()
-        if plan.expr and any(s in lowered for s in ("expr", "filter", "phyfilterbitsnode", "parse")):
-            return FilterError(
-                f"the engine rejected the filter {short(plan.expr)!r} on collection {self.collection!r}: "
-                f"{short(msg, 300)}. Check field names, value types and syntax, or build the filter with "
-                "milvus_m3.filters.F"
-            )
-        what = "+".join(plan.legs)
-        return SearchError(f"{what} search on collection {self.collection!r} failed: {short(msg, 300)}")
