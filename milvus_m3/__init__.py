@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .collection import CollectionInfo, CollectionManager, CollectionSpec, ScalarField
     from .connection import ConnectionOptions, RetryPolicy
     from .embedder import M3Embedder
+    from .reranker import CrossEncoderReranker
     from .filters import F, Filter
     from .ingest import IngestOptions, IngestReport, ingest
     from .search import HybridSearcher
@@ -51,6 +52,7 @@ _LAZY = {
     "ConnectionOptions": "connection",
     "RetryPolicy": "connection",
     "M3Embedder": "embedder",
+    "CrossEncoderReranker": "reranker",
     "F": "filters",
     "Filter": "filters",
     "IngestOptions": "ingest",
@@ -70,6 +72,7 @@ __all__ = [
     "CollectionSpec",
     "ConfigError",
     "ConnectionOptions",
+    "CrossEncoderReranker",
     "Encoder",
     "F",
     "Filter",

@@ -74,7 +74,9 @@ class CrossEncoderModel:
         cls_id = self.tok.tokenizer.token_to_id(names["cls"])
         eos_id = self.tok.tokenizer.token_to_id(names["eos"])
         if cls_id is None or eos_id is None:
-            raise ModelLoadError(f"the tokenizer in {self.model_dir} lacks {names['cls']!r} or {names['eos']!r}")
+            raise ModelLoadError(
+                f"the tokenizer in {self.model_dir} lacks {names['cls']!r} or {names['eos']!r}"
+            )
         self.cls_id, self.eos_id, self.pad_id = int(cls_id), int(eos_id), self.tok.pad_id
         self.max_length = self.tok.max_length
         dtype = torch_dtype(self.precision)
@@ -114,13 +116,19 @@ class CrossEncoderModel:
 
 def _load_torch(model_dir: Path, config: dict[str, Any], dtype: Any) -> Any | None:
     """Encoder + head in plain torch, or None for a checkpoint ``_xlmr`` does not describe."""
-    if not supported(config) or config.get("problem_type") not in (None, "regression", "single_label_classification"):
+    if not supported(config) or config.get("problem_type") not in (
+        None,
+        "regression",
+        "single_label_classification",
+    ):
         return None
     state = _read_state(model_dir)
     if state is None:
         return None
     encoder_state = {
-        k.removeprefix("roberta."): v for k, v in state.items() if k.startswith("roberta.") and not k.startswith(_IGNORED)
+        k.removeprefix("roberta."): v
+        for k, v in state.items()
+        if k.startswith("roberta.") and not k.startswith(_IGNORED)
     }
     head_state = {k.removeprefix("classifier."): v for k, v in state.items() if k.startswith("classifier.")}
     encoder = XLMREncoder(config)

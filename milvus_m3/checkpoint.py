@@ -136,7 +136,9 @@ def check_reranker_dir(path: Path) -> dict[str, Any]:
     where = f"in {path}"
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise ModelLoadError(f"config.json is missing {where}; a cross-encoder checkpoint needs its model config")
+        raise ModelLoadError(
+            f"config.json is missing {where}; a cross-encoder checkpoint needs its model config"
+        )
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
         int(config["hidden_size"])
@@ -150,7 +152,9 @@ def check_reranker_dir(path: Path) -> dict[str, Any]:
         )
     labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 1))
     if labels != 1:
-        raise ModelLoadError(f"the classifier {where} has {labels} labels; a reranker gives one score (1 label)")
+        raise ModelLoadError(
+            f"the classifier {where} has {labels} labels; a reranker gives one score (1 label)"
+        )
     weights = [f for f in _WEIGHT_FILES if (path / f).is_file()]
     if not weights:
         raise ModelLoadError(f"model weights are missing {where}: expected one of {', '.join(_WEIGHT_FILES)}")

@@ -63,7 +63,7 @@ from ..schema import (
     CollectionSpec,
     default_output_fields,
 )
-from ..types import Encoder, Hit, M3Embeddings
+from ..types import Encoder, Hit, M3Embeddings, Reranker
 from .execute import PlanRunner
 from .options import (
     CANDIDATE_FACTOR,
@@ -87,6 +87,7 @@ from .options import (
     check_rrf_k,
     check_weights,
 )
+from .rerank_stage import DEFAULT_RERANK_DEPTH, check_rerank_depth, check_reranker, with_rerank_stage
 
 __all__ = ["HybridSearcher", "Mode", "RankerName"]
 
@@ -130,8 +131,12 @@ class HybridSearcher:
         sparse_params: Mapping[str, Any] | None = None,
         check: bool = True,
         fusion: Fusion = "auto",
+        reranker: Reranker | None = None,
+        rerank_depth: int = DEFAULT_RERANK_DEPTH,
     ) -> None:
         self.fusion: Fusion = check_fusion(fusion)
+        self.reranker = check_reranker(reranker)
+        self.rerank_depth = check_rerank_depth(rerank_depth)
         # Arguments first, so a typo fails before any round trip.
         self.mode: Mode = check_mode(mode)
         self.ranker: RankerName = check_ranker(ranker)
@@ -187,6 +192,8 @@ class HybridSearcher:
         group_by: str | None = None,
         tenant: str | int | None = None,
         partition_names: Sequence[str] | None = None,
+        reranker: Reranker | None = None,
+        rerank_depth: int | None = None,
     ) -> list[Hit]:
         """The best ``limit`` hits for one query text, after skipping ``offset``.
 
@@ -215,7 +222,8 @@ class HybridSearcher:
             tenant=tenant,
             partition_names=partition_names,
         )
-        return self._search_texts([query], options)[0]
+        stage = (reranker, rerank_depth, self.reranker, self.rerank_depth)
+        return with_rerank_stage(self._search_texts, [query], options, *stage)[0]
 
     def search_batch(
         self,
@@ -232,6 +240,8 @@ class HybridSearcher:
         group_by: str | None = None,
         tenant: str | int | None = None,
         partition_names: Sequence[str] | None = None,
+        reranker: Reranker | None = None,
+        rerank_depth: int | None = None,
     ) -> list[list[Hit]]:
         """Hits for each query text: one encoder call and one Milvus call for the whole batch."""
         options = SearchOptions(
@@ -247,7 +257,8 @@ class HybridSearcher:
             tenant=tenant,
             partition_names=partition_names,
         )
-        return self._search_texts(queries, options)
+        stage = (reranker, rerank_depth, self.reranker, self.rerank_depth)
+        return with_rerank_stage(self._search_texts, queries, options, *stage)
 
     def search_embeddings(
         self,
@@ -265,7 +276,7 @@ class HybridSearcher:
         tenant: str | int | None = None,
         partition_names: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
-        """Hits for pre-computed query embeddings (one Milvus call; no encoder involved)."""
+        """Hits for pre-computed query embeddings (one Milvus call; no encoder, no rerank stage)."""
         options = SearchOptions(
             limit=limit,
             offset=offset,
