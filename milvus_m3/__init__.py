@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from .collection import CollectionInfo, CollectionManager, CollectionSpec, ScalarField
     from .connection import ConnectionOptions, RetryPolicy
     from .embedder import M3Embedder
-    from .reranker import CrossEncoderReranker
     from .filters import F, Filter
     from .ingest import IngestOptions, IngestReport, ingest
+    from .reranker import CrossEncoderReranker
     from .search import HybridSearcher
     from .search.async_searcher import AsyncHybridSearcher
 

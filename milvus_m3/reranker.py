@@ -168,7 +168,7 @@ class CrossEncoderReranker:
         """One score per text for ``query`` (in the order of ``texts``); higher is more relevant."""
         if not isinstance(query, str) or not query.strip():
             raise InputError(f"query must be a non-empty string, got {query!r}", field="query")
-        rows = check_texts(texts, field="texts", noun="passage", allow_empty=True)
+        rows = check_texts(texts, field="texts", allow_empty=True, row_label="passage at row {i}")
         return self.score_pairs([(query, t) for t in rows])
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
@@ -180,8 +180,12 @@ class CrossEncoderReranker:
                 raise InputError(f"pair at row {i} is not a (query, passage) tuple", field="pairs", row=i)
         if not pairs:
             return []
-        queries = check_texts([p[0] for p in pairs], field="pairs", noun="query", allow_empty=True)
-        passages = check_texts([p[1] for p in pairs], field="pairs", noun="passage", allow_empty=True)
+        queries = check_texts(
+            [p[0] for p in pairs], field="pairs", allow_empty=True, row_label="query of pair {i}"
+        )
+        passages = check_texts(
+            [p[1] for p in pairs], field="pairs", allow_empty=True, row_label="passage of pair {i}"
+        )
         with self._lock:
             rows = self._pair_ids(queries, passages)
             scores = self._run(rows)
