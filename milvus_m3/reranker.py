@@ -11,7 +11,8 @@ pair is cut: the query to ``query_max_length`` tokens (3/4 of ``max_length`` unl
 passage to what is left of ``max_length``. Unlike FlagReranker, a cut is never silent: pairs longer
 than ``max_length`` are counted and warned about (``overflow="warn"``), refused with
 ``TextTooLongError`` (``"error"``) or cut quietly (``"truncate"``). Pairs are sorted by length and
-padded per batch (``_batching.plan_batches``); a batch that runs out of GPU memory is split.
+padded per batch (``_batching.plan_batches``); a batch that runs out of GPU memory is split; identical
+pairs are scored once.
 
 This module imports no torch: the model (``_cross_encoder``) loads inside the constructor.
 """
@@ -235,7 +236,12 @@ class CrossEncoderReranker:
                 logger.info(message)
         return rows
 
-    def _run(self, rows: list[list[int]]) -> list[float]:
+    def _run(self, all_rows: list[list[int]]) -> list[float]:
+        # Identical pairs are scored once: they get exactly one score (a batch's other rows can move
+        # a row's logit by an ulp), so equal texts tie exactly and are ordered by id.
+        first: dict[tuple[int, ...], int] = {}
+        where = [first.setdefault(tuple(r), len(first)) for r in all_rows]
+        rows = [list(key) for key in first]
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         order = np.argsort(-lengths, kind="stable")
         sorted_lengths = lengths[order]
@@ -255,7 +261,7 @@ class CrossEncoderReranker:
             device=self.device,
             on_oom=self._model.after_oom,
         )
-        out: list[float] = scores.tolist()
+        out: list[float] = scores[where].tolist()
         return out
 
 

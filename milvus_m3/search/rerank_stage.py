@@ -3,7 +3,7 @@
 The first stage (any mode, filters, group-by, tenants: whatever ``HybridSearcher`` runs) is asked for
 ``rerank_depth`` hits from the top (offset 0); the reranker scores each (query, hit text) pair; the
 hits are sorted by that score (ties by id, ``fusion.id_order``) and ``offset`` / ``limit`` page over
-the re-ordered list. Each returned ``Hit`` has ``score`` = ``rerank_score`` = the reranker's score and
+the re-ordered list (``depth`` hits long: a page reaching past it is short or empty). Each returned ``Hit`` has ``score`` = ``rerank_score`` = the reranker's score and
 ``first_stage_score`` = the score the first stage gave it. Nothing here knows how the first stage was
 computed.
 
@@ -52,16 +52,19 @@ def check_reranker(reranker: object) -> Reranker | None:
     )
 
 
-def check_rerank_depth(depth: object, *, offset: int = 0, limit: int = 1, cap: int = MAX_TOPK) -> int:
-    """``depth`` as an int in [offset + limit, cap] (or 0: no rerank stage), or a ConfigError."""
+def check_rerank_depth(depth: object, *, limit: int = 1, cap: int = MAX_TOPK) -> int:
+    """``depth`` as an int in [limit, cap] (or 0: no rerank stage), or a ConfigError naming the fix.
+
+    The reranked list holds ``depth`` hits: a page with ``offset + limit`` past it is short (or
+    empty), as a page past the end of any result list; a ``limit`` above it could never be filled."""
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise ConfigError(f"rerank_depth must be an int >= 0 (0: no rerank stage), got {depth!r}")
     if depth == 0:
         return 0
-    if depth < offset + limit:
+    if depth < limit:
         raise ConfigError(
-            f"rerank_depth {depth} is smaller than offset + limit = {offset + limit}: the page would reach "
-            f"past the reranked candidates; raise rerank_depth to >= {offset + limit}"
+            f"rerank_depth {depth} is smaller than limit {limit}: the reranker would order fewer hits than "
+            f"one page holds; raise rerank_depth to >= {limit} (it is how many first-stage hits are reranked)"
         )
     if depth > cap:
         raise ConfigError(f"rerank_depth {depth} is above Milvus's per-request cap {cap}")
@@ -89,9 +92,8 @@ def first_stage(
                 "(to the call or to HybridSearcher)"
             )
         return options, None
-    limit = check_int("limit", options.limit, 1)
-    offset = check_int("offset", options.offset, 0)
-    depth = check_rerank_depth(depth, offset=offset, limit=limit)
+    check_int("offset", options.offset, 0)
+    depth = check_rerank_depth(depth, limit=check_int("limit", options.limit, 1))
     if depth == 0:
         return options, None
     fields = options.output_fields
