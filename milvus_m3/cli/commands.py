@@ -304,11 +304,28 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from ..search import HybridSearcher
+    from ..search.rerank_stage import DEFAULT_RERANK_DEPTH
+
+    if args.rerank is None and args.rerank_depth is not None:
+        raise ConfigError("--rerank-depth needs --rerank MODEL (the cross-encoder that reorders the hits)")
 
     with _manager(args) as manager:
         manager.spec(args.collection)  # a missing collection fails before the model loads
         embedder = _embedder(args, kind="query", overflow="warn")
-        searcher = HybridSearcher(manager, args.collection, embedder, mode=args.mode, ranker=args.ranker)
+        reranker = None
+        if args.rerank is not None:
+            from ..reranker import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker(args.rerank, device=args.device, threads=args.threads)
+        searcher = HybridSearcher(
+            manager,
+            args.collection,
+            embedder,
+            mode=args.mode,
+            ranker=args.ranker,
+            reranker=reranker,
+            rerank_depth=args.rerank_depth or DEFAULT_RERANK_DEPTH,
+        )
         hits = searcher.search(
             args.query,
             limit=args.limit,
@@ -327,6 +344,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
             }
             if hit.fields:
                 doc["fields"] = dict(hit.fields)
+            if hit.rerank_score is not None:
+                doc["first_stage_score"] = hit.first_stage_score
             print(json.dumps(doc, ensure_ascii=False, default=str))
         else:
             text = " ".join((hit.text or "").split())

@@ -188,3 +188,53 @@ def test_bad_rerank_arguments_are_refused(searcher: HybridSearcher, tiny_reranke
         searcher.search(QUERIES[0], reranker=tiny_reranker, rerank_depth=20000)
     with pytest.raises(ConfigError, match="rerank_depth must be an int >= 0"):
         HybridSearcher(searcher.manager, "rr", reranker=tiny_reranker, rerank_depth=-1)
+
+
+def test_cli_search_rerank_equals_the_python_api(
+    tmp_path: Path,
+    tiny_checkpoint: Path,
+    tiny_reranker_checkpoint: Path,
+    tiny_embedder: Any,
+    tiny_reranker: Any,
+) -> None:
+    import json
+
+    from tests.integration.test_cli import release, run
+
+    uri = str(tmp_path / "cli.db")
+    texts = [d["text"] for d in DOCS]
+    with CollectionManager(uri) as manager:
+        manager.create_collection(
+            "docs",
+            spec=CollectionSpec(dense_dim=tiny_embedder.dense_dim, model_name=tiny_embedder.model_name),
+        )
+        manager.upsert(
+            "docs", ids=[d["id"] for d in DOCS], texts=texts, embeddings=tiny_embedder.encode_documents(texts)
+        )
+        want = HybridSearcher(manager, "docs", tiny_embedder).search(
+            QUERIES[0], limit=4, offset=1, reranker=tiny_reranker, rerank_depth=10
+        )
+    release(uri)
+    base = ["search", QUERIES[0], "--collection", "docs", "--uri", uri, "--model", str(tiny_checkpoint)]
+    proc = run(
+        [
+            *base,
+            "--limit",
+            "4",
+            "--offset",
+            "1",
+            "--rerank",
+            str(tiny_reranker_checkpoint),
+            "--rerank-depth",
+            "10",
+            "--json",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [g["id"] for g in got] == [h.id for h in want]
+    for g, h in zip(got, want, strict=True):
+        assert abs(g["score"] - h.score) <= 1e-5 and abs(g["first_stage_score"] - h.first_stage_score) <= 1e-5
+    proc = run([*base, "--rerank-depth", "10"], tmp_path)  # no --rerank: plain search, no stage
+    assert proc.returncode == 2 and "--rerank-depth needs --rerank MODEL" in proc.stderr
