@@ -84,14 +84,14 @@ def first_stage(
     With a stage the first stage fetches ``depth`` hits from the top (offset 0) and always reads the
     text field (the reranker scores it)."""
     chosen = default_reranker if reranker is None else check_reranker(reranker)
-    depth = default_depth if depth is None else depth
     if chosen is None:
-        if reranker is None and depth not in (0, default_depth):
+        if depth not in (None, 0):
             raise ConfigError(
                 f"rerank_depth={depth} without a reranker; pass reranker=CrossEncoderReranker(...) "
                 "(to the call or to HybridSearcher)"
             )
         return options, None
+    depth = default_depth if depth is None else depth
     check_int("offset", options.offset, 0)
     depth = check_rerank_depth(depth, limit=check_int("limit", options.limit, 1))
     if depth == 0:
