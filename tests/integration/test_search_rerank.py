@@ -98,7 +98,11 @@ def _reference(
     first = searcher.search(query, limit=depth, **kw)
     if not first:
         return []
-    scores = flag.compute_score([(query, h.text) for h in first])
+    raw = flag.compute_score([(query, h.text) for h in first])
+    # one score per distinct text (FlagReranker's batch can move a duplicate's logit by an ulp; ours
+    # scores identical pairs once), so equal texts tie exactly and the id decides
+    by_text: dict[str | None, float] = {}
+    scores = [by_text.setdefault(h.text, s) for h, s in zip(first, raw, strict=True)]
     ranked = sorted(zip(first, scores, strict=True), key=lambda p: (-p[1], id_order(p[0].id)))
     return ranked[offset : offset + limit]
 
