@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .embedder import M3Embedder
     from .filters import F, Filter
     from .ingest import IngestOptions, IngestReport, ingest
+    from .reranker import CrossEncoderReranker
     from .search import HybridSearcher
     from .search.async_searcher import AsyncHybridSearcher
 
@@ -51,6 +52,7 @@ _LAZY = {
     "ConnectionOptions": "connection",
     "RetryPolicy": "connection",
     "M3Embedder": "embedder",
+    "CrossEncoderReranker": "reranker",
     "F": "filters",
     "Filter": "filters",
     "IngestOptions": "ingest",
@@ -70,6 +72,7 @@ __all__ = [
     "CollectionSpec",
     "ConfigError",
     "ConnectionOptions",
+    "CrossEncoderReranker",
     "Encoder",
     "F",
     "Filter",

@@ -18,6 +18,7 @@ import os
 import re
 import struct
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError, ModelLoadError
 
@@ -26,6 +27,7 @@ __all__ = [
     "KNOWN_DENSE_DIMS",
     "MODEL_ENV",
     "check_model_dir",
+    "check_reranker_dir",
     "dense_dim_from_config",
     "fingerprint_of",
     "model_fingerprint",
@@ -128,6 +130,46 @@ def check_model_dir(path: Path) -> int:
     if sparse_out != 1:
         raise ModelLoadError(f"sparse_linear.pt {where} has {sparse_out} outputs; BGE-M3's sparse head has 1")
     return _check_head(path / "colbert_linear.pt", hidden, "ColBERT")
+
+
+def check_reranker_dir(path: Path) -> dict[str, Any]:
+    """Refuse a cross-encoder checkpoint (an ``XLMRobertaForSequenceClassification`` such as
+    ``BAAI/bge-reranker-v2-m3``) with missing or truncated files, or one that is not a one-label
+    sequence classifier; return its config."""
+    where = f"in {path}"
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(
+            f"config.json is missing {where}; a cross-encoder checkpoint needs its model config"
+        )
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        int(config["hidden_size"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"config.json {where} is unreadable or has no hidden_size ({exc})") from exc
+    architectures = config.get("architectures") or []
+    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        raise ModelLoadError(
+            f"config.json {where} names architectures {architectures}, not a sequence classifier; "
+            "a cross-encoder reranker is an *ForSequenceClassification checkpoint (e.g. BAAI/bge-reranker-v2-m3)"
+        )
+    labels = len(config.get("id2label") or {}) or int(config.get("num_labels", 1))
+    if labels != 1:
+        raise ModelLoadError(
+            f"the classifier {where} has {labels} labels; a reranker gives one score (1 label)"
+        )
+    weights = [f for f in _WEIGHT_FILES if (path / f).is_file()]
+    if not weights:
+        raise ModelLoadError(f"model weights are missing {where}: expected one of {', '.join(_WEIGHT_FILES)}")
+    if weights[0] == "model.safetensors":
+        _check_safetensors(path / "model.safetensors")
+    elif weights[0].endswith(".index.json"):
+        _check_shards(path / weights[0])
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"tokenizer files are missing {where}: expected tokenizer.json (or sentencepiece.bpe.model)"
+        )
+    return dict(config)
 
 
 def _check_head(file: Path, hidden: int, what: str) -> int:

@@ -11,7 +11,11 @@ The tiny model uses a large init std (0.6): at BERT's 0.02 every [CLS] vector is
 0.99999, so dense rankings would be noise. The sparse head's bias is set so that about half of the
 tokens of a few sample sentences get a positive weight.
 
-    python -m milvus_m3.testing OUT_DIR [--full-size] [--seed N]
+    python -m milvus_m3.testing OUT_DIR [--full-size] [--seed N] [--reranker]
+
+``build_reranker_checkpoint(path)`` writes what ``BAAI/bge-reranker-v2-m3`` ships: an
+``XLMRobertaForSequenceClassification`` with one label (safetensors) and the same tokenizer; tiny by
+default, the real architecture (XLM-R large, ``FULL_SIZE``) on request.
 
 This module imports torch and transformers only inside ``build_checkpoint``.
 """
@@ -28,7 +32,14 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["FULL_SIZE", "TOKENIZER_ENV", "build_checkpoint", "find_tokenizer_file", "main"]
+__all__ = [
+    "FULL_SIZE",
+    "TOKENIZER_ENV",
+    "build_checkpoint",
+    "build_reranker_checkpoint",
+    "find_tokenizer_file",
+    "main",
+]
 
 TOKENIZER_ENV = "MILVUS_M3_TOKENIZER_FILE"
 """Environment variable naming the XLM-R ``tokenizer.json`` used when ``tokenizer_file`` is not given."""
@@ -199,6 +210,87 @@ def build_checkpoint(
     return out
 
 
+def build_reranker_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    num_layers: int = 2,
+    hidden_size: int = 32,
+    num_heads: int = 2,
+    intermediate_size: int = 64,
+    initializer_range: float = 0.6,
+    seed: int = 0,
+    max_position_embeddings: int = 8194,
+    tokenizer_file: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Write a bge-reranker-v2-m3-shaped checkpoint (an XLM-R sequence classifier with one label,
+    random weights, fp32 safetensors, the XLM-R tokenizer) into ``path``. Returns the directory.
+
+    The classifier head is drawn at std ``hidden_size ** -0.5`` so that its tanh layer does not
+    saturate: the tiny model's scores then spread over a range instead of a few values."""
+    if hidden_size % num_heads:
+        raise ConfigError(f"hidden_size {hidden_size} is not a multiple of num_heads {num_heads}")
+    tok_path = Path(tokenizer_file) if tokenizer_file is not None else find_tokenizer_file()
+    if not tok_path.is_file():
+        raise ConfigError(f"tokenizer_file {str(tok_path)!r} is not a file")
+
+    import torch
+    import transformers
+
+    hf: Any = transformers  # untyped for mypy
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    max_tokens = min(_MAX_TOKENS, max_position_embeddings - _PAD_ID - 1)
+    tokenizer = hf.XLMRobertaTokenizerFast(
+        tokenizer_file=str(tok_path),
+        bos_token="<s>",
+        cls_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        model_max_length=max_tokens,
+    )
+    config = hf.XLMRobertaConfig(
+        vocab_size=_VOCAB_SIZE,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        type_vocab_size=1,
+        initializer_range=initializer_range,
+        layer_norm_eps=1e-5,
+        pad_token_id=_PAD_ID,
+        bos_token_id=_BOS_ID,
+        eos_token_id=_EOS_ID,
+        hidden_act="gelu",
+        position_embedding_type="absolute",
+        num_labels=1,
+        architectures=["XLMRobertaForSequenceClassification"],
+    )
+    torch.manual_seed(seed)
+    model = hf.XLMRobertaForSequenceClassification(config).eval()
+    with torch.no_grad():
+        for layer in (model.classifier.dense, model.classifier.out_proj):
+            layer.weight.normal_(0.0, hidden_size**-0.5)
+            layer.bias.normal_(0.0, 0.1)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "milvus_m3_testing.json").write_text(
+        json.dumps(
+            {
+                "note": "random weights from milvus_m3.testing.build_reranker_checkpoint; not a trained model",
+                "seed": seed,
+                "initializer_range": initializer_range,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m milvus_m3.testing",
@@ -210,12 +302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--reranker", action="store_true", help="a cross-encoder (bge-reranker-v2-m3's shape) instead"
+    )
+    parser.add_argument(
         "--tokenizer-file", default=None, help=f"XLM-R tokenizer.json (default: ${TOKENIZER_ENV})"
     )
     args = parser.parse_args(argv)
     kwargs: dict[str, Any] = dict(FULL_SIZE) if args.full_size else {}
     try:
-        out = build_checkpoint(args.out_dir, seed=args.seed, tokenizer_file=args.tokenizer_file, **kwargs)
+        build = build_reranker_checkpoint if args.reranker else build_checkpoint
+        out = build(args.out_dir, seed=args.seed, tokenizer_file=args.tokenizer_file, **kwargs)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ __all__ = [
     "Hit",
     "LengthLimited",
     "M3Embeddings",
+    "Reranker",
     "SparseVector",
 ]
 
@@ -108,7 +109,10 @@ class M3Embeddings:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result. ``score`` is the fused score for hybrid modes, the raw one otherwise."""
+    """One search result. ``score`` orders the hits: the fused score for hybrid modes, the raw one
+    otherwise, and the cross-encoder's score when a rerank stage ran (``HybridSearcher(reranker=...)``):
+    then ``rerank_score`` is that same score and ``first_stage_score`` the score the first stage gave
+    (both None when no rerank stage ran)."""
 
     id: str | int
     score: float
@@ -116,6 +120,8 @@ class Hit:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     fields: Mapping[str, Any] = field(default_factory=dict)
     """Other output fields the caller asked for (declared scalar fields, parent ids, ...)."""
+    rerank_score: float | None = None
+    first_stage_score: float | None = None
 
 
 @runtime_checkable
@@ -183,3 +189,14 @@ class CacheKeyed(Protocol):
 
     @property
     def config_key(self) -> str: ...
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """A second stage for the searcher: scores (query, passage) pairs, higher is better.
+    ``CrossEncoderReranker`` is one."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    def score(self, query: str, texts: Sequence[str]) -> list[float]: ...

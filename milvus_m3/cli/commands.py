@@ -258,10 +258,19 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from ..errors import FilterError
     from ..schema import PARENT_FIELD
     from ..search import HybridSearcher
+    from ..search.rerank_stage import DEFAULT_RERANK_DEPTH
+
+    if args.rerank is None and args.rerank_depth is not None:
+        raise ConfigError("--rerank-depth needs --rerank MODEL (the cross-encoder that reorders the hits)")
 
     with _manager(args) as manager:
         manager.spec(args.collection)  # a missing collection fails before the model loads
         embedder = _embedder(args, kind="query", overflow="warn")
+        reranker = None
+        if args.rerank is not None:
+            from ..reranker import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker(args.rerank, device=args.device, threads=args.threads)
         searcher = HybridSearcher(
             manager,
             args.collection,
@@ -273,6 +282,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
             weights=args.weights,
             candidate_limit=args.candidates,
             norm_score=not args.raw_scores,
+            reranker=reranker,
+            rerank_depth=args.rerank_depth or DEFAULT_RERANK_DEPTH,
         )
         spec = manager.spec(args.collection)
         if args.group_by == PARENT_FIELD and spec is not None and not spec.chunked:
@@ -305,6 +316,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
             }
             if hit.fields:
                 doc["fields"] = dict(hit.fields)
+            if hit.rerank_score is not None:
+                doc["first_stage_score"] = hit.first_stage_score
             print(json_line(doc))
         else:
             text = " ".join((hit.text or "").split())

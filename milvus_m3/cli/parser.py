@@ -14,6 +14,7 @@ from ..ingest.options import ENGINES, ON_ERROR, IngestOptions, RayOptions
 from ..ingest.readers import FORMATS
 from ..schema import CollectionSpec
 from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
+from ..search.rerank_stage import DEFAULT_RERANK_DEPTH
 from ._messages import EPILOG, EXIT_REJECTED
 from .eval import add_eval_parser
 
@@ -398,6 +399,18 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--tenant", default=None, help="only this tenant's rows (a collection with a tenant field)"
+    )
+    p.add_argument(
+        "--rerank",
+        default=None,
+        metavar="MODEL",
+        help="rerank with this cross-encoder (a directory or hub id, e.g. BAAI/bge-reranker-v2-m3)",
+    )
+    p.add_argument(
+        "--rerank-depth",
+        type=_positive,
+        default=None,
+        help=f"first-stage hits the cross-encoder reorders (with --rerank; default {DEFAULT_RERANK_DEPTH})",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per hit: id, score, text, metadata")
 

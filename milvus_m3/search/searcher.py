@@ -52,7 +52,7 @@ from ..schema import (
     CollectionSpec,
     default_output_fields,
 )
-from ..types import Encoder, Hit, M3Embeddings
+from ..types import Encoder, Hit, M3Embeddings, Reranker
 from ._planning import GROUPABLE_KINDS, Planning, filter_fields
 from .execute import PlanRunner
 from .options import (
@@ -77,6 +77,7 @@ from .options import (
     check_rrf_k,
     check_weights,
 )
+from .rerank_stage import DEFAULT_RERANK_DEPTH, check_rerank_depth, check_reranker, with_rerank_stage
 
 __all__ = ["HybridSearcher", "Mode", "RankerName"]
 
@@ -125,8 +126,12 @@ class HybridSearcher(Planning):
         sparse_params: Mapping[str, Any] | None = None,
         check: bool = True,
         fusion: Fusion = "auto",
+        reranker: Reranker | None = None,
+        rerank_depth: int = DEFAULT_RERANK_DEPTH,
     ) -> None:
         self.fusion: Fusion = check_fusion(fusion)
+        self.reranker = check_reranker(reranker)
+        self.rerank_depth = check_rerank_depth(rerank_depth)
         # Arguments first, so a typo fails before any round trip.
         self.mode: Mode = check_mode(mode)
         self.ranker: RankerName = check_ranker(ranker)
@@ -186,6 +191,8 @@ class HybridSearcher(Planning):
         partition_names: Sequence[str] | None = None,
         legs: Sequence[str] | None = None,
         norm_score: bool | None = None,
+        reranker: Reranker | None = None,
+        rerank_depth: int | None = None,
     ) -> list[Hit]:
         """The best ``limit`` hits for one query text, after skipping ``offset``.
 
@@ -216,7 +223,8 @@ class HybridSearcher(Planning):
             legs=legs,
             norm_score=norm_score,
         )
-        return self._search_texts([query], options)[0]
+        stage = (reranker, rerank_depth, self.reranker, self.rerank_depth)
+        return with_rerank_stage(self._search_texts, [query], options, *stage)[0]
 
     def search_batch(
         self,
@@ -235,6 +243,8 @@ class HybridSearcher(Planning):
         partition_names: Sequence[str] | None = None,
         legs: Sequence[str] | None = None,
         norm_score: bool | None = None,
+        reranker: Reranker | None = None,
+        rerank_depth: int | None = None,
     ) -> list[list[Hit]]:
         """Hits for each query text: one encoder call and one Milvus call for the whole batch."""
         options = SearchOptions(
@@ -252,7 +262,8 @@ class HybridSearcher(Planning):
             legs=legs,
             norm_score=norm_score,
         )
-        return self._search_texts(queries, options)
+        stage = (reranker, rerank_depth, self.reranker, self.rerank_depth)
+        return with_rerank_stage(self._search_texts, queries, options, *stage)
 
     def search_embeddings(
         self,
@@ -273,7 +284,8 @@ class HybridSearcher(Planning):
         legs: Sequence[str] | None = None,
         norm_score: bool | None = None,
     ) -> list[list[Hit]]:
-        """Hits for pre-computed query embeddings (one Milvus call per leg at most; no encoder involved).
+        """Hits for pre-computed query embeddings (one Milvus call per leg at most; no encoder, no
+        rerank stage).
 
         ``texts``: the query texts, one per embedding, for the bm25 leg (which analyses the text)."""
         options = SearchOptions(

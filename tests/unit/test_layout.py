@@ -64,6 +64,7 @@ MODEL_FILES = {
     "_xlmr.py",
     "checkpoint.py",
     "testing.py",
+    "_cross_encoder.py",  # the cross-encoder behind reranker.CrossEncoderReranker (issue 12)
 }
 MODEL_DIRS = ("encoders/",)
 # Ray (the optional `ray` extra) only in the driver of Ray ingestion; what runs in its workers
@@ -250,6 +251,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "CollectionSpec",
         "ConfigError",
         "ConnectionOptions",
+        "CrossEncoderReranker",
         "Encoder",
         "F",
         "Filter",
@@ -286,6 +288,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "KNOWN_DENSE_DIMS",
         "MODEL_ENV",
         "check_model_dir",
+        "check_reranker_dir",
         "dense_dim_from_config",
         "fingerprint_of",
         "model_fingerprint",
@@ -492,6 +495,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
     "milvus_m3.integrations": [],
     "milvus_m3.integrations.langchain": ["MilvusM3Retriever", "to_document"],
     "milvus_m3.integrations.llama_index": ["MilvusM3Retriever", "to_node"],
+    "milvus_m3.reranker": ["DEFAULT_RERANKER", "OVERFLOW_MODES", "PRECISIONS", "CrossEncoderReranker"],
     "milvus_m3.schema": [
         "BM25_ANALYZERS",
         "BM25_FIELD",
@@ -583,6 +587,15 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "dense_score",
         "sparse_score",
     ],
+    "milvus_m3.search.rerank_stage": [
+        "DEFAULT_RERANK_DEPTH",
+        "RerankStage",
+        "check_rerank_depth",
+        "check_reranker",
+        "first_stage",
+        "rerank_hits",
+        "with_rerank_stage",
+    ],
     "milvus_m3.search.searcher": ["HybridSearcher", "Mode", "RankerName"],
     "milvus_m3.sparse": [
         "MAX_SPARSE_ID",
@@ -591,7 +604,14 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "to_milvus_sparse",
         "validate_sparse_rows",
     ],
-    "milvus_m3.testing": ["FULL_SIZE", "TOKENIZER_ENV", "build_checkpoint", "find_tokenizer_file", "main"],
+    "milvus_m3.testing": [
+        "FULL_SIZE",
+        "TOKENIZER_ENV",
+        "build_checkpoint",
+        "build_reranker_checkpoint",
+        "find_tokenizer_file",
+        "main",
+    ],
     "milvus_m3.types": [
         "CacheKeyed",
         "ChunkingEncoder",
@@ -601,6 +621,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "Hit",
         "LengthLimited",
         "M3Embeddings",
+        "Reranker",
         "SparseVector",
     ],
 }

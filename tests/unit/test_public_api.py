@@ -22,6 +22,7 @@ EXPECTED = [
     "CollectionSpec",
     "ConfigError",
     "ConnectionOptions",
+    "CrossEncoderReranker",
     "Encoder",
     "F",
     "Filter",
