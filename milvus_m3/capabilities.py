@@ -34,6 +34,7 @@ LITE_UNSAFE_ID_CHARS = ("'", "\\")
 
 SERVER_DENSE_INDEXES = ("AUTOINDEX", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW", "DISKANN", "SCANN")
 LITE_DENSE_INDEXES = ("AUTOINDEX", "FLAT", "IVF_FLAT")
+SERVER_SPARSE_INDEX_ALGOS = ("TAAT_NAIVE", "DAAT_WAND", "DAAT_MAXSCORE")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,6 +85,9 @@ class Capabilities:
     ignores_norm_score: bool = False
     one_process_per_file: bool = False
     reads_during_writes_unsafe: bool = False
+    sparse_index_algos: tuple[str, ...] = ()
+    """SPARSE_INVERTED_INDEX's ``inverted_index_algo`` values it takes (servers >= 2.5); () : none, the
+    index is built with ``drop_ratio_build`` only (Milvus Lite 2.5.1, servers 2.4)."""
 
     @property
     def is_lite(self) -> bool:
@@ -124,6 +128,7 @@ def server_capabilities(version: tuple[int, int, int], deploy_mode: str = "") ->
         dense_index_types=SERVER_DENSE_INDEXES,
         default_dense_index="HNSW",
         deploy_mode=deploy_mode,
+        sparse_index_algos=SERVER_SPARSE_INDEX_ALGOS if version >= (2, 5, 0) else (),
     )
 
 

@@ -147,7 +147,7 @@ class CollectionManager(PartitionOps):
                     "or choose another name"
                 )
         schema = build_schema(spec, caps)
-        index_params = build_index_params(spec, dense_index)
+        index_params = build_index_params(spec, dense_index, caps=caps)
         kwargs: dict[str, Any] = {"consistency_level": spec.consistency_level}
         if spec.num_shards is not None:
             kwargs["num_shards"] = spec.num_shards
@@ -247,7 +247,8 @@ class CollectionManager(PartitionOps):
                 f"are not comparable; use the same model, or {fix}"
             )
         if spec is not None:
-            for attr in ("id_type", "auto_id", "chunked", "scalar_fields", "partition_key"):
+            fixed = ("id_type", "auto_id", "chunked", "scalar_fields", "partition_key")
+            for attr in (*fixed, "sparse_top_k", "sparse_mass"):  # queries are pruned as the rows were
                 if getattr(stored, attr) != getattr(spec, attr):
                     raise SchemaMismatchError(
                         f"collection {name!r} has {attr}={getattr(stored, attr)!r}, the spec asks for "

@@ -11,6 +11,7 @@ import typing
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._version import __version__
+from ..capabilities import SERVER_SPARSE_INDEX_ALGOS
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
 from ..ingest.options import ENGINES, ON_ERROR, IngestOptions, RayOptions
 from ..ingest.readers import FORMATS
@@ -61,6 +62,28 @@ def choices(cls: type[Any], name: str) -> tuple[Any, ...]:
 
 def _spec_option(name: str) -> Any:
     return default(CollectionSpec, name)
+
+
+def _add_sparse_size(p: argparse.ArgumentParser) -> None:
+    """The learned-sparse size options of a new collection (CollectionSpec; kept in its build record)."""
+    p.add_argument(
+        "--sparse-top-k",
+        type=_positive,
+        default=_spec_option("sparse_top_k"),
+        help="keep the K largest sparse weights per text, and per query at search time (default: all)",
+    )
+    p.add_argument(
+        "--sparse-mass",
+        type=float,
+        default=_spec_option("sparse_mass"),
+        help="keep the largest sparse weights covering this share (0, 1] of each vector (default: all)",
+    )
+    p.add_argument(
+        "--sparse-inverted-index-algo",
+        choices=SERVER_SPARSE_INDEX_ALGOS,
+        default=_spec_option("sparse_inverted_index_algo"),
+        help="the sparse index's algorithm on a Milvus server >= 2.5 (default: the server's)",
+    )
 
 
 def _ingest_option(name: str) -> Any:
@@ -184,6 +207,7 @@ def _add_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--sparse-index", choices=choices(CollectionSpec, "sparse_index"), default=spec("sparse_index")
     )
     p.add_argument("--sparse-drop-ratio-build", type=float, default=spec("sparse_drop_ratio_build"))
+    _add_sparse_size(p)
     p.add_argument("--id-type", choices=choices(CollectionSpec, "id_type"), default=spec("id_type"))
     p.add_argument(
         "--text-max-length",
@@ -225,6 +249,7 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="input files; '-' reads stdin")
     p.add_argument("--collection", required=True)
+    _add_sparse_size(p)
     opt = _ingest_option
     p.add_argument(
         "--format",

@@ -21,6 +21,7 @@ Hits are built as new ``Hit`` objects; the pymilvus results are only read, never
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -83,7 +84,10 @@ class PlanRunner:
     # ----------------------------------------------------------------- entry points
 
     def run(self, emb: M3Embeddings, plan: SearchPlan) -> list[list[Hit]]:
-        """Hits per query of ``emb`` for a hybrid / dense / sparse plan."""
+        """Hits per query of ``emb`` for a hybrid / dense / sparse plan (sparse weights pruned as the
+        collection's documents were: ``CollectionSpec.prune_sparse``)."""
+        if self.spec.sparse_top_k is not None or self.spec.sparse_mass is not None:
+            emb = dataclasses.replace(emb, sparse=self.spec.prune_sparse(emb.sparse))
         return self._strategy(plan)(emb, plan)
 
     def run_m3(
