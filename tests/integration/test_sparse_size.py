@@ -115,3 +115,30 @@ def test_lite_refuses_the_inverted_index_algo_and_keeps_todays_params(
         sparse_index = dict(info.indexes.get("sparse", {}))
         assert sparse_index.get("index_type") == "SPARSE_INVERTED_INDEX"
         assert "inverted_index_algo" not in sparse_index
+
+
+def test_the_server_index_params_are_accepted_by_the_milvus_2_5_core(tmp_path: Path) -> None:
+    """The loopback tier has no Milvus server >= 2.5, so the params built for one are sent to Milvus Lite
+    2.5.1 (Milvus 2.5's C++ core) directly: it builds the index with that algorithm and searches it."""
+    from milvus_m3.capabilities import server_capabilities
+    from milvus_m3.schema import build_index_params, build_schema
+
+    spec = CollectionSpec(dense_dim=4, sparse_inverted_index_algo="DAAT_MAXSCORE")
+    caps = server_capabilities((2, 5, 0))
+    with CollectionManager(str(tmp_path / "core.db")) as manager:
+        client = manager.client
+        client.create_collection(
+            "algo",
+            schema=build_schema(spec, manager.capabilities),
+            index_params=build_index_params(spec, "AUTOINDEX", caps=caps),
+        )
+        assert client.describe_index("algo", "sparse")["inverted_index_algo"] == "DAAT_MAXSCORE"
+        rows = [
+            {"id": "a", "text": "a", "dense": [1.0, 0, 0, 0], "sparse": {1: 0.5, 3: 0.2}, "metadata": {}},
+            {"id": "b", "text": "b", "dense": [0, 1.0, 0, 0], "sparse": {3: 0.9}, "metadata": {}},
+        ]
+        client.insert("algo", rows)
+        res = client.search(
+            "algo", [{3: 1.0}], anns_field="sparse", limit=2, search_params={"metric_type": "IP"}
+        )
+        assert [h["id"] for h in res[0]] == ["b", "a"]
