@@ -13,14 +13,26 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
 
-from .errors import MilvusUnavailableError
+from .errors import ConfigError, MilvusUnavailableError
 
-__all__ = ["WRITE_METHODS", "ReadWriteLock", "acquire", "guard", "open_lite", "release"]
+__all__ = [
+    "WRITE_METHODS",
+    "ReadWriteLock",
+    "acquire",
+    "check_lite_path",
+    "guard",
+    "open_lite",
+    "release",
+    "server_lock",
+]
 
 logger = logging.getLogger("milvus_m3.connection")
 
@@ -122,9 +134,61 @@ def release(uri: str) -> None:
             logger.debug("could not stop the Milvus Lite engine for %s", key, exc_info=True)
 
 
+def _import_milvus_lite() -> None:
+    """Import milvus_lite without its ``pkg_resources is deprecated`` UserWarning (milvus-lite 2.5.1 imports
+    pkg_resources at the top of its package; the warning concerns milvus-lite's maintainers, not our users).
+    Only that warning, only during this import; pymilvus imports the package itself when it is not here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        try:
+            import milvus_lite  # noqa: F401
+        except ImportError:
+            pass  # pymilvus says how to install it when it needs it
+
+
+_server_locks: dict[str, ReadWriteLock] = {}
+
+
+def server_lock(uri: str) -> ReadWriteLock:
+    """The lock of a Milvus Lite gRPC server at ``uri`` (``milvus_lite.server.Server`` behind a URI):
+    its engine has the same unsafe reads during writes, and every Connection of this process to it
+    shares this lock. Readers in other processes are not covered (documented in connection.py)."""
+    with _guard:
+        return _server_locks.setdefault(uri, ReadWriteLock())
+
+
+_LITE_NAME = re.compile(r"^[a-zA-Z0-9.\-_]+$")
+_LITE_NAME_MAX = 36
+
+
+def check_lite_path(uri: str) -> None:
+    """ConfigError, with the fix, for a Lite file milvus-lite 2.5.1 cannot open: a folder that does not
+    exist, a file name outside ``[a-zA-Z0-9.-_]`` or longer than 36 characters (milvus-lite raises a bare
+    RuntimeError for those, and reports a missing folder as a failed open)."""
+    path = Path(uri).absolute()
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"the folder of the Milvus Lite file {uri} ({path.parent}) does not exist; create it "
+            f"(mkdir -p {path.parent}) or give a path in an existing folder"
+        )
+    name = path.name
+    if not _LITE_NAME.match(name) or len(name) > _LITE_NAME_MAX:
+        raise ConfigError(
+            f"Milvus Lite cannot use the file name {name!r}: it takes letters, digits, '.', '-' and '_' only, "
+            f"at most {_LITE_NAME_MAX} characters; rename it (e.g. {_suggest(name)!r})"
+        )
+
+
+def _suggest(name: str) -> str:
+    stem = re.sub(r"[^a-zA-Z0-9.\-_]", "_", name.removesuffix(".db"))[: _LITE_NAME_MAX - 3]
+    return f"{stem or 'milvus_m3'}.db"
+
+
 def open_lite(milvus_client: Any, uri: str) -> tuple[Any, ReadWriteLock]:
     """A ``MilvusClient`` on the Lite file ``uri`` (pymilvus starts the embedded engine; no auth, no TLS
     there), counted as a user of the file, and the file's lock. ``release(uri)`` when done with it."""
+    _import_milvus_lite()
+    check_lite_path(uri)
     lock = acquire(uri)
     try:
         client = milvus_client(uri)

@@ -1,4 +1,5 @@
-"""The tenant and partition parts of ``CollectionManager``: named partitions, tenant-scoped expressions,
+"""The tenant and partition parts of ``CollectionManager``: named partitions, tenant-scoped get and delete,
+tenant-scoped expressions,
 and the owner check that keeps one tenant's upsert from replacing another tenant's row.
 
 Private to ``collection.py`` (a mixin of ``CollectionManager``); the scoping rules are ``_tenancy.py``.
@@ -10,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._rows import check_id
 from ._tenancy import check_partition_names, check_tenant, check_tenant_rows, scope
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .filters import Dialect, literal, render
-from .schema import ID_FIELD
+from .schema import ID_FIELD, default_output_fields
 
 if TYPE_CHECKING:
     from .capabilities import Capabilities
@@ -108,8 +110,71 @@ class PartitionOps:
             stored = self._call(f"read the tenants of {len(rows)} ids in {name!r}", "query", **query)
             check_owners(self.spec(name), name, rows, stored)
 
+    # --------------------------------------------------------------------- shared with the async manager
 
-# --------------------------------------------------------------------- shared with the async manager
+    # ----------------------------------------------------------------- tenant-scoped reads and deletes
+
+    def delete(
+        self,
+        name: str,
+        *,
+        ids: Sequence[str | int] | None = None,
+        filter: str | None = None,
+        tenant: str | int | None = None,
+        partition_name: str | None = None,
+    ) -> int:
+        """Delete by ids or by a filter expression (see ``filters.render``); ``tenant``: only among that
+        tenant's rows; ``partition_name``: only in that partition (Milvus servers)."""
+        self._require(name)
+        if (ids is None) == (filter is None):
+            raise ConfigError("delete needs ids or filter, exactly one")
+        scoped = self._tenant(name, tenant)
+        extra = self._partition_kwargs(partition_name, key="partition_name")
+        if ids is not None:
+            spec = self.spec(name)
+            checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
+            if not checked:
+                return 0
+            expr = self._ids_filter(checked)
+        else:
+            expr = str(filter)
+        expr = self._scoped_expr(name, expr, scoped)
+        res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=expr, **extra)
+        return delete_count(res)
+
+    def get(
+        self,
+        name: str,
+        ids: Sequence[str | int],
+        *,
+        output_fields: Sequence[str] | None = None,
+        tenant: str | int | None = None,
+        partition_names: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Fetch rows by id (text, metadata and declared fields by default; vectors only when asked).
+        ``tenant``: only that tenant's rows; ``partition_names``: only those partitions (servers)."""
+        spec = self.spec(name)
+        scoped = self._tenant(name, tenant)
+        extra = self._partition_kwargs(partition_names, key="partition_names")
+        checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
+        if not checked:
+            return []
+        out = list(output_fields) if output_fields is not None else default_output_fields(spec)
+        if scoped is not None and spec.partition_key not in out:
+            out.append(str(spec.partition_key))
+        res = self._call(
+            f"get from {name!r}",
+            "query",
+            collection_name=name,
+            filter=self._scoped_expr(name, self._ids_filter(checked), scoped),
+            output_fields=out,
+            limit=len(checked),
+            **extra,
+        )
+        rows = [dict(r) for r in res]
+        self._check_rows_tenant(name, rows, scoped)
+        order = {v: i for i, v in enumerate(checked)}
+        return sorted(rows, key=lambda r: order.get(r[ID_FIELD], len(order)))
 
 
 def ids_filter(ids: Sequence[str | int], dialect: Dialect) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._jsonvalue import json_problem
 from ._text import is_valid_utf8
 from .capabilities import Capabilities
 from .errors import InputError
@@ -36,7 +37,7 @@ from .types import M3Embeddings
 
 __all__ = ["check_id", "check_metadata", "check_scalar", "check_text", "prepare_rows"]
 
-_CHAR_NAMES = {"'": "single quote", "\\": "backslash"}
+_CHAR_NAMES = {"'": "single quote", "\\": "backslash", "\n": "line feed", "\r": "carriage return"}
 
 
 def prepare_rows(
@@ -310,7 +311,7 @@ def _check_int_id(value: Any, row: int, field: str) -> int:
 def _check_unsafe_chars(value: str, row: int, field: str, unsafe_chars: tuple[str, ...], engine: str) -> None:
     if not any(c in value for c in unsafe_chars):
         return
-    names = " or ".join(_CHAR_NAMES.get(c, repr(c)) for c in unsafe_chars)
+    names = " and a ".join(_CHAR_NAMES.get(c, repr(c)) for c in unsafe_chars if c in value)
     raise InputError(
         f"row {row}: {field} {value!r} holds a {names}, which {engine} mishandles in "
         "its own internal queries (wrong rows or a crashed engine); replace those characters, hash the id, "
@@ -328,6 +329,9 @@ def check_metadata(value: Mapping[str, Any] | None, row: int) -> dict[str, Any]:
         raise InputError(
             f"row {row}: metadata must be a dict, got {type(value).__name__}", field="metadata", row=row
         )
+    problem = json_problem(value)
+    if problem is not None:
+        raise InputError(f"row {row}: metadata {problem}", field="metadata", row=row)
     try:
         encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
@@ -369,7 +373,13 @@ def _varchar(sf: ScalarField, value: Any, row: int) -> str:
             field=sf.name,
             row=row,
         )
-    if len(value.encode("utf-8", errors="surrogatepass")) > sf.max_length:
+    if not is_valid_utf8(value):
+        raise InputError(
+            f"row {row}: field {sf.name!r} is not valid UTF-8 (lone surrogates); fix the input encoding",
+            field=sf.name,
+            row=row,
+        )
+    if len(value.encode("utf-8")) > sf.max_length:
         raise InputError(
             f"row {row}: field {sf.name!r} is longer than {sf.max_length} bytes", field=sf.name, row=row
         )
@@ -380,6 +390,10 @@ def _int64(sf: ScalarField, value: Any, row: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InputError(
             f"row {row}: field {sf.name!r} must be an int, got {type(value).__name__}", field=sf.name, row=row
+        )
+    if not -(2**63) <= int(value) < 2**63:
+        raise InputError(
+            f"row {row}: field {sf.name!r}: {value} does not fit in int64", field=sf.name, row=row
         )
     return int(value)
 

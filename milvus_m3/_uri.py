@@ -14,30 +14,41 @@ __all__ = ["check_server_uri", "is_local_file_uri", "redact_uri", "split_credent
 _SCHEMES = ("http", "https", "tcp", "unix")
 
 
+def _split_userinfo(uri: str) -> tuple[str, str | None]:
+    """(the URI with its userinfo taken out, the raw userinfo or None).
+
+    The userinfo ends at the LAST ``@`` of the part after ``scheme://``: a password or token may hold
+    ``#``, ``/`` or ``?`` (``http://root:2024#Spring@host``), which a URL parser would take for the
+    start of a fragment, path or query, connecting to the wrong host and showing the secret.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep or "@" not in rest:
+        return uri, None
+    userinfo, _, hostpart = rest.rpartition("@")
+    return f"{scheme}://{hostpart}", userinfo
+
+
 def redact_uri(uri: str) -> str:
     """The URI without any user:password part, safe to log or show."""
+    bare, userinfo = _split_userinfo(uri)
     try:
-        parts = urlsplit(uri)
-        port = parts.port
+        parts = urlsplit(bare)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         return "<unparsable uri>"
-    if parts.username or parts.password or "@" in parts.netloc:
-        host = parts.hostname or ""
-        if port:
-            host = f"{host}:{port}"
-        return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-    return uri
+    if userinfo is None:
+        return uri
+    return urlunsplit((parts.scheme, f"***@{parts.netloc}", parts.path, parts.query, parts.fragment))
 
 
 def split_credentials(uri: str) -> tuple[str, str | None]:
     """(the URI without user:password, "user:password" or "token" from it or None)."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
+    bare, userinfo = _split_userinfo(uri)
+    if userinfo is None:
         return uri, None
-    userinfo, _, hostport = parts.netloc.rpartition("@")
     user, sep, password = userinfo.partition(":")
     cred = unquote(user) + (":" + unquote(password) if sep else "")
-    return urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment)), cred or None
+    return bare, cred or None
 
 
 def is_local_file_uri(uri: str) -> bool:
@@ -46,7 +57,7 @@ def is_local_file_uri(uri: str) -> bool:
 
 def check_server_uri(uri: str) -> None:
     try:
-        parts = urlsplit(uri)
+        parts = urlsplit(_split_userinfo(uri)[0])
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         raise ConfigError(

@@ -29,12 +29,18 @@ logger = logging.getLogger("milvus_m3.capabilities")
 MIN_SERVER_VERSION = (2, 4, 0)
 """Sparse vectors and hybrid search arrived in Milvus 2.4."""
 
-LITE_UNSAFE_ID_CHARS = ("'", "\\")
-"""Characters Milvus Lite 2.5 mishandles in ids inside its own internal queries."""
+LITE_UNSAFE_ID_CHARS = ("'", "\\", "\n", "\r")
+"""Characters Milvus Lite 2.5 mishandles in ids inside its own internal queries (``'`` and ``\\``:
+wrong rows or a crashed engine; LF and CR: every later ``hybrid_search``, ``get`` and ``delete``
+reaching the row fails)."""
 
 SERVER_DENSE_INDEXES = ("AUTOINDEX", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW", "DISKANN", "SCANN")
 LITE_DENSE_INDEXES = ("AUTOINDEX", "FLAT", "IVF_FLAT")
 SERVER_SPARSE_INDEX_ALGOS = ("TAAT_NAIVE", "DAAT_WAND", "DAAT_MAXSCORE")
+SERVER_BM25_ANALYZERS = ("standard", "english", "chinese", "jieba", "whitespace", "icu", "lindera")
+LITE_BM25_ANALYZERS = ("standard", "english", "chinese", "jieba", "whitespace")
+"""Milvus Lite 2.5.1 accepts icu and lindera (and language analyzers built on them) at create time,
+then fails every insert after 30 s of retries; the analyzers listed here insert and search there."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +58,7 @@ class Capabilities:
           UNIMPLEMENTED to create/list/drop partition and *ignores* ``partition_name(s)`` on upsert,
           search, query and delete (a search reads every row, a delete deletes from all), so
           milvus-m3 refuses partition names there.
+      bm25_analyzers: the BM25 analyzer names (``schema.BM25_ANALYZERS``) it can run, not only accept.
     Quirks:
       filter_dialect: how string literals are escaped in filter expressions ("lite" or "server").
       rrf_ranks_across_batch: a hybrid request with several queries numbers RRF ranks across the whole
@@ -62,6 +69,8 @@ class Capabilities:
           ids with ``'`` unescaped, so a hit whose id holds ``'`` gets another row's fields.
       unsafe_id_chars: characters refused in varchar ids (its internal queries break on them).
       ignores_norm_score: ``WeightedRanker(norm_score=False)`` still maps scores through arctan.
+      weighted_inverts_bm25: ``WeightedRanker`` maps a BM25 leg's scores as a distance
+          (``1 - 2 * arctan(s) / pi``), so the best BM25 match counts least: fuse such legs client-side.
       one_process_per_file: an engine in a local file that only one process may open.
       reads_during_writes_unsafe: reads running during an upsert of existing ids see the rows vanish
           (and an id-filtered search can crash the engine), so writes to one file run alone.
@@ -77,12 +86,14 @@ class Capabilities:
     nullable_fields: bool = True
     partition_key: bool = True
     partitions: bool = True
+    bm25_analyzers: tuple[str, ...] = SERVER_BM25_ANALYZERS
     filter_dialect: Literal["lite", "server"] = "server"
     rrf_ranks_across_batch: bool = False
     slow_hybrid_search: bool = False
     hybrid_output_by_quoted_id: bool = False
     unsafe_id_chars: tuple[str, ...] = ()
     ignores_norm_score: bool = False
+    weighted_inverts_bm25: bool = False
     one_process_per_file: bool = False
     reads_during_writes_unsafe: bool = False
     sparse_index_algos: tuple[str, ...] = ()
@@ -109,12 +120,14 @@ LITE_CAPABILITIES = Capabilities(
     nullable_fields=False,
     partition_key=False,
     partitions=False,
+    bm25_analyzers=LITE_BM25_ANALYZERS,
     filter_dialect="lite",
     rrf_ranks_across_batch=True,
     slow_hybrid_search=True,
     hybrid_output_by_quoted_id=True,
     unsafe_id_chars=LITE_UNSAFE_ID_CHARS,
     ignores_norm_score=True,
+    weighted_inverts_bm25=True,
     one_process_per_file=True,
     reads_during_writes_unsafe=True,
 )

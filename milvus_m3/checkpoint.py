@@ -12,6 +12,7 @@ the functions that need them: importing this module stays light.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,6 +27,8 @@ __all__ = [
     "MODEL_ENV",
     "check_model_dir",
     "dense_dim_from_config",
+    "fingerprint_of",
+    "model_fingerprint",
     "resolve_model_dir",
 ]
 
@@ -211,3 +214,51 @@ def dense_dim_from_config(model: str) -> int | None:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{config} has no readable hidden_size ({exc}); pass --dense-dim") from exc
     return KNOWN_DENSE_DIMS.get(model)
+
+
+FINGERPRINT_SAMPLE = 1 << 20
+"""Bytes read from each end of every weight file for the fingerprint (the whole of smaller files)."""
+
+
+def model_fingerprint(path: str | os.PathLike[str]) -> str:
+    """What a checkpoint directory is, whatever its path: a hash of its config.json (parsed, so
+    formatting does not count), both heads (``sparse_linear.pt``, ``colbert_linear.pt``) and, for each
+    weight file, its size and its first and last ``FINGERPRINT_SAMPLE`` bytes (a fine-tune changes the
+    first embeddings and the last layer). The same checkpoint under any path or hub id gives the same
+    value; reading it costs a few MiB whatever the model's size."""
+    folder = Path(path)
+    h = hashlib.sha256(b"milvus-m3 model fingerprint v1\n")
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"config.json in {folder} is missing or unreadable ({exc})") from exc
+    config.pop("_name_or_path", None)  # where it was saved from, not what it is
+    h.update(json.dumps(config, sort_keys=True).encode("utf-8"))
+    for name in ("sparse_linear.pt", "colbert_linear.pt", *_WEIGHT_FILES):
+        file = folder / name
+        if not file.is_file():
+            continue
+        size = file.stat().st_size
+        h.update(f"\n{name}:{size}\n".encode())
+        with file.open("rb") as fh:
+            if name.endswith(".pt") or size <= 2 * FINGERPRINT_SAMPLE:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(FINGERPRINT_SAMPLE))
+                fh.seek(size - FINGERPRINT_SAMPLE)
+                h.update(fh.read(FINGERPRINT_SAMPLE))
+    return h.hexdigest()[:32]
+
+
+def fingerprint_of(model: str) -> str | None:
+    """``model_fingerprint`` of a local checkpoint directory, or of a hub id already in the local cache,
+    without loading the model; None when neither is at hand."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        try:
+            path = resolve_model_dir(model, None, True)
+        except ModelLoadError:
+            return None
+    if not (path / "config.json").is_file():
+        return None
+    return model_fingerprint(path)

@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _rows
-from ._partitions import PartitionOps, delete_count
-from ._rows import check_id
+from ._identity import check_model
+from ._partitions import PartitionOps
+from ._schema_check import check_schema_matches, record_build_id
 from .capabilities import Capabilities
 from .connection import Connection, ConnectionOptions
 from .errors import (
@@ -24,7 +25,6 @@ from .errors import (
     SchemaMismatchError,
 )
 from .schema import (
-    ID_FIELD,
     META_MARKER,
     CollectionInfo,
     CollectionSpec,
@@ -32,8 +32,6 @@ from .schema import (
     build_index_params,
     build_schema,
     check_collection_name,
-    default_output_fields,
-    model_key,
     not_found_message,
     parse_build_record,
     resolve_spec,
@@ -121,18 +119,24 @@ class CollectionManager(PartitionOps):
         model_name: str | None = None,
         exists_ok: bool = False,
         recreate: bool = False,
+        bm25: bool | None = None,
+        model_fingerprint: str | None = None,
     ) -> CollectionInfo:
         """Create ``name`` from ``spec`` (or from ``dense_dim`` with defaults for the rest).
 
         exists_ok: an existing collection is checked against the spec and kept.
         recreate: an existing collection is dropped first (its data is lost).
+        bm25: add (or not) Milvus's BM25 leg (``CollectionSpec.bm25``; analyzer from the spec).
+        model_fingerprint: the model's identity (``encoder.model_fingerprint``), recorded and checked.
+        A model given by no name and no fingerprint is recorded as unknown: it is then checked by dims only.
         """
         check_collection_name(name)
         if exists_ok and recreate:
             raise ConfigError("give exists_ok or recreate, not both")
-        spec = resolve_spec(spec, dense_dim, model_name)
+        spec = resolve_spec(spec, dense_dim, model_name, bm25=bm25, model_fingerprint=model_fingerprint)
         caps = self.capabilities
         dense_index = spec.resolved_dense_index(caps)
+        spec.check_engine(caps)
         if self.has_collection(name):
             if recreate:
                 logger.info("dropping collection %r to recreate it", name)
@@ -163,11 +167,12 @@ class CollectionManager(PartitionOps):
         )
         self._specs[name] = spec
         logger.info(
-            "created collection %r (dense %d-d %s, sparse %s)",
+            "created collection %r (dense %d-d %s, sparse %s%s)",
             name,
             spec.dense_dim,
             dense_index,
             spec.sparse_index,
+            f", bm25 {spec.bm25_analyzer}" if spec.bm25 else "",
         )
         return self.describe(name)
 
@@ -192,6 +197,8 @@ class CollectionManager(PartitionOps):
         self._require(name)
         desc = self._call(f"describe {name!r}", "describe_collection", name)
         spec, version = parse_build_record(desc.get("description", ""))
+        if spec is not None:
+            check_schema_matches(name, spec, desc)
         self._specs[name] = spec
         indexes: dict[str, Mapping[str, Any]] = {}
         for idx in self._call(f"list indexes of {name!r}", "list_indexes", name):
@@ -215,7 +222,10 @@ class CollectionManager(PartitionOps):
         if name not in self._specs:
             self._require(name)
             desc = self._call(f"describe {name!r}", "describe_collection", name)
-            self._specs[name] = parse_build_record(desc.get("description", ""))[0]
+            parsed = parse_build_record(desc.get("description", ""))[0]
+            if parsed is not None:
+                check_schema_matches(name, parsed, desc)
+            self._specs[name] = parsed
         spec = self._specs[name]
         if spec is None:
             raise SchemaMismatchError(
@@ -224,6 +234,14 @@ class CollectionManager(PartitionOps):
             )
         return spec
 
+    def build_id(self, name: str) -> str | None:
+        """The token milvus-m3 wrote into ``name``'s record when it created it (None for older records):
+        a dropped and recreated collection has a new one, so its old checkpoint is not resumed into it."""
+        self._require(name)
+        return record_build_id(
+            self._call(f"describe {name!r}", "describe_collection", name).get("description", "")
+        )
+
     def check_collection(
         self,
         name: str,
@@ -231,24 +249,38 @@ class CollectionManager(PartitionOps):
         spec: CollectionSpec | None = None,
         dense_dim: int | None = None,
         model_name: str | None = None,
+        model_fingerprint: str | None = None,
     ) -> CollectionSpec:
-        """Check an existing collection against what the caller is about to write or search with."""
+        """Check an existing collection against what the caller is about to write or search with.
+
+        Models are the same when their fingerprints agree (any path or hub id); without a fingerprint on
+        both sides, by the last part of their name; a model recorded as unknown (empty name, no
+        fingerprint) is checked by dims only.
+        """
         stored = self.spec(name)
         want_dim = spec.dense_dim if spec is not None else dense_dim
         want_model = spec.model_name if spec is not None else model_name
+        want_print = spec.model_fingerprint if spec is not None else model_fingerprint
         fix = "use a new collection name, or recreate it (recreate=True / --recreate; its data is dropped)"
         if want_dim is not None and stored.dense_dim != want_dim:
             raise SchemaMismatchError(
                 f"collection {name!r} has dense dim {stored.dense_dim}, the embedder gives {want_dim}; {fix}"
             )
-        if want_model is not None and model_key(stored.model_name) != model_key(want_model):
-            raise SchemaMismatchError(
-                f"collection {name!r} was built with model {stored.model_name!r}, not {want_model!r}: their vectors "
-                f"are not comparable; use the same model, or {fix}"
-            )
+        check_model(name, stored, want_model, want_print, fix)
         if spec is not None:
-            fixed = ("id_type", "auto_id", "chunked", "scalar_fields", "partition_key")
-            for attr in (*fixed, "sparse_top_k", "sparse_mass"):  # queries are pruned as the rows were
+            for attr in (
+                "id_type",
+                "auto_id",
+                "chunked",
+                "scalar_fields",
+                "partition_key",
+                "bm25",
+                "bm25_analyzer",
+                "bm25_k1",
+                "bm25_b",
+                "sparse_top_k",  # queries are pruned as the rows were
+                "sparse_mass",
+            ):
                 if getattr(stored, attr) != getattr(spec, attr):
                     raise SchemaMismatchError(
                         f"collection {name!r} has {attr}={getattr(stored, attr)!r}, the spec asks for "
@@ -385,65 +417,3 @@ class CollectionManager(PartitionOps):
             )
             written += len(chunk)
         return written
-
-    def delete(
-        self,
-        name: str,
-        *,
-        ids: Sequence[str | int] | None = None,
-        filter: str | None = None,
-        tenant: str | int | None = None,
-        partition_name: str | None = None,
-    ) -> int:
-        """Delete by ids or by a filter expression (see ``filters.render``); ``tenant``: only among that
-        tenant's rows; ``partition_name``: only in that partition (Milvus servers)."""
-        self._require(name)
-        if (ids is None) == (filter is None):
-            raise ConfigError("delete needs ids or filter, exactly one")
-        scoped = self._tenant(name, tenant)
-        extra = self._partition_kwargs(partition_name, key="partition_name")
-        if ids is not None:
-            spec = self.spec(name)
-            checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
-            if not checked:
-                return 0
-            expr = self._ids_filter(checked)
-        else:
-            expr = str(filter)
-        expr = self._scoped_expr(name, expr, scoped)
-        res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=expr, **extra)
-        return delete_count(res)
-
-    def get(
-        self,
-        name: str,
-        ids: Sequence[str | int],
-        *,
-        output_fields: Sequence[str] | None = None,
-        tenant: str | int | None = None,
-        partition_names: Sequence[str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Fetch rows by id (text, metadata and declared fields by default; vectors only when asked).
-        ``tenant``: only that tenant's rows; ``partition_names``: only those partitions (servers)."""
-        spec = self.spec(name)
-        scoped = self._tenant(name, tenant)
-        extra = self._partition_kwargs(partition_names, key="partition_names")
-        checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
-        if not checked:
-            return []
-        out = list(output_fields) if output_fields is not None else default_output_fields(spec)
-        if scoped is not None and spec.partition_key not in out:
-            out.append(str(spec.partition_key))
-        res = self._call(
-            f"get from {name!r}",
-            "query",
-            collection_name=name,
-            filter=self._scoped_expr(name, self._ids_filter(checked), scoped),
-            output_fields=out,
-            limit=len(checked),
-            **extra,
-        )
-        rows = [dict(r) for r in res]
-        self._check_rows_tenant(name, rows, scoped)
-        order = {v: i for i, v in enumerate(checked)}
-        return sorted(rows, key=lambda r: order.get(r[ID_FIELD], len(order)))

@@ -18,6 +18,12 @@ tests/unit/test_connection.py and tests/server/test_server.py keep it true):
 - a server that answers UNAVAILABLE itself (a proxy during a rolling restart): pymilvus retries up to
   75 times (about 3.5 minutes) unless the call has ``timeout=``.
 
+A Milvus Lite gRPC server (``milvus_lite.server.Server`` behind ``http://...``; it answers
+UNIMPLEMENTED to GetVersion) runs the same engine as a Lite file, whose readers see rows vanish while
+an upsert rewrites them: every Connection of one process to such a server shares one readers-writer
+lock (``_lite.server_lock``), as Connections to one Lite file do. Readers in another process are not
+covered: run writes and reads in one process, or use a Milvus server.
+
 So every call made through ``Connection.call`` on a client method gets ``timeout=`` (the smaller of
 ``Connection.timeout`` and what is left of the retry budget), the client is built with a short
 connect timeout, and the retry loop here gives up after ``RetryPolicy.total_seconds``. A call in
@@ -250,8 +256,14 @@ class Connection:
         opts = ConnectionOptions.of(options, **option_kwargs)
         uri, opts = _uri_and_options(uri, opts)
         self.options = opts
+        token_password = (opts.token or "").partition(":")[
+            2
+        ]  # a "user:password" token: the password alone too
         self._secrets = Secrets(
-            opts.token, opts.password, f"{opts.user}:{opts.password}" if opts.user and opts.password else None
+            opts.token,
+            opts.password,
+            f"{opts.user}:{opts.password}" if opts.user and opts.password else None,
+            token_password if len(token_password) >= 4 else None,
         )
         self.uri = uri
         """The URI without credentials."""
@@ -264,8 +276,10 @@ class Connection:
         self._lite_file: str | None = None
         self._lite_lock: _lite.ReadWriteLock | None = None
         self._capabilities: Capabilities | None = None
+        self._detecting = False
         self._timeout_params: dict[str, bool] = {}
         self._kwargs = opts.client_kwargs()
+        self._built_client = client is None
         if client is None:
             self._client = self.call("connect", self._connect)
 
@@ -297,7 +311,19 @@ class Connection:
     def capabilities(self) -> Capabilities:
         """Read once: Lite answers UNIMPLEMENTED to GetVersion; a server gives its version."""
         if self._capabilities is None:
-            self._capabilities = self._detect()
+            self._detecting = True
+            try:
+                caps = self._detect()
+            finally:
+                self._detecting = False
+            if (
+                caps.reads_during_writes_unsafe
+                and self._lite_lock is None
+                and not is_local_file_uri(self.uri)
+            ):
+                # A Milvus Lite gRPC server: the same engine, so the same guard (within this process).
+                self._lite_lock = _lite.server_lock(self.uri)
+            self._capabilities = caps
         return self._capabilities
 
     def _detect(self) -> Capabilities:
@@ -354,8 +380,11 @@ class Connection:
         unless their text holds a secret, in which case a scrubbed MilvusM3Error replaces them.
         On an engine whose reads are unsafe during writes, a client method takes the file's lock.
         """
+        own = getattr(fn, "__self__", None) is self._client
+        if own and self._capabilities is None and not self._detecting and self._built_client:
+            self.capabilities  # noqa: B018 - detected first: a Lite server's calls take the lock below
         lock = self._lite_lock
-        if lock is not None and getattr(fn, "__self__", None) is self._client:
+        if lock is not None and own:
             with _lite.guard(lock, getattr(fn, "__name__", "")):
                 return self._call(what, fn, args, kwargs, _retry)
         return self._call(what, fn, args, kwargs, _retry)

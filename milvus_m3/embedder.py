@@ -25,8 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from ._backend import BACKENDS, BackendOptions, EmbeddingBackend, default_threads, load_backend
-from ._text import check_texts
-from .checkpoint import DEFAULT_MODEL
+from ._embedder_checks import (
+    _check_bool,
+    _check_devices,
+    _check_max_length,
+    _check_positive_int,
+    _check_texts,
+)
+from .checkpoint import DEFAULT_MODEL, model_fingerprint
 from .errors import ConfigError, InputError, TextTooLongError
 from .types import M3Embeddings
 
@@ -36,8 +42,6 @@ logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 OVERFLOW_MODES = ("warn", "error", "truncate")
-
-_MIN_MAX_LENGTH = 3  # <s>, one content token, </s>
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -118,6 +122,7 @@ class M3Embedder:
         self._overflow = overflow
         self._colbert = colbert
         self._show_progress = show_progress
+        self._fingerprint: str | None = None
 
         self._backend: EmbeddingBackend = load_backend(
             BackendOptions(
@@ -171,6 +176,23 @@ class M3Embedder:
     def model_dir(self) -> Path:
         """The local checkpoint directory actually loaded."""
         return self._backend.model_dir
+
+    @property
+    def model_fingerprint(self) -> str:
+        """What the loaded checkpoint is, whatever its path (``checkpoint.model_fingerprint``); declares
+        ``types.Fingerprinted``, so collections record and check it."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model_dir)
+        return self._fingerprint
+
+    @property
+    def config_key(self) -> str:
+        """Everything that changes the vectors (the checkpoint, max lengths, precision); declares
+        ``types.CacheKeyed``, so an encoding cache never reuses vectors of other settings."""
+        return (
+            f"m3|{self.model_fingerprint}|q={self._query_max_length}|d={self._document_max_length}"
+            f"|{self.precision}"
+        )
 
     @property
     def dense_dim(self) -> int:
@@ -389,56 +411,12 @@ class M3Embedder:
             "(ingest --chunk-tokens) to keep all of their text"
         )
         if self._overflow == "warn":
+            # One report: the warning reaches every caller (the CLI shows it as one line); a log record
+            # as well would print it twice where logging is configured.
             warnings.warn(message, UserWarning, stacklevel=4)
-            logger.warning(message)
         else:
             logger.info(message)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Options
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive int, got {value!r}")
-
-
-def _check_max_length(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < _MIN_MAX_LENGTH:
-        raise ConfigError(
-            f"{name} must be an int of at least {_MIN_MAX_LENGTH} tokens (<s>, one token, </s>), got {value!r}"
-        )
-
-
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
-
-
-def _check_devices(devices: Sequence[str] | None, device: str | None) -> tuple[str, ...] | None:
-    if devices is None:
-        return None
-    if isinstance(devices, str) or not isinstance(devices, Sequence) or not devices:
-        raise ConfigError(
-            f"devices must be a non-empty list of devices such as ['cuda:0', 'cuda:1'], got {devices!r}"
-        )
-    if device is not None:
-        raise ConfigError("pass device= or devices=, not both")
-    for d in devices:
-        if not isinstance(d, str) or not d.strip():
-            raise ConfigError(f"devices must hold device names such as 'cuda:0', got {d!r}")
-    return tuple(d.strip() for d in devices)
-
-
-def _check_texts(texts: Sequence[str], *, allow_empty: bool) -> list[str]:
-    # UTF-8 is checked by the backend when its tokenizer refuses a text (no extra pass over every text).
-    return check_texts(
-        texts,
-        field="text",
-        one_string_hint="e.g. encode_documents([text])",
-        allow_empty=allow_empty,
-        check_utf8=False,
-        expected="a sequence of str (a list or tuple)",
-        row_label="text at row {i}",
-    )

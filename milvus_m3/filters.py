@@ -21,11 +21,11 @@ error message is run through a format function that throws; a plain search then 
 server and a hybrid search answers with no result list at all. So a raw expression holding a brace
 is refused for Lite (write that comparison as a structured Filter), and ``render(..., fields=...)``
 checks structured filters against the collection's fields and types first, so the expressions it
-writes are ones Lite accepts. (Some other malformed raw expressions, e.g. ``text like 3``, also kill
-Lite's embedded server: on Lite, prefer structured filters.)
+writes are ones Lite accepts. (``text like 3`` also kills Lite's embedded server: refused by ``_rawfilter``.)
 
-A raw expression string passes through unchanged (its author wrote it); it can be combined with
-structured filters, every part in parentheses, joined by ``and``.
+A raw expression string passes through unchanged (its author wrote it) once ``_rawfilter.check_raw``
+found its parentheses balanced and its quotes closed; it can be combined with structured filters,
+every part in parentheses, joined by ``and``.
 
 This module imports neither pymilvus nor torch.
 """
@@ -48,6 +48,7 @@ from ._literals import (
     string_literal,
     successor,
 )
+from ._rawfilter import check_raw, strip_string_literals
 from ._text import short
 from .errors import FilterError
 
@@ -267,7 +268,8 @@ def render(
                     "answering. Write comparisons with such values as structured filters "
                     '(e.g. F.eq("title", "{draft}")), which are escaped and checked first'
                 )
-            if templates and _PLACEHOLDER.search(_strip_string_literals(raw)):
+            check_raw(raw)
+            if templates and _PLACEHOLDER.search(strip_string_literals(raw)):
                 raise FilterError(
                     f"raw filter {short(raw, 80)!r} uses a template placeholder; milvus-m3 fills templates only "
                     "for structured filters. Write the value into the expression, or use F.eq(...) etc."
@@ -432,8 +434,3 @@ def _items(filters: FilterLike) -> list[str | Filter]:
     raise FilterError(
         f"filter must be a raw expression string, a Filter, or a list of them; got {type(filters).__name__}"
     )
-
-
-def _strip_string_literals(expr: str) -> str:
-    """``expr`` with the contents of its quoted strings removed (to look at the operators only)."""
-    return re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr, flags=re.DOTALL)

@@ -50,6 +50,7 @@ __all__ = [
     "normalize_score",
     "rrf",
     "score_sum",
+    "tiered",
     "weighted",
 ]
 
@@ -61,7 +62,7 @@ M3_SPARSE_WEIGHT = 0.3
 M3_COLBERT_WEIGHT = 1.0
 """The BGE-M3 paper's weights of the dense, lexical (sparse) and ColBERT scores."""
 
-Normalize = Literal["arctan", "cosine", "l2", "none"]
+Normalize = Literal["arctan", "bm25", "cosine", "l2", "none"]
 """How ``weighted`` maps raw scores before weighting: by the metric of the field they come from."""
 
 IdT = TypeVar("IdT", bound=Hashable)
@@ -70,6 +71,11 @@ IdT = TypeVar("IdT", bound=Hashable)
 def _arctan(score: float) -> float:
     # Milvus: 0.5 + atan(score) / pi for IP (unbounded similarity, larger is better).
     return 0.5 + math.atan(score) / math.pi
+
+
+def _bm25(score: float) -> float:
+    # Milvus: 2 * atan(score) / pi for BM25 (a score >= 0, larger is better).
+    return 2.0 * math.atan(score) / math.pi
 
 
 def _cosine(score: float) -> float:
@@ -94,6 +100,9 @@ NORMALIZERS: dict[str, Callable[[float], float]] = {
 }
 """The score maps of Milvus's WeightedRanker by metric (``arctan`` is the one for IP)."""
 
+_MAPS: dict[str, Callable[[float], float]] = {**NORMALIZERS, "bm25": _bm25}
+"""NORMALIZERS and the BM25 metric's map (``2 * arctan(s) / pi``, a BM25 leg's; ``Normalize`` names it)."""
+
 
 def normalize_score(score: float, normalize: Normalize = "arctan") -> float:
     """One score mapped as Milvus's WeightedRanker maps it (see the module docstring)."""
@@ -104,15 +113,19 @@ def rrf(
     lists: Sequence[Sequence[tuple[IdT, float]]],
     k: float = RRF_K,
     limit: int | None = None,
+    *,
+    weights: Sequence[float] | None = None,
 ) -> list[tuple[IdT, float]]:
-    """Reciprocal rank fusion: score(d) = sum over lists containing d of 1 / (k + rank), rank 1-based.
+    """Reciprocal rank fusion: score(d) = sum over lists containing d of w_i / (k + rank), rank 1-based.
 
-    The scores inside the lists are ignored; only their order counts (as in Milvus's RRFRanker).
+    The scores inside the lists are ignored; only their order counts (as in Milvus's RRFRanker, which is
+    this with every weight 1, the default). ``weights``: one per list (weighted RRF).
     """
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k <= 0:
         raise ConfigError(f"rrf k must be a finite number > 0, got {k!r}")
+    ws = [1.0] * len(lists) if weights is None else _check_weights(weights, len(lists))
     parts: dict[IdT, list[float]] = {}
-    for li, ranking in enumerate(lists):
+    for li, (ranking, w) in enumerate(zip(lists, ws, strict=True)):
         seen: set[IdT] = set()
         for rank, item in enumerate(ranking, start=1):
             doc = _item_id(item, li)
@@ -123,7 +136,7 @@ def rrf(
                     row=li,
                 )
             seen.add(doc)
-            parts.setdefault(doc, []).append(1.0 / (k + rank))
+            parts.setdefault(doc, []).append(w / (k + rank))
     return _ordered(_exact_sums(parts), limit)
 
 
@@ -131,19 +144,24 @@ def weighted(
     lists: Sequence[Sequence[tuple[IdT, float]]],
     weights: Sequence[float],
     *,
-    normalize: Normalize = "arctan",
+    normalize: Normalize | Sequence[Normalize] = "arctan",
     limit: int | None = None,
 ) -> list[tuple[IdT, float]]:
     """Milvus's WeightedRanker: score(d) = sum over lists containing d of w_i * normalize(s_i(d)).
 
     ``normalize`` names the map for the metric the scores come from: "arctan" (IP, the default and
-    what Milvus applies to both BGE-M3 fields), "cosine", "l2", or "none" for raw scores (what a Milvus
-    server >= 2.5 does with ``WeightedRanker(..., norm_score=False)``).
+    what Milvus applies to both BGE-M3 fields), "bm25" (Milvus's map for a BM25 field), "cosine", "l2",
+    or "none" for raw scores (what a Milvus server >= 2.5 does with ``WeightedRanker(..., norm_score=False)``);
+    or one name per list.
     """
-    fn = _normalizer(normalize)
+    names = [normalize] * len(lists) if isinstance(normalize, str) else list(normalize)
+    if len(names) != len(lists):
+        raise ConfigError(f"{len(names)} normalize names for {len(lists)} lists; give one per list")
+    fns = [_normalizer(n) for n in names]
     ws = _check_weights(weights, len(lists))
     parts: dict[IdT, list[float]] = {}
     for li, (ranking, w) in enumerate(zip(lists, ws, strict=False)):
+        fn = fns[li]
         seen: set[IdT] = set()
         for item in ranking:
             doc = _item_id(item, li)
@@ -171,6 +189,28 @@ def score_sum(
     """
     ws = [1.0] * len(lists) if weights is None else weights
     return weighted(lists, ws, normalize="none", limit=limit)
+
+
+def tiered(
+    tiers: Sequence[Sequence[Sequence[tuple[IdT, float]]]],
+    fuse: Callable[[Sequence[Sequence[tuple[IdT, float]]]], list[tuple[IdT, float]]],
+) -> list[tuple[IdT, float]]:
+    """One fused ranking at any depth, whose every prefix stays put when deeper tiers are added.
+
+    ``tiers[j]`` holds each leg's candidate list of tier j (deeper than tier j - 1); the ranking is
+    ``fuse(tiers[0])``, then the documents of ``fuse(tiers[1])`` that tier 0 did not rank (with their
+    tier-1 score), and so on. Fusing deeper lists can reorder the top (a document gains a contribution
+    from a list that ranked it below the old cut), so plain fusion of deeper lists would show one
+    document on two pages and skip another; this ranking never does, however many tiers are read.
+    """
+    out: list[tuple[IdT, float]] = []
+    seen: set[IdT] = set()
+    for lists in tiers:
+        for doc, score in fuse(lists):
+            if doc not in seen:
+                seen.add(doc)
+                out.append((doc, score))
+    return out
 
 
 def m3_scores(
@@ -240,10 +280,10 @@ def _exact_sums(parts: dict[IdT, list[float]]) -> dict[IdT, float]:
 
 def _normalizer(normalize: str) -> Callable[[float], float]:
     try:
-        return NORMALIZERS[normalize]
+        return _MAPS[normalize]
     except (KeyError, TypeError):
         raise ConfigError(
-            f"normalize must be one of {sorted(NORMALIZERS)}, got {normalize!r} "
+            f"normalize must be one of {sorted(_MAPS)}, got {normalize!r} "
             "('arctan' is Milvus's map for IP scores)"
         ) from None
 

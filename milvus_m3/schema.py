@@ -11,10 +11,19 @@ pymilvus is imported inside the two builders only.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from ._analyzers import BM25_ANALYZERS, DEFAULT_BM25_ANALYZER, Analyzer
+from ._collection_info import (
+    CollectionInfo,
+    check_collection_name,
+    model_key,
+    not_found_message,
+    resolve_spec,
+)
 from ._tenancy import with_partition_key
 from ._version import __version__
 from .capabilities import LITE_CAPABILITIES, SERVER_SPARSE_INDEX_ALGOS, Capabilities
@@ -23,7 +32,10 @@ from .sparse import prune
 from .types import SparseVector
 
 __all__ = [
+    "BM25_ANALYZERS",
+    "BM25_FIELD",
     "CHUNK_FIELD",
+    "DEFAULT_BM25_ANALYZER",
     "DENSE_FIELD",
     "ID_FIELD",
     "METADATA_FIELD",
@@ -31,6 +43,7 @@ __all__ = [
     "RESERVED_FIELDS",
     "SPARSE_FIELD",
     "TEXT_FIELD",
+    "Analyzer",
     "CollectionInfo",
     "CollectionSpec",
     "FunctionField",
@@ -54,9 +67,12 @@ SPARSE_FIELD = "sparse"
 METADATA_FIELD = "metadata"
 PARENT_FIELD = "parent_id"
 CHUNK_FIELD = "chunk_index"
+BM25_FIELD = "bm25"
+"""The sparse field Milvus's BM25 function fills from the text (``CollectionSpec(bm25=True)``)."""
 RESERVED_FIELDS = frozenset(
-    {ID_FIELD, TEXT_FIELD, DENSE_FIELD, SPARSE_FIELD, METADATA_FIELD, PARENT_FIELD, CHUNK_FIELD}
+    {ID_FIELD, TEXT_FIELD, DENSE_FIELD, SPARSE_FIELD, METADATA_FIELD, PARENT_FIELD, CHUNK_FIELD, BM25_FIELD}
 )
+
 
 META_MARKER = "milvus-m3:"
 MAX_VARCHAR_BYTES = 65_535
@@ -119,6 +135,13 @@ class CollectionSpec:
     not, added there as a required varchar field. On a Milvus server it is the partition key."""
     num_partitions: int | None = None
     """Partitions the partition key hashes into (server default 16 when None); needs partition_key."""
+    bm25: bool = False
+    """Add Milvus's BM25 leg: a ``bm25`` sparse field the engine fills from the text (``bm25_analyzer``)."""
+    bm25_analyzer: Analyzer = DEFAULT_BM25_ANALYZER
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    model_fingerprint: str | None = None
+    """What the model is (``checkpoint.model_fingerprint``: its config and head weights), whatever its path."""
     sparse_top_k: int | None = None
     """At most this many sparse weights per stored text and per query (``prune_sparse``); None: all."""
     sparse_mass: float | None = None
@@ -163,16 +186,51 @@ class CollectionSpec:
         names = [f.name for f in self.scalar_fields]
         if len(set(names)) != len(names):
             raise ConfigError(f"scalar field names repeat: {names}")
+        self._check_bm25()
         if self.consistency_level not in ("Strong", "Bounded", "Session", "Eventually"):
             raise ConfigError(
                 f"consistency_level must be Strong, Bounded, Session or Eventually, got {self.consistency_level!r}"
             )
 
+    def _check_bm25(self) -> None:
+        if self.bm25_analyzer not in BM25_ANALYZERS:
+            raise ConfigError(
+                f"bm25_analyzer must be one of {', '.join(BM25_ANALYZERS)}, got {self.bm25_analyzer!r} "
+                "(english for English, chinese for Chinese, standard for other space-separated languages)"
+            )
+        for name, value, top in (("bm25_k1", self.bm25_k1, 3.0), ("bm25_b", self.bm25_b, 1.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= top:
+                raise ConfigError(f"{name} must be a number in [0, {top:g}] (Milvus's range), got {value!r}")
+
+    @property
+    def legs(self) -> tuple[str, ...]:
+        """The retrieval legs this collection has: dense, sparse, and bm25 when built with it."""
+        return ("dense", "sparse", "bm25") if self.bm25 else ("dense", "sparse")
+
+    def function_fields(self) -> tuple[FunctionField, ...]:
+        """The engine-filled fields of this spec (the BM25 leg), for ``build_schema`` / ``build_index_params``."""
+        if not self.bm25:
+            return ()
+        return (
+            FunctionField(
+                name=BM25_FIELD,
+                analyzer_params=dict(BM25_ANALYZERS[self.bm25_analyzer]),
+                index_params={"bm25_k1": float(self.bm25_k1), "bm25_b": float(self.bm25_b)},
+            ),
+        )
+
+    def check_engine(self, caps: Capabilities) -> None:
+        """Refuse what this engine accepts at create time but cannot run (a BM25 analyzer), with the fix."""
+        if self.bm25 and self.bm25_analyzer not in caps.bm25_analyzers:
+            raise ConfigError(
+                f"bm25_analyzer {self.bm25_analyzer!r} cannot run on {caps.display_name} (it accepts the "
+                "collection, then every insert fails); use one of "
+                f"{', '.join(caps.bm25_analyzers)} (jieba for Thai, standard for Arabic), or a Milvus server"
+            )
+
     def prune_sparse(self, vectors: Sequence[SparseVector]) -> list[SparseVector]:
         """``vectors`` pruned by ``sparse_top_k`` / ``sparse_mass``: the one place stored texts (``_rows``)
         and queries (``search.execute``) are pruned, so both follow the build record."""
-        if self.sparse_top_k is None and self.sparse_mass is None:
-            return list(vectors)
         return [prune(v, top_k=self.sparse_top_k, mass=self.sparse_mass) for v in vectors]
 
     def sparse_index_params(self, caps: Capabilities) -> dict[str, Any]:
@@ -228,7 +286,7 @@ class FunctionField:
     index_params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.name.isidentifier() or self.name in RESERVED_FIELDS:
+        if not self.name.isidentifier() or (self.name in RESERVED_FIELDS and self.name != BM25_FIELD):
             raise ConfigError(
                 f"function field name {self.name!r} must be an identifier and not one of {sorted(RESERVED_FIELDS)}"
             )
@@ -257,7 +315,13 @@ def _check_sparse_options(spec: CollectionSpec) -> None:
 
 def build_record(spec: CollectionSpec) -> str:
     """The collection description: a marker and the JSON record of what built the collection."""
-    meta = {"package": "milvus-m3", "version": __version__, "spec": spec.to_json()}
+    # build_id: a new one per created collection, so a checkpoint of a dropped one is not resumed into it
+    meta = {
+        "package": "milvus-m3",
+        "version": __version__,
+        "spec": spec.to_json(),
+        "build_id": uuid.uuid4().hex,
+    }
     return META_MARKER + json.dumps(meta, sort_keys=True, separators=(",", ":"))
 
 
@@ -280,6 +344,7 @@ def build_schema(
     """
     from pymilvus import DataType, MilvusClient
 
+    function_fields = (*spec.function_fields(), *function_fields)
     schema = MilvusClient.create_schema(
         auto_id=spec.auto_id, enable_dynamic_field=False, description=build_record(spec)
     )
@@ -340,6 +405,7 @@ def build_index_params(
     """Index parameters: the dense field (``dense_index``, IP), the sparse field (IP), and each function field."""
     from pymilvus import MilvusClient
 
+    function_fields = (*spec.function_fields(), *function_fields)
     params = MilvusClient.prepare_index_params()
     dense_params: dict[str, Any] = {}
     if dense_index == "HNSW":
@@ -361,72 +427,6 @@ def build_index_params(
             params=dict(ff.index_params),
         )
     return params
-
-
-@dataclass(frozen=True)
-class CollectionInfo:
-    """What ``describe`` tells about a collection."""
-
-    name: str
-    spec: CollectionSpec | None
-    """None for a collection milvus-m3 did not build."""
-    built_by_version: str | None
-    count: int
-    fields: tuple[str, ...]
-    indexes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-    @property
-    def model_name(self) -> str | None:
-        return None if self.spec is None else self.spec.model_name
-
-    @property
-    def dense_dim(self) -> int | None:
-        return None if self.spec is None else self.spec.dense_dim
-
-
-def resolve_spec(
-    spec: CollectionSpec | None, dense_dim: int | None, model_name: str | None
-) -> CollectionSpec:
-    """The spec ``create_collection`` builds from: ``spec``, or defaults around ``dense_dim``."""
-    if spec is None:
-        if dense_dim is None:
-            raise ConfigError("create_collection needs dense_dim (embedder.dense_dim) or a CollectionSpec")
-        if model_name:
-            return CollectionSpec(dense_dim=dense_dim, model_name=model_name)
-        return CollectionSpec(dense_dim=dense_dim)
-    if dense_dim is not None and dense_dim != spec.dense_dim:
-        raise ConfigError(f"dense_dim={dense_dim} disagrees with spec.dense_dim={spec.dense_dim}")
-    if model_name is not None and model_name != spec.model_name:
-        spec = replace(spec, model_name=model_name)
-    return spec
-
-
-def check_collection_name(name: str) -> None:
-    """Refuse a name Milvus would refuse (or that could smuggle an expression), with the rule."""
-    if (
-        not isinstance(name, str)
-        or not name
-        or len(name) > 255
-        or not (name[0].isalpha() or name[0] == "_")
-        or not all(c.isalnum() or c == "_" for c in name)
-        or not name.isascii()
-    ):
-        raise ConfigError(
-            f"collection name {name!r} is not valid in Milvus: use letters, digits and underscores, "
-            "starting with a letter or underscore, at most 255 characters"
-        )
-
-
-def not_found_message(name: str, uri: str) -> str:
-    return (
-        f"collection {name!r} does not exist at {uri}; create it first "
-        "(CollectionManager.create_collection or `milvus-m3 create --collection NAME`)"
-    )
-
-
-def model_key(name: str) -> str:
-    """Compare models by their last path part, so 'BAAI/bge-m3' matches a local '/models/bge-m3'."""
-    return name.rstrip("/").rsplit("/", 1)[-1].lower()
 
 
 def default_output_fields(spec: CollectionSpec) -> list[str]:

@@ -19,6 +19,7 @@ __all__ = [
     "ChunkingEncoder",
     "ColbertEncoder",
     "Encoder",
+    "Fingerprinted",
     "Hit",
     "LengthLimited",
     "M3Embeddings",
@@ -164,6 +165,15 @@ class ColbertEncoder(Encoder, Protocol):
     def encode_documents(self, texts: Sequence[str], *, colbert: bool = False) -> M3Embeddings: ...
 
     def encode_queries(self, texts: Sequence[str], *, colbert: bool = False) -> M3Embeddings: ...
+
+
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """An encoder that knows what its model is, whatever its path (``checkpoint.model_fingerprint``):
+    collections record it and refuse another model with the same folder name and dims."""
+
+    @property
+    def model_fingerprint(self) -> str: ...
 
 
 @runtime_checkable

@@ -1,20 +1,27 @@
 """``milvus-m3``'s commands: one function per subcommand, and ``main`` that runs one (the parser is parser.py).
 
-    milvus-m3 create  --collection NAME [--uri URI] [--model M] [index options]
-    milvus-m3 ingest  FILE... --collection NAME [--id-field id] [--text-field text] [--title-field title]
-                      [--metadata-fields a,b] [--batch-size N] [--resume] [--on-error skip|fail] ...
-    milvus-m3 search  "query" --collection NAME [--limit 10] [--mode hybrid|dense|sparse] [--filter EXPR] [--json]
-    milvus-m3 info    [--collection NAME] [--json]
-    milvus-m3 drop    --collection NAME [--yes]
+    milvus-m3 [-v] create  --collection NAME [--uri URI] [--token T] [--model M] [index options]
+    milvus-m3 [-v] ingest  FILE... --collection NAME [--id-field id] [--text-field text] [--title-field title]
+                           [--metadata-fields a,b] [--batch-size N] [--resume] [--on-error skip|fail]
+                           [--strict-exit] ...
+    milvus-m3 [-v] search  "query" --collection NAME [--limit 10] [--mode hybrid|dense|sparse|m3|m3-all]
+                           [--filter EXPR] [--group-by parent_id] [--json]
+    milvus-m3 [-v] eval    DATASET_DIR [--modes dense,sparse,...] [--max-docs N] [--out DIR] [-q]
+    milvus-m3 [-v] info    [--collection NAME] [--json]
+    milvus-m3 [-v] drop    --collection NAME [--yes]
 
 ``--uri``, ``--token`` and ``--model`` default to ``$MILVUS_URI`` (else ``./milvus_m3.db``, Milvus Lite),
-``$MILVUS_TOKEN`` and ``$MILVUS_M3_MODEL`` (else ``BAAI/bge-m3``). Each command imports its heavy parts
+``$MILVUS_TOKEN`` and ``$MILVUS_M3_MODEL`` (else ``BAAI/bge-m3``); ``--timeout``, ``--retries``,
+``--db-name`` and the TLS flags fill ``ConnectionOptions``. Each command imports its heavy parts
 (pymilvus, torch, FlagEmbedding) when it runs: ``--help``, ``info`` and ``drop`` never load torch, and
 ``create`` reads the dense dim from the checkpoint's ``config.json`` instead of loading the model.
+Read-only commands (``info``, ``search``, ``drop``) never create a Milvus Lite file; a failed
+``create`` or ``ingest`` leaves what was there before (a new empty collection or Lite file is removed).
 
 Exit codes: 0 done; 1 a failure (Milvus, model, collection); 2 a usage or input error (bad option,
-bad file, a bad row with ``--on-error fail``); 130 interrupted. Errors are one line on stderr, without
-a traceback and without the token.
+bad file, a bad row with ``--on-error fail``); 3 ``ingest --strict-exit`` finished with rejected rows;
+130 interrupted. Errors are one line on stderr, without a traceback and without the token, and name
+the CLI's flags (``--exists-ok``, ``--model``) where the library's message names its parameters.
 """
 
 from __future__ import annotations
@@ -23,14 +30,23 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, InputError, MilvusM3Error
-from .parser import URI_ENV, build_parser, from_args
+from ._messages import (
+    FirstRetryOnly,
+    check_read_only_target,
+    filter_hint,
+    for_cli,
+    remove_new_lite_file,
+    remove_state_file,
+    show_warning,
+)
+from .parser import URI_ENV, build_parser, connection_options, from_args
 
 if TYPE_CHECKING:
     from ..collection import CollectionManager
@@ -53,13 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # pymilvus parses $MILVUS_URI when it is imported and refuses a Milvus Lite path; it is read above.
         del os.environ[URI_ENV]
     try:
+        check_read_only_target(args)
         code: int = COMMANDS[args.command](args)
         return code
     except KeyboardInterrupt:
         print("milvus-m3: interrupted", file=sys.stderr)
         return 130
     except MilvusM3Error as exc:
-        print(f"milvus-m3: error: {_redact(str(exc), args)}", file=sys.stderr)
+        print(f"milvus-m3: error: {for_cli(_redact(str(exc), args), exc, args)}", file=sys.stderr)
         report = getattr(exc, "report", None)
         if report is not None and getattr(args, "command", None) == "ingest":
             _print_report(report, args)
@@ -87,13 +104,24 @@ def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("milvus-m3: %(levelname)s: %(message)s"))
     root = logging.getLogger("milvus_m3")
-    root.addHandler(handler)
     root.setLevel(level)
-    if not verbose:
+    if verbose:
+        root.addHandler(handler)
+    else:
+        # The error line says what failed: Milvus Lite's Python part logs to the root logger (which,
+        # without a handler, logging's last resort prints) and its engine logs with glog (quiet below
+        # FATAL with GLOG_minloglevel=3, read when the engine starts). Our handler
+        # sits on the root logger and passes our records only; -v shows everything. (pymilvus's own
+        # loggers are quieted in _manager, once pymilvus has configured them.)
+        handler.addFilter(lambda r: r.name == "milvus_m3" or r.name.startswith("milvus_m3."))
+        handler.addFilter(FirstRetryOnly())  # one line for a server that is away, not one per retry
+        logging.getLogger().addHandler(handler)
+        os.environ.setdefault("GLOG_minloglevel", "3")
         # transformers reads this when it is first imported; its tokenizer notes are noise here.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
         warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.showwarning = show_warning
 
 
 def _redact(text: str, args: argparse.Namespace) -> str:
@@ -106,24 +134,51 @@ def _redact(text: str, args: argparse.Namespace) -> str:
     if token:
         secrets += [token, *(part for part in token.split(":", 1) if len(part) >= 4)]
     if uri:
-        from urllib.parse import urlsplit
+        from .._uri import split_credentials
 
         text = text.replace(uri, redact_uri(uri))
-        try:
-            password = urlsplit(uri).password
-        except ValueError:
-            password = None
-        if password and len(password) >= 4:
-            secrets.append(password)
+        cred = split_credentials(uri)[1] if "://" in uri else None
+        if cred:
+            secrets += [cred, *(part for part in cred.split(":", 1) if len(part) >= 4)]
     for secret in sorted(set(secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
 
 
+# Characters a terminal acts on (C0/C1 controls: ANSI escapes, CSI; line and paragraph separators;
+# bidirectional overrides, which reorder what is shown): stored text shows them escaped.
+_TERMINAL_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# Inside JSON strings json.dumps(ensure_ascii=False) leaves these as they are; line-splitting readers
+# (str.splitlines, many log tools) break a line at U+0085, U+2028 and U+2029.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character a terminal would act on written as an escape (``\\x1b``, ``\\u202e``)."""
+    return _TERMINAL_UNSAFE.sub(_escape, text)
+
+
+def json_line(obj: Any) -> str:
+    """``obj`` as one JSON line that stays one line for any line-splitting reader (and in a terminal)."""
+    text = json.dumps(obj, ensure_ascii=False, default=str)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _manager(args: argparse.Namespace) -> CollectionManager:
     from ..collection import CollectionManager
 
-    return CollectionManager(args.uri, token=args.token or None)
+    manager = CollectionManager(args.uri, options=connection_options(args))
+    if not getattr(args, "verbose", False):
+        # pymilvus set up its loggers (a stderr handler, ERROR records with tracebacks for every engine
+        # error) when it was imported just now; the CLI's one error line says it. -v shows them.
+        for name in ("pymilvus", "pymilvus.milvus_client"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    return manager
 
 
 def _embedder(args: argparse.Namespace, *, kind: str, overflow: str, batch_size: int = 16) -> M3Embedder:
@@ -150,22 +205,30 @@ def _note(args: argparse.Namespace, text: str) -> None:
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
+    from ..checkpoint import fingerprint_of
     from ..collection import CollectionSpec
 
     dim = args.dense_dim if args.dense_dim is not None else dense_dim_of(args.model, args)
-    spec = from_args(CollectionSpec, args, dense_dim=dim, model_name=args.model)
-    with _manager(args) as manager:
+    spec = from_args(
+        CollectionSpec,
+        args,
+        dense_dim=dim,
+        model_name=args.model,
+        model_fingerprint=fingerprint_of(args.model),
+    )
+    with remove_new_lite_file(args.uri), _manager(args) as manager:
         existed = manager.has_collection(args.collection)
         info = manager.create_collection(
             args.collection, spec=spec, exists_ok=args.exists_ok, recreate=args.recreate
         )
         if args.json:
-            print(json.dumps(_info_json(info, manager.uri), ensure_ascii=False))
+            print(json_line(_info_json(info, manager.uri)))
         else:
             verb = "kept existing" if existed and args.exists_ok else "recreated" if existed else "created"
             print(
                 f"{verb} collection {info.name!r} at {manager.uri}: dense {dim}-d "
                 f"{info.indexes.get('dense', {}).get('index_type', '?')}, sparse {spec.sparse_index}, "
+                f"{f', bm25 ({spec.bm25_analyzer})' if spec.bm25 else ''}, "
                 f"model {spec.model_name}{', chunked' if spec.chunked else ''}, {info.count} rows"
             )
     return 0
@@ -184,159 +247,54 @@ def dense_dim_of(model: str, args: argparse.Namespace | None = None) -> int:
     return _embedder(args, kind="document", overflow="truncate").dense_dim
 
 
-def _cmd_ingest(args: argparse.Namespace) -> int:
-    from ..collection import CollectionSpec
-    from ..ingest import IngestOptions, default_state_path, detect_format, ingest
-
-    if args.engine == "ray":
-        return _cmd_ingest_ray(args)
-    for f in args.files:  # fail on a missing file or unknown format before the model loads
-        if f != "-" and not os.path.isfile(f):
-            raise ConfigError(f"input file {f} does not exist or is not a file")
-        if f != "-":
-            detect_format(f, args.format)
-    if args.files.count("-") > 1:
-        raise ConfigError("'-' (stdin) can be given once")
-    if args.chunk_overlap and args.chunk_tokens is None:
-        raise ConfigError("--chunk-overlap needs --chunk-tokens")
-    state = Path(args.state) if args.state else default_state_path(args.uri, args.collection)
-    errors = (
-        Path(args.errors)
-        if args.errors
-        else state.with_name(state.name.replace(".ingest-state.json", ".ingest-errors.jsonl"))
-    )
-    with _manager(args) as manager:
-        if manager.has_collection(args.collection):
-            # refuses a collection milvus-m3 did not build, or other sparse sizes, before the model loads
-            _check_sparse_size(args, manager.spec(args.collection))
-        embedder = _embedder(args, kind="document", overflow="truncate", batch_size=args.encode_batch_size)
-        if not manager.has_collection(args.collection):
-            spec = CollectionSpec(
-                dense_dim=embedder.dense_dim,
-                model_name=embedder.model_name,
-                chunked=args.chunk_tokens is not None,
-                partition_key=args.tenant_field,
-                **_sparse_size(args),
-            )
-            manager.create_collection(args.collection, spec=spec)
-            _note(
-                args,
-                f"created collection {args.collection!r} at {manager.uri} "
-                f"(dense {spec.dense_dim}-d{', chunked' if spec.chunked else ''})",
-            )
-            if args.resume and state.is_file():
-                # The checkpoint describes rows of a collection that is gone: skipping them would lose them.
-                _note(
-                    args,
-                    f"the collection was missing, so {state} no longer applies: starting from the beginning",
-                )
-                args.resume = False
-        report = ingest(
-            args.files,
-            manager=manager,
-            collection=args.collection,
-            encoder=embedder,
-            options=from_args(IngestOptions, args),
-            errors_path=errors,
-            state_path=state,
-            resume=args.resume,
-            progress=False if args.quiet else None,
-        )
-    _print_report(report, args)
-    return 0
-
-
-def _cmd_ingest_ray(args: argparse.Namespace) -> int:
-    """ingest --engine ray: the model loads in the actors only (the dense dim comes from config.json)."""
-    from ..collection import CollectionSpec
-    from ..ingest import IngestOptions, default_state_path
-    from ..ingest.ray_engine import M3EmbedderFactory, RayOptions, ray_ingest
-
-    if args.resume:
-        raise ConfigError(
-            "--resume is for --engine local; a Ray job is finished by running it again "
-            "(upserts make that safe), with --skip-existing to pass over what is stored"
-        )
-    ray_options = from_args(RayOptions, args, address=args.ray_address)  # checked before Ray starts
-    state = Path(args.state) if args.state else default_state_path(args.uri, args.collection)
-    errors = (
-        Path(args.errors)
-        if args.errors
-        else state.with_name(state.name.replace(".ingest-state.json", ".ingest-errors.jsonl"))
-    )
-    kwargs: dict[str, Any] = {
-        "device": args.device,
-        "batch_size": args.encode_batch_size,
-        "max_batch_tokens": args.max_batch_tokens,
-        "threads": args.threads,
-    }
-    if args.max_length is not None:
-        kwargs["document_max_length"] = args.max_length
-    with _manager(args) as manager:
-        if manager.has_collection(args.collection):
-            _check_sparse_size(args, manager.spec(args.collection))
-        else:
-            spec = CollectionSpec(
-                dense_dim=dense_dim_of(args.model, args),
-                model_name=args.model,
-                chunked=args.chunk_tokens is not None,
-                **_sparse_size(args),
-            )
-            manager.create_collection(args.collection, spec=spec)
-            _note(args, f"created collection {args.collection!r} at {manager.uri} (dense {spec.dense_dim}-d)")
-        report = ray_ingest(
-            args.files,
-            manager=manager,
-            collection=args.collection,
-            encoder=M3EmbedderFactory(model=args.model, **kwargs),
-            options=from_args(IngestOptions, args),
-            ray_options=ray_options,
-            errors_path=errors,
-            progress=False if args.quiet else None,
-        )
-    _print_report(report, args)
-    return 0
-
-
-def _sparse_size(args: argparse.Namespace) -> dict[str, Any]:
-    names = ("sparse_top_k", "sparse_mass", "sparse_inverted_index_algo")
-    return {name: getattr(args, name) for name in names}
-
-
-def _check_sparse_size(args: argparse.Namespace, stored: Any) -> None:
-    """Sparse size flags given for an existing collection must be the ones in its build record."""
-    for name, value in _sparse_size(args).items():
-        if value is not None and getattr(stored, name) != value:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(
-                f"collection {args.collection!r} was built with {name}={getattr(stored, name)!r}, "
-                f"not {flag} {value}: its rows are stored that way and searches prune queries to match; "
-                f"drop {flag}, or ingest into a new collection"
-            )
-
-
 def _print_report(report: Any, args: argparse.Namespace) -> None:
     if args.json:
-        print(json.dumps(report.to_json(), ensure_ascii=False))
+        print(json_line(report.to_json()))
     else:
         print(report.summary())
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from ..errors import FilterError
+    from ..schema import PARENT_FIELD
     from ..search import HybridSearcher
 
     with _manager(args) as manager:
         manager.spec(args.collection)  # a missing collection fails before the model loads
         embedder = _embedder(args, kind="query", overflow="warn")
-        searcher = HybridSearcher(manager, args.collection, embedder, mode=args.mode, ranker=args.ranker)
-        hits = searcher.search(
-            args.query,
-            limit=args.limit,
-            offset=args.offset,
-            filter=args.filter,
-            group_by=args.group_by,
-            tenant=args.tenant,
+        searcher = HybridSearcher(
+            manager,
+            args.collection,
+            embedder,
+            mode=args.mode,
+            ranker=args.ranker,
+            rrf_k=args.rrf_k,
+            legs=args.legs,
+            weights=args.weights,
+            candidate_limit=args.candidates,
+            norm_score=not args.raw_scores,
         )
+        spec = manager.spec(args.collection)
+        if args.group_by == PARENT_FIELD and spec is not None and not spec.chunked:
+            raise ConfigError(
+                f"collection {args.collection!r} is not chunked: each row is a whole document already, so "
+                "search without --group-by (documents are split into chunks with parent_id by ingest "
+                "--chunk-tokens N into a new collection)"
+            )
+        try:
+            hits = searcher.search(
+                args.query,
+                limit=args.limit,
+                offset=args.offset,
+                filter=args.filter,
+                group_by=args.group_by,
+                tenant=args.tenant,
+            )
+        except FilterError as exc:
+            hint = filter_hint(args.filter, manager.describe(args.collection).fields)
+            if not hint:
+                raise
+            raise FilterError(f"{exc}. {hint}") from exc
     for rank, hit in enumerate(hits, 1 + args.offset):
         if args.json:
             doc: dict[str, Any] = {
@@ -347,12 +305,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
             }
             if hit.fields:
                 doc["fields"] = dict(hit.fields)
-            print(json.dumps(doc, ensure_ascii=False, default=str))
+            print(json_line(doc))
         else:
             text = " ".join((hit.text or "").split())
             if len(text) > 100:
                 text = text[:97] + "..."
-            print(f"{rank:>3}. {hit.score:.4f}  {hit.id}  {text}")
+            print(f"{rank:>3}. {hit.score:.4f}  {terminal_safe(str(hit.id))}  {terminal_safe(text)}")
     if not hits and not args.json:
         print("no hits", file=sys.stderr)
     return 0
@@ -378,7 +336,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             names = manager.list_collections()
             counts = {n: manager.count(n) for n in names}
             if args.json:
-                print(json.dumps({"uri": manager.uri, "collections": counts}, ensure_ascii=False))
+                print(json_line({"uri": manager.uri, "collections": counts}))
             else:
                 print(f"{manager.uri}: {len(names)} collection{'s' if len(names) != 1 else ''}")
                 for n in names:
@@ -387,7 +345,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         info = manager.describe(args.collection)
         data = _info_json(info, manager.uri)
     if args.json:
-        print(json.dumps(data, ensure_ascii=False))
+        print(json_line(data))
         return 0
     print(f"collection {data['name']} at {data['uri']}")
     print(f"  rows:      {data['count']}")
@@ -423,7 +381,18 @@ def _cmd_drop(args: argparse.Namespace) -> int:
                 return 1
         manager.drop(args.collection)
     print(f"dropped collection {args.collection!r}")
+    from ..ingest import default_state_path
+
+    state = default_state_path(args.uri, args.collection)
+    if remove_state_file(state, args.collection):
+        print(f"removed its ingest state file {state}", file=sys.stderr)
     return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from .ingest import run_ingest
+
+    return run_ingest(args)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

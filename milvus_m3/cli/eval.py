@@ -6,9 +6,12 @@ Models load inside the command.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
@@ -70,7 +73,7 @@ def add_eval_arguments(p: Any) -> None:
         default=_cfg.rerank_depth,
         help="m3 candidates that m3-all re-scores (default %(default)s)",
     )
-    p.add_argument("--no-bm25", action="store_true", help="no BM25 field, no bm25/rrf3 modes")
+    p.add_argument("--no-bm25", action="store_true", help="no BM25 leg, no modes that use it")
     p.add_argument(
         "--bm25-analyzer",
         default=_cfg.bm25_analyzer,
@@ -94,7 +97,29 @@ def add_eval_arguments(p: Any) -> None:
         "--name", default=None, help="file stem for the outputs (default: the dataset folder's name)"
     )
     p.add_argument("--no-plot", action="store_true", help="no PNG (no matplotlib needed)")
+    p.add_argument(
+        "--runs",
+        action="store_true",
+        help="also write TREC run files (<name>.runs/<mode>.trec) and per-query metrics (<name>.per_query.tsv)",
+    )
+    ids = p.add_mutually_exclusive_group()
+    ids.add_argument(
+        "--ignore-identical-ids",
+        dest="ignore_identical_ids",
+        action="store_const",
+        const=True,
+        default=None,
+        help="drop a hit whose id is the query's id (BEIR's convention; default: on when some query id "
+        "is also a document id, as in ArguAna and Quora)",
+    )
+    ids.add_argument("--keep-identical-ids", dest="ignore_identical_ids", action="store_const", const=False)
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr (default: each step, the encoding bar, each mode's scores as it ends)",
+    )
 
 
 def add_eval_parser(subparsers: Any, parents: Sequence[Any] = ()) -> Any:
@@ -116,9 +141,11 @@ def build_eval_parser(prog: str = "milvus-m3 eval") -> Any:
     """A stand-alone parser for ``eval`` with the connection and model options (for scripts)."""
     import argparse
 
+    from .parser import add_connection_arguments
+
     p = argparse.ArgumentParser(prog=prog, description="Evaluate retrieval modes on a BEIR-format dataset.")
-    p.add_argument("--uri", default="./milvus_m3_eval.db", help="Milvus Lite file or server URI")
-    p.add_argument("--token", default=None)
+    add_connection_arguments(p)
+    p.set_defaults(uri="./milvus_m3_eval.db", token=None)
     p.add_argument("--model", default=os.environ.get(MODEL_ENV) or DEFAULT_MODEL, help="BGE-M3 checkpoint")
     p.add_argument("--device", default=None)
     p.add_argument("--max-length", type=int, default=None)
@@ -144,14 +171,19 @@ def run_eval_cli(
     ``encoder`` / ``colbert_encoder`` replace the ones the options describe (for scripts and tests).
     """
     import shlex
-    import sys
 
     from ..collection import CollectionManager
-    from .parser import from_args
+    from .parser import connection_options, from_args
 
+    quiet = bool(getattr(args, "quiet", False))
+    note = _progress_notes(quiet)
     modes = tuple(m.strip() for m in str(args.modes).split(",") if m.strip())
-    config = from_args(EvalConfig, args, modes=modes, bm25=not args.no_bm25)
+    note(f"loading {args.data} (split {args.split})")
     dataset = load_beir(args.data, split=args.split, max_docs=args.max_docs)
+    ignore_ids = getattr(args, "ignore_identical_ids", None)
+    if ignore_ids is None:  # BEIR's convention where it matters: query ids that are also document ids
+        ignore_ids = not set(dataset.query_ids).isdisjoint(dataset.doc_ids)
+    config = from_args(EvalConfig, args, modes=modes, bm25=not args.no_bm25, ignore_identical_ids=ignore_ids)
     tune_on = load_beir(args.data, split=args.tune_split, max_docs=args.max_docs) if args.tune_split else None
     if tune_on is not None and tune_on.doc_ids != dataset.doc_ids:
         raise ConfigError(
@@ -159,13 +191,19 @@ def run_eval_cli(
         )
     cache_dir = None if args.no_cache else args.cache_dir
     if encoder is None:
-        encoder, colbert_encoder = _build_encoders(args, cache_dir)
+        note("loading the model")
+        encoder, colbert_encoder = _build_encoders(args, cache_dir, show_progress=not quiet)
     elif cache_dir is not None:
         encoder = CachedEncoder(encoder, cache_dir)
     name = args.collection or f"eval_{_slug(dataset.name)}_{_slug(encoder.model_name)}"
     if command is None:
         command = "milvus-m3 " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
-    with CollectionManager(args.uri, token=getattr(args, "token", None) or None) as manager:
+    note(
+        f"{len(dataset.doc_ids)} documents, {len(dataset.query_ids)} queries; collection {name!r} at "
+        f"{args.uri}; modes {', '.join(config.modes)}"
+        + (f"; encodings cached in {cache_dir}" if cache_dir else "")
+    )
+    with _evaluation_log(quiet), CollectionManager(args.uri, options=connection_options(args)) as manager:
         report = run_evaluation(
             dataset,
             encoder,
@@ -178,13 +216,63 @@ def run_eval_cli(
             command=command,
             notes=notes,
         )
-    paths = report.save(args.out, args.name or dataset.name, plot=not args.no_plot)
+    paths = report.save(
+        args.out, args.name or dataset.name, plot=not args.no_plot, runs=getattr(args, "runs", False)
+    )
     print(report.to_json() if args.json else report.to_markdown(), end="")
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0
 
 
-def _build_encoders(args: Any, cache_dir: str | None) -> tuple[Encoder, Encoder | None]:
+class _StderrHandler(logging.Handler):
+    """Log records as lines on whatever ``sys.stderr`` is when they come (for the stand-alone parser)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def _progress_notes(quiet: bool) -> Any:
+    """A function printing one progress line on stderr (nothing with ``quiet``)."""
+
+    def note(text: str) -> None:
+        if not quiet:
+            print(f"milvus-m3 eval: {text}", file=sys.stderr, flush=True)
+
+    return note
+
+
+@contextlib.contextmanager
+def _evaluation_log(quiet: bool) -> Iterator[None]:
+    """Unless ``quiet``, the evaluation's own INFO records (collection reused or filled, each mode's
+    scores as it ends) show on stderr while it runs; levels and handlers are put back afterwards."""
+    log = logging.getLogger("milvus_m3.evaluate")
+    if quiet:
+        yield
+        return
+    shown = [
+        h
+        for h in (*log.handlers, *logging.getLogger("milvus_m3").handlers)
+        if isinstance(h, (logging.StreamHandler, _StderrHandler))
+    ]
+    handler = None
+    if not shown:  # the stand-alone parser (scripts): no CLI logging set up
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("milvus-m3: %(levelname)s: %(message)s"))
+        log.addHandler(handler)
+    level = log.level
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        if handler is not None:
+            log.removeHandler(handler)
+
+
+def _build_encoders(
+    args: Any, cache_dir: str | None, *, show_progress: bool = False
+) -> tuple[Encoder, Encoder | None]:
     """(encoder, colbert encoder or None) from the CLI options, with encodings cached in ``cache_dir``.
 
     A dense + SPLADE pair is cached per model, so changing one model keeps the other's encodings.
@@ -197,13 +285,23 @@ def _build_encoders(args: Any, cache_dir: str | None) -> tuple[Encoder, Encoder 
         return enc if cache_dir is None else CachedEncoder(enc, cache_dir)
 
     device = getattr(args, "device", None) or "cpu"
+    max_length = vars(args).get("max_length")  # most tokens per text, documents and queries
     if args.dense_model is not None:
         from ..encoders import CombinedEncoder, SentenceTransformerEncoder, SpladeEncoder
 
-        dense = SentenceTransformerEncoder(args.dense_model, device=device)
-        sparse = SpladeEncoder(args.sparse_model, device=device)
+        dense = SentenceTransformerEncoder(
+            args.dense_model, device=device, max_length=max_length, show_progress=show_progress
+        )
+        sparse = (
+            SpladeEncoder(args.sparse_model, device=device)
+            if max_length is None
+            else SpladeEncoder(args.sparse_model, device=device, max_length=max_length)
+        )
         return CombinedEncoder(cached(dense), cached(sparse)), None
     from ..embedder import M3Embedder
 
-    m3 = M3Embedder(args.model, device=getattr(args, "device", None))
+    lengths = (
+        {} if max_length is None else {"query_max_length": max_length, "document_max_length": max_length}
+    )
+    m3 = M3Embedder(args.model, device=getattr(args, "device", None), show_progress=show_progress, **lengths)
     return cached(m3), m3

@@ -5,59 +5,54 @@ they fill, so the CLI and the Python API cannot drift apart). Building it import
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
-import typing
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..capabilities import SERVER_SPARSE_INDEX_ALGOS
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
+from ..fusion import RRF_K
 from ..ingest.options import ENGINES, ON_ERROR, IngestOptions, RayOptions
 from ..ingest.readers import FORMATS
 from ..schema import CollectionSpec
 from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
+from ._messages import EPILOG, EXIT_REJECTED
 from .eval import add_eval_parser
 
-__all__ = ["DEFAULT_URI", "TOKEN_ENV", "URI_ENV", "build_parser", "choices", "default", "from_args"]
+__all__ = [
+    "DEFAULT_URI",
+    "EPILOG",
+    "EXIT_REJECTED",
+    "TOKEN_ENV",
+    "URI_ENV",
+    "add_connection_arguments",
+    "build_parser",
+    "choices",
+    "connection_options",
+    "default",
+    "from_args",
+]
 
 if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
-T = TypeVar("T", bound="DataclassInstance")
-
-DEFAULT_URI = "./milvus_m3.db"
-URI_ENV = "MILVUS_URI"
-TOKEN_ENV = "MILVUS_TOKEN"
-
-
-def default(cls: type[Any], name: str) -> Any:
-    """The default a dataclass declares for field ``name`` (the one place it is written)."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            if f.default is not dataclasses.MISSING:
-                return f.default
-            if f.default_factory is not dataclasses.MISSING:
-                return f.default_factory()
-            raise KeyError(f"{cls.__name__}.{name} has no default")
-    raise KeyError(f"{cls.__name__} has no field {name!r}")
-
-
-def from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
-    """A dataclass built from the parsed flags whose dest is one of its fields (plus ``overrides``):
-    each flag fills the field of the same name, so a new field needs only its flag."""
-    kwargs = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name in vars(args)}
-    kwargs.update(overrides)
-    return cls(**kwargs)
-
-
-def choices(cls: type[Any], name: str) -> tuple[Any, ...]:
-    """The values a ``Literal[...]`` field of a dataclass accepts."""
-    hint = typing.get_type_hints(cls)[name]
-    values = typing.get_args(hint)
-    if typing.get_origin(hint) is not typing.Literal or not values:
-        raise KeyError(f"{cls.__name__}.{name} is not a Literal field")
-    return tuple(values)
+    pass
+from ._argtypes import (
+    _env,
+    _field_list,
+    _legs,
+    _non_negative,
+    _non_negative_float,
+    _positive,
+    _weights,
+    choices,
+    default,
+    from_args,
+)
+from ._connection_args import (
+    DEFAULT_URI,
+    TOKEN_ENV,
+    URI_ENV,
+    add_connection_arguments,
+    connection_options,
+)
 
 
 def _spec_option(name: str) -> Any:
@@ -90,51 +85,13 @@ def _ingest_option(name: str) -> Any:
     return default(IngestOptions, name)
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value else default
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
-    return value
-
-
-def _field_list(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("give field names separated by commas, e.g. lang,topic")
-    return names
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (stdlib only: building it imports nothing heavy)."""
     common = argparse.ArgumentParser(add_help=False)
-    conn = common.add_argument_group("connection")
-    conn.add_argument(
-        "--uri",
-        default=_env(URI_ENV, DEFAULT_URI),
-        help=f"Milvus Lite file (*.db) or server URI (default: ${URI_ENV} or {DEFAULT_URI})",
-    )
-    conn.add_argument(
-        "--token", default=_env(TOKEN_ENV), help=f"server token, user:password (default: ${TOKEN_ENV})"
-    )
-    common.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO) on stderr")
+    add_connection_arguments(common)
+    # SUPPRESS: a -v given before the command (on the main parser) is not reset by the subcommand.
+    verbose_help = "log what happens (INFO) on stderr; also before the command"
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
 
     model = argparse.ArgumentParser(add_help=False)
     grp = model.add_argument_group("model")
@@ -163,9 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="milvus-m3",
         description="Hybrid dense + learned-sparse retrieval for Milvus with BGE-M3.",
-        epilog="Run 'milvus-m3 COMMAND --help' for a command's options.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"milvus-m3 {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO) on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _add_create(sub, [common, model])
@@ -227,6 +186,18 @@ def _add_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="a tenant field every row carries (the partition key on a server); search with --tenant",
     )
     p.add_argument("--num-partitions", type=_positive, default=spec("num_partitions"))
+    p.add_argument(
+        "--bm25", action="store_true", help="add Milvus's BM25 leg (filled by the engine from the text)"
+    )
+    p.add_argument(
+        "--bm25-analyzer",
+        choices=choices(CollectionSpec, "bm25_analyzer"),
+        default=spec("bm25_analyzer"),
+        help="english; chinese for Chinese; standard for Arabic and other spaced scripts; icu (jieba on "
+        "Milvus Lite) for Thai (default %(default)s)",
+    )
+    p.add_argument("--bm25-k1", type=float, default=spec("bm25_k1"))
+    p.add_argument("--bm25-b", type=float, default=spec("bm25_b"))
     how = p.add_mutually_exclusive_group()
     how.add_argument(
         "--exists-ok", action="store_true", help="keep an existing collection (checked against the spec)"
@@ -286,6 +257,11 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--resume", action="store_true", help="skip what the interrupted run with these options wrote"
     )
     p.add_argument(
+        "--force-resume",
+        action="store_true",
+        help="with --resume: resume even though an input changed since the checkpoint (lines only appended)",
+    )
+    p.add_argument(
         "--on-error",
         choices=ON_ERROR,
         default=opt("on_error"),
@@ -301,7 +277,8 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--state",
         default=None,
         metavar="PATH",
-        help="checkpoint file (default: next to a Lite .db file, <db>.<collection>.ingest-state.json)",
+        help="checkpoint file (default: next to a Lite .db file, <db>.<collection>.ingest-state.json; for a "
+        "server, ./<collection>.<hash of server and inputs>.ingest-state.json)",
     )
     p.add_argument(
         "--chunk-tokens",
@@ -333,19 +310,14 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         default=None,
         help="padded tokens per forward pass as well (bounds GPU memory for long documents)",
     )
+    p.add_argument(
+        "--strict-exit",
+        action="store_true",
+        help=f"exit {EXIT_REJECTED} (not 0) when the job finished but rejected rows (--on-error skip)",
+    )
     _add_ray(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0")
-    return value
 
 
 def _add_ray(p: argparse.ArgumentParser) -> None:
@@ -401,7 +373,8 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--mode",
         choices=MODES,
         default=DEFAULT_MODE,
-        help="m3: dense + 0.3 x sparse raw scores over both candidate lists; m3-all: + ColBERT",
+        help="hybrid: RRF or weighted fusion of dense and sparse; m3: dense + 0.3 x sparse raw scores "
+        "over both candidate lists; m3-all: m3 re-ranked with ColBERT (default %(default)s)",
     )
     p.add_argument(
         "--ranker",
@@ -410,7 +383,37 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help=f"how hybrid mode fuses (default {DEFAULT_RANKER})",
     )
     p.add_argument(
-        "--filter", default=None, metavar="EXPR", help="Milvus boolean expression on stored fields"
+        "--legs",
+        type=_legs,
+        default=None,
+        metavar="LEGS",
+        help="legs to fuse, from dense,sparse,bm25 (default: all the collection has)",
+    )
+    p.add_argument(
+        "--weights",
+        type=_weights,
+        default=None,
+        metavar="W,W,..",
+        help="one per leg, in [0, 1] (default 1 each)",
+    )
+    p.add_argument("--rrf-k", type=float, default=RRF_K, help="RRF k (default %(default)s)")
+    p.add_argument(
+        "--candidates",
+        type=_positive,
+        default=None,
+        help="candidates per leg (default 100, benchmarks/results/candidates.txt)",
+    )
+    p.add_argument(
+        "--raw-scores",
+        action="store_true",
+        help="weighted ranker: sum raw scores instead of Milvus's [0, 1]-mapped ones",
+    )
+    p.add_argument(
+        "--filter",
+        default=None,
+        metavar="EXPR",
+        help='Milvus boolean expression on stored fields, e.g. \'id in ["a", "b"]\'; keys from ingest '
+        '--metadata-fields are in the JSON field metadata: \'metadata["topic"] == "biology"\'',
     )
     p.add_argument(
         "--group-by",

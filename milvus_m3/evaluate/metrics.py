@@ -13,7 +13,16 @@ from collections.abc import Mapping, Sequence
 
 from ..errors import ConfigError, InputError
 
-__all__ = ["Ranked", "evaluate_run", "mrr_at_k", "ndcg_at_k", "rank_run", "recall_at_k"]
+__all__ = [
+    "Ranked",
+    "evaluate_run",
+    "mrr_at_k",
+    "ndcg_at_k",
+    "per_query_metrics",
+    "randomization_test",
+    "rank_run",
+    "recall_at_k",
+]
 
 Ranked = Sequence[tuple[str, float]]
 """One query's results: (document id, score) pairs in any order."""
@@ -66,6 +75,58 @@ def _check_k(k: int) -> None:
         raise ConfigError(f"k must be an int >= 1, got {k!r}")
 
 
+def per_query_metrics(
+    run: Mapping[str, Ranked],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    ndcg_k: int = 10,
+    recall_k: int = 100,
+    mrr_k: int = 10,
+    ignore_identical_ids: bool = False,
+) -> dict[str, dict[str, float]]:
+    """nDCG@ndcg_k, Recall@recall_k and MRR@mrr_k of every judged query that has a relevant document.
+
+    ``ignore_identical_ids`` drops a document whose id equals the query id (BEIR's option for ArguAna).
+    """
+    names = (f"ndcg@{ndcg_k}", f"recall@{recall_k}", f"mrr@{mrr_k}")
+    out: dict[str, dict[str, float]] = {}
+    for qid, rels in qrels.items():
+        if not any(r > 0 for r in rels.values()):
+            continue
+        ranked = rank_run(run.get(qid, ()))
+        if ignore_identical_ids:
+            ranked = [d for d in ranked if d != qid]
+        out[qid] = {
+            names[0]: ndcg_at_k(ranked, rels, ndcg_k),
+            names[1]: recall_at_k(ranked, rels, recall_k),
+            names[2]: mrr_at_k(ranked, rels, mrr_k),
+        }
+    return out
+
+
+def randomization_test(
+    a: Sequence[float], b: Sequence[float], *, trials: int = 10_000, seed: int = 0
+) -> float:
+    """Two-sided paired randomization test (Smucker et al. 2007): the p-value of the mean difference
+    of paired per-query scores ``a`` and ``b``, swapping each pair with probability 1/2 ``trials`` times
+    (seeded, so a report is reproducible)."""
+    import random
+
+    if len(a) != len(b) or not a:
+        raise InputError(
+            f"randomization_test needs two equally long non-empty lists, got {len(a)} and {len(b)}"
+        )
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    observed = abs(math.fsum(diffs))
+    rng = random.Random(seed)
+    hits = 0
+    for _ in range(trials):
+        total = math.fsum(d if rng.random() < 0.5 else -d for d in diffs)
+        if abs(total) >= observed - 1e-12:
+            hits += 1
+    return (hits + 1) / (trials + 1)
+
+
 def evaluate_run(
     run: Mapping[str, Ranked],
     qrels: Mapping[str, Mapping[str, int]],
@@ -80,18 +141,9 @@ def evaluate_run(
     ``ignore_identical_ids`` drops a document whose id equals the query id (BEIR's option for ArguAna).
     """
     names = (f"ndcg@{ndcg_k}", f"recall@{recall_k}", f"mrr@{mrr_k}")
-    totals = dict.fromkeys(names, 0.0)
-    n = 0
-    for qid, rels in qrels.items():
-        if not any(r > 0 for r in rels.values()):
-            continue
-        n += 1
-        ranked = rank_run(run.get(qid, ()))
-        if ignore_identical_ids:
-            ranked = [d for d in ranked if d != qid]
-        totals[names[0]] += ndcg_at_k(ranked, rels, ndcg_k)
-        totals[names[1]] += recall_at_k(ranked, rels, recall_k)
-        totals[names[2]] += mrr_at_k(ranked, rels, mrr_k)
-    if n == 0:
+    per_query = per_query_metrics(
+        run, qrels, ndcg_k=ndcg_k, recall_k=recall_k, mrr_k=mrr_k, ignore_identical_ids=ignore_identical_ids
+    )
+    if not per_query:
         raise InputError("no judged query has a relevant document; check the qrels file and split")
-    return {k: v / n for k, v in totals.items()}
+    return {k: sum(m[k] for m in per_query.values()) / len(per_query) for k in names}

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALL_MODES",
     "DEFAULT_TUNE_GRID",
+    "FUSED_LEGS",
     "MODE_HELP",
     "SINGLE_MODES",
     "EvalConfig",
@@ -30,14 +31,48 @@ __all__ = [
 ]
 
 SINGLE_MODES = ("dense", "sparse", "bm25")
-ALL_MODES = ("dense", "sparse", "bm25", "rrf", "weighted", "rrf3", "m3", "m3-tuned", "m3-all")
+ALL_MODES = (
+    "dense",
+    "sparse",
+    "bm25",
+    "rrf",
+    "weighted",
+    "rrf3",
+    "m3",
+    "m3-tuned",
+    "m3-all",
+    "rrf-dense-bm25",
+    "rrf-sparse-bm25",
+    "wrrf3",
+    "weighted-raw",
+    "weighted3",
+)
+FUSED_LEGS: Mapping[str, tuple[str, ...]] = {
+    "rrf": ("dense", "sparse"),
+    "weighted": ("dense", "sparse"),
+    "weighted-raw": ("dense", "sparse"),
+    "m3": ("dense", "sparse"),
+    "m3-tuned": ("dense", "sparse"),
+    "m3-all": ("dense", "sparse"),
+    "rrf-dense-bm25": ("dense", "bm25"),
+    "rrf-sparse-bm25": ("sparse", "bm25"),
+    "rrf3": ("dense", "sparse", "bm25"),
+    "wrrf3": ("dense", "sparse", "bm25"),
+    "weighted3": ("dense", "sparse", "bm25"),
+}
+"""The legs each fused mode combines: its significance test is against the best of them."""
 MODE_HELP = {
     "dense": "dense ANN (inner product)",
     "sparse": "learned-sparse ANN (inner product)",
     "bm25": "Milvus's built-in BM25 function over the stored text",
-    "rrf": f"dense + sparse, server-side RRF (k={RRF_K})",
-    "weighted": "dense + sparse, server-side WeightedRanker (w_dense, w_sparse)",
-    "rrf3": f"dense + sparse + BM25, server-side RRF (k={RRF_K})",
+    "rrf": f"dense + sparse, RRF (k={RRF_K})",
+    "weighted": "dense + sparse, Milvus's WeightedRanker (w_dense, w_sparse; scores mapped by arctan)",
+    "rrf3": f"dense + sparse + BM25, RRF (k={RRF_K}): the default search of a BM25 collection",
+    "rrf-dense-bm25": f"dense + BM25, RRF (k={RRF_K})",
+    "rrf-sparse-bm25": f"sparse + BM25, RRF (k={RRF_K})",
+    "wrrf3": "dense + sparse + BM25, weighted RRF, each leg's weight its nDCG@10 on the tuning split",
+    "weighted-raw": "dense + sparse, raw weighted sum w_dense*dense + w_sparse*sparse over both lists",
+    "weighted3": "dense + sparse + BM25, Milvus's weighted sum of mapped scores (w_dense, w_sparse, w_bm25)",
     "m3": "raw-score fusion w_dense*dense + w_sparse*sparse over the union of both lists (exact fill-in)",
     "m3-tuned": "m3 with w_sparse chosen on the tuning split (never on the evaluated split)",
     "m3-all": "m3 candidates re-ranked with + w_colbert*colbert",
@@ -78,6 +113,8 @@ class EvalConfig:
     bm25_analyzer: str = "english"
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
+    w_bm25: float = 1.0
+    """The BM25 leg's weight in ``weighted3``."""
     dense_index: str = "FLAT"
     rerank_depth: int | None = 100
     search_batch: int = 64
@@ -126,6 +163,11 @@ class ModeResult:
     metrics: Mapping[str, float]
     seconds: float
     note: str = ""
+    seconds_per_query: float = 0.0
+    significance: Mapping[str, Any] = field(default_factory=dict)
+    """Against the best of its legs: {"against", "delta", "p"} (paired randomization test, nDCG)."""
+    per_query: Mapping[str, Mapping[str, float]] = field(default_factory=dict, repr=False, compare=False)
+    run: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -153,7 +195,9 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["results"] = [{**asdict(r), "metrics": dict(r.metrics)} for r in self.results]
+        data["results"] = [
+            {k: v for k, v in asdict(r).items() if k not in ("per_query", "run")} for r in self.results
+        ]
         return data
 
     def to_json(self) -> str:
@@ -172,13 +216,16 @@ class EvalReport:
         ]
         if self.command:
             lines += ["Command:", "", "```", self.command, "```", ""]
-        header = "| mode | " + " | ".join(_pretty(n) for n in names) + " | seconds | what |"
-        lines += [header, "|" + "---|" * (len(names) + 3)]
+        header = "| mode | " + " | ".join(_pretty(n) for n in names) + " | seconds | ms/query | what |"
+        lines += [header, "|" + "---|" * (len(names) + 4)]
         for r in self.results:
             cells = " | ".join(f"{r.metrics[n]:.4f}" for n in names)
             what = MODE_HELP.get(r.mode, "") + (f"; {r.note}" if r.note else "")
-            lines.append(f"| {r.mode} | {cells} | {r.seconds:.1f} | {what} |")
+            lines.append(
+                f"| {r.mode} | {cells} | {r.seconds:.1f} | {1000 * r.seconds_per_query:.1f} | {what} |"
+            )
         lines += self._comparison()
+        lines += self._significance()
         if self.skipped:
             lines += ["", "Not run:", ""]
             lines += [f"- {m}: {why}" for m, why in self.skipped.items()]
@@ -200,7 +247,8 @@ class EvalReport:
         two_way = [r for r in singles if r.mode in ("dense", "sparse")]
         if len(two_way) == 2 and len(singles) == 3:
             # dense + sparse fusions against their own inputs; every fusion against all three singles
-            groups.insert(0, ("Best of dense and sparse", two_way, [r for r in fused if r.mode != "rrf3"]))
+            dense_sparse = [r for r in fused if "bm25" not in FUSED_LEGS.get(r.mode, ())]
+            groups.insert(0, ("Best of dense and sparse", two_way, dense_sparse))
         out: list[str] = []
         for label, pool, modes in groups:
             best = max(pool, key=lambda r: r.metrics[key])
@@ -211,8 +259,22 @@ class EvalReport:
             out += ["", summary + f"Fused modes above it: {above}; not above it: {below}."]
         return out
 
+    def _significance(self) -> list[str]:
+        rows = [r for r in self.results if r.significance]
+        if not rows:
+            return []
+        key = _pretty(self.metric_names()[0])
+        out = ["", f"Paired randomization test on per-query {key} (10,000 trials, two-sided), each fused mode "
+               "against the best of its own legs:", "", "| mode | best leg | difference | p |", "|---|---|---|---|"]  # fmt: skip
+        for r in rows:
+            sig = r.significance
+            out.append(f"| {r.mode} | {sig['against']} | {sig['delta']:+.4f} | {sig['p']:.4f} |")
+        return out
+
     def plot(self, path: str | os.PathLike[str]) -> Path:
-        """A grouped bar chart (one group per mode, one bar per metric) as a PNG."""
+        """A PNG that answers "which mode should I use": the modes sorted by the first metric (nDCG@10)
+        on an axis zoomed to their spread, each labelled with its gain over the best single leg,
+        published baselines of the dataset marked, and the time per query beside it."""
         try:
             import matplotlib
 
@@ -222,24 +284,23 @@ class EvalReport:
             raise MissingDependencyError(
                 "the bar chart needs matplotlib; pip install 'milvus-m3[plot]'"
             ) from exc
-        names = self.metric_names()
-        modes = [r.mode for r in self.results]
-        x = np.arange(len(modes))
-        width = 0.8 / max(len(names), 1)
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(modes) + 2), 4.5), dpi=120)
+        fig, (ax, lat) = plt.subplots(
+            1,
+            2,
+            figsize=(10.0, 1.2 + 0.42 * max(len(self.results), 1)),
+            dpi=120,
+            gridspec_kw={"width_ratios": (3.2, 1.0)},
+            sharey=True,
+        )
         try:
-            for i, name in enumerate(names):
-                vals = [r.metrics[name] for r in self.results]
-                bars = ax.bar(x + (i - (len(names) - 1) / 2) * width, vals, width, label=_pretty(name))
-                ax.bar_label(bars, labels=[f"{v:.3f}" for v in vals], fontsize=6, rotation=90, padding=2)
-            ax.set_xticks(x, modes, rotation=20)
-            ax.set_ylim(0, 1.18)
-            ax.set_ylabel("score")
-            ax.set_title(
-                f"{self.dataset} ({self.split}, {self.n_queries} queries): {self.encoder}", fontsize=9
+            if self.results:
+                _draw_quality(ax, self)
+                _draw_latency(lat, self)
+            fig.suptitle(
+                f"{self.dataset} ({self.split}, {self.n_queries} queries, {self.n_docs:,} docs): "
+                f"{self.encoder}",
+                fontsize=9,
             )
-            ax.legend(loc="upper center", ncol=len(names), fontsize=8, frameon=False)
-            ax.grid(axis="y", alpha=0.3)
             fig.tight_layout()
             out = Path(path)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -248,8 +309,11 @@ class EvalReport:
             plt.close(fig)
         return out
 
-    def save(self, out_dir: str | os.PathLike[str], stem: str, *, plot: bool = True) -> list[Path]:
-        """Write ``<stem>.md``, ``<stem>.json`` and (with matplotlib) ``<stem>.png`` into ``out_dir``."""
+    def save(
+        self, out_dir: str | os.PathLike[str], stem: str, *, plot: bool = True, runs: bool = False
+    ) -> list[Path]:
+        """Write ``<stem>.md``, ``<stem>.json`` and (with matplotlib) ``<stem>.png`` into ``out_dir``;
+        with ``runs``, also ``<stem>.runs/<mode>.trec`` (TREC run files) and ``<stem>.per_query.tsv``."""
         folder = Path(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
         paths = [folder / f"{stem}.md", folder / f"{stem}.json"]
@@ -257,7 +321,107 @@ class EvalReport:
         paths[1].write_text(self.to_json(), encoding="utf-8")
         if plot:
             paths.append(self.plot(folder / f"{stem}.png"))
+        if runs:
+            paths += self._save_runs(folder, stem)
         return paths
+
+    def _save_runs(self, folder: Path, stem: str) -> list[Path]:
+        run_dir = folder / f"{stem}.runs"
+        run_dir.mkdir(exist_ok=True)
+        paths: list[Path] = []
+        for r in self.results:
+            lines = [
+                f"{qid} Q0 {doc} {rank} {score:.6f} {r.mode}"
+                for qid, hits in r.run.items()
+                for rank, (doc, score) in enumerate(hits, 1)
+            ]
+            path = run_dir / f"{r.mode}.trec"
+            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            paths.append(path)
+        names = self.metric_names()
+        rows = ["mode\tquery\t" + "\t".join(names)]
+        for r in self.results:
+            rows += [
+                f"{r.mode}\t{q}\t" + "\t".join(f"{m[n]:.6f}" for n in names) for q, m in r.per_query.items()
+            ]
+        tsv = folder / f"{stem}.per_query.tsv"
+        tsv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        return [*paths, tsv]
+
+
+PUBLISHED_BASELINES: Mapping[str, Mapping[str, float]] = {
+    "scifact": {"BM25 (BEIR)": 0.665, "all-MiniLM-L6-v2": 0.645},
+}
+"""Published nDCG@10 of common baselines, by dataset name (BEIR's BM25; sentence-transformers' MiniLM)."""
+
+_SINGLE_COLOUR, _FUSED_COLOUR, _BEST_COLOUR = "#9aa5b1", "#4c78a8", "#f58518"
+
+
+def _baselines(report: EvalReport) -> Mapping[str, float]:
+    names = report.metric_names()
+    if not names or not names[0].startswith("ndcg@10"):
+        return {}
+    return PUBLISHED_BASELINES.get(report.dataset.lower().rsplit("/", 1)[-1], {})
+
+
+def _ordered(report: EvalReport) -> list[ModeResult]:
+    """The results by the first metric, best first."""
+    key = report.metric_names()[0]
+    return sorted(report.results, key=lambda r: r.metrics[key], reverse=True)
+
+
+def _draw_quality(ax: Any, report: EvalReport) -> None:
+    key = report.metric_names()[0]
+    rows = _ordered(report)
+    singles = [r for r in rows if r.mode in SINGLE_MODES]
+    best_single = max(singles, key=lambda r: r.metrics[key]) if singles else None
+    vals = [r.metrics[key] for r in rows]
+    y = np.arange(len(rows))
+    colours = [
+        _BEST_COLOUR if i == 0 else _SINGLE_COLOUR if r.mode in SINGLE_MODES else _FUSED_COLOUR
+        for i, r in enumerate(rows)
+    ]
+    ax.barh(y, vals, color=colours, height=0.7)
+    marks = dict(_baselines(report))
+    lo = min([*vals, *marks.values()])
+    hi = max([*vals, *marks.values()])
+    span = max(hi - lo, 0.02)
+    ax.set_xlim(max(0.0, lo - 0.35 * span), min(1.0, hi + 0.75 * span) if hi < 1 else hi + 0.75 * span)
+    for i, r in enumerate(rows):
+        label = f"{r.metrics[key]:.3f}"
+        if best_single is not None and r is not best_single:
+            label += f"  ({r.metrics[key] - best_single.metrics[key]:+.3f} vs {best_single.mode})"
+        elif best_single is not None:
+            label += "  (best single leg)"
+        ax.text(r.metrics[key] + 0.01 * span, i, label, va="center", fontsize=7)
+    if best_single is not None:
+        ax.axvline(best_single.metrics[key], color=_SINGLE_COLOUR, linestyle="--", linewidth=1)
+    for j, (name, value) in enumerate(sorted(marks.items(), key=lambda kv: -kv[1])):
+        ax.axvline(value, color="#b22222", linestyle=":", linewidth=1.2)
+        ax.text(
+            value,
+            len(rows) - 0.35 + 0.45 * j,
+            f"{name} {value:.3f} (published)",
+            color="#b22222",
+            fontsize=7,
+            ha="center",
+            va="bottom",
+        )
+    ax.set_ylim(len(rows) - 0.5 + 0.5 * len(marks) + 0.2, -0.6)
+    ax.set_yticks(y, [r.mode for r in rows], fontsize=8)
+    ax.set_xlabel(f"{_pretty(key)} (axis zoomed; grey: single legs, blue: fused, orange: best)", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _draw_latency(ax: Any, report: EvalReport) -> None:
+    rows = _ordered(report)
+    per_query = [1000.0 * r.seconds / max(report.n_queries, 1) for r in rows]
+    ax.barh(np.arange(len(rows)), per_query, color="#72b7b2", height=0.7)
+    for i, ms in enumerate(per_query):
+        ax.text(ms, i, f" {ms:.1f}", va="center", fontsize=7)
+    ax.set_xlim(0, max(per_query, default=1.0) * 1.35 or 1.0)
+    ax.set_xlabel("ms per query (search + fusion)", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
 
 
 def _pretty(name: str) -> str:

@@ -1,49 +1,41 @@
-"""The mode runner: fill (or reuse) an evaluation collection, run each mode through Milvus, score it.
+"""The mode runner: fill (or reuse) an evaluation collection, run each mode through the product, score it.
 
-The runner ingests the corpus into a Milvus collection (or reuses one), runs each mode (a table maps
-a mode to its runner function) and reports nDCG@10, Recall@100 and MRR@10 per mode in an
-``EvalReport``. Every search request is built by ``milvus_m3.search.requests``; pymilvus is imported
-here only for the hybrid rankers.
-
-Measured behaviour kept as it is (no change in the layout split):
-  * dense searches send ``{"metric_type": "IP"}`` with no index params (the index's own defaults);
-  * hybrid modes send ``search_batch`` queries per ``hybrid_search`` call, also on engines whose RRF
-    numbers ranks across a batch (``Capabilities.rrf_ranks_across_batch``);
-  * ``weighted`` asks for ``norm_score=False``; on engines that ignore it (``ignores_norm_score``) the
-    report's note says scores were normalised.
+The corpus goes in through ``CollectionManager`` (a ``CollectionSpec`` with ``bm25=True`` gives the BM25
+leg), and every leg and fused mode runs through ``HybridSearcher`` (``legs=``, the same code users
+call), so the harness measures what a user gets; ``m3`` / ``m3-all`` run through ``M3Reranker``.
+Each mode is scored per query and as means (``EvalReport``), with a paired randomization test of each
+fused mode against the best of its own legs. A query whose sparse vector is empty is an ordinary
+query (its sparse list is empty). An existing collection is reused only when everything that shaped
+its contents agrees: the spec (BM25 analyzer, k1, b, ...), the encoder (its fingerprint or
+``config_key``) and the row count.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CollectionExistsError, ConfigError, InputError
-from ..schema import DENSE_FIELD, CollectionSpec, FunctionField, build_index_params, build_schema
-from ..search.requests import FieldRequest, bm25_request, rrf_ranker, sparse_request, weighted_ranker
-from ..types import Encoder, M3Embeddings
+from ..errors import CollectionExistsError, ConfigError
+from ..schema import BM25_FIELD, CollectionSpec
+from ..types import CacheKeyed, Encoder, Fingerprinted, M3Embeddings
 from .beir import BeirDataset
-from .metrics import evaluate_run
-from .report import EvalConfig, EvalReport, ModeResult
+from .metrics import evaluate_run, per_query_metrics, randomization_test
+from .report import FUSED_LEGS, EvalConfig, EvalReport, ModeResult
 
 if TYPE_CHECKING:
+    from ..search import HybridSearcher
     from ..search.rerank import CandidateSet, M3Reranker, M3Weights
 
 __all__ = ["BM25_FIELD", "Run", "create_bm25_collection", "run_evaluation"]
 
 logger = logging.getLogger("milvus_m3.evaluate")
 
-BM25_FIELD = "bm25"
-"""Sparse output field of Milvus's BM25 function in an evaluation collection."""
-
 Run = dict[str, list[tuple[str, float]]]
 """query id -> (document id, score) pairs, as ``evaluate_run`` takes them."""
-
-DENSE_SEARCH_PARAMS: Mapping[str, Any] = {"metric_type": "IP"}
-"""The evaluation's dense search parameters: inner product, no index params (the index's defaults)."""
 
 NO_BM25 = "the collection has no BM25 field (bm25 disabled, or an existing collection built without it)"
 
@@ -54,7 +46,7 @@ class _Skipped(Exception):
 
 @dataclass
 class _Job:
-    """One evaluation: what every mode runner reads, and the ``m3`` candidate sets shared between modes."""
+    """One evaluation: what every mode runner reads, and what modes share (candidate sets, leg runs)."""
 
     manager: Any
     collection: str
@@ -63,9 +55,11 @@ class _Job:
     config: EvalConfig
     queries: M3Embeddings
     reranker: M3Reranker
+    searcher: HybridSearcher
     tune_on: BeirDataset | None
     has_bm25: bool
     sets: dict[str, list[CandidateSet]] = field(default_factory=dict)
+    tune_queries: M3Embeddings | None = None
 
     def candidate_sets(self, ds: BeirDataset, emb: M3Embeddings) -> list[CandidateSet]:
         """The dense + sparse candidate sets of ``ds``'s queries (searched once per split)."""
@@ -75,6 +69,30 @@ class _Job:
                 sets += self.reranker.candidate_sets(emb.select(rows), depth=self.config.candidates)
             self.sets[ds.split] = sets
         return self.sets[ds.split]
+
+    def tune_embeddings(self) -> M3Embeddings:
+        assert self.tune_on is not None
+        if self.tune_queries is None:
+            self.tune_queries = self.encoder.encode_queries(list(self.tune_on.query_texts))
+        return self.tune_queries
+
+    def search(self, ds: BeirDataset, emb: M3Embeddings, legs: tuple[str, ...], **options: Any) -> Run:
+        """``ds``'s queries through ``HybridSearcher`` on ``legs``, ``search_batch`` queries per call."""
+        cfg = self.config
+        run: Run = {}
+        for rows in _batches(len(ds.query_ids), cfg.search_batch):
+            hits = self.searcher.search_embeddings(
+                emb.select(rows),
+                texts=[ds.query_texts[i] for i in rows],
+                legs=legs,
+                limit=cfg.limit,
+                candidate_limit=cfg.candidates,
+                output_fields=[],
+                **options,
+            )
+            for i, hs in zip(rows, hits, strict=True):
+                run[ds.query_ids[i]] = [(str(h.id), h.score) for h in hs]
+        return run
 
 
 def run_evaluation(
@@ -93,10 +111,12 @@ def run_evaluation(
     """Ingest ``dataset`` into ``collection`` (or reuse it), run each mode and score it.
 
     ``manager`` is a ``CollectionManager``. An existing collection is reused when it holds exactly the
-    dataset's documents and was built with this encoder; ``recreate`` rebuilds it. ``tune_on`` (another
-    split of the same corpus) is where ``m3-tuned`` chooses its sparse weight; without it that mode is
-    skipped. ``m3-all`` is skipped when no encoder gives ColBERT vectors.
+    dataset's documents and was built with this encoder and these BM25 settings; ``recreate`` rebuilds
+    it. ``tune_on`` (another split of the same corpus) is where ``m3-tuned`` chooses its sparse weight
+    and ``wrrf3`` its leg weights; without it those modes are skipped. ``m3-all`` is skipped when no
+    encoder gives ColBERT vectors.
     """
+    from ..search import HybridSearcher
     from ..search.rerank import M3Reranker
 
     config = config or EvalConfig()
@@ -112,7 +132,8 @@ def run_evaluation(
         colbert_encoder=colbert_encoder,
         check=False,
     )
-    job = _Job(manager, collection, dataset, encoder, config, q, reranker, tune_on, has_bm25)
+    searcher = HybridSearcher(manager, collection, encoder, rrf_k=config.rrf_k, check=False)
+    job = _Job(manager, collection, dataset, encoder, config, q, reranker, searcher, tune_on, has_bm25)
     results: list[ModeResult] = []
     skipped: dict[str, str] = {}
     for mode in config.modes:
@@ -122,6 +143,15 @@ def run_evaluation(
         except _Skipped as exc:
             skipped[mode] = str(exc)
             continue
+        seconds = time.perf_counter() - started
+        per_query = per_query_metrics(
+            run,
+            dataset.qrels,
+            ndcg_k=config.ndcg_k,
+            recall_k=config.recall_k,
+            mrr_k=config.mrr_k,
+            ignore_identical_ids=config.ignore_identical_ids,
+        )
         metrics = evaluate_run(
             run,
             dataset.qrels,
@@ -130,15 +160,23 @@ def run_evaluation(
             mrr_k=config.mrr_k,
             ignore_identical_ids=config.ignore_identical_ids,
         )
-        seconds = time.perf_counter() - started
-        results.append(ModeResult(mode=mode, metrics=metrics, seconds=seconds, note=note))
+        result = ModeResult(
+            mode=mode,
+            metrics=metrics,
+            seconds=seconds,
+            note=note,
+            seconds_per_query=seconds / max(1, len(dataset.query_ids)),
+            per_query=per_query,
+            run=run,
+        )
+        results.append(replace(result, significance=_significance(result, results)))
         logger.info("%s: %s (%.1f s)", mode, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), seconds)
     settings = {
         k: v
         for k, v in asdict(config).items()
         if k not in ("modes", "tune_grid", "search_batch", "write_batch")
     }
-    if tune_on is not None and "m3-tuned" in config.modes:
+    if tune_on is not None and any(m in config.modes for m in ("m3-tuned", "wrrf3")):
         settings["tune_split"] = tune_on.split
     return EvalReport(
         dataset=dataset.name,
@@ -156,26 +194,74 @@ def run_evaluation(
     )
 
 
+def _significance(result: ModeResult, done: Sequence[ModeResult]) -> dict[str, Any]:
+    """The paired randomization test of a fused mode against the best of its legs run so far (first metric)."""
+    legs = [r for r in done if r.mode in FUSED_LEGS.get(result.mode, ())]
+    if not legs:
+        return {}
+    key = next(iter(result.metrics))
+    best = max(legs, key=lambda r: r.metrics[key])
+    queries = sorted(result.per_query)
+    a = [result.per_query[q][key] for q in queries]
+    b = [best.per_query[q][key] for q in queries]
+    delta = result.metrics[key] - best.metrics[key]
+    return {"against": best.mode, "delta": delta, "p": randomization_test(a, b)}
+
+
 # ------------------------------------------------------------------------------ the mode runners
 
+_LEGS: Mapping[str, tuple[str, ...]] = {
+    "dense": ("dense",),
+    "sparse": ("sparse",),
+    "bm25": ("bm25",),
+    **FUSED_LEGS,
+}
 
-def _run_single(job: _Job, mode: str) -> tuple[Run, str]:
-    if mode == "bm25" and not job.has_bm25:
+
+def _legs(job: _Job, mode: str) -> tuple[str, ...]:
+    legs = _LEGS[mode]
+    if "bm25" in legs and not job.has_bm25:
         raise _Skipped(NO_BM25)
-    return _single_field_run(job.manager, job.collection, job.dataset, job.queries, mode, job.config), ""
+    return legs
 
 
-def _run_hybrid(job: _Job, mode: str) -> tuple[Run, str]:
-    if mode == "rrf3" and not job.has_bm25:
-        raise _Skipped(NO_BM25)
-    config = job.config
-    run = _hybrid_run(job.manager, job.collection, job.dataset, job.queries, mode, config)
-    note = ""
-    if mode == "weighted":
-        note = f"weights ({config.w_dense}, {config.w_sparse})"
-        if job.manager.capabilities.ignores_norm_score:
-            note += "; Milvus Lite normalises scores (arctan) even with norm_score=False"
-    return run, note
+def _run_rrf(job: _Job, mode: str) -> tuple[Run, str]:
+    """A single leg (raw scores) or RRF over several, through HybridSearcher."""
+    return job.search(job.dataset, job.queries, _legs(job, mode), ranker="rrf"), ""
+
+
+def _run_weighted(job: _Job, mode: str) -> tuple[Run, str]:
+    cfg = job.config
+    legs = _legs(job, mode)
+    weights = {"dense": cfg.w_dense, "sparse": cfg.w_sparse, "bm25": cfg.w_bm25}
+    ws = [weights[leg] for leg in legs]
+    top = max(ws)
+    scaled = [w / top for w in ws]  # Milvus takes weights in [0, 1]; only their ratio matters
+    raw = mode == "weighted-raw"
+    run = job.search(job.dataset, job.queries, legs, ranker="weighted", weights=scaled, norm_score=not raw)
+    return run, f"weights ({', '.join(f'{w:g}' for w in ws)})"
+
+
+def _run_wrrf(job: _Job, mode: str) -> tuple[Run, str]:
+    """Weighted RRF: each leg weighted by its nDCG on the tuning split (never the evaluated one)."""
+    legs = _legs(job, mode)
+    tune_on, cfg = job.tune_on, job.config
+    if tune_on is None:
+        raise _Skipped("no tuning split given (tune_on / --tune-split)")
+    if tune_on.split == job.dataset.split:
+        raise ConfigError("wrrf3 must tune on another split than the one evaluated")
+    key = f"ndcg@{cfg.ndcg_k}"
+    quality = {}
+    for leg in legs:
+        run = job.search(tune_on, job.tune_embeddings(), (leg,))
+        quality[leg] = evaluate_run(
+            run, tune_on.qrels, ndcg_k=cfg.ndcg_k, recall_k=cfg.ndcg_k, mrr_k=cfg.ndcg_k
+        )[key]
+    top = max(quality.values()) or 1.0
+    weights = [max(quality[leg] / top, 1e-6) for leg in legs]
+    run = job.search(job.dataset, job.queries, legs, ranker="rrf", weights=weights)
+    shown = ", ".join(f"{leg} {w:.3f}" for leg, w in zip(legs, weights, strict=True))
+    return run, f"weights {shown} (nDCG@{cfg.ndcg_k} of each leg on {tune_on.split}, scaled to max 1)"
 
 
 def _run_m3(job: _Job, mode: str) -> tuple[Run, str]:
@@ -190,8 +276,9 @@ def _run_m3_tuned(job: _Job, mode: str) -> tuple[Run, str]:
         raise _Skipped("no tuning split given (tune_on / --tune-split)")
     if tune_on.split == job.dataset.split:
         raise ConfigError("m3-tuned must tune on another split than the one evaluated")
-    tq = job.encoder.encode_queries(list(tune_on.query_texts))
-    w_sparse, tuned_ndcg = _tune_sparse_weight(tune_on, job.candidate_sets(tune_on, tq), config)
+    w_sparse, tuned_ndcg = _tune_sparse_weight(
+        tune_on, job.candidate_sets(tune_on, job.tune_embeddings()), config
+    )
     weights = replace(config.weights(), sparse=w_sparse)
     run = _m3_run(job.dataset, job.candidate_sets(job.dataset, job.queries), weights, config.limit)
     note = (
@@ -215,12 +302,17 @@ def _run_m3_all(job: _Job, mode: str) -> tuple[Run, str]:
 
 
 _MODE_RUNNERS: Mapping[str, Callable[[_Job, str], tuple[Run, str]]] = {
-    "dense": _run_single,
-    "sparse": _run_single,
-    "bm25": _run_single,
-    "rrf": _run_hybrid,
-    "weighted": _run_hybrid,
-    "rrf3": _run_hybrid,
+    "dense": _run_rrf,
+    "sparse": _run_rrf,
+    "bm25": _run_rrf,
+    "rrf": _run_rrf,
+    "rrf-dense-bm25": _run_rrf,
+    "rrf-sparse-bm25": _run_rrf,
+    "rrf3": _run_rrf,
+    "wrrf3": _run_wrrf,
+    "weighted": _run_weighted,
+    "weighted-raw": _run_weighted,
+    "weighted3": _run_weighted,
     "m3": _run_m3,
     "m3-tuned": _run_m3_tuned,
     "m3-all": _run_m3_all,
@@ -231,12 +323,38 @@ _MODE_RUNNERS: Mapping[str, Callable[[_Job, str], tuple[Run, str]]] = {
 # ------------------------------------------------------------------------------ the collection
 
 
+def encoder_fingerprint(encoder: Encoder) -> str | None:
+    """What shapes the encoder's vectors: a hash of its ``config_key`` (model and settings such as max
+    lengths), else its model fingerprint."""
+    if isinstance(encoder, CacheKeyed):
+        return "config:" + hashlib.sha256(str(encoder.config_key).encode("utf-8")).hexdigest()[:24]
+    if isinstance(encoder, Fingerprinted):
+        return encoder.model_fingerprint
+    return None
+
+
+def _eval_spec(dataset: BeirDataset, encoder: Encoder, config: EvalConfig) -> CollectionSpec:
+    id_bytes = max((len(d.encode("utf-8")) for d in dataset.doc_ids), default=1)
+    return CollectionSpec(
+        dense_dim=encoder.dense_dim,
+        model_name=encoder.model_name,
+        model_fingerprint=encoder_fingerprint(encoder),
+        dense_index=config.dense_index,
+        id_max_length=max(64, id_bytes),
+        bm25=config.bm25,
+        bm25_analyzer=config.bm25_analyzer,  # type: ignore[arg-type]  # checked by CollectionSpec
+        bm25_k1=config.bm25_k1,
+        bm25_b=config.bm25_b,
+    )
+
+
 def _prepare_collection(
     manager: Any, name: str, dataset: BeirDataset, encoder: Encoder, config: EvalConfig, recreate: bool
 ) -> bool:
     """Create and fill the collection, or check and reuse it. Returns whether it has a BM25 field."""
+    spec = _eval_spec(dataset, encoder, config)
     if manager.has_collection(name) and not recreate:
-        manager.check_collection(name, dense_dim=encoder.dense_dim, model_name=encoder.model_name)
+        manager.check_collection(name, spec=spec)  # model or encoder settings, BM25 analyzer, k1, b
         info = manager.describe(name)
         if info.count != len(dataset.doc_ids):
             raise ConfigError(
@@ -245,25 +363,7 @@ def _prepare_collection(
             )
         logger.info("reusing collection %r (%d rows)", name, info.count)
         return BM25_FIELD in info.fields
-    id_bytes = max((len(d.encode("utf-8")) for d in dataset.doc_ids), default=1)
-    spec = CollectionSpec(
-        dense_dim=encoder.dense_dim,
-        model_name=encoder.model_name,
-        dense_index=config.dense_index,
-        id_max_length=max(64, id_bytes),
-    )
-    if config.bm25:
-        create_bm25_collection(
-            manager,
-            name,
-            spec,
-            analyzer=config.bm25_analyzer,
-            k1=config.bm25_k1,
-            b=config.bm25_b,
-            recreate=recreate,
-        )
-    else:
-        manager.create_collection(name, spec=spec, recreate=recreate)
+    manager.create_collection(name, spec=spec, recreate=recreate)
     emb = encoder.encode_documents(list(dataset.doc_texts))
     for rows in _batches(len(dataset.doc_ids), config.write_batch):
         manager.upsert(
@@ -286,121 +386,22 @@ def create_bm25_collection(
     b: float = 0.75,
     recreate: bool = False,
 ) -> None:
-    """A milvus-m3 collection plus Milvus's BM25 function: the text field gets an analyzer and a
-    ``bm25`` sparse field (metric BM25) is filled by the engine from it on every insert.
-
-    The collection is otherwise what ``CollectionManager.create_collection`` builds (same schema record),
-    so the manager's ``upsert``/``get``/``check_collection`` work on it unchanged.
-    """
-    if manager.has_collection(name):
-        if not recreate:
-            raise CollectionExistsError(
-                f"collection {name!r} already exists at {manager.uri}; pass recreate=True"
-            )
-        manager.drop(name)
-    caps = manager.capabilities
-    bm25 = FunctionField(
-        name=BM25_FIELD, analyzer_params={"type": analyzer}, index_params={"bm25_k1": k1, "bm25_b": b}
-    )
-    schema = build_schema(spec, caps, function_fields=(bm25,))
-    index_params = build_index_params(spec, spec.resolved_dense_index(caps), function_fields=(bm25,))
-    manager.connection.call(
-        f"create collection {name!r}",
-        manager.client.create_collection,
-        collection_name=name,
-        schema=schema,
-        index_params=index_params,
-        consistency_level=spec.consistency_level,
-    )
+    """``manager.create_collection`` of ``spec`` with the BM25 leg (``CollectionSpec.bm25``) and this
+    analyzer, k1 and b. Kept for scripts; new code passes ``CollectionSpec(bm25=True, ...)`` itself."""
+    if manager.has_collection(name) and not recreate:
+        raise CollectionExistsError(
+            f"collection {name!r} already exists at {manager.uri}; pass recreate=True"
+        )
+    bm25_spec = replace(spec, bm25=True, bm25_analyzer=analyzer, bm25_k1=k1, bm25_b=b)  # type: ignore[arg-type]
+    manager.create_collection(name, spec=bm25_spec, recreate=recreate)
 
 
-# ------------------------------------------------------------------------------ searches
+# ------------------------------------------------------------------------------ helpers
 
 
 def _batches(n: int, size: int) -> Iterable[range]:
     for start in range(0, n, size):
         yield range(start, min(start + size, n))
-
-
-def _to_run(dataset: BeirDataset, rows: range, res: Sequence[Sequence[Mapping[str, Any]]], run: Run) -> None:
-    for qi, hits in zip(rows, res, strict=False):
-        run[dataset.query_ids[qi]] = [(str(h["id"]), float(h["distance"])) for h in hits]
-
-
-def _query_data(mode: str, dataset: BeirDataset, q: M3Embeddings, rows: range) -> list[Any]:
-    """The queries of ``rows`` as ``mode``'s field takes them: dense rows, sparse dicts or texts."""
-    if mode == "dense":
-        return [q.dense[i].tolist() for i in rows]
-    if mode == "sparse":
-        return [q.sparse[i] for i in rows]
-    return [dataset.query_texts[i] for i in rows]
-
-
-def _field_request(mode: str, data: Sequence[Any], limit: int) -> FieldRequest:
-    """One mode's request: dense (IP, no params), sparse (IP, nothing dropped) or BM25."""
-    if mode == "dense":
-        return FieldRequest(field=DENSE_FIELD, data=data, limit=limit, search_params=DENSE_SEARCH_PARAMS)
-    if mode == "sparse":
-        return sparse_request(data, limit=limit)
-    return bm25_request(data, field=BM25_FIELD, limit=limit)
-
-
-def _single_field_run(
-    manager: Any, name: str, dataset: BeirDataset, q: M3Embeddings, mode: str, config: EvalConfig
-) -> Run:
-    run: Run = {}
-    for rows in _batches(len(dataset.query_ids), config.search_batch):
-        data = _query_data(mode, dataset, q, rows)
-        keep = [j for j, d in enumerate(data) if len(d) > 0]  # an empty sparse query matches nothing
-        res: Sequence[Sequence[Mapping[str, Any]]] = []
-        if keep:
-            req = _field_request(mode, [data[j] for j in keep], config.limit)
-            res = manager.connection.call(
-                f"search {req.field} of {name!r}",
-                manager.client.search,
-                collection_name=name,
-                output_fields=[],
-                **req.search_kwargs(),
-            )
-        full: list[Sequence[Mapping[str, Any]]] = [[] for _ in rows]
-        for j, hits in zip(keep, res, strict=False):
-            full[j] = hits
-        _to_run(dataset, rows, full, run)
-    return run
-
-
-def _hybrid_run(
-    manager: Any, name: str, dataset: BeirDataset, q: M3Embeddings, mode: str, config: EvalConfig
-) -> Run:
-    run: Run = {}
-    ranker = (
-        weighted_ranker(config.w_dense, config.w_sparse, norm_score=False)
-        if mode == "weighted"
-        else rrf_ranker(config.rrf_k)
-    )
-    fields = ("dense", "sparse", "bm25") if mode == "rrf3" else ("dense", "sparse")
-    for rows in _batches(len(dataset.query_ids), config.search_batch):
-        empty = [i for i in rows if not q.sparse[i]]
-        if empty:
-            raise InputError(
-                f"query {dataset.query_ids[empty[0]]!r} has an empty sparse vector; hybrid modes need one per query",
-                field="sparse",
-            )
-        reqs = [
-            _field_request(f, _query_data(f, dataset, q, rows), config.candidates).ann_request()
-            for f in fields
-        ]
-        res = manager.connection.call(
-            f"hybrid search of {name!r}",
-            manager.client.hybrid_search,
-            collection_name=name,
-            reqs=reqs,
-            ranker=ranker,
-            limit=config.limit,
-            output_fields=[],
-        )
-        _to_run(dataset, rows, res, run)
-    return run
 
 
 def _m3_run(dataset: BeirDataset, sets: Sequence[CandidateSet], weights: M3Weights, limit: int) -> Run:

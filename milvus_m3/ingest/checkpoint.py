@@ -5,8 +5,14 @@ temporary file, fsync, ``os.replace``, fsync the directory): per input file, how
 (written or reported bad), plus the errors file's length at that point. ``resume=True`` skips the settled
 records and cuts the errors file back to the recorded length, so that after ``kill -9`` at any moment the
 job finishes with exactly the input's documents stored. A resume with no checkpoint file starts from the
-beginning. Resume trusts that the first records of each file are the ones an earlier run saw (a change
-in size or mtime is logged).
+beginning. The state names its target (the URI without credentials, the database, the collection and
+the build id milvus-m3 wrote into the collection's record): a resume into another target is refused,
+and one into a collection dropped and recreated since starts from the beginning. Resume trusts that the
+first records of each file are the ones an earlier run saw, and checks it: the state keeps a blake2b
+digest of each JSONL / CSV / TSV input up to its last settled record, which the reader compares as it
+passes over those records (a fix or an append after that point resumes; a change before it is
+refused). A Parquet input (no digest) whose size or mtime changed is refused. ``force``
+(``--force-resume``) resumes anyway.
 
 The errors file holds one JSON line per bad row, ``{"file", "line", "id", "field", "error"}``, appended
 and fsynced per batch before the batch's checkpoint.
@@ -14,14 +20,17 @@ and fsynced per batch before the batch's checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._uri import split_credentials
 from ..errors import ConfigError
 from .readers import STDIN
 from .records import RowError
@@ -42,13 +51,25 @@ logger = logging.getLogger("milvus_m3.ingest")
 STATE_VERSION = 1
 
 
-def default_state_path(uri: str, collection: str, directory: str | os.PathLike[str] | None = None) -> Path:
+def default_state_path(
+    uri: str,
+    collection: str,
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    inputs: Sequence[str] | None = None,
+) -> Path:
     """Where the CLI keeps a job's checkpoint: next to a Milvus Lite file (``x.db`` ->
-    ``x.<collection>.ingest-state.json``), else ``./<collection>.ingest-state.json``."""
+    ``x.<collection>.ingest-state.json``), else ``./<collection>.<key>.ingest-state.json`` where ``key``
+    is a hash of the server URI (without credentials) and the ``inputs``: jobs into two servers, or of
+    two input sets, from one folder keep two states. Without ``inputs``: ``./<collection>.ingest-state.json``."""
     if uri.endswith(".db") and "://" not in uri:
         db = Path(uri)
         return db.with_name(f"{db.stem}.{collection}.ingest-state.json")
-    return Path(directory or ".") / f"{collection}.ingest-state.json"
+    if inputs is None:
+        return Path(directory or ".") / f"{collection}.ingest-state.json"
+    bare = split_credentials(uri)[0]
+    key = hashlib.blake2b("\0".join([bare, *sorted(source_key(i) for i in inputs)]).encode(), digest_size=4)
+    return Path(directory or ".") / f"{collection}.{key.hexdigest()}.ingest-state.json"
 
 
 def fsync_dir(path: Path) -> None:
@@ -65,13 +86,18 @@ def fsync_dir(path: Path) -> None:
 def atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` so that a crash leaves the old file or the new one: a temporary file, fsync,
     ``os.replace``, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # unique per write
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 
@@ -95,9 +121,18 @@ class Checkpoint:
     (``IngestOptions.resume_options``); a resume with other ones is refused, naming each difference.
     """
 
-    def __init__(self, path: Path | None, options: Mapping[str, Any], resume: bool) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        options: Mapping[str, Any],
+        resume: bool,
+        target: Mapping[str, Any] | None = None,
+        force: bool = False,
+    ) -> None:
         self.path = path
         self.options = dict(options)
+        self.target = dict(target or {})
+        self.force = force
         self.inputs: dict[str, dict[str, Any]] = {}
         self.errors_offset: int | None = None
         self.resumed = False
@@ -106,7 +141,9 @@ class Checkpoint:
         if not path.is_file():
             logger.info("no checkpoint at %s: starting from the beginning", path)
             return
-        stored, inputs, offset = _load(path)
+        stored, inputs, offset, stored_target = _load(path)
+        if not self._same_target(path, stored_target):
+            return
         diff = sorted(k for k in set(stored) | set(self.options) if stored.get(k) != self.options.get(k))
         if diff:
             shown = ", ".join(f"{k}: {stored.get(k)!r} then, {self.options.get(k)!r} now" for k in diff)
@@ -118,9 +155,33 @@ class Checkpoint:
         self.errors_offset = int(offset) if isinstance(offset, int) else None
         self.resumed = True
 
+    def _same_target(self, path: Path, stored: Mapping[str, Any]) -> bool:
+        """ConfigError for a state of another target; False (start over) for a recreated collection."""
+        for key in ("uri", "db_name"):
+            if key in stored and key in self.target and stored[key] != self.target[key]:
+                raise ConfigError(
+                    f"cannot resume from {path}: it belongs to another target ({key} {stored[key]!r}, this job "
+                    f"{self.target[key]!r}); give this job its own --state, or run without --resume"
+                )
+        old_id, new_id = stored.get("build_id"), self.target.get("build_id")
+        if old_id and new_id and old_id != new_id:
+            logger.warning(
+                "collection %r was recreated since %s was written: it no longer applies; starting from the beginning",
+                self.target.get("collection"),
+                path,
+            )
+            return False
+        return True
+
     def done(self, source: str) -> int:
         entry = self.inputs.get(source_key(source))
         return int(entry.get("done", 0)) if entry else 0
+
+    def digest(self, source: str) -> str | None:
+        """The digest of ``source`` up to its last settled record (None: not recorded, e.g. Parquet)."""
+        entry = self.inputs.get(source_key(source))
+        value = entry.get("digest") if entry else None
+        return value if isinstance(value, str) else None
 
     def id_choice(self, source: str) -> tuple[bool, str | None]:
         """(known, field): the id field an earlier run chose for ``source`` (None: content hashes)."""
@@ -143,9 +204,24 @@ class Checkpoint:
             key = source_key(source)
             stat = file_stat(source)
             entry = self.inputs.setdefault(key, {"done": 0})
-            if self.resumed and entry.get("stat") and stat and entry["stat"] != stat and entry.get("done"):
+            changed = (
+                self.resumed and entry.get("stat") and stat and entry["stat"] != stat and entry.get("done")
+            )
+            if changed and entry.get("digest"):
+                # the reader checks the settled records against the digest as it passes over them
+                logger.info(
+                    "%s changed since the checkpoint; its first %d records are checked", source, entry["done"]
+                )
+            elif changed:
+                if not self.force:
+                    raise ConfigError(
+                        f"cannot resume: {source} changed since the checkpoint {self.path} (size {entry['stat'].get('size')} "
+                        f"-> {(stat or {}).get('size')} bytes, or its mtime), so its first {entry['done']} records may not be the "
+                        "ones written. Run without --resume to ingest it again (upserts make that safe), or pass "
+                        "--force-resume (force_resume=True) if lines were only appended"
+                    )
                 logger.warning(
-                    "%s changed since the checkpoint (size/mtime); resuming after its first %d records anyway",
+                    "%s changed since the checkpoint (size/mtime); resuming after its first %d records (forced)",
                     source,
                     entry["done"],
                 )
@@ -158,10 +234,14 @@ class Checkpoint:
         id_choices: Mapping[str, str | None],
         errors_offset: int | None,
         finished: bool = False,
+        digests: Mapping[str, str] | None = None,
     ) -> None:
         for source, done in positions.items():
             entry = self.inputs.setdefault(source_key(source), {"done": 0})
-            entry["done"] = max(int(entry.get("done", 0)), done)
+            if done >= int(entry.get("done", 0)):
+                entry["done"] = done
+                if digests and source in digests:
+                    entry["digest"] = digests[source]
         for source, choice in id_choices.items():
             self.inputs.setdefault(source_key(source), {"done": 0})["id_field"] = choice
         self.errors_offset = errors_offset
@@ -172,6 +252,7 @@ class Checkpoint:
             {
                 "version": STATE_VERSION,
                 "options": self.options,
+                "target": self.target,
                 "inputs": self.inputs,
                 "errors_offset": errors_offset,
                 "finished": finished,
@@ -180,21 +261,39 @@ class Checkpoint:
         )
 
 
-def _load(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Any]:
-    """(options, inputs, errors_offset) of a state file; ConfigError when it cannot be used."""
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} is {value!r}, not a count (an int >= 0)")
+    return value
+
+
+def _load(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Any, dict[str, Any]]:
+    """(options, inputs, errors_offset, target) of a state file; ConfigError when it cannot be used."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"version {data.get('version')!r}, expected {STATE_VERSION}")
         stored = dict(data["options"])
         inputs = {str(k): dict(v) for k, v in data["inputs"].items()}
+        for key, entry in inputs.items():
+            _count(entry.get("done", 0), f'"done" of {key}')
+            if not isinstance(entry.get("id_field"), (str, type(None))) or not isinstance(
+                entry.get("stat", {}), dict
+            ):
+                raise ValueError(f"the entry of {key} is malformed")
+            if not isinstance(entry.get("digest", ""), str):
+                raise ValueError(f'"digest" of {key} is not a string')
         offset = data.get("errors_offset")
+        if offset is not None:
+            _count(offset, '"errors_offset"')
+        target = dict(data.get("target") or {})
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(
-            f"the ingest state file {path} is unreadable ({exc}); delete it and run without --resume "
-            "(upserts make re-ingesting safe)"
+            f"the ingest state file {path} is unreadable ({exc}); if it is the state of an earlier run, delete it "
+            "and run without --resume (upserts make re-ingesting safe); if it is another file, give --state "
+            "another path"
         ) from exc
-    return stored, inputs, offset
+    return stored, inputs, offset, target
 
 
 class ErrorLog:
@@ -205,6 +304,7 @@ class ErrorLog:
         self.offset = 0
         if path is None:
             return
+        # guard.check_paths made sure an existing file is a milvus-m3 errors file: this job's own kind
         if resumed and path.exists():
             size = path.stat().st_size
             self.offset = min(size, resume_offset or 0)
@@ -212,7 +312,8 @@ class ErrorLog:
                 with open(path, "r+b") as fh:  # drop lines of a batch the checkpoint did not cover
                     fh.truncate(self.offset)
         elif path.exists():
-            path.unlink()
+            with open(path, "r+b") as fh:  # an earlier run's bad rows: emptied, never deleted
+                fh.truncate(0)
 
     def write(self, errors: Sequence[RowError]) -> None:
         if self.path is None or not errors:

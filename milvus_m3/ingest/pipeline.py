@@ -23,19 +23,24 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._identity import identity
+from .._uri import is_local_file_uri
 from ..collection import CollectionManager, CollectionSpec
 from ..errors import ConfigError, IngestAborted, MilvusM3Error
+from ..filters import literal
+from ..schema import CHUNK_FIELD, PARENT_FIELD
 from ..types import Encoder
 from .checkpoint import Checkpoint, ErrorLog, source_key
+from .guard import JobLock, check_paths
 from .ids import IdChoices
 from .options import IngestOptions, build_options
 from .prepare import Batch, Preparer, check_encoder
-from .readers import STDIN, Skipped, detect_format, read_source, require_pyarrow
+from .readers import STDIN, Skipped, detect_format, estimate_records, read_source, require_pyarrow
 from .records import MAX_REPORTED_ERRORS, IngestReport, Record, RowError
 
 __all__ = ["QUEUE_BATCHES", "ingest"]
@@ -58,6 +63,7 @@ def ingest(
     resume: bool = False,
     progress: bool | None = None,
     on_batch: Callable[[IngestReport], None] | None = None,
+    force_resume: bool = False,
     **option_kwargs: Any,
 ) -> IngestReport:
     """Embed and upsert the records of ``files`` into ``collection`` (which must exist; see the package
@@ -68,7 +74,11 @@ def ingest(
         ``metadata_fields``, ``batch_size``, ``on_error``, ``chunk_tokens``, ``chunk_overlap``,
         ``truncate``); a keyword overrides the same field of ``options``; an unknown one is a ConfigError.
     errors_path: JSON-lines file for bad rows (None: only counted, and the first few kept in the report).
-    state_path: checkpoint file (None: no checkpoints; ``resume`` then needs one).
+    state_path: checkpoint file (None: no checkpoints; ``resume`` then needs one). Neither may be an
+        input, the Lite database, the other one, or an existing file of another kind; each is held
+        against other jobs while this one runs (``guard.py``).
+    force_resume: resume even from inputs whose size or mtime changed since the checkpoint (lines only
+        appended); without it such a resume is refused.
     progress: a tqdm bar on stderr with docs/s; None shows it when stderr is a terminal.
     on_batch: called in the calling thread after each batch is written and checkpointed, with the
         report so far (for progress reporting of callers that do their own).
@@ -78,30 +88,40 @@ def ingest(
     opts = build_options(options, option_kwargs)
     if resume and state_path is None:
         raise ConfigError("resume=True needs state_path (the checkpoint file of the earlier run)")
+    state = Path(state_path) if state_path is not None else None
+    errors = Path(errors_path) if errors_path is not None else None
+    conn = manager.connection
+    check_paths(sources, state, errors, conn.uri if is_local_file_uri(conn.uri) else None, resume)
     max_tokens = check_encoder(opts, encoder)
     spec = _check_collection(manager, collection, encoder, opts)
     formats = {s: detect_format(s, opts.format) for s in sources}
     for s, kind in formats.items():
         if kind == "parquet":
             require_pyarrow(s)
-    checkpoint = Checkpoint(
-        Path(state_path) if state_path is not None else None, opts.resume_options(collection), resume
-    )
-    checkpoint.begin(sources)
-    if not checkpoint.resumed:
-        checkpoint.commit({}, {}, 0)  # a stale state file of another run must not be resumed from
-    errlog = ErrorLog(
-        Path(errors_path) if errors_path is not None else None, checkpoint.errors_offset, checkpoint.resumed
-    )
-    ids = IdChoices(
-        id_field=opts.id_field, hash_ids=opts.hash_ids, formats=formats, known=checkpoint.id_choices(sources)
-    )
-    preparer = Preparer(opts, spec, manager, encoder, ids=ids, formats=formats, max_tokens=max_tokens)
-    producer = _Producer(sources, formats, checkpoint, preparer, opts.batch_size)
-    writer = _Writer(manager, collection, opts.on_error, checkpoint, errlog, started, on_batch)
-    bar = _progress_bar(progress, collection)
-    _run(producer, writer, ids, bar)
-    result = writer.report()
+    with JobLock().holding(state, errors):
+        target = {
+            "uri": conn.display_uri,
+            "db_name": conn.db_name,
+            "collection": collection,
+            "build_id": manager.build_id(collection),
+        }
+        checkpoint = Checkpoint(state, opts.resume_options(collection), resume, target, force_resume)
+        checkpoint.begin(sources)
+        if not checkpoint.resumed:
+            checkpoint.commit({}, {}, 0)  # a stale state file of another run must not be resumed from
+        errlog = ErrorLog(errors, checkpoint.errors_offset, checkpoint.resumed)
+        ids = IdChoices(
+            id_field=opts.id_field,
+            hash_ids=opts.hash_ids,
+            formats=formats,
+            known=checkpoint.id_choices(sources),
+        )
+        preparer = Preparer(opts, spec, manager, encoder, ids=ids, formats=formats, max_tokens=max_tokens)
+        producer = _Producer(sources, formats, checkpoint, preparer, opts.batch_size)
+        writer = _Writer(manager, collection, opts.on_error, checkpoint, errlog, started, on_batch)
+        bar = _progress_bar(progress, collection, lambda: _expected_records(formats, checkpoint))
+        _run(producer, writer, ids, bar)
+        result = writer.report()
     if result.failed:
         logger.warning(
             "%d bad rows%s", result.failed, f" (see {result.errors_path})" if result.errors_path else ""
@@ -131,7 +151,7 @@ def _check_collection(
     manager: CollectionManager, collection: str, encoder: Encoder, opts: IngestOptions
 ) -> CollectionSpec:
     """The collection's spec, once it is known to take upserts by id (and chunks, when asked for)."""
-    spec = manager.check_collection(collection, dense_dim=encoder.dense_dim, model_name=encoder.model_name)
+    spec = manager.check_collection(collection, **identity(encoder))
     _check_spec(spec, collection, opts)
     return spec
 
@@ -176,6 +196,9 @@ def _run(producer: _Producer, writer: _Writer, ids: IdChoices, bar: Any) -> None
             writer.notify()
         writer.finish(ids.chosen)
         finished = True
+        if bar is not None and bar.total is not None and bar.n != bar.total:
+            bar.total = bar.n  # the total was an estimate: a finished job ends at 100%
+            bar.refresh()
     finally:
         producer.close(finished)
         if bar is not None:
@@ -265,8 +288,8 @@ class _Producer:
 
     def _records(self) -> Iterator[Record]:
         for s in self.sources:
-            box = Skipped()
             done = self.checkpoint.done(s) if self.checkpoint.resumed else 0
+            box = Skipped(self.checkpoint.digest(s) if done else None, self.checkpoint.force)
             base = self.skipped
             for rec in read_source(s, self.formats[s], done, box):
                 self.skipped = base + box.count
@@ -320,8 +343,9 @@ class _Writer:
             raise self._abort(item)
         if item.rows:
             self.manager.write_rows(self.collection, item.rows, mode="upsert")
+            self._drop_stale_chunks(item.rows)
         self.errlog.write(item.errors)
-        self.checkpoint.commit(item.positions, item.id_choices, self._errors_offset())
+        self.checkpoint.commit(item.positions, item.id_choices, self._errors_offset(), digests=item.digests)
         self.written += item.written_docs
         self.chunks += len(item.rows)
         self.failed += len(item.errors)
@@ -330,6 +354,23 @@ class _Writer:
         self._keep(item.errors)
         for err in item.errors:
             logger.debug("bad row %s", err)
+
+    def _drop_stale_chunks(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """A document written again with fewer chunks: its old chunks past the new last one are deleted
+        (after the upsert, before the checkpoint, so a crash in between is repaired on resume)."""
+        counts: dict[str, int] = {}
+        for row in rows:
+            if PARENT_FIELD in row:
+                parent = row[PARENT_FIELD]
+                counts[parent] = max(counts.get(parent, 0), int(row[CHUNK_FIELD]) + 1)
+        if not counts:
+            return
+        dialect = self.manager.capabilities.filter_dialect
+        expr = " or ".join(
+            f"({PARENT_FIELD} == {literal(p, dialect=dialect)} and {CHUNK_FIELD} >= {n})"
+            for p, n in counts.items()
+        )
+        self.manager.delete(self.collection, filter=expr)
 
     def notify(self) -> None:
         if self.on_batch is not None:
@@ -379,11 +420,31 @@ class _Writer:
         )
 
 
-def _progress_bar(progress: bool | None, collection: str) -> Any:
+def _expected_records(formats: dict[str, str], checkpoint: Checkpoint) -> int | None:
+    """Records this run will read, estimated (``readers.estimate_records``), less those a resume passes
+    over; None when an input's size is unknown (stdin, gzip)."""
+    total = 0
+    for source, kind in formats.items():
+        n = estimate_records(source, kind)
+        if n is None:
+            return None
+        total += max(0, n - (checkpoint.done(source) if checkpoint.resumed else 0))
+    return total
+
+
+def _progress_bar(progress: bool | None, collection: str, total: Callable[[], int | None]) -> Any:
+    """A tqdm bar on stderr; with a total (and so an ETA) when the inputs' sizes tell one."""
     if progress is None:
         progress = sys.stderr.isatty()
     if not progress:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(desc=f"ingest {collection}", unit="doc", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    return tqdm(
+        desc=f"ingest {collection}",
+        unit="doc",
+        total=total(),
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )

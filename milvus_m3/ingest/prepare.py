@@ -10,20 +10,25 @@ Chunking
     by ``chunk_overlap`` tokens (``encoder.chunk_spans``, a ``ChunkingEncoder``); chunk ``i`` of document
     ``P`` is stored with id ``"P#i"``, ``parent_id`` P and ``chunk_index`` i, in a collection created
     with ``chunked=True``. Every document written to a chunked collection is stored this way (one chunk
-    when ``chunk_tokens`` is None). Changing ``chunk_tokens`` on a filled collection leaves the old
-    chunks beyond the new count in place: recreate the collection for that.
+    when ``chunk_tokens`` is None). A document written again with fewer chunks (a shorter text, or a
+    larger ``chunk_tokens``) has its old chunks past the new last one deleted after the upsert.
 
 Bad rows
-    A missing id or text, empty or non-string text, NUL bytes, invalid UTF-8, a duplicate id within a
-    batch, text beyond the encoder's document max length (when not chunking and not ``truncate``), a
-    row-level ``InputError`` of the encoder and anything ``CollectionManager.prepare_rows`` refuses for
-    one row: the row becomes a ``RowError`` and the rest of its batch goes on.
+    A missing id or text, empty or non-string text, NUL bytes, invalid UTF-8, text larger than the
+    collection's text field (unchunked) or than ``MAX_CHUNKED_BYTES`` (decided from its size, before
+    the encoder sees it), a later record with an id this run already wrote or saw in its batch (the
+    first one is kept whatever the batch size; a resumed run knows the ids it read itself, so a
+    duplicate of a record settled before the checkpoint is written over it), text beyond the encoder's
+    document max length (when not chunking and not ``truncate``), a row-level ``InputError`` of the
+    encoder and anything ``CollectionManager.prepare_rows`` refuses for one row (lone surrogates, ints
+    beyond int64, colliding keys or deep nesting in metadata, ...): the row becomes a ``RowError`` and
+    the rest of its batch goes on. Ids seen are kept in memory for the run (one entry per document).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._text import is_valid_utf8
@@ -34,7 +39,11 @@ from .ids import IdChoices, check_id, content_id
 from .options import IngestOptions
 from .records import BadValue, Record, RowError, json_type
 
-__all__ = ["Batch", "Doc", "Preparer", "check_encoder", "convert_scalar"]
+__all__ = ["MAX_CHUNKED_BYTES", "Batch", "Doc", "Preparer", "check_encoder", "convert_scalar"]
+
+MAX_CHUNKED_BYTES = 4 * 2**20
+"""The largest document (UTF-8 bytes) ingestion embeds, chunked or not: tokenising costs about 150x its
+size in memory (measured: a 32 MB line peaked at 5 GB), so larger ones are bad rows decided from size."""
 
 
 @dataclass
@@ -64,6 +73,8 @@ class Batch:
     id_choices: dict[str, str | None]
     skipped: int
     first: tuple[str, int]
+    digests: dict[str, str] = field(default_factory=dict)
+    """Per input, the digest of its last record in the batch (what a resume checks against)."""
 
 
 _Chunk = tuple[Doc, int, str]
@@ -134,6 +145,8 @@ class Preparer:
         self.formats = formats
         self.max_tokens = max_tokens
         self.scalars: dict[str, ScalarField] = {f.name: f for f in spec.scalar_fields}
+        self.written: dict[str | int, tuple[str, int]] = {}
+        """Where each id this run wrote came from: a later record with the id is a duplicate whatever the batch."""
 
     # -- one record ----------------------------------------------------------------------------
 
@@ -151,6 +164,9 @@ class Preparer:
         if isinstance(got, RowError):
             return got
         text, title = got
+        too_big = self._size_problem(text)
+        if too_big is not None:
+            return _bad(rec, too_big, self.options.text_field, raw_id)
         pk, tenant_field = self.spec.partition_key, self.options.tenant_field or self.spec.partition_key
         tenant = data.get(tenant_field) if tenant_field is not None else None
         if pk is not None and (tenant is None or tenant == ""):
@@ -193,6 +209,19 @@ class Preparer:
             return _bad(rec, problem, text_field, raw_id)
         return text, title
 
+    def _size_problem(self, text: str) -> str | None:
+        """Sizes are checked before the encoder, which would tokenise all of it (a 32 MB line peaked at
+        5 GB): unchunked, the text must fit the collection's text field; chunked, ``MAX_CHUNKED_BYTES``."""
+        nbytes = len(text.encode("utf-8"))
+        if self.options.chunk_tokens is None and nbytes > self.spec.text_max_length:
+            return (
+                f"text is {nbytes} bytes, the collection stores at most {self.spec.text_max_length}; split long "
+                "documents with chunk_tokens (--chunk-tokens) into a chunked collection, or shorten the text"
+            )
+        if nbytes > MAX_CHUNKED_BYTES:
+            return f"text is {nbytes} bytes, more than the {MAX_CHUNKED_BYTES} a document may have; split it first"
+        return None
+
     def _metadata(
         self, data: Mapping[str, Any], beir: bool, title_field: str | None, title: str | None
     ) -> dict[str, Any]:
@@ -213,13 +242,17 @@ class Preparer:
         docs: list[Doc] = []
         seen: dict[str | int, Doc] = {}
         positions: dict[str, int] = {}
+        digests: dict[str, str] = {}
         for rec in records:
             positions[rec.source] = rec.index + 1
+            if rec.digest is not None:
+                digests[rec.source] = rec.digest
             got = self.to_doc(rec)
             if isinstance(got, RowError):
                 errors.append(got)
                 continue
-            first = seen.get(got.id)
+            earlier = seen.get(got.id)
+            first = (earlier.source, earlier.line) if earlier is not None else self.written.get(got.id)
             if first is not None:
                 errors.append(
                     RowError(
@@ -227,14 +260,15 @@ class Preparer:
                         got.line,
                         got.id,
                         "id",
-                        f"duplicate id within the batch (first at {first.source}:{first.line}); "
-                        "the first one is kept",
+                        f"duplicate id (first at {first[0]}:{first[1]}); the first one is kept",
                     )
                 )
                 continue
             seen[got.id] = got
             docs.append(got)
-        rows, written, tokens, truncated = self._rows(docs, errors)
+        rows, written_docs, tokens, truncated = self._rows(docs, errors)
+        written = len(written_docs)
+        self.written.update((d.id, (d.source, d.line)) for d in written_docs)
         order = {(r.source, r.line): k for k, r in enumerate(records)}
         errors.sort(key=lambda e: order.get((e.file, e.line), 0))
         choices = {s: c for s, c in self.ids.chosen.items() if s in positions}
@@ -249,6 +283,7 @@ class Preparer:
             choices,
             skipped,
             (records[0].source, records[0].line),
+            digests,
         )
 
     def _chunks(self, docs: Sequence[Doc], errors: list[RowError]) -> list[_Chunk]:
@@ -290,21 +325,21 @@ class Preparer:
 
     def _rows(
         self, docs: Sequence[Doc], errors: list[RowError]
-    ) -> tuple[list[dict[str, Any]], int, int, int]:
+    ) -> tuple[list[dict[str, Any]], list[Doc], int, int]:
         """(rows, documents written, tokens embedded, documents truncated) of a batch's documents."""
         chunks, emb = self._encode(self._chunks(docs, errors), errors)
         if emb is None or not chunks:
-            return [], 0, 0, 0
+            return [], [], 0, 0
         cut_docs = {id(chunks[i][0]): chunks[i][0] for i in emb.truncated}
         if cut_docs and not self.options.truncate:
             chunks, emb = self._refuse_cut(chunks, emb, cut_docs.values(), errors)
             if not chunks:
-                return [], 0, 0, 0
+                return [], [], 0, 0
         built = self._build_all(chunks, emb, errors)
         if built is None:
-            return [], 0, 0, 0
+            return [], [], 0, 0
         rows, chunks, emb = built
-        written = len({id(c[0]) for c in chunks})
+        written = list({id(c[0]): c[0] for c in chunks}.values())
         tokens = sum(emb.token_counts) if emb.token_counts else 0
         truncated = len({id(c[0]) for c in chunks if id(c[0]) in cut_docs}) if self.options.truncate else 0
         return rows, written, tokens, truncated

@@ -176,7 +176,7 @@ def ray_ingest(
             skip_existing=ropts.skip_existing,
         )
         tally = _Tally(manager, collection, opts, ropts, sources, errors_path, started)
-        bar = _progress_bar(progress, collection)
+        bar = _progress_bar(progress, collection, lambda: _expected_total(sources, formats))
         try:
             for result in _results(ray, _dataset(ray, plan, sources, formats, ropts, progress)):
                 tally.add(result)
@@ -412,3 +412,16 @@ class _Tally:
             state_path=None,
             errors=tuple(self.kept),
         )
+
+
+def _expected_total(sources: Sequence[str], formats: Mapping[str, str]) -> int | None:
+    """Records in all inputs, for the progress bar's total (None when any input cannot tell)."""
+    from .readers import estimate_records
+
+    total = 0
+    for source in sources:
+        n = estimate_records(source, formats[source])
+        if n is None:
+            return None
+        total += n
+    return total

@@ -11,10 +11,10 @@ than giving a "malformed" error on every line.
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as _dt
 import decimal
 import gzip
+import hashlib
 import io
 import json
 import sys
@@ -23,17 +23,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from .._text import is_valid_utf8
 from ..errors import ConfigError, InputError, MissingDependencyError
 from .records import Record, json_type
 
 __all__ = [
     "FORMATS",
+    "MAX_CSV_ROW_LINES",
     "PARQUET_BATCH_ROWS",
     "STDIN",
     "Format",
     "Skipped",
     "detect_format",
+    "estimate_records",
     "read_records",
     "read_source",
     "require_pyarrow",
@@ -42,6 +43,8 @@ __all__ = [
 Format = Literal["auto", "jsonl", "csv", "tsv", "parquet", "beir"]
 FORMATS: tuple[str, ...] = ("auto", "jsonl", "csv", "tsv", "parquet", "beir")
 PARQUET_BATCH_ROWS = 1024
+MAX_CSV_ROW_LINES = 1_000
+"""A CSV/TSV row may span this many lines (quoted newlines); a longer one is a bad row (an unclosed quote)."""
 STDIN = "-"
 _CSV_FIELD_LIMIT = 2**31 - 1
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -95,6 +98,39 @@ def _sniff(head: bytes, path: str) -> str:
     )
 
 
+_COUNT_ALL_BYTES = 256 << 20
+_SAMPLE_BYTES = 8 << 20
+
+
+def estimate_records(path: str, kind: str) -> int | None:
+    """About how many records ``path`` holds, for a progress bar's total and ETA, without parsing it:
+    Parquet's row count; the line count of a plain file (exact up to 256 MiB, else from the line length
+    of its first 8 MiB), less a CSV/TSV header. None for stdin and gzip (unknown before reading)."""
+    try:
+        if path == STDIN:
+            return None
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        size = Path(path).stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(min(size, _SAMPLE_BYTES))
+            if head[:2] == _GZIP_MAGIC:
+                return None
+            lines = head.count(b"\n")
+            if size <= _COUNT_ALL_BYTES:
+                while chunk := fh.read(1 << 20):
+                    lines += chunk.count(b"\n")
+                    head = chunk
+                lines += bool(head) and not head.endswith(b"\n")
+            else:
+                lines = round(size * lines / max(len(head), 1))
+    except (OSError, ImportError, ValueError):
+        return None
+    return max(0, lines - (kind in ("csv", "tsv")))
+
+
 def read_records(path: str, *, format: str = "auto", skip: int = 0) -> Iterator[Record]:
     """Records of one input, in order, streamed. The first ``skip`` records are passed over without
     being parsed where the format allows (JSONL lines are only counted)."""
@@ -102,10 +138,27 @@ def read_records(path: str, *, format: str = "auto", skip: int = 0) -> Iterator[
 
 
 class Skipped:
-    """How many records a reader passed over (set as it reads)."""
+    """How many records a reader passed over (set as it reads), and the check of what it passed over:
+    with ``expect`` (the digest a checkpoint stored for its last settled record) a reader whose first
+    ``skip`` records hash differently raises ConfigError, unless ``force``."""
 
-    def __init__(self) -> None:
+    def __init__(self, expect: str | None = None, force: bool = False) -> None:
         self.count = 0
+        self.expect = expect
+        self.force = force
+
+    def verify(self, source: str, digest: str | None) -> None:
+        if self.expect is None or digest == self.expect or self.force:
+            return
+        raise ConfigError(
+            f"cannot resume: the first {self.count} records of {source} are not the ones the checkpoint settled "
+            "(the input changed before the point it had reached). Run without --resume to ingest it again "
+            "(upserts make that safe), or pass --force-resume (force_resume=True) to skip them anyway"
+        )
+
+
+def _hasher() -> Any:
+    return hashlib.blake2b(digest_size=16)
 
 
 def read_source(path: str, kind: str, skip: int, skipped: Skipped) -> Iterator[Record]:
@@ -124,7 +177,9 @@ def read_source(path: str, kind: str, skip: int, skipped: Skipped) -> Iterator[R
         if kind in ("jsonl", "beir"):
             yield from _read_jsonl(stream, path, skip, skipped)
         elif kind in ("csv", "tsv"):
-            yield from _read_csv(stream, path, skip, skipped, "excel-tab" if kind == "tsv" else "excel")
+            from ._csv import read_csv  # it reads this module's helpers
+
+            yield from read_csv(stream, path, skip, skipped, "excel-tab" if kind == "tsv" else "excel")
         else:  # pragma: no cover - detect_format checks
             raise ConfigError(f"unknown format {kind!r}")
 
@@ -168,7 +223,9 @@ def _refuse_utf16(stream: io.BufferedReader, path: str) -> None:
 
 def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: Skipped) -> Iterator[Record]:
     index = 0
+    h = _hasher()
     for lineno, raw in enumerate(stream, 1):
+        h.update(raw)
         if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         if not raw.strip():
@@ -176,80 +233,45 @@ def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: Skip
         if index < skip:
             index += 1
             skipped.count = index
+            if index == skip:
+                skipped.verify(source, h.hexdigest())
             continue
+        digest = h.hexdigest()
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield Record(source, lineno, index, None, f"invalid UTF-8 at byte {exc.start} of the line")
+            yield Record(
+                source, lineno, index, None, f"invalid UTF-8 at byte {exc.start} of the line", digest=digest
+            )
             index += 1
             continue
         try:
             obj = json.loads(text)
+        except RecursionError:
+            yield Record(
+                source, lineno, index, None, "malformed JSON: nested too deep; flatten it", digest=digest
+            )
+            index += 1
+            continue
         except ValueError as exc:
             msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             col = f" (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-            yield Record(source, lineno, index, None, f"malformed JSON: {msg}{col}")
+            yield Record(source, lineno, index, None, f"malformed JSON: {msg}{col}", digest=digest)
         else:
             if isinstance(obj, dict):
-                yield Record(source, lineno, index, obj)
+                yield Record(source, lineno, index, obj, digest=digest)
             else:
-                yield Record(source, lineno, index, None, f"expected a JSON object, got {json_type(obj)}")
+                yield Record(
+                    source,
+                    lineno,
+                    index,
+                    None,
+                    f"expected a JSON object, got {json_type(obj)}",
+                    digest=digest,
+                )
         index += 1
-
-
-def _read_csv(
-    stream: io.BufferedReader, source: str, skip: int, skipped: Skipped, dialect: str
-) -> Iterator[Record]:
-    # Invalid UTF-8 is kept as lone surrogates and reported per row, rather than failing the whole file.
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-    if csv.field_size_limit() < _CSV_FIELD_LIMIT:
-        csv.field_size_limit(_CSV_FIELD_LIMIT)  # process-wide; the default (128 KiB) cuts long documents
-    reader = csv.reader(text, dialect=dialect)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except csv.Error as exc:
-        raise InputError(f"{source}:1: the header row does not parse ({exc})", field="header", row=1) from exc
-    if any(not is_valid_utf8(h) for h in header) or len(set(header)) != len(header) or not any(header):
-        raise InputError(
-            f"{source}:1: the header row must hold distinct UTF-8 column names, got {header!r}",
-            field="header",
-            row=1,
-        )
-    index = 0
-    last = reader.line_num
-    while True:
-        start = last + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            last = reader.line_num
-            if index >= skip:
-                kind = "TSV" if dialect == "excel-tab" else "CSV"
-                yield Record(source, start, index, None, f"malformed {kind} row: {exc}")
-            else:
-                skipped.count = index + 1
-            index += 1
-            continue
-        last = reader.line_num
-        if not row:
-            continue
-        if index < skip:
-            index += 1
-            skipped.count = index
-            continue
-        if len(row) != len(header):
-            yield Record(source, start, index, None, f"has {len(row)} fields, the header has {len(header)}")
-        else:
-            bad = next((h for h, v in zip(header, row, strict=False) if not is_valid_utf8(v)), None)
-            if bad is not None:
-                yield Record(source, start, index, None, "invalid UTF-8", field=bad)
-            else:
-                yield Record(source, start, index, dict(zip(header, row, strict=False)))
-        index += 1
+    if index < skip:
+        skipped.verify(source, None)  # fewer records than were settled
 
 
 def require_pyarrow(path: str) -> None:

@@ -29,6 +29,8 @@ class Record:
     """The fields, or None when the record could not be read (see ``error``)."""
     error: str | None = None
     field: str | None = None
+    digest: str | None = None
+    """blake2b of the input up to this record (JSONL, CSV, TSV): what a resume checks the settled part against."""
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 The plan (defaults, checks, filter rendering, tenant scoping) is made by a ``HybridSearcher`` over
 the manager's sync side, so both searchers accept and refuse exactly the same calls; the plan is run
-by ``AsyncPlanRunner``, which builds the same requests as ``PlanRunner`` (it inherits them) and sends
-them with ``await``: client-side RRF sends its dense and sparse searches with ``asyncio.gather``.
+by ``AsyncPlanRunner``, which runs ``PlanRunner.steps`` (the one orchestration: strategies, requests,
+candidate tiers, fusion, group_by, result mapping) and awaits its Milvus calls on ``AsyncMilvusClient``:
+the legs of a client-fused search are sent together with ``asyncio.gather``.
 
 The encoder runs in a worker thread (one per searcher, so torch and the tokenizer see one call at a
 time), so the event loop never blocks on the model. Modes ``m3`` / ``m3-all`` (client-side re-ranking
@@ -22,11 +23,12 @@ from typing import Any
 
 from .._tenancy import check_tenant_rows
 from ..async_collection import AsyncCollectionManager
-from ..errors import ConfigError, InputError, MilvusM3Error, SearchError
+from ..errors import ConfigError, InputError, SearchError
 from ..filters import FilterLike
 from ..fusion import RRF_K
 from ..schema import ID_FIELD
 from ..types import Encoder, Hit, M3Embeddings
+from ._steps import Call, adrive
 from .execute import PlanRunner
 from .options import (
     CLIENT_SIDE_MODES,
@@ -38,6 +40,7 @@ from .options import (
     SearchOptions,
     SearchPlan,
     check_queries,
+    check_query_vectors,
 )
 from .searcher import HybridSearcher
 
@@ -45,73 +48,22 @@ __all__ = ["AsyncHybridSearcher", "AsyncPlanRunner"]
 
 
 class AsyncPlanRunner(PlanRunner):
-    """Runs a ``SearchPlan`` with ``await``; the requests and the result mapping are ``PlanRunner``'s."""
+    """Runs a ``SearchPlan`` with ``await``: ``PlanRunner.steps`` (the same strategies, requests, fusion
+    and result mapping), its Milvus calls awaited on the async manager's ``AsyncMilvusClient``."""
 
     def __init__(self, amanager: AsyncCollectionManager, collection: str, **kwargs: Any) -> None:
         caps = amanager.capabilities
         super().__init__(amanager.sync, collection, amanager.spec(collection), caps, **kwargs)
         self.amanager = amanager
-        self._per_query = caps.rrf_ranks_across_batch
 
-    async def arun(self, emb: M3Embeddings, plan: SearchPlan) -> list[list[Hit]]:
-        """Hits per query of ``emb`` for a hybrid / dense / sparse plan (the strategy ``run`` would pick)."""
-        n = len(emb)
-        if plan.mode != "hybrid":
-            res = await self._aguarded(
-                plan, self._acall(self._what_search, "search", self._plain_kwargs(emb, plan))
-            )
-            return await self._amapped(res, n, plan, f"{plan.mode} search")
-        if plan.ranker == "rrf" and plan.group_by is None and self.client_rrf:
-            return await self._aclient_rrf(emb, plan)
-        if plan.ranker == "rrf" and self._per_query:
-            parts = [
-                self._acall(
-                    self._what_hybrid,
-                    "hybrid_search",
-                    self._hybrid_kwargs(emb.dense[i : i + 1], emb.sparse[i : i + 1], plan),
-                )
-                for i in range(n)
-            ]
-            got = await self._aguarded(plan, asyncio.gather(*parts))
-            res = [one[0] for one in got if len(one) == 1]
-        else:
-            kwargs = self._hybrid_kwargs(emb.dense, emb.sparse, plan)
-            res = await self._aguarded(plan, self._acall(self._what_hybrid, "hybrid_search", kwargs))
-        return await self._amapped(res, n, plan, "hybrid search")
+    async def arun(self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan) -> list[list[Hit]]:
+        """Hits per query of ``emb``, as ``run`` gives them (``texts``: the query texts, for bm25)."""
+        return await adrive(self.steps(emb, texts, plan), self._asend)
 
-    async def _aclient_rrf(self, emb: M3Embeddings, plan: SearchPlan) -> list[list[Hit]]:
-        k, out = plan.candidates, list(plan.output_fields)
-        reqs = (self._dense(list(emb.dense), k, plan), self._sparse(list(emb.sparse), k, plan))
-        calls = [
-            self._acall(self._what_search, "search", self._one_kwargs(r, out, plan.partition_names))
-            for r in reqs
-        ]
-        dense_res, sparse_res = await self._aguarded(plan, asyncio.gather(*calls))
-        return self._fused(dense_res, sparse_res, len(emb), plan)
-
-    async def _acall(self, what: str, method: str, kwargs: Mapping[str, Any]) -> Any:
-        return await self.amanager.call(what, method, **kwargs)
-
-    async def _aguarded(self, plan: SearchPlan, work: Any) -> Any:
-        try:
-            return await work
-        except MilvusM3Error:
-            raise
-        except Exception as exc:  # pymilvus raises MilvusException, ParamError, grpc errors
-            raise self._engine_error(exc, plan) from exc
-
-    async def _amapped(self, results: Any, n: int, plan: SearchPlan, what: str) -> list[list[Hit]]:
-        """``PlanRunner._mapped``; in a worker thread only when it must read fields again (ids holding
-        ``'`` on an engine that quotes them unescaped: a sync query)."""
-        quoted = (
-            self._refetch_quoted_ids
-            and plan.mode == "hybrid"
-            and bool(plan.output_fields)
-            and any(isinstance(h[ID_FIELD], str) and "'" in h[ID_FIELD] for r in results for h in r)
-        )
-        if quoted:
-            return await asyncio.to_thread(self._mapped, results, n, plan, what)
-        return self._mapped(results, n, plan, what)
+    async def _asend(self, calls: list[Call]) -> list[Any]:
+        """The async transport: the calls of one step sent together."""
+        got = await asyncio.gather(*(self.amanager.call(c.what, c.method, **c.kwargs) for c in calls))
+        return list(got)
 
 
 class AsyncHybridSearcher:
@@ -132,8 +84,10 @@ class AsyncHybridSearcher:
         mode: Mode = DEFAULT_MODE,
         ranker: RankerName = DEFAULT_RANKER,
         rrf_k: float = RRF_K,
-        weights: Sequence[float] = (1.0, 1.0),
+        weights: Sequence[float] | None = None,
         candidate_limit: int | None = None,
+        legs: Sequence[str] | None = None,
+        norm_score: bool = True,
         dense_params: Mapping[str, Any] | None = None,
         sparse_params: Mapping[str, Any] | None = None,
         check: bool = True,
@@ -148,6 +102,8 @@ class AsyncHybridSearcher:
             rrf_k=rrf_k,
             weights=weights,
             candidate_limit=candidate_limit,
+            legs=legs,
+            norm_score=norm_score,
             dense_params=dense_params,
             sparse_params=sparse_params,
             check=check,
@@ -197,6 +153,8 @@ class AsyncHybridSearcher:
         group_by: str | None = None,
         tenant: str | int | None = None,
         partition_names: Sequence[str] | None = None,
+        legs: Sequence[str] | None = None,
+        norm_score: bool | None = None,
     ) -> list[Hit]:
         """``HybridSearcher.search``, awaited."""
         if not isinstance(query, str):
@@ -220,25 +178,99 @@ class AsyncHybridSearcher:
             group_by=group_by,
             tenant=tenant,
             partition_names=partition_names,
+            legs=legs,
+            norm_score=norm_score,
         )
         return (await self._search_texts([query], options))[0]
 
-    async def search_batch(self, queries: Sequence[str], **options: Any) -> list[list[Hit]]:
-        """``HybridSearcher.search_batch``, awaited (the same keyword options)."""
-        return await self._search_texts(queries, SearchOptions(**options))
+    async def search_batch(
+        self,
+        queries: Sequence[str],
+        *,
+        limit: int = 10,
+        offset: int = 0,
+        mode: Mode | None = None,
+        ranker: RankerName | None = None,
+        weights: Sequence[float] | None = None,
+        filter: FilterLike = None,
+        output_fields: Sequence[str] | None = None,
+        candidate_limit: int | None = None,
+        group_by: str | None = None,
+        tenant: str | int | None = None,
+        partition_names: Sequence[str] | None = None,
+        legs: Sequence[str] | None = None,
+        norm_score: bool | None = None,
+    ) -> list[list[Hit]]:
+        """``HybridSearcher.search_batch``, awaited."""
+        options = SearchOptions(
+            limit=limit,
+            offset=offset,
+            mode=mode,
+            ranker=ranker,
+            weights=weights,
+            filter=filter,
+            output_fields=output_fields,
+            candidate_limit=candidate_limit,
+            group_by=group_by,
+            tenant=tenant,
+            partition_names=partition_names,
+            legs=legs,
+            norm_score=norm_score,
+        )
+        return await self._search_texts(queries, options)
 
-    async def search_embeddings(self, queries: M3Embeddings, **options: Any) -> list[list[Hit]]:
+    async def search_embeddings(
+        self,
+        queries: M3Embeddings,
+        *,
+        texts: Sequence[str] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        mode: Mode | None = None,
+        ranker: RankerName | None = None,
+        weights: Sequence[float] | None = None,
+        filter: FilterLike = None,
+        output_fields: Sequence[str] | None = None,
+        candidate_limit: int | None = None,
+        group_by: str | None = None,
+        tenant: str | int | None = None,
+        partition_names: Sequence[str] | None = None,
+        legs: Sequence[str] | None = None,
+        norm_score: bool | None = None,
+    ) -> list[list[Hit]]:
         """``HybridSearcher.search_embeddings``, awaited (no encoder involved)."""
-        opts = SearchOptions(**options)
-        plan = self.sync.plan(opts)
+        options = SearchOptions(
+            limit=limit,
+            offset=offset,
+            mode=mode,
+            ranker=ranker,
+            weights=weights,
+            filter=filter,
+            output_fields=output_fields,
+            candidate_limit=candidate_limit,
+            group_by=group_by,
+            tenant=tenant,
+            partition_names=partition_names,
+            legs=legs,
+            norm_score=norm_score,
+        )
+        plan = self.sync.plan(options)
         if not isinstance(queries, M3Embeddings):
             raise InputError(
                 f"queries must be M3Embeddings (from encoder.encode_queries), got {type(queries).__name__}",
                 field="queries",
             )
         if plan.mode in CLIENT_SIDE_MODES or not len(queries) or queries.dim != self.sync.spec.dense_dim:
-            return await self._in_worker(self.sync.search_embeddings, queries, opts)
-        return self._scoped(await self._runner.arun(queries, plan), plan)
+            return await self._in_worker(self.sync.search_embeddings, queries, options, texts=texts)
+        check_query_vectors(queries)
+        if texts is not None:
+            texts = check_queries(texts)
+            if len(texts) != len(queries):
+                raise InputError(
+                    f"texts holds {len(texts)} queries for {len(queries)} embeddings; give one text per embedding",
+                    field="texts",
+                )
+        return self._scoped(await self._runner.arun(queries, texts, plan), plan)
 
     # ----------------------------------------------------------------- internals
 
@@ -261,10 +293,12 @@ class AsyncHybridSearcher:
                 f"the encoder returned {len(embeddings)} embeddings for {len(texts)} queries; "
                 "an Encoder must give one per text"
             )
-        return self._scoped(await self._runner.arun(embeddings, plan), plan)
+        return self._scoped(await self._runner.arun(embeddings, texts, plan), plan)
 
-    async def _in_worker(self, method: Any, queries: Any, options: SearchOptions) -> list[list[Hit]]:
-        kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    async def _in_worker(
+        self, method: Any, queries: Any, options: SearchOptions, **extra: Any
+    ) -> list[list[Hit]]:
+        kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)} | extra
         loop = asyncio.get_running_loop()
         result: list[list[Hit]] = await loop.run_in_executor(
             self._worker, functools.partial(method, queries, **kwargs)

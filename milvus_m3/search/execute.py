@@ -1,52 +1,76 @@
-"""How a ``SearchPlan`` is run against Milvus: the strategy per mode, chosen once from the engine's flags.
+"""How a ``SearchPlan`` is run against Milvus: the strategy per plan, chosen from the engine's flags.
 
-Strategies (``PlanRunner.__init__`` picks them from ``Capabilities``; nothing here asks which engine):
+Strategies (nothing here asks which engine; ``PlanRunner.__init__`` reads ``Capabilities``):
 
-* ``dense`` / ``sparse``: one plain ``search`` on that field for the whole batch.
-* ``hybrid`` with the weighted ranker: one ``hybrid_search`` with one ``AnnSearchRequest`` per field,
-  fused by Milvus's ``WeightedRanker``.
-* ``hybrid`` with RRF: client-side when ``fusion="client"``, or ``"auto"`` on an engine whose
-  ``hybrid_search`` is slow (``caps.slow_hybrid_search``): one dense and one sparse ``search`` sent at
-  once, fused by ``fusion.rrf`` (the same ranking as Milvus's ``RRFRanker``; a test pins it). Otherwise
-  ``hybrid_search`` with ``RRFRanker(k)``: one request for the batch, or one per query where the engine
-  numbers RRF ranks across the batch (``caps.rrf_ranks_across_batch``). Grouped RRF searches always go
-  through ``hybrid_search``.
-* ``m3`` / ``m3-all``: ``rerank.M3Reranker`` (raw dense + sparse, + ColBERT).
+* one leg (``dense``, ``sparse`` or ``bm25``): one plain ``search`` on that field for the whole batch;
+  the scores are the field's raw scores (inner product, or BM25).
+* several legs, fused by the engine: one ``hybrid_search`` with one ``AnnSearchRequest`` per leg, when
+  the engine can compute what the plan asks for and the page lies inside the first candidate tier:
+  RRF with equal weights where ``hybrid_search`` is not slow (``caps.slow_hybrid_search``; or
+  ``fusion="server"``), one request per query where the engine numbers RRF ranks across a batch
+  (``caps.rrf_ranks_across_batch``); the weighted ranker with ``norm_score=True``, or with
+  ``norm_score=False`` where the engine honours it (not ``caps.ignores_norm_score``), and with a bm25
+  leg only where the engine maps BM25 scores the right way round (not ``caps.weighted_inverts_bm25``).
+* several legs, fused here (everything else: weighted RRF, raw weighted sums on Milvus Lite, client
+  RRF, pages past the first tier, ``group_by``): one plain search per leg, sent concurrently, fused
+  by ``fusion.rrf`` / ``fusion.weighted`` (the same numbers as Milvus's rankers; tests pin it) over
+  ``fusion.tiered`` candidate tiers (tier j: each leg's top ``candidates * 2**j``, searched with
+  exactly that limit), so every page is a slice of one ranking. ``group_by`` keeps the first hit of
+  each group in that ranking (one hit per group, in fused order), reading deeper tiers until the page
+  is full. A tier is read only as deep as a page needs, from the same searches every page sends.
 
-Where hybrid output fields come back wrong for ids holding ``'`` (``caps.hybrid_output_by_quoted_id``)
-and ids are varchar, the fields of such a result list are read again with a correctly escaped query.
-Hits are built as new ``Hit`` objects; the pymilvus results are only read, never changed.
+A query whose sparse vector is empty gets an empty sparse list (it matches nothing there); its other
+legs still count. Where hybrid output fields come back wrong for ids holding ``'``
+(``caps.hybrid_output_by_quoted_id``) and ids are varchar, the fields of such a result list are read
+again with a correctly escaped query. Hits are built as new ``Hit`` objects; the pymilvus results are
+only read, never changed.
+
+The strategies are written once, as generators of Milvus calls (``_steps.py``): ``run`` sends those
+calls with the sync client (several at once from a small thread pool), ``AsyncPlanRunner.arun`` awaits
+the same calls on ``AsyncMilvusClient``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import itertools
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from .._text import short
 from ..capabilities import Capabilities
 from ..collection import CollectionManager
-from ..errors import ConfigError, FilterError, MilvusM3Error, SearchError
+from ..errors import ConfigError, MilvusM3Error, SearchError
 from ..filters import F, render
-from ..fusion import id_order, rrf
-from ..schema import ID_FIELD, METADATA_FIELD, TEXT_FIELD, CollectionSpec
+from ..fusion import Normalize, rrf, tiered, weighted
+from ..schema import BM25_FIELD, ID_FIELD, CollectionSpec
 from ..types import Encoder, Hit, M3Embeddings
-from .options import MAX_TOPK, Fusion, SearchPlan
+from ._hits import (
+    Ranked,
+    dense_index_kind,
+    first_per_group,
+    grouped_hits,
+    hit,
+    searchable,
+    ties_by_id,
+)
+from ._steps import Call, Steps, drive, engine_error, missing_results, sent, spread
+from .options import CANDIDATE_FACTOR, MAX_TOPK, Fusion, Leg, SearchPlan
 from .requests import (
     FieldRequest,
+    bm25_request,
     dense_request,
     dense_search_params,
-    ranker,
+    rrf_ranker,
     sparse_request,
+    weighted_ranker,
 )
 from .rerank import M3Reranker
 
 __all__ = ["PlanRunner"]
 
-Strategy = Callable[[M3Embeddings, SearchPlan], list[list[Hit]]]
+_NORMALIZE: Mapping[str, Normalize] = {"dense": "arctan", "sparse": "arctan", "bm25": "bm25"}
+"""Milvus's WeightedRanker map per leg (by the field's metric: IP, IP, BM25)."""
 
 
 class PlanRunner:
@@ -68,7 +92,7 @@ class PlanRunner:
         self.spec = spec
         self._dense_params = dict(dense_params or {})
         self._sparse_params = dict(sparse_params or {})
-        self._dense_index = _dense_index_kind(spec, caps.default_dense_index)
+        self._dense_index = dense_index_kind(spec, caps.default_dense_index)
         self._dialect = caps.filter_dialect
         self._refetch_quoted_ids = caps.hybrid_output_by_quoted_id and spec.id_type == "varchar"
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -76,19 +100,34 @@ class PlanRunner:
         self._what_search = f"search on {collection!r}"
 
         self.client_rrf = fusion == "client" or (fusion == "auto" and caps.slow_hybrid_search)
-        """Hybrid RRF computed here from two plain searches (see the module docstring)."""
-        engine_rrf: Strategy = self._hybrid_per_query if caps.rrf_ranks_across_batch else self._hybrid_batch
-        self._rrf_grouped: Strategy = engine_rrf
-        self._rrf: Strategy = self._client_side_rrf if self.client_rrf else engine_rrf
+        """Equal-weight RRF computed here from one plain search per leg (see the module docstring)."""
+        self._rrf_per_query = caps.rrf_ranks_across_batch
+        self._engine_raw_weighted = not caps.ignores_norm_score
+        self._engine_weighted_bm25 = not caps.weighted_inverts_bm25
 
     # ----------------------------------------------------------------- entry points
 
-    def run(self, emb: M3Embeddings, plan: SearchPlan) -> list[list[Hit]]:
-        """Hits per query of ``emb`` for a hybrid / dense / sparse plan (sparse weights pruned as the
-        collection's documents were: ``CollectionSpec.prune_sparse``)."""
+    def run(self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan) -> list[list[Hit]]:
+        """Hits per query of ``emb`` (``texts``: the query texts, which the bm25 leg needs)."""
+        return drive(self.steps(emb, texts, plan), self._send)
+
+    def steps(
+        self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
+    ) -> Steps[list[list[Hit]]]:
+        """``run`` as a generator of the Milvus calls it makes (``_steps.py``; the async runner's seam).
+        Sparse query weights are pruned as the collection's rows were (``CollectionSpec.prune_sparse``)."""
         if self.spec.sparse_top_k is not None or self.spec.sparse_mass is not None:
             emb = dataclasses.replace(emb, sparse=self.spec.prune_sparse(emb.sparse))
-        return self._strategy(plan)(emb, plan)
+        if "bm25" in plan.legs and texts is None:
+            raise ConfigError(
+                "the bm25 leg analyses the query text, which search_embeddings does not have; use "
+                "search / search_batch, or legs without bm25"
+            )
+        if len(plan.legs) == 1:
+            return (yield from self._plain(emb, texts, plan))
+        if self._engine_fuses(emb, plan):
+            return (yield from self._engine_fused(emb, texts, plan))
+        return (yield from self._client_fused(emb, texts, plan))
 
     def run_m3(
         self, texts: list[str], plan: SearchPlan, encoder: Encoder | None, embeddings: M3Embeddings | None
@@ -99,11 +138,6 @@ class PlanRunner:
         if plan.partition_names:
             raise ConfigError(
                 f"partition_names are not available in mode {plan.mode!r}; use hybrid, dense or sparse"
-            )
-        if plan.params:
-            raise ConfigError(
-                f"mode {plan.mode!r} takes a raw filter expression or runs without templates; "
-                "pass the filter as a string, or use mode='hybrid'"
             )
         if encoder is None:
             raise ConfigError(
@@ -118,12 +152,11 @@ class PlanRunner:
             check=False,
         )
         mode: Literal["m3", "m3-all"] = "m3" if plan.mode == "m3" else "m3-all"
-        results = reranker.search_many(
-            texts,
-            limit=plan.depth,
-            mode=mode,
-            filter=plan.expr or None,
-            query_embeddings=embeddings,
+        results = self._guarded(  # an engine error becomes ours, as in the other modes
+            plan,
+            lambda: reranker.search_many(
+                texts, limit=plan.depth, mode=mode, filter=plan.expr or None, query_embeddings=embeddings
+            ),
         )
         return [hits[plan.offset :] for hits in results]
 
@@ -133,158 +166,224 @@ class PlanRunner:
             self._dense_index, depth, ivf_nlist=self.spec.ivf_nlist, overrides=self._dense_params
         )
 
-    # ----------------------------------------------------------------- strategies
+    def _send(self, calls: list[Call]) -> list[Any]:
+        """The sync transport: each call through ``Connection.call``; several at once in a thread pool."""
+        conn = self.manager.connection
 
-    def _strategy(self, plan: SearchPlan) -> Strategy:
-        if plan.mode != "hybrid":
-            return self._plain
-        if plan.ranker != "rrf":
-            return self._hybrid_batch
-        return self._rrf if plan.group_by is None else self._rrf_grouped
+        def one(c: Call) -> Any:
+            return conn.call(c.what, getattr(conn.client, c.method), **c.kwargs)
 
-    def _plain(self, emb: M3Embeddings, plan: SearchPlan) -> list[list[Hit]]:
-        results = self._guarded(plan, lambda: self._plain_search(emb, plan))
-        return self._mapped(results, len(emb), plan, f"{plan.mode} search")
-
-    def _hybrid_batch(self, emb: M3Embeddings, plan: SearchPlan) -> list[list[Hit]]:
-        results = self._guarded(plan, lambda: self._hybrid_search(emb.dense, emb.sparse, plan))
-        return self._mapped(results, len(emb), plan, "hybrid search")
-
-    def _hybrid_per_query(self, emb: M3Embeddings, plan: SearchPlan) -> list[list[Hit]]:
-        """One hybrid request per query: the engine numbers RRF ranks across a batch (the first hit of
-        query 2 gets 1 / (k + hits of query 1 + 1)); only a one-query request is fused right there."""
-
-        def one_by_one() -> Any:
-            results = []
-            for i in range(len(emb)):
-                one = self._hybrid_search(emb.dense[i : i + 1], emb.sparse[i : i + 1], plan)
-                if len(one) != 1:
-                    return one
-                results.append(one[0])
-            return results
-
-        return self._mapped(self._guarded(plan, one_by_one), len(emb), plan, "hybrid search")
-
-    def _client_side_rrf(self, emb: M3Embeddings, plan: SearchPlan) -> list[list[Hit]]:
-        """Hybrid RRF computed here: one dense and one sparse search (sent concurrently), fused by fusion.rrf."""
-        n = len(emb)
-        k = plan.candidates
+        if len(calls) == 1:
+            return [one(calls[0])]
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=2, thread_name_prefix="milvus-m3-search"
+                max_workers=3, thread_name_prefix="milvus-m3-search"
             )
-        output_fields = list(plan.output_fields)
-        futures = [
-            self._pool.submit(self._search_one, req, output_fields, plan.partition_names)
-            for req in (self._dense(list(emb.dense), k, plan), self._sparse(list(emb.sparse), k, plan))
-        ]
-        dense_res, sparse_res = self._guarded(plan, lambda: [f.result() for f in futures])
-        return self._fused(dense_res, sparse_res, n, plan)
+        futures = [self._pool.submit(one, c) for c in calls]
+        return [f.result() for f in futures]
 
-    def _fused(self, dense_res: Any, sparse_res: Any, n: int, plan: SearchPlan) -> list[list[Hit]]:
-        """Client-side RRF of one dense and one sparse result list per query."""
-        if len(dense_res) != n or len(sparse_res) != n:
-            raise self._missing_results(
-                "dense and sparse searches", min(len(dense_res), len(sparse_res)), n, plan
-            )
-        out: list[list[Hit]] = []
-        for d_hits, s_hits in zip(dense_res, sparse_res, strict=False):
-            entities: dict[Any, Any] = {}
-            lists = []
-            for hits in (d_hits, s_hits):
-                ranked = []
+    # ----------------------------------------------------------------- strategies
+
+    def _engine_fuses(self, emb: M3Embeddings, plan: SearchPlan) -> bool:
+        if plan.group_by is not None or plan.depth > plan.candidates:
+            return False
+        if "sparse" in plan.legs and not all(emb.sparse):
+            return False  # an empty sparse query: Milvus refuses it; fused here with an empty list
+        if plan.ranker == "rrf":
+            return not self.client_rrf and len(set(plan.weights)) == 1
+        if "bm25" in plan.legs and not self._engine_weighted_bm25:
+            return False
+        return plan.norm_score or self._engine_raw_weighted
+
+    def _plain(
+        self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
+    ) -> Steps[list[list[Hit]]]:
+        leg = plan.legs[0]
+        limit = plan.depth if plan.group_by is not None else plan.limit
+        rows = searchable(leg, emb)
+        call = self._guarded(plan, lambda: self._leg_call(leg, emb, texts, rows, limit, plan, paged=True))
+        res = [] if call is None else (yield from sent([call], plan, self.collection))[0]
+        results = spread(res, rows, len(emb))
+        return (yield from self._mapped(results, len(emb), plan, f"{leg} search"))
+
+    def _engine_fused(
+        self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
+    ) -> Steps[list[list[Hit]]]:
+        n = len(emb)
+        if plan.ranker == "rrf" and self._rrf_per_query:
+            # the engine numbers RRF ranks across a batch: only a one-query request is fused right
+            results: list[Any] = []
+            for i in range(n):
+                build = functools.partial(self._hybrid_call, emb, texts, range(i, i + 1), plan)
+                one = (yield from sent([self._guarded(plan, build)], plan, self.collection))[0]
+                if len(one) != 1:
+                    results = list(one)  # a short answer: _mapped raises with the reason
+                    break
+                results.append(one[0])
+        else:
+            call = self._guarded(plan, lambda: self._hybrid_call(emb, texts, range(n), plan))
+            results = (yield from sent([call], plan, self.collection))[0]
+        return (yield from self._mapped(results, n, plan, "hybrid search"))
+
+    def _client_fused(
+        self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
+    ) -> Steps[list[list[Hit]]]:
+        """One plain search per leg and tier, fused here (see the module docstring).
+
+        Tier j is each leg's top ``candidates * CANDIDATE_FACTOR**j`` from a search with exactly that
+        limit, so a page computes the same tiers as every other page (Milvus breaks ties the same way
+        for the same query and limit, not across limits)."""
+        n = len(emb)
+        fuse = self._fuser(plan)
+        tiers: list[list[list[Ranked]]] = [[] for _ in range(n)]
+        entities: dict[Any, Mapping[str, Any]] = {}
+        out: list[list[Hit]] = [[] for _ in range(n)]
+        pending = list(range(n))
+        tier = plan.candidates
+        while pending:
+            lists, found = yield from self._leg_lists(emb, texts, pending, tier, plan)
+            for doc, entity in found.items():
+                entities.setdefault(doc, entity)
+            deeper: list[int] = []
+            for qi, per_leg in zip(pending, lists, strict=True):
+                tiers[qi].append(per_leg)
+                hits = [hit(doc, score, entities[doc]) for doc, score in tiered(tiers[qi], fuse)]
+                if plan.group_by is not None:
+                    hits = first_per_group(hits, plan.group_by, plan.depth)
+                exhausted = tier >= MAX_TOPK or all(len(x) < tier for x in per_leg)
+                if len(hits) < plan.depth and not exhausted:
+                    deeper.append(qi)
+                else:
+                    out[qi] = hits[plan.offset : plan.depth]
+            pending = deeper
+            tier = min(MAX_TOPK, tier * CANDIDATE_FACTOR)
+        return out
+
+    def _fuser(self, plan: SearchPlan) -> Callable[[Sequence[Sequence[tuple[Any, float]]]], Ranked]:
+        if plan.ranker == "rrf":
+            return lambda lists: rrf(lists, k=plan.rrf_k, weights=plan.weights)
+        norm: list[Normalize] = [_NORMALIZE[leg] if plan.norm_score else "none" for leg in plan.legs]
+        return lambda lists: weighted(lists, plan.weights, normalize=norm)
+
+    def _leg_lists(
+        self, emb: M3Embeddings, texts: Sequence[str] | None, queries: list[int], limit: int, plan: SearchPlan
+    ) -> Steps[tuple[list[list[Ranked]], dict[Any, Mapping[str, Any]]]]:
+        """Per query of ``queries``, one (id, score) list per leg; and the entity of every id seen.
+        The legs' searches are sent together."""
+        sub = emb.select(queries)
+        sub_texts = None if texts is None else [texts[i] for i in queries]
+        rows = [searchable(leg, sub) for leg in plan.legs]
+        calls = self._guarded(
+            plan,
+            lambda: [
+                self._leg_call(leg, sub, sub_texts, r, limit, plan, paged=False)
+                for leg, r in zip(plan.legs, rows, strict=True)
+            ],
+        )
+        to_send = [c for c in calls if c is not None]
+        got = iter((yield from sent(to_send, plan, self.collection)) if to_send else [])
+        entities: dict[Any, Mapping[str, Any]] = {}
+        lists: list[list[Ranked]] = [[] for _ in queries]
+        for leg, call, r in zip(plan.legs, calls, rows, strict=True):
+            results = spread([] if call is None else next(got), r, len(sub))
+            if len(results) != len(queries):
+                raise missing_results(f"{leg} search", len(results), len(queries), plan, self.collection)
+            for qi, hits in enumerate(results):
+                ranked: Ranked = []
                 for h in hits:
                     entities.setdefault(h[ID_FIELD], h["entity"])
                     ranked.append((h[ID_FIELD], float(h["distance"])))
-                lists.append(ranked)
-            fused = rrf(lists, k=plan.rrf_k, limit=plan.depth)[plan.offset :]
-            out.append([_hit(i, score, entities[i]) for i, score in fused])
-        return out
+                lists[qi].append(ranked)
+        return lists, entities
 
     # ----------------------------------------------------------------- requests
 
-    def _dense(
-        self, data: Sequence[Any], limit: int, plan: SearchPlan, depth: int | None = None
-    ) -> FieldRequest:
-        return dense_request(
-            data,
-            limit=limit,
-            index_kind=self._dense_index,
-            ivf_nlist=self.spec.ivf_nlist,
-            params=self._dense_params,
-            expr=plan.expr,
-            expr_params=plan.params,
-            search_depth=depth,
+    def _request(
+        self, leg: Leg, emb: M3Embeddings, texts: Sequence[str] | None, rows: Sequence[int], limit: int,
+        plan: SearchPlan, depth: int | None = None,
+    ) -> FieldRequest:  # fmt: skip
+        if leg == "dense":
+            return dense_request(
+                [emb.dense[i] for i in rows],
+                limit=limit,
+                index_kind=self._dense_index,
+                ivf_nlist=self.spec.ivf_nlist,
+                params=self._dense_params,
+                expr=plan.expr,
+                expr_params=plan.params,
+                search_depth=depth,
+            )
+        if leg == "sparse":
+            return sparse_request(
+                [emb.sparse[i] for i in rows],
+                limit=limit,
+                params=self._sparse_params,
+                expr=plan.expr,
+                expr_params=plan.params,
+            )
+        assert texts is not None  # steps() refuses bm25 without texts
+        return bm25_request(
+            [texts[i] for i in rows], field=BM25_FIELD, limit=limit, expr=plan.expr, expr_params=plan.params
         )
 
-    def _sparse(self, data: Sequence[Any], limit: int, plan: SearchPlan) -> FieldRequest:
-        return sparse_request(
-            data, limit=limit, params=self._sparse_params, expr=plan.expr, expr_params=plan.params
+    def _leg_call(
+        self, leg: Leg, emb: M3Embeddings, texts: Sequence[str] | None, rows: list[int], limit: int,
+        plan: SearchPlan, paged: bool,
+    ) -> Call | None:  # fmt: skip
+        """One plain search on ``leg`` for the queries ``rows`` of ``emb``; None when ``rows`` is empty
+        (the other queries, with empty sparse vectors, match nothing). ``paged``: Milvus applies offset /
+        group_by."""
+        if not rows:
+            return None
+        req = self._request(leg, emb, texts, rows, limit, plan, depth=plan.depth if paged else None)
+        kwargs = (
+            self._result_kwargs(plan)
+            if paged
+            else {"output_fields": list(plan.output_fields), **self._partitions(plan)}
         )
-
-    def _search_one(self, req: FieldRequest, output_fields: list[str], partitions: Sequence[str] = ()) -> Any:
-        conn = self.manager.connection
-        kwargs = self._one_kwargs(req, output_fields, partitions)
-        return conn.call(self._what_search, conn.client.search, **kwargs)
-
-    def _one_kwargs(
-        self, req: FieldRequest, output_fields: list[str], partitions: Sequence[str]
-    ) -> dict[str, Any]:
-        extra: dict[str, Any] = {"partition_names": list(partitions)} if partitions else {}
-        return {
-            "collection_name": self.collection,
-            "output_fields": output_fields,
-            **req.search_kwargs(),
-            **extra,
-        }
+        return Call(
+            what=self._what_search,
+            method="search",
+            kwargs={"collection_name": self.collection, **req.search_kwargs(), **kwargs},
+        )
 
     def _result_kwargs(self, plan: SearchPlan) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"output_fields": list(plan.output_fields)}
+        kwargs: dict[str, Any] = {"output_fields": list(plan.output_fields), **self._partitions(plan)}
         if plan.group_by is not None:
             kwargs["group_by_field"] = plan.group_by  # paged here, over groups
         elif plan.offset:
             kwargs["offset"] = plan.offset
-        if plan.partition_names:
-            kwargs["partition_names"] = list(plan.partition_names)
         return kwargs
 
-    def _hybrid_search(self, dense: Any, sparse: Sequence[Mapping[int, float]], plan: SearchPlan) -> Any:
-        conn = self.manager.connection
-        return conn.call(
-            self._what_hybrid, conn.client.hybrid_search, **self._hybrid_kwargs(dense, sparse, plan)
+    def _hybrid_call(
+        self, emb: M3Embeddings, texts: Sequence[str] | None, rows: range, plan: SearchPlan
+    ) -> Call:
+        reqs = [
+            self._request(leg, emb, texts, rows, plan.candidates, plan).ann_request() for leg in plan.legs
+        ]
+        rank = (
+            rrf_ranker(plan.rrf_k)
+            if plan.ranker == "rrf"
+            else weighted_ranker(*plan.weights, norm_score=plan.norm_score)
+        )
+        return Call(
+            what=self._what_hybrid,
+            method="hybrid_search",
+            kwargs={
+                "collection_name": self.collection,
+                "reqs": reqs,
+                "ranker": rank,
+                "limit": plan.limit,
+                **self._result_kwargs(plan),
+            },
         )
 
-    def _hybrid_kwargs(
-        self, dense: Any, sparse: Sequence[Mapping[int, float]], plan: SearchPlan
-    ) -> dict[str, Any]:
-        k = plan.candidates
-        reqs = [
-            self._dense(list(dense), k, plan).ann_request(),
-            self._sparse(list(sparse), k, plan).ann_request(),
-        ]
-        # Grouped: the same group can come back once per request (see the searcher's module docstring).
-        limit = min(MAX_TOPK, len(reqs) * plan.depth) if plan.group_by is not None else plan.limit
-        return {
-            "collection_name": self.collection,
-            "reqs": reqs,
-            "ranker": ranker(plan.ranker, rrf_k=plan.rrf_k, weights=plan.weights),
-            "limit": limit,
-            **self._result_kwargs(plan),
-        }
-
-    def _plain_search(self, emb: M3Embeddings, plan: SearchPlan) -> Any:
-        conn = self.manager.connection
-        return conn.call(self._what_search, conn.client.search, **self._plain_kwargs(emb, plan))
-
-    def _plain_kwargs(self, emb: M3Embeddings, plan: SearchPlan) -> dict[str, Any]:
-        limit = plan.depth if plan.group_by is not None else plan.limit
-        if plan.mode == "dense":
-            req = self._dense(list(emb.dense), limit, plan, depth=plan.depth)
-        else:
-            req = self._sparse(emb.sparse, limit, plan)
-        return {"collection_name": self.collection, **req.search_kwargs(), **self._result_kwargs(plan)}
-
     # ----------------------------------------------------------------- results and errors
+
+    @staticmethod
+    def _partitions(plan: SearchPlan) -> dict[str, Any]:
+        """``partition_names`` for the call when the plan names partitions (engines with them only)."""
+        return {"partition_names": list(plan.partition_names)} if plan.partition_names else {}
 
     def _guarded(self, plan: SearchPlan, fn: Callable[[], Any]) -> Any:
         try:
@@ -292,19 +391,22 @@ class PlanRunner:
         except MilvusM3Error:
             raise
         except Exception as exc:  # pymilvus raises MilvusException, ParamError, grpc errors
-            raise self._engine_error(exc, plan) from exc
+            raise engine_error(exc, plan, self.collection) from exc
 
-    def _mapped(self, results: Any, n: int, plan: SearchPlan, what: str) -> list[list[Hit]]:
+    def _mapped(self, results: Any, n: int, plan: SearchPlan, what: str) -> Steps[list[list[Hit]]]:
         if len(results) != n:
-            raise self._missing_results(what, len(results), n, plan)
+            raise missing_results(what, len(results), n, plan, self.collection)
         lists: list[Sequence[Any]] = list(results)
-        if self._refetch_quoted_ids and plan.mode == "hybrid" and plan.output_fields:
-            lists = [self._refetch_if_quoted_ids(r, plan) for r in lists]
+        if self._refetch_quoted_ids and len(plan.legs) > 1 and plan.output_fields:
+            refetched = []
+            for r in lists:
+                refetched.append((yield from self._refetch_if_quoted_ids(r, plan)))
+            lists = refetched
         if plan.group_by is not None:
-            return [_grouped_hits(r, plan.group_by, plan.offset, plan.limit) for r in lists]
-        return [_ties_by_id([_hit(h[ID_FIELD], h["distance"], h["entity"]) for h in r]) for r in lists]
+            return [grouped_hits(r, plan.group_by, plan.offset, plan.limit) for r in lists]
+        return [ties_by_id([hit(h[ID_FIELD], h["distance"], h["entity"]) for h in r]) for r in lists]
 
-    def _refetch_if_quoted_ids(self, result: Any, plan: SearchPlan) -> Sequence[Any]:
+    def _refetch_if_quoted_ids(self, result: Any, plan: SearchPlan) -> Steps[Sequence[Any]]:
         """Hybrid search on an engine that quotes ids unescaped: hits whose id holds ``'`` get their own
         fields back. Returns new hit dicts; ``result`` is left as it is."""
         hits = list(result)
@@ -312,16 +414,18 @@ class PlanRunner:
         if not any("'" in i for i in ids if isinstance(i, str)):
             return hits
         expr, _ = render(F.in_(ID_FIELD, ids), templates=False, dialect=self._dialect)
-        conn = self.manager.connection
+        call = Call(
+            what=f"fetch fields from {self.collection!r}",
+            method="query",
+            kwargs={
+                "collection_name": self.collection,
+                "filter": expr,
+                "output_fields": list(plan.output_fields),
+                "limit": len(ids),
+            },
+        )
         try:
-            rows = conn.call(
-                f"fetch fields from {self.collection!r}",
-                conn.client.query,
-                collection_name=self.collection,
-                filter=expr,
-                output_fields=list(plan.output_fields),
-                limit=len(ids),
-            )
+            rows = (yield [call])[0]
         except MilvusM3Error:
             raise
         except Exception as exc:  # pymilvus errors
@@ -337,67 +441,3 @@ class PlanRunner:
             }
             for h in hits
         ]
-
-    def _missing_results(self, what: str, got: int, n: int, plan: SearchPlan) -> SearchError:
-        """A result list missing for a query is an error, never 'no hits'."""
-        if plan.expr:
-            return FilterError(
-                f"the engine rejected the filter {short(plan.expr)!r} on collection {self.collection!r}: "
-                f"the {what} returned {got} result lists for {n} queries (Milvus Lite answers a "
-                "bad filter in a hybrid search this way); check field names, value types and syntax"
-            )
-        return SearchError(
-            f"the {what} on {self.collection!r} returned {got} result lists for {n} queries; "
-            "the engine failed without saying why (see the Milvus log)"
-        )
-
-    def _engine_error(self, exc: Exception, plan: SearchPlan) -> MilvusM3Error:
-        msg = " ".join(str(getattr(exc, "message", "") or exc).split())
-        lowered = msg.lower()
-        if plan.expr and any(s in lowered for s in ("expr", "filter", "phyfilterbitsnode", "parse")):
-            return FilterError(
-                f"the engine rejected the filter {short(plan.expr)!r} on collection {self.collection!r}: "
-                f"{short(msg, 300)}. Check field names, value types and syntax, or build the filter with "
-                "milvus_m3.filters.F"
-            )
-        return SearchError(f"{plan.mode} search on collection {self.collection!r} failed: {short(msg, 300)}")
-
-
-# --------------------------------------------------------------------- result mapping
-
-
-def _hit(doc: Any, distance: Any, entity: Mapping[str, Any]) -> Hit:
-    """A new Hit from one engine hit; ``entity`` is copied, never changed."""
-    fields = dict(entity)
-    text = fields.pop(TEXT_FIELD, None)
-    metadata = fields.pop(METADATA_FIELD, None)
-    return Hit(doc, float(distance), text, {} if metadata is None else metadata, fields)
-
-
-def _ties_by_id(hits: list[Hit]) -> list[Hit]:
-    """Equal scores in id order: Milvus sorts fused hits with an unstable sort, so without this the
-    order of tied hits could change with the other queries of a batch."""
-    if any(a.score == b.score for a, b in itertools.pairwise(hits)):
-        hits.sort(key=lambda h: (-h.score, id_order(h.id)))
-    return hits
-
-
-def _grouped_hits(result: Any, group_by: str, offset: int, limit: int) -> list[Hit]:
-    seen: set[Any] = set()
-    out: list[Hit] = []
-    end = offset + limit
-    for h in result:
-        key = h["entity"].get(group_by)
-        if key in seen:
-            continue
-        seen.add(key)
-        if len(seen) > offset:
-            out.append(_hit(h[ID_FIELD], h["distance"], h["entity"]))
-            if len(seen) >= end:
-                break
-    return _ties_by_id(out)
-
-
-def _dense_index_kind(spec: CollectionSpec, default: str) -> str:
-    kind = spec.dense_index.upper()
-    return default.upper() if kind == "AUTO" else kind

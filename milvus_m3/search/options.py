@@ -15,9 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from .._text import check_texts
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..filters import FilterLike
+from ..types import M3Embeddings
 
 __all__ = [
     "CANDIDATE_FACTOR",
@@ -26,27 +29,37 @@ __all__ = [
     "DEFAULT_MODE",
     "DEFAULT_RANKER",
     "FUSIONS",
+    "LEGS",
     "MAX_RRF_K",
     "MAX_TOPK",
     "MODES",
     "RANKERS",
     "Fusion",
+    "Leg",
     "Mode",
     "RankerName",
     "SearchOptions",
     "SearchPlan",
+    "check_bool",
     "check_candidate_limit",
     "check_fusion",
     "check_int",
+    "check_legs",
     "check_mode",
     "check_params",
     "check_queries",
+    "check_query_vectors",
     "check_ranker",
     "check_rrf_k",
     "check_weights",
 ]
 
 Mode = Literal["hybrid", "dense", "sparse", "m3", "m3-all"]
+Leg = Literal["dense", "sparse", "bm25"]
+LEGS: tuple[str, ...] = ("dense", "sparse", "bm25")
+"""The retrieval legs: the dense field, the learned-sparse field, Milvus's BM25 field (``CollectionSpec.bm25``).
+A search runs any non-empty subset of its collection's legs; ``mode="hybrid"`` means all of them,
+``"dense"`` / ``"sparse"`` that one leg."""
 RankerName = Literal["rrf", "weighted"]
 Fusion = Literal["auto", "server", "client"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "sparse", "m3", "m3-all")
@@ -61,12 +74,15 @@ MAX_TOPK = 16_384
 
 DEFAULT_CANDIDATES = 100
 CANDIDATE_FACTOR = 2
-"""Default per-field candidate limit in hybrid mode: max(100, 2 * (offset + limit)), capped at 16384.
+"""Default candidate depth per leg: 100, whatever the page (``offset`` never changes the ranking).
 
-Fusion can only rank what the sub-searches return: a document ranked 30th by both fields beats one
-ranked 1st by one field only, so each list must reach well below the final cut. 100 candidates is what
-Milvus's own hybrid-search examples use for top-10 results; doubling the page depth keeps deep pages
-as well served as the first.
+Fusion can only rank what the legs return: a document ranked 30th by every leg beats one ranked 1st
+by one leg only, so each list must reach well below the final cut. 100 is what Milvus's own
+hybrid-search examples use, and on SciFact (benchmarks/results/candidates.txt) three-leg RRF gains
+0.0009 nDCG@10 from 100 to 1000 candidates for 9x the search time. Pages deeper than the fused top-100
+lists reach are served from lists ``CANDIDATE_FACTOR`` times deeper, tier by tier: the documents a
+deeper tier adds come after everything the shallower tiers ranked (``execute.py``), so consecutive
+pages are always slices of one ranking.
 """
 
 MAX_RRF_K = 16_384
@@ -94,6 +110,8 @@ class SearchOptions:
     """Only this tenant's rows (a collection with ``CollectionSpec.partition_key``)."""
     partition_names: Sequence[str] | None = None
     """Only these named partitions (Milvus servers; refused on Milvus Lite, which ignores them)."""
+    legs: Sequence[str] | None = None
+    norm_score: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,9 +123,10 @@ class SearchPlan:
     mode: Mode
     ranker: RankerName
     rrf_k: float
-    weights: tuple[float, float]
+    weights: tuple[float, ...]
+    """One per leg (all 1.0 unless given)."""
     candidates: int
-    """Per-field candidate limit (hybrid, client-side RRF, m3)."""
+    """Per-leg candidate depth (the first tier; deeper pages and groups read further tiers)."""
     expr: str
     params: Mapping[str, Any] = field(default_factory=dict)
     """Template values of ``expr`` (``filter_params``); empty without templates."""
@@ -116,6 +135,9 @@ class SearchPlan:
     tenant: str | int | None = None
     """The tenant the call is scoped to (its filter is in ``expr``); every hit is checked against it."""
     partition_names: tuple[str, ...] = ()
+    legs: tuple[Leg, ...] = ("dense", "sparse")
+    norm_score: bool = True
+    """Weighted ranker: map scores into [0, 1] first (Milvus's default) or sum raw scores."""
 
     @property
     def depth(self) -> int:
@@ -162,13 +184,34 @@ def check_rrf_k(k: Any) -> float:
     return float(k)
 
 
-def check_weights(weights: Any) -> tuple[float, float]:
-    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != 2:
-        raise ConfigError(
-            f"weights must be two numbers (dense, sparse) for the weighted ranker, got {weights!r}"
-        )
+def check_legs(legs: Any, available: Sequence[str]) -> tuple[Leg, ...]:
+    """A non-empty subset of ``available`` legs, each once, in the order given."""
+    if isinstance(legs, str):
+        legs = [p.strip() for p in legs.split(",") if p.strip()]
+    if not isinstance(legs, Sequence) or not legs:
+        raise ConfigError(f"legs must be a non-empty list from {', '.join(LEGS)}, got {legs!r}")
+    out: list[Leg] = []
+    for leg in legs:
+        if leg not in LEGS:
+            raise ConfigError(f"unknown leg {leg!r}; legs are {', '.join(LEGS)}")
+        if leg not in available:
+            raise ConfigError(
+                f"leg {leg!r} is not in this collection (its legs: {', '.join(available)}); "
+                "create it with bm25=True (milvus-m3 create --bm25) for the bm25 leg"
+            )
+        if leg in out:
+            raise ConfigError(f"leg {leg!r} is given twice")
+        out.append(leg)
+    return tuple(out)
+
+
+def check_weights(weights: Any, legs: Sequence[str] = ("dense", "sparse")) -> tuple[float, ...]:
+    """One weight per leg, each in [0, 1], not all 0."""
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != len(legs):
+        count = {1: "one number", 2: "two numbers", 3: "three numbers"}.get(len(legs), f"{len(legs)} numbers")
+        raise ConfigError(f"weights must be {count} ({', '.join(legs)}), one per leg, got {weights!r}")
     out: list[float] = []
-    for name, w in zip(("dense", "sparse"), weights, strict=False):
+    for name, w in zip(legs, weights, strict=True):
         if (
             isinstance(w, bool)
             or not isinstance(w, (int, float))
@@ -180,9 +223,18 @@ def check_weights(weights: Any) -> tuple[float, float]:
                 "(only their ratio matters: scale them so the larger is 1)"
             )
         out.append(float(w))
-    if out[0] == 0.0 and out[1] == 0.0:
-        raise ConfigError("weights are both 0, so every hit would score 0; give at least one weight > 0")
-    return out[0], out[1]
+    if not any(out):
+        raise ConfigError(
+            f"weights are {'both' if len(out) == 2 else 'all'} 0, so every hit would score 0; "
+            "give at least one weight > 0"
+        )
+    return tuple(out)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def check_int(name: str, value: Any, minimum: int) -> int:
@@ -217,3 +269,31 @@ def check_queries(queries: Any) -> list[str]:
     return check_texts(
         queries, field="query", noun="query", one_string_hint="wrap it: [query]", check_utf8=False
     )
+
+
+def check_query_vectors(queries: M3Embeddings) -> None:
+    """InputError naming the query and field when a pre-computed query vector cannot be searched with:
+    a dense vector holding NaN or inf, a sparse entry whose key is not an int token id (a str key would
+    be read as another token) or whose weight is not finite."""
+    dense = np.asarray(queries.dense, dtype=np.float32)
+    finite = np.isfinite(dense).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise InputError(
+            f"query {row}: dense vector holds NaN or inf; re-encode the query", field="dense", row=row
+        )
+    for row, sparse in enumerate(queries.sparse):
+        for key, weight in dict(sparse).items():
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
+                raise InputError(
+                    f"query {row}: sparse key {key!r} is not a token id (an int >= 0); use the encoder's "
+                    "output (M3Embeddings.sparse maps int token ids to weights)",
+                    field="sparse",
+                    row=row,
+                )
+            if not math.isfinite(float(weight)):
+                raise InputError(
+                    f"query {row}: sparse weight of token {key} is {weight}; weights must be finite",
+                    field="sparse",
+                    row=row,
+                )

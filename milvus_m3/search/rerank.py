@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._identity import identity
 from ..collection import CollectionManager
 from ..errors import ConfigError, InputError, SearchError
 from ..fusion import colbert_score, dense_score, id_order, m3_scores
@@ -120,7 +121,7 @@ class M3Reranker:
             sparse_search_params or {"drop_ratio_search": DEFAULT_DROP_RATIO_SEARCH}
         )
         if check:
-            manager.check_collection(collection, dense_dim=encoder.dense_dim, model_name=encoder.model_name)
+            manager.check_collection(collection, **identity(encoder))
 
     def __repr__(self) -> str:
         return f"M3Reranker(collection={self.collection!r}, weights={self.weights}, candidates={self.candidates})"

@@ -2,36 +2,28 @@
 
 Modes:
 
-* ``hybrid``: one request on the dense field and one on the sparse field (both inner product, each
-  fetching ``candidate_limit`` candidates), fused with RRF(k) or Milvus's ``WeightedRanker(w_dense,
-  w_sparse)``. Where the fusion happens depends on the engine and on ``fusion=`` (``execute.py``):
-  - the weighted ranker, and RRF with ``fusion="server"`` (the ``"auto"`` choice on a Milvus server):
-    one ``hybrid_search`` call with one ``AnnSearchRequest`` per field, fused by Milvus (on an engine
-    that numbers RRF ranks across a batch, Milvus Lite, RRF sends one ``hybrid_search`` per query);
-  - RRF with ``fusion="client"`` (the ``"auto"`` choice on Milvus Lite, whose ``hybrid_search`` costs
-    ~5x a dense search): one dense and one sparse ``search`` sent at once, fused here by ``fusion.rrf``,
-    the same ranking as Milvus's ``RRFRanker`` (a test pins it). Grouped RRF always uses ``hybrid_search``.
+* ``hybrid``: the collection's legs (``legs=``: dense, sparse, bm25), each fetching ``candidate_limit``
+  candidates, fused with (weighted) RRF(k) or a weighted score sum (normalised as Milvus's
+  ``WeightedRanker`` does, or raw with ``norm_score=False``). Where the fusion runs (Milvus's
+  ``hybrid_search`` or here, from one plain search per leg) is ``execute.py``'s choice, made from the
+  engine's capabilities; both give the same ranking (tests pin it).
 * ``dense`` / ``sparse``: one plain ``search`` on that field; the score is the raw inner product.
 * ``m3`` / ``m3-all``: BGE-M3's raw-score fusion computed client-side (``rerank.py``).
 
-A search is one encoder call (for ``search`` / ``search_batch``) and, apart from the cases above, one
-Milvus call whatever the number of queries; ``search_embeddings`` skips the encoder. The mapping from
-Milvus hits to ``Hit`` objects is the only per-hit work.
+A search is one encoder call (``search`` / ``search_batch``; ``search_embeddings`` skips it) and at
+most one Milvus call per leg, whatever the number of queries.
 
 Measured Milvus Lite 2.5.1 behaviour this module is built around:
 
 * A hybrid search whose filter the engine rejects returns no result list at all, without an error;
   a missing result list raises FilterError / SearchError here, it is never read as "no hits".
-* Lite's RRF numbers ranks across the whole batch: in one hybrid request with several queries, the
-  first hit of query 2 gets ``1 / (k + hits of query 1 + 1)``. On Lite a batch with the RRF ranker
-  is therefore sent as one hybrid request per query (the weighted ranker, which does not look at
-  ranks, stays one request). A Milvus server fuses each query on its own.
-* With ``group_by`` a hybrid search groups inside each sub-search and then fuses hits, so the same
-  group can come back twice (its best dense chunk and its best sparse chunk). The searcher asks for
-  enough fused hits, keeps the first (best-fused) hit of each group and pages over groups itself.
-  A Milvus server fuses per group; the same code then has nothing to remove.
-* ``WeightedRanker`` maps IP scores through ``0.5 + arctan(s) / pi`` before weighting, whatever
-  ``norm_score`` says, and accepts weights in [0, 1] only (see ``fusion.py``).
+* Lite's RRF numbers ranks across the whole batch (query 2's first hit gets ``1 / (k + hits of
+  query 1 + 1)``): engine RRF there goes one query per request. A Milvus server fuses each query alone.
+* With ``group_by`` Lite's hybrid search groups inside each sub-search and then fuses, which ranks
+  groups differently from the ungrouped ranking: grouped fused searches run here instead, keeping the
+  first hit of each group in the fused ranking (one hit per group, in hybrid order).
+* ``WeightedRanker`` maps IP scores through ``0.5 + arctan(s) / pi`` whatever ``norm_score`` says, maps
+  BM25 scores as a distance (inverted), and takes weights in [0, 1] only (see ``fusion.py``).
 * Fused hits with equal scores come back in no fixed order; the searcher orders ties by id, so a
   query gets the same hits alone and inside a batch.
 * A hybrid search reads its output fields with an internal query that quotes ids with ``'`` and
@@ -47,42 +39,40 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._tenancy import check_partition_names, check_tenant, check_tenant_rows, scope
+from .._identity import identity
+from .._tenancy import check_tenant_rows
 from ..collection import CollectionManager
 from ..errors import ConfigError, InputError, SearchError
-from ..filters import FilterLike, render
+from ..filters import FilterLike
 from ..fusion import RRF_K
 from ..schema import (
-    CHUNK_FIELD,
     DENSE_FIELD,
     ID_FIELD,
-    METADATA_FIELD,
-    PARENT_FIELD,
     SPARSE_FIELD,
-    TEXT_FIELD,
     CollectionSpec,
     default_output_fields,
 )
 from ..types import Encoder, Hit, M3Embeddings
+from ._planning import GROUPABLE_KINDS, Planning, filter_fields
 from .execute import PlanRunner
 from .options import (
-    CANDIDATE_FACTOR,
     CLIENT_SIDE_MODES,
-    DEFAULT_CANDIDATES,
     DEFAULT_MODE,
     DEFAULT_RANKER,
-    MAX_TOPK,
     Fusion,
+    Leg,
     Mode,
     RankerName,
     SearchOptions,
     SearchPlan,
+    check_bool,
     check_candidate_limit,
     check_fusion,
-    check_int,
+    check_legs,
     check_mode,
     check_params,
     check_queries,
+    check_query_vectors,
     check_ranker,
     check_rrf_k,
     check_weights,
@@ -92,21 +82,24 @@ __all__ = ["HybridSearcher", "Mode", "RankerName"]
 
 logger = logging.getLogger("milvus_m3.search")
 
-_FILTER_KINDS = {"varchar": "varchar", "int64": "int64", "double": "double", "bool": "bool"}
-_GROUPABLE_KINDS = ("varchar", "int64", "bool")
 
-
-class HybridSearcher:
+class HybridSearcher(Planning):
     """Searches one milvus-m3 collection in hybrid, dense, sparse, m3 or m3-all mode.
 
     manager: the CollectionManager holding the connection.
     collection: the collection name; it must have been built by milvus-m3.
     encoder: turns query texts into M3Embeddings (an ``M3Embedder`` or any ``Encoder``); only
         ``search_embeddings`` works without one.
-    mode, ranker, rrf_k, weights, candidate_limit: defaults for every call (each call may override):
-        ``weights`` are (dense, sparse) for the weighted ranker, each in [0, 1];
-        ``candidate_limit`` is the per-field candidate count in hybrid mode (None: see
-        ``DEFAULT_CANDIDATES``).
+    legs: the legs a hybrid search fuses (any non-empty subset of the collection's ``spec.legs``:
+        "dense", "sparse", "bm25"); None: all of them (three on a collection built with ``bm25=True``).
+        A one-leg search returns that leg's raw scores. ``mode="dense"`` / ``"sparse"`` is the shorthand
+        for one leg, ``"hybrid"`` for ``legs``.
+    mode, ranker, rrf_k, weights, candidate_limit, norm_score: defaults for every call (each call may
+        override all but rrf_k): ``weights`` one per leg, each in [0, 1] (None: all 1), used by the
+        weighted ranker and by RRF (weighted RRF: ``w / (k + rank)``); ``candidate_limit`` is the
+        per-leg candidate depth (None: ``DEFAULT_CANDIDATES``, whatever the page); ``norm_score``
+        (weighted ranker): map each leg's scores into [0, 1] first (Milvus's default) or sum raw
+        scores (computed here on engines that ignore Milvus's ``norm_score=False``).
     dense_params / sparse_params: extra search parameters for each field (e.g. ``{"ef": 256}`` for
         HNSW, ``{"nprobe": 64}`` for IVF, ``{"drop_ratio_search": 0.2}`` for the sparse field).
     check: with an encoder, refuse a collection built for another model or dense dimension
@@ -124,8 +117,10 @@ class HybridSearcher:
         mode: Mode = DEFAULT_MODE,
         ranker: RankerName = DEFAULT_RANKER,
         rrf_k: float = RRF_K,
-        weights: Sequence[float] = (1.0, 1.0),
+        weights: Sequence[float] | None = None,
         candidate_limit: int | None = None,
+        legs: Sequence[str] | None = None,
+        norm_score: bool = True,
         dense_params: Mapping[str, Any] | None = None,
         sparse_params: Mapping[str, Any] | None = None,
         check: bool = True,
@@ -136,7 +131,7 @@ class HybridSearcher:
         self.mode: Mode = check_mode(mode)
         self.ranker: RankerName = check_ranker(ranker)
         self.rrf_k = check_rrf_k(rrf_k)
-        self.weights = check_weights(weights)
+        self.norm_score = check_bool("norm_score", norm_score)
         self.candidate_limit = None if candidate_limit is None else check_candidate_limit(candidate_limit)
         dense = check_params("dense_params", dense_params)
         sparse = check_params("sparse_params", sparse_params)
@@ -145,8 +140,10 @@ class HybridSearcher:
         self.collection = collection
         self.encoder = encoder
         if check and encoder is not None:
-            manager.check_collection(collection, dense_dim=encoder.dense_dim, model_name=encoder.model_name)
+            manager.check_collection(collection, **identity(encoder))
         self.spec: CollectionSpec = manager.spec(collection)
+        self.legs: tuple[Leg, ...] = check_legs(self.spec.legs if legs is None else legs, self.spec.legs)
+        self.weights = None if weights is None else check_weights(weights, self.legs)
         caps = manager.capabilities
         self._templates = caps.filter_templates
         self._dialect = caps.filter_dialect
@@ -157,11 +154,11 @@ class HybridSearcher:
         )
         self._client_rrf = self._runner.client_rrf
 
-        self._fields = _filter_fields(self.spec)
+        self._fields = filter_fields(self.spec)
         self._output_known = frozenset(self._fields) | {DENSE_FIELD, SPARSE_FIELD}
         self._default_output = tuple(default_output_fields(self.spec))
         self._groupable = frozenset(
-            name for name, kind in self._fields.items() if kind in _GROUPABLE_KINDS and name != ID_FIELD
+            name for name, kind in self._fields.items() if kind in GROUPABLE_KINDS and name != ID_FIELD
         )
 
     def __repr__(self) -> str:
@@ -187,6 +184,8 @@ class HybridSearcher:
         group_by: str | None = None,
         tenant: str | int | None = None,
         partition_names: Sequence[str] | None = None,
+        legs: Sequence[str] | None = None,
+        norm_score: bool | None = None,
     ) -> list[Hit]:
         """The best ``limit`` hits for one query text, after skipping ``offset``.
 
@@ -214,6 +213,8 @@ class HybridSearcher:
             group_by=group_by,
             tenant=tenant,
             partition_names=partition_names,
+            legs=legs,
+            norm_score=norm_score,
         )
         return self._search_texts([query], options)[0]
 
@@ -232,6 +233,8 @@ class HybridSearcher:
         group_by: str | None = None,
         tenant: str | int | None = None,
         partition_names: Sequence[str] | None = None,
+        legs: Sequence[str] | None = None,
+        norm_score: bool | None = None,
     ) -> list[list[Hit]]:
         """Hits for each query text: one encoder call and one Milvus call for the whole batch."""
         options = SearchOptions(
@@ -246,6 +249,8 @@ class HybridSearcher:
             group_by=group_by,
             tenant=tenant,
             partition_names=partition_names,
+            legs=legs,
+            norm_score=norm_score,
         )
         return self._search_texts(queries, options)
 
@@ -253,6 +258,7 @@ class HybridSearcher:
         self,
         queries: M3Embeddings,
         *,
+        texts: Sequence[str] | None = None,
         limit: int = 10,
         offset: int = 0,
         mode: Mode | None = None,
@@ -264,8 +270,12 @@ class HybridSearcher:
         group_by: str | None = None,
         tenant: str | int | None = None,
         partition_names: Sequence[str] | None = None,
+        legs: Sequence[str] | None = None,
+        norm_score: bool | None = None,
     ) -> list[list[Hit]]:
-        """Hits for pre-computed query embeddings (one Milvus call; no encoder involved)."""
+        """Hits for pre-computed query embeddings (one Milvus call per leg at most; no encoder involved).
+
+        ``texts``: the query texts, one per embedding, for the bm25 leg (which analyses the text)."""
         options = SearchOptions(
             limit=limit,
             offset=offset,
@@ -278,8 +288,10 @@ class HybridSearcher:
             group_by=group_by,
             tenant=tenant,
             partition_names=partition_names,
+            legs=legs,
+            norm_score=norm_score,
         )
-        return self._search_vectors(queries, options)
+        return self._search_vectors(queries, options, texts)
 
     # ----------------------------------------------------------------- the two paths
 
@@ -301,9 +313,11 @@ class HybridSearcher:
                 f"the encoder returned {len(embeddings)} embeddings for {len(texts)} queries; "
                 "an Encoder must give one per text"
             )
-        return self._scoped(self._runner.run(embeddings, plan), plan)
+        return self._scoped(self._runner.run(embeddings, texts, plan), plan)
 
-    def _search_vectors(self, queries: M3Embeddings, options: SearchOptions) -> list[list[Hit]]:
+    def _search_vectors(
+        self, queries: M3Embeddings, options: SearchOptions, texts: Sequence[str] | None = None
+    ) -> list[list[Hit]]:
         plan = self._plan(options)
         if not isinstance(queries, M3Embeddings):
             raise InputError(
@@ -318,6 +332,7 @@ class HybridSearcher:
             )
         if not len(queries):
             return []
+        check_query_vectors(queries)
         if plan.mode in CLIENT_SIDE_MODES:
             if plan.mode == "m3-all":
                 raise ConfigError(
@@ -325,7 +340,14 @@ class HybridSearcher:
                 )
             pre = ["(pre-computed query)"] * len(queries)
             return self._scoped(self._runner.run_m3(pre, plan, self.encoder, queries), plan)
-        return self._scoped(self._runner.run(queries, plan), plan)
+        if texts is not None:
+            texts = check_queries(texts)
+            if len(texts) != len(queries):
+                raise InputError(
+                    f"texts holds {len(texts)} queries for {len(queries)} embeddings; give one text per embedding",
+                    field="texts",
+                )
+        return self._scoped(self._runner.run(queries, texts, plan), plan)
 
     def _scoped(self, results: list[list[Hit]], plan: SearchPlan) -> list[list[Hit]]:
         """``results``, after checking that a tenant-scoped search returned that tenant's rows only."""
@@ -337,103 +359,3 @@ class HybridSearcher:
         return results
 
     # ----------------------------------------------------------------- planning
-
-    def plan(self, options: SearchOptions) -> SearchPlan:
-        """``options`` checked and planned as ``search`` would (``AsyncHybridSearcher`` runs the plan)."""
-        return self._plan(options)
-
-    def _plan(self, options: SearchOptions) -> SearchPlan:
-        """``options`` checked against this searcher's defaults and collection."""
-        limit = check_int("limit", options.limit, 1)
-        offset = check_int("offset", options.offset, 0)
-        depth = offset + limit
-        if depth > MAX_TOPK:
-            raise ConfigError(
-                f"offset + limit is {depth}; Milvus returns at most {MAX_TOPK} hits per query "
-                "(page with a smaller offset, or narrow the search with a filter)"
-            )
-        mode = self.mode if options.mode is None else check_mode(options.mode)
-        ranker = self.ranker if options.ranker is None else check_ranker(options.ranker)
-        weights = self.weights if options.weights is None else check_weights(options.weights)
-        candidates = self._candidates(options.candidate_limit, mode, depth)
-        output_fields = self._output_fields(options.output_fields, options.group_by)
-        pk = self.spec.partition_key
-        tenant = None
-        if options.tenant is not None:
-            tenant = check_tenant(self.spec, options.tenant, collection=self.collection)
-            output_fields = output_fields if pk in output_fields else (*output_fields, str(pk))
-        partitions = check_partition_names(
-            options.partition_names, supported=self._partitions, engine=self._engine
-        )
-        expr, params = render(
-            scope(options.filter, pk, tenant),
-            templates=self._templates and mode not in CLIENT_SIDE_MODES,  # m3 takes literals
-            dialect=self._dialect,
-            fields=self._fields,
-        )
-        return SearchPlan(
-            limit=limit,
-            offset=offset,
-            mode=mode,
-            ranker=ranker,
-            rrf_k=self.rrf_k,
-            weights=weights,
-            candidates=candidates,
-            expr=expr,
-            params=params,
-            output_fields=output_fields,
-            group_by=options.group_by,
-            tenant=tenant,
-            partition_names=partitions,
-        )
-
-    def _candidates(self, candidate_limit: int | None, mode: Mode, depth: int) -> int:
-        if candidate_limit is None:
-            cand = self.candidate_limit
-        else:
-            cand = check_int("candidate_limit", candidate_limit, 1)
-        if cand is None:
-            return min(MAX_TOPK, max(DEFAULT_CANDIDATES, CANDIDATE_FACTOR * depth))
-        if mode == "hybrid" and cand < depth:
-            raise ConfigError(
-                f"candidate_limit {cand} is smaller than offset + limit = {depth}: fusion cannot return hits "
-                f"no field search fetched; raise candidate_limit to >= {depth} or leave it None"
-            )
-        if cand > MAX_TOPK:
-            raise ConfigError(f"candidate_limit {cand} is above Milvus's per-request cap {MAX_TOPK}")
-        return cand
-
-    def _output_fields(self, output_fields: Sequence[str] | None, group_by: str | None) -> tuple[str, ...]:
-        if output_fields is None:
-            out = self._default_output
-        else:
-            if isinstance(output_fields, str):
-                raise ConfigError(
-                    f"output_fields must be a list of field names, got the string {output_fields!r}"
-                )
-            out = tuple(output_fields)
-            unknown = [f for f in out if f not in self._output_known]
-            if unknown:
-                raise ConfigError(
-                    f"output_fields {unknown} are not fields of collection {self.collection!r}; "
-                    f"choose from {sorted(self._output_known)}"
-                )
-        if group_by is not None:
-            if group_by not in self._groupable:
-                raise ConfigError(
-                    f"group_by={group_by!r}: Milvus groups by a varchar, int64 or bool field of the collection; "
-                    f"choose from {sorted(self._groupable) or 'none (create the collection with chunked=True for parent_id)'}"
-                )
-            if group_by not in out:
-                out = (*out, group_by)
-        return out
-
-
-def _filter_fields(spec: CollectionSpec) -> dict[str, str]:
-    fields: dict[str, str] = {ID_FIELD: spec.id_type, TEXT_FIELD: "varchar", METADATA_FIELD: "json"}
-    if spec.chunked:
-        fields[PARENT_FIELD] = "varchar"
-        fields[CHUNK_FIELD] = "int64"
-    for sf in spec.scalar_fields:
-        fields[sf.name] = _FILTER_KINDS.get(sf.dtype, sf.dtype)
-    return fields

@@ -22,6 +22,7 @@ from milvus_m3.embedder import M3Embedder
 from milvus_m3.errors import InputError
 from milvus_m3.filters import F
 from milvus_m3.search import HybridSearcher
+from milvus_m3.search.options import Fusion
 from milvus_m3.types import Hit, M3Embeddings
 
 pytestmark = pytest.mark.integration
@@ -209,3 +210,75 @@ def test_a_cancelled_call_gives_the_lite_file_lock_back(tmp_path: Path, tiny_emb
         assert asyncio.run(main()) == len(TEXTS) + 1
     finally:
         manager.close()
+
+
+LEG_CASES: list[dict[str, Any]] = [
+    {"mode": "hybrid"},
+    {"mode": "hybrid", "legs": ["dense", "bm25"]},
+    {"mode": "hybrid", "legs": ["sparse", "bm25"], "ranker": "weighted", "weights": (0.7, 1.0)},
+    {"mode": "hybrid", "legs": ["bm25"]},
+    {"mode": "hybrid", "ranker": "weighted", "weights": (1.0, 0.3, 0.6)},
+    {"mode": "hybrid", "ranker": "weighted", "norm_score": False},
+    {"mode": "hybrid", "ranker": "rrf", "weights": (1.0, 0.5, 0.5)},
+    {"mode": "hybrid", "offset": 3, "limit": 4, "candidate_limit": 7},
+    {"mode": "hybrid", "group_by": "topic", "limit": 3},
+    {"mode": "hybrid", "legs": ["dense", "bm25"], "filter": F.eq("topic", "db")},
+]
+
+
+@pytest.mark.parametrize("fusion", ["auto", "server", "client"])
+def test_async_legs_and_bm25_equal_the_sync_searchers(
+    tier: CollectionManager, tiny_embedder: M3Embedder, fusion: Fusion
+) -> None:
+    """Every legs= / bm25 / norm_score / paging / group_by case, both fusion places: the same hits,
+    order and scores as HybridSearcher (search, search_batch and search_embeddings with texts)."""
+    spec = CollectionSpec(
+        dense_dim=tiny_embedder.dense_dim,
+        model_name=tiny_embedder.model_name,
+        bm25=True,
+        scalar_fields=(ScalarField(name="topic", default="misc"),),
+    )
+    tier.create_collection("legs3", spec=spec, recreate=True)
+    tier.upsert(
+        "legs3",
+        ids=[f"d{i}" for i in range(len(TEXTS))],
+        texts=TEXTS,
+        embeddings=tiny_embedder.encode_documents(TEXTS),
+        fields={"topic": ["db", "ml", "food", "ml", "db", "food", "ml", "db"]},
+    )
+    sync = HybridSearcher(tier, "legs3", tiny_embedder, fusion=fusion)
+    emb = tiny_embedder.encode_queries(QUERIES)
+
+    async def main() -> list[list[list[Hit]]]:
+        async with AsyncCollectionManager(manager=tier) as am:
+            searcher = await AsyncHybridSearcher.create(am, "legs3", tiny_embedder, fusion=fusion)
+            try:
+                out = []
+                for case in LEG_CASES:
+                    out.append([await searcher.search(q, **case) for q in QUERIES])
+                    out.append(await searcher.search_batch(QUERIES, **case))
+                    out.append(await searcher.search_embeddings(emb, texts=QUERIES, **case))
+                return out
+            finally:
+                searcher.close()
+
+    got = asyncio.run(main())
+    for i, case in enumerate(LEG_CASES):
+        want = [sync.search(q, **case) for q in QUERIES]
+        assert any(want), case
+        assert [key(h) for h in got[3 * i]] == [key(h) for h in want], case
+        assert [key(h) for h in got[3 * i + 1]] == [key(h) for h in sync.search_batch(QUERIES, **case)], case
+        by_vectors = sync.search_embeddings(emb, texts=QUERIES, **case)
+        assert [key(h) for h in got[3 * i + 2]] == [key(h) for h in by_vectors], case
+
+
+def test_async_search_methods_take_the_sync_keywords() -> None:
+    """Each async search method lists the sync method's keywords, with the same defaults."""
+    import inspect
+
+    for name in ("search", "search_batch", "search_embeddings", "__init__"):
+        sync_sig = inspect.signature(getattr(HybridSearcher, name))
+        async_sig = inspect.signature(getattr(AsyncHybridSearcher, name))
+        want = [(p.name, p.kind, p.default) for p in list(sync_sig.parameters.values())[2:]]
+        got = [(p.name, p.kind, p.default) for p in list(async_sig.parameters.values())[2:]]
+        assert got == want, name

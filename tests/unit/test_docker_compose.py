@@ -108,3 +108,21 @@ def test_docker_compose_config_accepts_the_file() -> None:
     resolved = yaml.safe_load(out.stdout)
     assert set(resolved["services"]) == {"etcd", "minio", "standalone"}
     assert set(resolved["volumes"]) == {"etcd-data", "minio-data", "milvus-data"}
+
+
+def test_tls_paths_are_under_a_volume_the_comments_mount() -> None:
+    """Every certificate path of docker/user.yaml lies under the container side of a volume line of
+    the compose file (commented out, as TLS is off by default), and that volume's host side exists in
+    the comments' instructions (docker/tls)."""
+    compose = COMPOSE.read_text(encoding="utf-8")
+    mounts = re.findall(r"^\s*# - (\./[\w.-]+):(/[\w/.-]+)(?::ro)?\s*$", compose, flags=re.MULTILINE)
+    targets = {target: source for source, target in mounts}
+    assert "/milvus/tls" in targets and targets["/milvus/tls"] == "./tls"
+    user = (ROOT / "docker" / "user.yaml").read_text(encoding="utf-8")
+    paths = re.findall(r"(?:serverPemPath|serverKeyPath|caPemPath):\s*(/\S+)", user)
+    assert len(paths) == 3
+    for path in paths:
+        assert any(path.startswith(t + "/") for t in targets), (
+            f"{path} is under no volume of the compose file"
+        )
+    assert "docker/tls/" in compose and "--server-pem" in compose and "--ca-pem" in compose

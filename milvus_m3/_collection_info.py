@@ -1,0 +1,93 @@
+"""What describe() tells about a collection, and the small rules of names and specs the manager checks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .schema import CollectionSpec
+
+__all__ = ["CollectionInfo", "check_collection_name", "model_key", "not_found_message", "resolve_spec"]
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What ``describe`` tells about a collection."""
+
+    name: str
+    spec: CollectionSpec | None
+    """None for a collection milvus-m3 did not build."""
+    built_by_version: str | None
+    count: int
+    fields: tuple[str, ...]
+    indexes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str | None:
+        return None if self.spec is None else self.spec.model_name
+
+    @property
+    def dense_dim(self) -> int | None:
+        return None if self.spec is None else self.spec.dense_dim
+
+
+def resolve_spec(
+    spec: CollectionSpec | None,
+    dense_dim: int | None,
+    model_name: str | None,
+    *,
+    bm25: bool | None = None,
+    model_fingerprint: str | None = None,
+) -> CollectionSpec:
+    """The spec ``create_collection`` builds from: ``spec``, or defaults around ``dense_dim``.
+
+    Without a spec, a model named by neither ``model_name`` nor ``model_fingerprint`` is recorded as
+    unknown (an empty name), never as the default model: a later check compares dims only.
+    """
+    from .schema import CollectionSpec
+
+    if spec is None:
+        if dense_dim is None:
+            raise ConfigError("create_collection needs dense_dim (embedder.dense_dim) or a CollectionSpec")
+        spec = CollectionSpec(dense_dim=dense_dim, model_name=model_name or "")
+    elif dense_dim is not None and dense_dim != spec.dense_dim:
+        raise ConfigError(f"dense_dim={dense_dim} disagrees with spec.dense_dim={spec.dense_dim}")
+    elif model_name is not None and model_name != spec.model_name:
+        spec = replace(spec, model_name=model_name)
+    if bm25 is not None and bm25 != spec.bm25:
+        spec = replace(spec, bm25=bm25)
+    if model_fingerprint is not None:
+        spec = replace(spec, model_fingerprint=model_fingerprint)
+    return spec
+
+
+def check_collection_name(name: str) -> None:
+    """Refuse a name Milvus would refuse (or that could smuggle an expression), with the rule."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > 255
+        or not (name[0].isalpha() or name[0] == "_")
+        or not all(c.isalnum() or c == "_" for c in name)
+        or not name.isascii()
+    ):
+        raise ConfigError(
+            f"collection name {name!r} is not valid in Milvus: use letters, digits and underscores, "
+            "starting with a letter or underscore, at most 255 characters"
+        )
+
+
+def not_found_message(name: str, uri: str) -> str:
+    return (
+        f"collection {name!r} does not exist at {uri}; create it first "
+        "(CollectionManager.create_collection or `milvus-m3 create --collection NAME`)"
+    )
+
+
+def model_key(name: str) -> str:
+    """Compare models by their last path part, so 'BAAI/bge-m3' matches a local '/models/bge-m3'."""
+    return name.rstrip("/").rsplit("/", 1)[-1].lower()

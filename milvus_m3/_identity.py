@@ -1,0 +1,38 @@
+"""Model identity: is the model a caller writes or searches with the one that built a collection?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import SchemaMismatchError
+from .schema import CollectionSpec, model_key
+from .types import Encoder, Fingerprinted
+
+__all__ = ["check_model", "identity"]
+
+
+def identity(encoder: Encoder) -> dict[str, Any]:
+    """``check_collection`` keyword arguments for ``encoder``: dims, name and, where it declares one, fingerprint."""
+    fp = encoder.model_fingerprint if isinstance(encoder, Fingerprinted) else None
+    return {"dense_dim": encoder.dense_dim, "model_name": encoder.model_name, "model_fingerprint": fp}
+
+
+def check_model(
+    name: str, stored: CollectionSpec, want_model: str | None, want_print: str | None, fix: str
+) -> None:
+    """Refuse another model than the one that built ``stored`` (see ``check_collection``)."""
+    if want_print is not None and stored.model_fingerprint is not None:
+        if want_print != stored.model_fingerprint:
+            raise SchemaMismatchError(
+                f"collection {name!r} was built with another model than {want_model or 'this one'!r} (model "
+                f"fingerprint {stored.model_fingerprint[:12]}, this model's {want_print[:12]}; recorded name "
+                f"{stored.model_name!r}): their vectors are not comparable; use the model that built it, or {fix}"
+            )
+        return
+    if not stored.model_name or want_model is None:
+        return
+    if model_key(stored.model_name) != model_key(want_model):
+        raise SchemaMismatchError(
+            f"collection {name!r} was built with model {stored.model_name!r}, not {want_model!r}: their vectors "
+            f"are not comparable; use the same model, or {fix}"
+        )

@@ -1,0 +1,84 @@
+"""Engine hits to ``Hit`` objects, ties in id order, one hit per group, the tie checks at a cut (execute.py's helpers)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+from ..fusion import id_order
+from ..schema import ID_FIELD, METADATA_FIELD, TEXT_FIELD, CollectionSpec
+from ..types import Hit, M3Embeddings
+
+__all__ = [
+    "Ranked",
+    "dense_index_kind",
+    "first_per_group",
+    "grouped_hits",
+    "hit",
+    "searchable",
+    "ties_by_id",
+]
+
+Ranked = list[tuple[Any, float]]
+
+# --------------------------------------------------------------------- result mapping
+
+
+def hit(doc: Any, distance: Any, entity: Mapping[str, Any]) -> Hit:
+    """A new Hit from one engine hit; ``entity`` is copied, never changed."""
+    fields = dict(entity)
+    text = fields.pop(TEXT_FIELD, None)
+    metadata = fields.pop(METADATA_FIELD, None)
+    return Hit(doc, float(distance), text, {} if metadata is None else metadata, fields)
+
+
+def ties_by_id(hits: list[Hit]) -> list[Hit]:
+    """Equal scores in id order: Milvus sorts fused hits with an unstable sort, so without this the
+    order of tied hits could change with the other queries of a batch."""
+    if any(a.score == b.score for a, b in itertools.pairwise(hits)):
+        hits.sort(key=lambda h: (-h.score, id_order(h.id)))
+    return hits
+
+
+def searchable(leg: str, emb: M3Embeddings) -> list[int]:
+    """The queries a leg can search: all, except empty sparse vectors on the sparse leg."""
+    if leg == "sparse":
+        return [i for i, s in enumerate(emb.sparse) if s]
+    return list(range(len(emb)))
+
+
+def first_per_group(hits: list[Hit], group_by: str, limit: int) -> list[Hit]:
+    """The first hit of each group, in the order of ``hits``, at most ``limit`` of them."""
+    seen: set[Any] = set()
+    out: list[Hit] = []
+    for h in hits:
+        key = h.text if group_by == TEXT_FIELD else h.fields.get(group_by)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(h)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def grouped_hits(result: Any, group_by: str, offset: int, limit: int) -> list[Hit]:
+    seen: set[Any] = set()
+    out: list[Hit] = []
+    end = offset + limit
+    for h in result:
+        key = h["entity"].get(group_by)
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(seen) > offset:
+            out.append(hit(h[ID_FIELD], h["distance"], h["entity"]))
+            if len(seen) >= end:
+                break
+    return ties_by_id(out)
+
+
+def dense_index_kind(spec: CollectionSpec, default: str) -> str:
+    kind = spec.dense_index.upper()
+    return default.upper() if kind == "AUTO" else kind
