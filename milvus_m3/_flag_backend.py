@@ -61,7 +61,8 @@ class FlagBackend(TorchBackend):
         except ImportError as exc:
             raise MissingDependencyError(
                 f"FlagEmbedding is needed for backend='flagembedding' ({exc}); "
-                "pip install 'FlagEmbedding>=1.3,<1.5', or use the default backend='transformers'"
+                "pip install 'milvus-m3[flagembedding]' (FlagEmbedding 1.4 needs transformers<5), "
+                "or use the default backend='transformers'"
             ) from exc
 
         try:

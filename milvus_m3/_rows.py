@@ -70,7 +70,8 @@ def prepare_rows(
             row[ID_FIELD] = _unique_id(ids[i], i, spec, unsafe, seen, caps.display_name)
         row[TEXT_FIELD] = check_text(texts[i], i, spec)
         row[DENSE_FIELD] = dense[i]
-        row[SPARSE_FIELD] = to_milvus_sparse(embeddings.sparse[i], row=i)
+        # Pruned by the collection's sparse_top_k / sparse_mass (searches prune queries the same way).
+        row[SPARSE_FIELD] = spec.prune_sparse([to_milvus_sparse(embeddings.sparse[i], row=i)])[0]
         row[METADATA_FIELD] = check_metadata(None if metadata is None else metadata[i], i)
         if spec.chunked:
             assert parent_ids is not None and chunk_indexes is not None

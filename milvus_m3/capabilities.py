@@ -36,6 +36,7 @@ reaching the row fails)."""
 
 SERVER_DENSE_INDEXES = ("AUTOINDEX", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW", "DISKANN", "SCANN")
 LITE_DENSE_INDEXES = ("AUTOINDEX", "FLAT", "IVF_FLAT")
+SERVER_SPARSE_INDEX_ALGOS = ("TAAT_NAIVE", "DAAT_WAND", "DAAT_MAXSCORE")
 SERVER_BM25_ANALYZERS = ("standard", "english", "chinese", "jieba", "whitespace", "icu", "lindera")
 LITE_BM25_ANALYZERS = ("standard", "english", "chinese", "jieba", "whitespace")
 """Milvus Lite 2.5.1 accepts icu and lindera (and language analyzers built on them) at create time,
@@ -95,6 +96,9 @@ class Capabilities:
     weighted_inverts_bm25: bool = False
     one_process_per_file: bool = False
     reads_during_writes_unsafe: bool = False
+    sparse_index_algos: tuple[str, ...] = ()
+    """SPARSE_INVERTED_INDEX's ``inverted_index_algo`` values it takes (servers >= 2.5); () : none, the
+    index is built with ``drop_ratio_build`` only (Milvus Lite 2.5.1, servers 2.4)."""
 
     @property
     def is_lite(self) -> bool:
@@ -137,6 +141,7 @@ def server_capabilities(version: tuple[int, int, int], deploy_mode: str = "") ->
         dense_index_types=SERVER_DENSE_INDEXES,
         default_dense_index="HNSW",
         deploy_mode=deploy_mode,
+        sparse_index_algos=SERVER_SPARSE_INDEX_ALGOS if version >= (2, 5, 0) else (),
     )
 
 

@@ -151,7 +151,7 @@ class CollectionManager(PartitionOps):
                     "or choose another name"
                 )
         schema = build_schema(spec, caps)
-        index_params = build_index_params(spec, dense_index)
+        index_params = build_index_params(spec, dense_index, caps=caps)
         kwargs: dict[str, Any] = {"consistency_level": spec.consistency_level}
         if spec.num_shards is not None:
             kwargs["num_shards"] = spec.num_shards
@@ -278,6 +278,8 @@ class CollectionManager(PartitionOps):
                 "bm25_analyzer",
                 "bm25_k1",
                 "bm25_b",
+                "sparse_top_k",  # queries are pruned as the rows were
+                "sparse_mass",
             ):
                 if getattr(stored, attr) != getattr(spec, attr):
                     raise SchemaMismatchError(

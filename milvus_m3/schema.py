@@ -26,8 +26,10 @@ from ._collection_info import (
 )
 from ._tenancy import with_partition_key
 from ._version import __version__
-from .capabilities import Capabilities
+from .capabilities import LITE_CAPABILITIES, SERVER_SPARSE_INDEX_ALGOS, Capabilities
 from .errors import ConfigError, SchemaMismatchError
+from .sparse import prune
+from .types import SparseVector
 
 __all__ = [
     "BM25_ANALYZERS",
@@ -140,8 +142,16 @@ class CollectionSpec:
     bm25_b: float = 0.75
     model_fingerprint: str | None = None
     """What the model is (``checkpoint.model_fingerprint``: its config and head weights), whatever its path."""
+    sparse_top_k: int | None = None
+    """At most this many sparse weights per stored text and per query (``prune_sparse``); None: all."""
+    sparse_mass: float | None = None
+    """The largest sparse weights covering this share, in (0, 1], of each vector's weight; None: all."""
+    sparse_inverted_index_algo: str | None = None
+    """``inverted_index_algo`` where ``Capabilities.sparse_index_algos`` has it (servers >= 2.5; it
+    replaces SPARSE_WAND / drop_ratio_build); None: the engine's default."""
 
     def __post_init__(self) -> None:
+        _check_sparse_options(self)
         object.__setattr__(
             self,
             "scalar_fields",
@@ -218,6 +228,26 @@ class CollectionSpec:
                 f"{', '.join(caps.bm25_analyzers)} (jieba for Thai, standard for Arabic), or a Milvus server"
             )
 
+    def prune_sparse(self, vectors: Sequence[SparseVector]) -> list[SparseVector]:
+        """``vectors`` pruned by ``sparse_top_k`` / ``sparse_mass``: the one place stored texts (``_rows``)
+        and queries (``search.execute``) are pruned, so both follow the build record."""
+        return [prune(v, top_k=self.sparse_top_k, mass=self.sparse_mass) for v in vectors]
+
+    def sparse_index_params(self, caps: Capabilities) -> dict[str, Any]:
+        """The learned-sparse index's build parameters on an engine with ``caps``."""
+        params: dict[str, Any] = {"drop_ratio_build": self.sparse_drop_ratio_build}
+        algo = self.sparse_inverted_index_algo
+        if algo is None:
+            return params
+        if algo not in caps.sparse_index_algos:
+            raise ConfigError(
+                f"sparse_inverted_index_algo {algo!r} is not available on {caps.display_name}; "
+                "leave it unset for the engine's default (a Milvus server >= 2.5 takes it)"
+            )
+        if self.sparse_drop_ratio_build == 0.0:  # deprecated with inverted_index_algo; 0.0 is a no-op
+            return {"inverted_index_algo": algo}
+        return params | {"inverted_index_algo": algo}
+
     def resolved_dense_index(self, caps: Capabilities) -> str:
         kind = caps.default_dense_index if self.dense_index.lower() == "auto" else self.dense_index.upper()
         if kind not in caps.dense_index_types:
@@ -266,6 +296,21 @@ class FunctionField:
     @property
     def function_name(self) -> str:
         return f"milvus_m3_{self.name}" if self.name != "bm25" else "milvus_m3_bm25"
+
+
+def _check_sparse_options(spec: CollectionSpec) -> None:
+    k, mass, algo = spec.sparse_top_k, spec.sparse_mass, spec.sparse_inverted_index_algo
+    if k is not None and (type(k) is not int or k < 1):
+        raise ConfigError(f"sparse_top_k must be an int >= 1 (or None: keep all weights), got {k!r}")
+    if mass is not None and (type(mass) not in (int, float) or not 0 < mass <= 1):
+        raise ConfigError(f"sparse_mass must be in (0, 1] (or None: keep all weights), got {mass!r}")
+    if algo is not None and (
+        algo not in SERVER_SPARSE_INDEX_ALGOS or spec.sparse_index != "SPARSE_INVERTED_INDEX"
+    ):
+        raise ConfigError(
+            f"sparse_inverted_index_algo must be one of {', '.join(SERVER_SPARSE_INDEX_ALGOS)} with "
+            f"sparse_index='SPARSE_INVERTED_INDEX' (or None), got {algo!r} with {spec.sparse_index!r}"
+        )
 
 
 def build_record(spec: CollectionSpec) -> str:
@@ -351,7 +396,11 @@ def build_schema(
 
 
 def build_index_params(
-    spec: CollectionSpec, dense_index: str, *, function_fields: Sequence[FunctionField] = ()
+    spec: CollectionSpec,
+    dense_index: str,
+    *,
+    function_fields: Sequence[FunctionField] = (),
+    caps: Capabilities | None = None,
 ) -> Any:
     """Index parameters: the dense field (``dense_index``, IP), the sparse field (IP), and each function field."""
     from pymilvus import MilvusClient
@@ -368,7 +417,7 @@ def build_index_params(
         field_name=SPARSE_FIELD,
         index_type=spec.sparse_index,
         metric_type="IP",
-        params={"drop_ratio_build": spec.sparse_drop_ratio_build},
+        params=spec.sparse_index_params(caps or LITE_CAPABILITIES),
     )
     for ff in function_fields:
         params.add_index(

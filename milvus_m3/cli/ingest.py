@@ -46,9 +46,8 @@ def run_ingest(args: argparse.Namespace) -> int:
     errors = Path(args.errors) if args.errors else state.with_name(default_errors)
     with remove_new_lite_file(args.uri), _manager(args) as manager:
         if manager.has_collection(args.collection):
-            manager.spec(
-                args.collection
-            )  # refuses a collection milvus-m3 did not build, before the model loads
+            # refuses a collection milvus-m3 did not build, or other sparse sizes, before the model loads
+            _check_sparse_size(args, manager.spec(args.collection))
         embedder = _embedder(args, kind="document", overflow="truncate", batch_size=args.encode_batch_size)
         created = not manager.has_collection(args.collection)
         if created:
@@ -58,6 +57,7 @@ def run_ingest(args: argparse.Namespace) -> int:
                 model_fingerprint=embedder.model_fingerprint,
                 chunked=args.chunk_tokens is not None,
                 partition_key=args.tenant_field,
+                **_sparse_size(args),
             )
             manager.create_collection(args.collection, spec=spec)
             _note(
@@ -120,11 +120,14 @@ def _run_ray(args: argparse.Namespace) -> int:
     if args.max_length is not None:
         kwargs["document_max_length"] = args.max_length
     with _manager(args) as manager:
-        if not manager.has_collection(args.collection):
+        if manager.has_collection(args.collection):
+            _check_sparse_size(args, manager.spec(args.collection))
+        else:
             spec = CollectionSpec(
                 dense_dim=dense_dim_of(args.model, args),
                 model_name=args.model,
                 chunked=args.chunk_tokens is not None,
+                **_sparse_size(args),
             )
             manager.create_collection(args.collection, spec=spec)
             _note(args, f"created collection {args.collection!r} at {manager.uri} (dense {spec.dense_dim}-d)")
@@ -140,3 +143,20 @@ def _run_ray(args: argparse.Namespace) -> int:
         )
     _print_report(report, args)
     return 0
+
+
+def _sparse_size(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("sparse_top_k", "sparse_mass", "sparse_inverted_index_algo")
+    return {name: getattr(args, name) for name in names}
+
+
+def _check_sparse_size(args: argparse.Namespace, stored: Any) -> None:
+    """Sparse size flags given for an existing collection must be the ones in its build record."""
+    for name, value in _sparse_size(args).items():
+        if value is not None and getattr(stored, name) != value:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"collection {args.collection!r} was built with {name}={getattr(stored, name)!r}, "
+                f"not {flag} {value}: its rows are stored that way and searches prune queries to match; "
+                f"drop {flag}, or ingest into a new collection"
+            )

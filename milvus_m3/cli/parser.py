@@ -8,9 +8,10 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from ..capabilities import SERVER_SPARSE_INDEX_ALGOS
 from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
 from ..fusion import RRF_K
-from ..ingest.options import ENGINES, ON_ERROR, IngestOptions, RayOptions
+from ..ingest.options import ON_ERROR, IngestOptions
 from ..ingest.readers import FORMATS
 from ..schema import CollectionSpec
 from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
@@ -39,7 +40,6 @@ from ._argtypes import (
     _field_list,
     _legs,
     _non_negative,
-    _non_negative_float,
     _positive,
     _weights,
     choices,
@@ -53,10 +53,33 @@ from ._connection_args import (
     add_connection_arguments,
     connection_options,
 )
+from ._ray_args import _add_ray
 
 
 def _spec_option(name: str) -> Any:
     return default(CollectionSpec, name)
+
+
+def _add_sparse_size(p: argparse.ArgumentParser) -> None:
+    """The learned-sparse size options of a new collection (CollectionSpec; kept in its build record)."""
+    p.add_argument(
+        "--sparse-top-k",
+        type=_positive,
+        default=_spec_option("sparse_top_k"),
+        help="keep the K largest sparse weights per text, and per query at search time (default: all)",
+    )
+    p.add_argument(
+        "--sparse-mass",
+        type=float,
+        default=_spec_option("sparse_mass"),
+        help="keep the largest sparse weights covering this share (0, 1] of each vector (default: all)",
+    )
+    p.add_argument(
+        "--sparse-inverted-index-algo",
+        choices=SERVER_SPARSE_INDEX_ALGOS,
+        default=_spec_option("sparse_inverted_index_algo"),
+        help="the sparse index's algorithm on a Milvus server >= 2.5 (default: the server's)",
+    )
 
 
 def _ingest_option(name: str) -> Any:
@@ -144,6 +167,7 @@ def _add_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--sparse-index", choices=choices(CollectionSpec, "sparse_index"), default=spec("sparse_index")
     )
     p.add_argument("--sparse-drop-ratio-build", type=float, default=spec("sparse_drop_ratio_build"))
+    _add_sparse_size(p)
     p.add_argument("--id-type", choices=choices(CollectionSpec, "id_type"), default=spec("id_type"))
     p.add_argument(
         "--text-max-length",
@@ -197,6 +221,7 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="input files; '-' reads stdin")
     p.add_argument("--collection", required=True)
+    _add_sparse_size(p)
     opt = _ingest_option
     p.add_argument(
         "--format",
@@ -294,43 +319,6 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     _add_ray(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-
-
-def _add_ray(p: argparse.ArgumentParser) -> None:
-    """ingest --engine ray: options and defaults from RayOptions (docs/scaling.md)."""
-    ray = p.add_argument_group("Ray (--engine ray; pip install 'milvus-m3[ray]'; see docs/scaling.md)")
-    ray.add_argument(
-        "--engine",
-        choices=ENGINES,
-        default=ENGINES[0],
-        help="local: this process; ray: a Ray Data job (FILEs may be object-store URIs)",
-    )
-    ray.add_argument(
-        "--ray-address",
-        default=default(RayOptions, "address"),
-        help="Ray cluster: auto, ray://HOST:10001 (default: $RAY_ADDRESS, else a local Ray)",
-    )
-    ray.add_argument(
-        "--actors", type=_positive, default=default(RayOptions, "actors"), help="embedding actors"
-    )
-    for name, what in (("gpus_per_actor", "GPUs"), ("cpus_per_actor", "CPUs")):
-        ray.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=_non_negative_float,
-            default=default(RayOptions, name),
-            help=f"{what} Ray reserves per actor (default {default(RayOptions, name)}; 0.5 GPU: two per GPU)",
-        )
-    ray.add_argument(
-        "--write-batch-size",
-        type=_positive,
-        default=default(RayOptions, "write_batch_size"),
-        help="rows per upsert request",
-    )
-    ray.add_argument(
-        "--skip-existing",
-        action="store_true",
-        help="pass over documents stored unchanged (a server; the way to finish an interrupted Ray job)",
-    )
 
 
 def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:

@@ -33,6 +33,7 @@ the same calls on ``AsyncMilvusClient``.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -113,7 +114,10 @@ class PlanRunner:
     def steps(
         self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
     ) -> Steps[list[list[Hit]]]:
-        """``run`` as a generator of the Milvus calls it makes (``_steps.py``; the async runner's seam)."""
+        """``run`` as a generator of the Milvus calls it makes (``_steps.py``; the async runner's seam).
+        Sparse query weights are pruned as the collection's rows were (``CollectionSpec.prune_sparse``)."""
+        if self.spec.sparse_top_k is not None or self.spec.sparse_mass is not None:
+            emb = dataclasses.replace(emb, sparse=self.spec.prune_sparse(emb.sparse))
         if "bm25" in plan.legs and texts is None:
             raise ConfigError(
                 "the bm25 leg analyses the query text, which search_embeddings does not have; use "
