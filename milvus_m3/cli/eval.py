@@ -73,6 +73,24 @@ def add_eval_arguments(p: Any) -> None:
         default=_cfg.rerank_depth,
         help="m3 candidates that m3-all re-scores (default %(default)s)",
     )
+    p.add_argument(
+        "--rerank",
+        default=_cfg.rerank,
+        metavar="MODEL",
+        help="cross-encoder (directory or hub id, e.g. BAAI/bge-reranker-v2-m3): each mode also runs as "
+        "MODE+rerank, its top --cross-encoder-depth hits reordered by it (on --device)",
+    )
+    p.add_argument(
+        "--rerank-modes",
+        default=",".join(_cfg.rerank_modes),
+        help="comma-separated modes given a +rerank variant (default: every mode run); needs --rerank",
+    )
+    p.add_argument(
+        "--cross-encoder-depth",
+        type=int,
+        default=_cfg.cross_encoder_depth,
+        help="hits of each mode's run that --rerank reorders (default %(default)s)",
+    )
     p.add_argument("--no-bm25", action="store_true", help="no BM25 leg, no modes that use it")
     p.add_argument(
         "--bm25-analyzer",
@@ -154,6 +172,10 @@ def build_eval_parser(prog: str = "milvus-m3 eval") -> Any:
     return p
 
 
+def _names(text: object) -> tuple[str, ...]:
+    return tuple(m.strip() for m in str(text or "").split(",") if m.strip())
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", text.rsplit("/", 1)[-1]).strip("_").lower() or "model"
 
@@ -177,13 +199,20 @@ def run_eval_cli(
 
     quiet = bool(getattr(args, "quiet", False))
     note = _progress_notes(quiet)
-    modes = tuple(m.strip() for m in str(args.modes).split(",") if m.strip())
+    modes = _names(args.modes)
     note(f"loading {args.data} (split {args.split})")
     dataset = load_beir(args.data, split=args.split, max_docs=args.max_docs)
     ignore_ids = getattr(args, "ignore_identical_ids", None)
     if ignore_ids is None:  # BEIR's convention where it matters: query ids that are also document ids
         ignore_ids = not set(dataset.query_ids).isdisjoint(dataset.doc_ids)
-    config = from_args(EvalConfig, args, modes=modes, bm25=not args.no_bm25, ignore_identical_ids=ignore_ids)
+    config = from_args(
+        EvalConfig,
+        args,
+        modes=modes,
+        bm25=not args.no_bm25,
+        ignore_identical_ids=ignore_ids,
+        rerank_modes=_names(getattr(args, "rerank_modes", "")),
+    )
     tune_on = load_beir(args.data, split=args.tune_split, max_docs=args.max_docs) if args.tune_split else None
     if tune_on is not None and tune_on.doc_ids != dataset.doc_ids:
         raise ConfigError(
@@ -195,6 +224,12 @@ def run_eval_cli(
         encoder, colbert_encoder = _build_encoders(args, cache_dir, show_progress=not quiet)
     elif cache_dir is not None:
         encoder = CachedEncoder(encoder, cache_dir)
+    cross_encoder = None
+    if config.rerank is not None:
+        from ..reranker import CrossEncoderReranker
+
+        note(f"loading the cross-encoder {config.rerank}")
+        cross_encoder = CrossEncoderReranker(config.rerank, device=getattr(args, "device", None))
     name = args.collection or f"eval_{_slug(dataset.name)}_{_slug(encoder.model_name)}"
     if command is None:
         command = "milvus-m3 " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
@@ -215,6 +250,7 @@ def run_eval_cli(
             tune_on=tune_on,
             command=command,
             notes=notes,
+            cross_encoder=cross_encoder,
         )
     paths = report.save(
         args.out, args.name or dataset.name, plot=not args.no_plot, runs=getattr(args, "runs", False)

@@ -5,6 +5,7 @@
     cache.py    CachedEncoder: encodings stored as .npz files and reused
     report.py   the modes, EvalConfig, ModeResult, EvalReport (markdown, JSON, PNG bar chart)
     runner.py   run_evaluation: fill or reuse the collection, run each mode through Milvus, score it
+    rerank.py   the M+rerank variants: a mode's top hits reordered by a cross-encoder, scored alike
 
 The ``eval`` command (the part that prints) lives in ``milvus_m3.cli.eval``.
 """

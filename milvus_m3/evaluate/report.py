@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError, MissingDependencyError
 from ..fusion import M3_COLBERT_WEIGHT, M3_DENSE_WEIGHT, M3_SPARSE_WEIGHT, RRF_K
+from ..search.rerank_stage import DEFAULT_RERANK_DEPTH
 
 if TYPE_CHECKING:
     from ..search.rerank import M3Weights
@@ -121,6 +122,12 @@ class EvalConfig:
     write_batch: int = 256
     ignore_identical_ids: bool = False
     tune_grid: tuple[float, ...] = DEFAULT_TUNE_GRID
+    rerank: str | None = None
+    """A cross-encoder (directory or hub id): modes of ``rerank_modes`` also run as ``M+rerank``."""
+    rerank_modes: tuple[str, ...] = ()
+    """The modes given a ``+rerank`` variant (each one of ``modes``); empty: every mode run."""
+    cross_encoder_depth: int = DEFAULT_RERANK_DEPTH
+    """Documents of each run the cross-encoder reorders (``evaluate.rerank``)."""
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modes if m not in ALL_MODES]
@@ -135,6 +142,7 @@ class EvalConfig:
             "mrr_k",
             "search_batch",
             "write_batch",
+            "cross_encoder_depth",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -147,9 +155,21 @@ class EvalConfig:
             raise ConfigError(
                 f"candidates {self.candidates} must be >= limit {self.limit} (hybrid requests feed the ranker)"
             )
+        self._check_rerank()
         if not self.tune_grid or any(not math.isfinite(w) or w < 0 for w in self.tune_grid):
             raise ConfigError("tune_grid must hold finite weights >= 0")
         self.weights()  # validates the weights
+
+    def _check_rerank(self) -> None:
+        if self.rerank is not None and (not isinstance(self.rerank, str) or not self.rerank.strip()):
+            raise ConfigError(f"EvalConfig.rerank must be a model directory or hub id, got {self.rerank!r}")
+        if self.rerank_modes and self.rerank is None:
+            raise ConfigError("EvalConfig.rerank_modes needs rerank (the cross-encoder model)")
+        stray = [m for m in self.rerank_modes if m not in self.modes]
+        if stray:
+            raise ConfigError(f"rerank_modes {stray} are not among the modes run ({', '.join(self.modes)})")
+        if self.cross_encoder_depth > self.limit:
+            raise ConfigError(f"cross_encoder_depth {self.cross_encoder_depth} is above limit {self.limit}")
 
     def weights(self) -> M3Weights:
         from ..search.rerank import M3Weights

@@ -2,7 +2,8 @@
 
 The corpus goes in through ``CollectionManager`` (a ``CollectionSpec`` with ``bm25=True`` gives the BM25
 leg), and every leg and fused mode runs through ``HybridSearcher`` (``legs=``, the same code users
-call), so the harness measures what a user gets; ``m3`` / ``m3-all`` run through ``M3Reranker``.
+call), so the harness measures what a user gets; ``m3`` / ``m3-all`` run through ``M3Reranker``;
+``M+rerank`` variants (a cross-encoder over a mode's top hits) come from ``evaluate.rerank``.
 Each mode is scored per query and as means (``EvalReport``), with a paired randomization test of each
 fused mode against the best of its own legs. A query whose sparse vector is empty is an ordinary
 query (its sparse list is empty). An existing collection is reused only when everything that shaped
@@ -21,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CollectionExistsError, ConfigError
 from ..schema import BM25_FIELD, CollectionSpec
-from ..types import CacheKeyed, Encoder, Fingerprinted, M3Embeddings
+from ..types import CacheKeyed, Encoder, Fingerprinted, M3Embeddings, Reranker
 from .beir import BeirDataset
-from .metrics import evaluate_run, per_query_metrics, randomization_test
+from .metrics import evaluate_run, randomization_test
 from .report import FUSED_LEGS, EvalConfig, EvalReport, ModeResult
+from .rerank import RERANK_SUFFIX, load_cross_encoder, mode_result, rerank_variant, reranked_modes
 
 if TYPE_CHECKING:
     from ..search import HybridSearcher
@@ -107,6 +109,7 @@ def run_evaluation(
     tune_on: BeirDataset | None = None,
     command: str | None = None,
     notes: Sequence[str] = (),
+    cross_encoder: Reranker | None = None,
 ) -> EvalReport:
     """Ingest ``dataset`` into ``collection`` (or reuse it), run each mode and score it.
 
@@ -114,7 +117,9 @@ def run_evaluation(
     dataset's documents and was built with this encoder and these BM25 settings; ``recreate`` rebuilds
     it. ``tune_on`` (another split of the same corpus) is where ``m3-tuned`` chooses its sparse weight
     and ``wrrf3`` its leg weights; without it those modes are skipped. ``m3-all`` is skipped when no
-    encoder gives ColBERT vectors.
+    encoder gives ColBERT vectors. With ``config.rerank`` each mode of ``rerank_modes`` (all, when
+    empty) also runs as ``M+rerank`` (``evaluate.rerank``); ``cross_encoder`` is that model when the
+    caller loaded it, else ``CrossEncoderReranker(config.rerank)`` loads.
     """
     from ..search import HybridSearcher
     from ..search.rerank import M3Reranker
@@ -134,6 +139,7 @@ def run_evaluation(
     )
     searcher = HybridSearcher(manager, collection, encoder, rrf_k=config.rrf_k, check=False)
     job = _Job(manager, collection, dataset, encoder, config, q, reranker, searcher, tune_on, has_bm25)
+    cross = load_cross_encoder(config, cross_encoder)
     results: list[ModeResult] = []
     skipped: dict[str, str] = {}
     for mode in config.modes:
@@ -142,35 +148,18 @@ def run_evaluation(
             run, note = _MODE_RUNNERS[mode](job, mode)
         except _Skipped as exc:
             skipped[mode] = str(exc)
+            if cross is not None and mode in reranked_modes(config):
+                skipped[mode + RERANK_SUFFIX] = f"{mode} did not run"
             continue
         seconds = time.perf_counter() - started
-        per_query = per_query_metrics(
-            run,
-            dataset.qrels,
-            ndcg_k=config.ndcg_k,
-            recall_k=config.recall_k,
-            mrr_k=config.mrr_k,
-            ignore_identical_ids=config.ignore_identical_ids,
+        result = mode_result(mode, run, dataset, config, seconds=seconds, note=note)
+        results.append(replace(result, significance=_significance(result, results, FUSED_LEGS.get(mode, ()))))
+        logger.info(
+            "%s: %s (%.1f s)", mode, ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()), seconds
         )
-        metrics = evaluate_run(
-            run,
-            dataset.qrels,
-            ndcg_k=config.ndcg_k,
-            recall_k=config.recall_k,
-            mrr_k=config.mrr_k,
-            ignore_identical_ids=config.ignore_identical_ids,
-        )
-        result = ModeResult(
-            mode=mode,
-            metrics=metrics,
-            seconds=seconds,
-            note=note,
-            seconds_per_query=seconds / max(1, len(dataset.query_ids)),
-            per_query=per_query,
-            run=run,
-        )
-        results.append(replace(result, significance=_significance(result, results)))
-        logger.info("%s: %s (%.1f s)", mode, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), seconds)
+        if cross is not None and mode in reranked_modes(config):
+            variant = rerank_variant(result, dataset, config, cross)
+            results.append(replace(variant, significance=_significance(variant, results, (mode,))))
     settings = {
         k: v
         for k, v in asdict(config).items()
@@ -194,9 +183,10 @@ def run_evaluation(
     )
 
 
-def _significance(result: ModeResult, done: Sequence[ModeResult]) -> dict[str, Any]:
-    """The paired randomization test of a fused mode against the best of its legs run so far (first metric)."""
-    legs = [r for r in done if r.mode in FUSED_LEGS.get(result.mode, ())]
+def _significance(result: ModeResult, done: Sequence[ModeResult], against: Sequence[str]) -> dict[str, Any]:
+    """The paired randomization test of ``result`` against the best of the modes ``against`` run so far
+    (a fused mode's legs, a ``+rerank`` variant's own mode) on the first metric."""
+    legs = [r for r in done if r.mode in against]
     if not legs:
         return {}
     key = next(iter(result.metrics))

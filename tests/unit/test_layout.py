@@ -398,6 +398,14 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "EvalReport",
         "ModeResult",
     ],
+    "milvus_m3.evaluate.rerank": [
+        "RERANK_SUFFIX",
+        "load_cross_encoder",
+        "mode_result",
+        "rerank_run",
+        "rerank_variant",
+        "reranked_modes",
+    ],
     "milvus_m3.evaluate.runner": ["BM25_FIELD", "Run", "create_bm25_collection", "run_evaluation"],
     "milvus_m3.filters": [
         "FIELD_KINDS",
