@@ -168,7 +168,7 @@ class EvalConfig:
         stray = [m for m in self.rerank_modes if m not in self.modes]
         if stray:
             raise ConfigError(f"rerank_modes {stray} are not among the modes run ({', '.join(self.modes)})")
-        if self.cross_encoder_depth > self.limit:
+        if self.rerank is not None and self.cross_encoder_depth > self.limit:
             raise ConfigError(f"cross_encoder_depth {self.cross_encoder_depth} is above limit {self.limit}")
 
     def weights(self) -> M3Weights:

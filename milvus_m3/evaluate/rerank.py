@@ -74,19 +74,19 @@ def mode_result(
     mode: str, run: _Run, dataset: BeirDataset, config: EvalConfig, *, seconds: float, note: str
 ) -> ModeResult:
     """``run`` scored per query and as means (nDCG, Recall, MRR at the config's depths)."""
-    depths = {
-        "ndcg_k": config.ndcg_k,
-        "recall_k": config.recall_k,
-        "mrr_k": config.mrr_k,
-        "ignore_identical_ids": config.ignore_identical_ids,
-    }
+    ks = (config.ndcg_k, config.recall_k, config.mrr_k)
+    ignore = config.ignore_identical_ids
     return ModeResult(
         mode=mode,
-        metrics=evaluate_run(run, dataset.qrels, **depths),
+        metrics=evaluate_run(
+            run, dataset.qrels, ndcg_k=ks[0], recall_k=ks[1], mrr_k=ks[2], ignore_identical_ids=ignore
+        ),
         seconds=seconds,
         note=note,
         seconds_per_query=seconds / max(1, len(dataset.query_ids)),
-        per_query=per_query_metrics(run, dataset.qrels, **depths),
+        per_query=per_query_metrics(
+            run, dataset.qrels, ndcg_k=ks[0], recall_k=ks[1], mrr_k=ks[2], ignore_identical_ids=ignore
+        ),
         run=run,
     )
 
