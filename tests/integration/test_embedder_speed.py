@@ -5,6 +5,7 @@ against FlagEmbedding, threads, token budgets, out-of-memory backoff, worker pro
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,7 +134,12 @@ def test_flag_backend_drops_only_the_mistral_note(tiny_checkpoint: Path) -> None
         f"M3Embedder({str(tiny_checkpoint)!r}, device='cpu', backend='flagembedding'); "
         "logging.getLogger('transformers.tokenization_utils_base').warning('another tokenizer warning')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    # The CLI's main(), run in-process by other tests, sets TRANSFORMERS_VERBOSITY=error in this
+    # process's environment; the child must log at transformers' own default level to show the record.
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_VERBOSITY"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO, env=env
+    )
     assert "regex pattern" not in out.stderr
     assert "another tokenizer warning" in out.stderr  # the filter is gone after loading
 
