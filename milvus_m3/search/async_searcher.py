@@ -27,7 +27,7 @@ from ..errors import ConfigError, InputError, SearchError
 from ..filters import FilterLike
 from ..fusion import RRF_K
 from ..schema import ID_FIELD
-from ..types import Encoder, Hit, M3Embeddings
+from ..types import Encoder, Hit, M3Embeddings, Reranker
 from ._steps import Call, adrive
 from .execute import PlanRunner
 from .options import (
@@ -42,6 +42,7 @@ from .options import (
     check_queries,
     check_query_vectors,
 )
+from .rerank_stage import DEFAULT_RERANK_DEPTH, first_stage, rerank_hits
 from .searcher import HybridSearcher
 
 __all__ = ["AsyncHybridSearcher", "AsyncPlanRunner"]
@@ -92,6 +93,8 @@ class AsyncHybridSearcher:
         sparse_params: Mapping[str, Any] | None = None,
         check: bool = True,
         fusion: Fusion = "auto",
+        reranker: Reranker | None = None,
+        rerank_depth: int = DEFAULT_RERANK_DEPTH,
     ) -> None:
         self.sync = HybridSearcher(
             manager.sync,
@@ -108,6 +111,8 @@ class AsyncHybridSearcher:
             sparse_params=sparse_params,
             check=check,
             fusion=fusion,
+            reranker=reranker,
+            rerank_depth=rerank_depth,
         )
         """The sync searcher that plans every call (and runs m3 / m3-all in the worker thread)."""
         self.manager = manager
@@ -155,8 +160,10 @@ class AsyncHybridSearcher:
         partition_names: Sequence[str] | None = None,
         legs: Sequence[str] | None = None,
         norm_score: bool | None = None,
+        reranker: Reranker | None = None,
+        rerank_depth: int | None = None,
     ) -> list[Hit]:
-        """``HybridSearcher.search``, awaited."""
+        """``HybridSearcher.search``, awaited (the rerank stage scores in the worker thread)."""
         if not isinstance(query, str):
             raise InputError(
                 f"query must be a string, got {type(query).__name__}; for several queries use search_batch",
@@ -181,7 +188,7 @@ class AsyncHybridSearcher:
             legs=legs,
             norm_score=norm_score,
         )
-        return (await self._search_texts([query], options))[0]
+        return (await self._staged([query], options, reranker, rerank_depth))[0]
 
     async def search_batch(
         self,
@@ -200,8 +207,10 @@ class AsyncHybridSearcher:
         partition_names: Sequence[str] | None = None,
         legs: Sequence[str] | None = None,
         norm_score: bool | None = None,
+        reranker: Reranker | None = None,
+        rerank_depth: int | None = None,
     ) -> list[list[Hit]]:
-        """``HybridSearcher.search_batch``, awaited."""
+        """``HybridSearcher.search_batch``, awaited (the rerank stage scores in the worker thread)."""
         options = SearchOptions(
             limit=limit,
             offset=offset,
@@ -217,7 +226,7 @@ class AsyncHybridSearcher:
             legs=legs,
             norm_score=norm_score,
         )
-        return await self._search_texts(queries, options)
+        return await self._staged(queries, options, reranker, rerank_depth)
 
     async def search_embeddings(
         self,
@@ -273,6 +282,30 @@ class AsyncHybridSearcher:
         return self._scoped(await self._runner.arun(queries, texts, plan), plan)
 
     # ----------------------------------------------------------------- internals
+
+    async def _staged(
+        self, queries: Sequence[str], options: SearchOptions, reranker: Reranker | None, depth: int | None
+    ) -> list[list[Hit]]:
+        """The first stage awaited, then this call's rerank stage (if any) in the worker thread."""
+        first, stage = first_stage(
+            options,
+            reranker,
+            depth,
+            default_reranker=self.sync.reranker,
+            default_depth=self.sync.rerank_depth,
+        )
+        results = await self._search_texts(queries, first)
+        if stage is None:
+            return results
+        rerank = functools.partial(
+            rerank_hits,
+            check_queries(queries),
+            results,
+            stage.reranker,
+            offset=options.offset,
+            limit=options.limit,
+        )
+        return await asyncio.get_running_loop().run_in_executor(self._worker, rerank)
 
     async def _search_texts(self, queries: Sequence[str], options: SearchOptions) -> list[list[Hit]]:
         plan = self.sync.plan(options)

@@ -282,3 +282,37 @@ def test_async_search_methods_take_the_sync_keywords() -> None:
         want = [(p.name, p.kind, p.default) for p in list(sync_sig.parameters.values())[2:]]
         got = [(p.name, p.kind, p.default) for p in list(async_sig.parameters.values())[2:]]
         assert got == want, name
+
+
+def test_async_rerank_stage_equals_the_sync_one(
+    tmp_path: Path, tiny_embedder: M3Embedder, tiny_reranker: Any
+) -> None:
+    """The rerank stage on the async searcher: the same first stage, the same cross-encoder order,
+    per searcher and per call, single queries and batches."""
+    with CollectionManager(str(tmp_path / "rr.db")) as manager:
+        _fill(manager, tiny_embedder)
+        sync = HybridSearcher(manager, "docs", tiny_embedder, reranker=tiny_reranker, rerank_depth=8)
+
+        async def main() -> tuple[list[list[Hit]], list[list[Hit]], list[Hit]]:
+            async with AsyncCollectionManager(manager=manager) as am:
+                searcher = await AsyncHybridSearcher.create(
+                    am, "docs", tiny_embedder, reranker=tiny_reranker, rerank_depth=8
+                )
+                plain = await AsyncHybridSearcher.create(am, "docs", tiny_embedder)
+                try:
+                    one = [await searcher.search(q, limit=3, offset=1) for q in QUERIES]
+                    batch = await searcher.search_batch(QUERIES, limit=4)
+                    per_call = await plain.search(QUERIES[0], limit=3, reranker=tiny_reranker, rerank_depth=6)
+                    return one, batch, per_call
+                finally:
+                    searcher.close()
+                    plain.close()
+
+        one, batch, per_call = asyncio.run(main())
+        assert [key(h) for h in one] == [key(sync.search(q, limit=3, offset=1)) for q in QUERIES]
+        assert [key(h) for h in batch] == [key(h) for h in sync.search_batch(QUERIES, limit=4)]
+        want = HybridSearcher(manager, "docs", tiny_embedder).search(
+            QUERIES[0], limit=3, reranker=tiny_reranker, rerank_depth=6
+        )
+        assert key(per_call) == key(want)
+        assert all(h.rerank_score is not None and h.first_stage_score is not None for h in per_call)
