@@ -69,7 +69,7 @@ def test_rerank_variant_equals_flag_reranker_order(
         kw = {"ndcg_k": 10, "recall_k": 20, "mrr_k": 10}
         assert variant.metrics == evaluate_run(dict(variant.run), ds.qrels, **kw)
         assert variant.metrics == pytest.approx(evaluate_run(reference, ds.qrels, **kw), abs=1e-12)
-        assert variant.significance["against"] == mode and variant.seconds >= base.seconds
+        assert variant.significance["against"] == mode
         assert f"top {depth} of {mode}" in variant.note
     assert moved > 0  # the cross-encoder reordered something: the variant is not its mode's run cut short
 
