@@ -41,7 +41,7 @@ from .ids import IdChoices
 from .options import IngestOptions, build_options
 from .prepare import Batch, Preparer, check_encoder
 from .readers import STDIN, Skipped, detect_format, estimate_records, read_source, require_pyarrow
-from .records import MAX_REPORTED_ERRORS, IngestReport, Record, RowError
+from .records import MAX_REPORTED_ERRORS, IngestReport, Record, RowError, RunCounts
 
 __all__ = ["QUEUE_BATCHES", "ingest"]
 
@@ -312,7 +312,7 @@ class _Producer:
 # ---------------------------------------------------------------------------------------------- writer
 
 
-class _Writer:
+class _Writer(RunCounts):
     """The calling thread's side: upsert a batch, log its bad rows, checkpoint it, count it."""
 
     def __init__(
@@ -329,12 +329,9 @@ class _Writer:
         self.collection = collection
         self.on_error = on_error
         self.checkpoint = checkpoint
+        super().__init__(started)
         self.errlog = errlog
-        self.started = started
         self.on_batch = on_batch
-        self.read = self.written = self.skipped = self.failed = 0
-        self.chunks = self.tokens = self.truncated = 0
-        self.kept: list[RowError] = []
 
     def write(self, item: Batch) -> None:
         self.skipped = item.skipped
@@ -402,21 +399,9 @@ class _Writer:
             self.kept.extend(errors[:room])
 
     def report(self) -> IngestReport:
-        elapsed = time.perf_counter() - self.started
-        return IngestReport(
-            read=self.read,
-            written=self.written,
-            skipped=self.skipped,
-            failed=self.failed,
-            chunks=self.chunks,
-            elapsed_s=elapsed,
-            docs_per_s=self.written / elapsed if elapsed > 0 else 0.0,
-            tokens_per_s=self.tokens / elapsed if elapsed > 0 else 0.0,
-            truncated=self.truncated,
+        return self.counted_report(
             errors_path=str(self.errlog.path) if self.errlog.path is not None else None,
-            tokens=self.tokens,
             state_path=str(self.checkpoint.path) if self.checkpoint.path is not None else None,
-            errors=tuple(self.kept),
         )
 
 

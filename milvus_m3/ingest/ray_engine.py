@@ -51,7 +51,7 @@ from .checkpoint import ErrorLog, fsync_dir, source_key
 from .options import IngestOptions, RayOptions, build_options
 from .pipeline import _check_spec, _progress_bar
 from .readers import _EXTENSIONS, STDIN, detect_format, require_pyarrow
-from .records import MAX_REPORTED_ERRORS, IngestReport, RowError
+from .records import MAX_REPORTED_ERRORS, IngestReport, RowError, RunCounts
 
 __all__ = ["M3EmbedderFactory", "RayOptions", "ray_ingest"]
 
@@ -322,7 +322,7 @@ def _results(ray: Any, ds: Any) -> Iterator[BatchResult]:
         raise unwrapped from None
 
 
-class _Tally:
+class _Tally(RunCounts):
     """The driver's side: count each batch once, write Lite rows, log bad rows, build the report."""
 
     def __init__(
@@ -337,12 +337,9 @@ class _Tally:
     ) -> None:
         self.manager, self.collection, self.opts, self.ropts = manager, collection, opts, ropts
         self.order = {s: i for i, s in enumerate(sources)}
+        super().__init__(started)
         self.errlog = ErrorLog(Path(errors_path) if errors_path is not None else None, None, False)
-        self.started = started
         self.seen: set[tuple[int, int]] = set()
-        self.read = self.written = self.skipped = self.failed = 0
-        self.chunks = self.tokens = self.truncated = 0
-        self.kept: list[RowError] = []
 
     def _key(self, err: RowError) -> tuple[int, int]:
         return self.order.get(err.file, len(self.order)), err.line
@@ -396,22 +393,8 @@ class _Tally:
         fsync_dir(path.parent)
 
     def report(self) -> IngestReport:
-        elapsed = time.perf_counter() - self.started
-        return IngestReport(
-            read=self.read,
-            written=self.written,
-            skipped=self.skipped,
-            failed=self.failed,
-            chunks=self.chunks,
-            elapsed_s=elapsed,
-            docs_per_s=self.written / elapsed if elapsed > 0 else 0.0,
-            tokens_per_s=self.tokens / elapsed if elapsed > 0 else 0.0,
-            truncated=self.truncated,
-            errors_path=str(self.errlog.path) if self.errlog.path is not None else None,
-            tokens=self.tokens,
-            state_path=None,
-            errors=tuple(self.kept),
-        )
+        errors_path = str(self.errlog.path) if self.errlog.path is not None else None
+        return self.counted_report(errors_path=errors_path, state_path=None)
 
 
 def _expected_total(sources: Sequence[str], formats: Mapping[str, str]) -> int | None:

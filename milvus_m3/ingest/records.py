@@ -5,6 +5,7 @@ Imports nothing heavy; every other ingest module builds on these.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -104,6 +105,35 @@ class IngestReport:
             if self.failed > 5:
                 lines.append(f"  ... {self.failed - 5} more")
         return "\n".join(lines)
+
+
+class RunCounts:  # shared by ingest and ray_ingest; not part of the public surface
+    """A run's counters (one owner: the writing side of ``ingest`` or of ``ray_ingest``) and its report."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.read = self.written = self.skipped = self.failed = 0
+        self.chunks = self.tokens = self.truncated = 0
+        self.kept: list[RowError] = []
+        """The first bad rows, at most ``MAX_REPORTED_ERRORS``."""
+
+    def counted_report(self, *, errors_path: str | None, state_path: str | None) -> IngestReport:
+        elapsed = time.perf_counter() - self.started
+        return IngestReport(
+            read=self.read,
+            written=self.written,
+            skipped=self.skipped,
+            failed=self.failed,
+            chunks=self.chunks,
+            elapsed_s=elapsed,
+            docs_per_s=self.written / elapsed if elapsed > 0 else 0.0,
+            tokens_per_s=self.tokens / elapsed if elapsed > 0 else 0.0,
+            truncated=self.truncated,
+            errors_path=errors_path,
+            tokens=self.tokens,
+            state_path=state_path,
+            errors=tuple(self.kept),
+        )
 
 
 class BadValue(Exception):
