@@ -117,7 +117,7 @@ def check_languages(spec: CollectionSpec) -> LanguageAnalyzers | None:
 
 
 def with_language_field(
-    scalar_fields: Iterable[ScalarField], languages: LanguageAnalyzers | None, field: str
+    scalar_fields: Iterable[ScalarField], languages: Mapping[str, str] | None, field: str
 ) -> tuple[ScalarField, ...]:
     """``scalar_fields`` with the language field declared (a required varchar when not given)."""
     from .schema import ScalarField
@@ -157,7 +157,9 @@ def check_bm25(spec: CollectionSpec) -> None:
 
 def _languages(spec: CollectionSpec) -> LanguageAnalyzers | None:
     value = spec.bm25_languages
-    return value if value is None or isinstance(value, LanguageAnalyzers) else LanguageAnalyzers(value.items())
+    return (
+        value if value is None or isinstance(value, LanguageAnalyzers) else LanguageAnalyzers(value.items())
+    )
 
 
 def check_bm25_engine(spec: CollectionSpec, caps: Capabilities) -> None:
@@ -220,7 +222,9 @@ def text_field_analyzer(function_fields: Sequence[FunctionField]) -> dict[str, A
     if not function_fields:
         return {}
     forms = {
-        json.dumps([_plain(ff.analyzer_params), ff.multi_analyzer_params and _plain(ff.multi_analyzer_params)])
+        json.dumps(
+            [_plain(ff.analyzer_params), ff.multi_analyzer_params and _plain(ff.multi_analyzer_params)]
+        )
         for ff in function_fields
     }
     if len(forms) > 1:

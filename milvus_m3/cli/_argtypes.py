@@ -104,7 +104,9 @@ def _languages(text: str) -> dict[str, str]:
             )
         out[code] = name
     if not out:
-        raise argparse.ArgumentTypeError("give CODE=ANALYZER pairs, e.g. en=english,zh=chinese,default=standard")
+        raise argparse.ArgumentTypeError(
+            "give CODE=ANALYZER pairs, e.g. en=english,zh=chinese,default=standard"
+        )
     return out
 
 

@@ -24,6 +24,8 @@ from milvus_m3.errors import ConfigError, InputError, SchemaMismatchError
 from milvus_m3.ingest import ingest
 from milvus_m3.schema import build_index_params, build_schema
 from milvus_m3.search import HybridSearcher
+from milvus_m3.search._steps import Call, drive
+from milvus_m3.search.execute import PlanRunner
 from milvus_m3.search.options import SearchOptions
 from tests.fakes import FakeEncoder
 from tests.integration.test_cli import run
@@ -53,7 +55,9 @@ def lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectionManager
 
 def test_create_is_refused_on_lite_with_the_fix_and_leaves_nothing(lite: CollectionManager) -> None:
     for kw in ({}, {"exists_ok": True}, {"recreate": True}):
-        with pytest.raises(ConfigError, match=r"multi-language analyzer.*Milvus Lite.*chinese for Chinese.*>= 2\.5\.11"):
+        with pytest.raises(
+            ConfigError, match=r"multi-language analyzer.*Milvus Lite.*chinese for Chinese.*>= 2\.5\.11"
+        ):
             lite.create_collection("ml_refused", spec=_spec(), **kw)
         assert not lite.has_collection("ml_refused")
 
@@ -127,7 +131,9 @@ def test_the_record_and_language_field_round_trip_through_milvus(lite: Collectio
 def test_reuse_checks_the_languages(lite: CollectionManager, built: str) -> None:
     assert lite.check_collection(built, spec=_spec()) == _spec()
     other = replace(_spec(), bm25_languages={**LANGUAGES, "zh": "jieba"})
-    with pytest.raises(SchemaMismatchError, match="bm25_languages=.*'zh': 'chinese'.*'zh': 'jieba'.*recreate"):
+    with pytest.raises(
+        SchemaMismatchError, match="bm25_languages=.*'zh': 'chinese'.*'zh': 'jieba'.*recreate"
+    ):
         lite.check_collection(built, spec=other)
     single = CollectionSpec(dense_dim=16, model_name="fake/m3", bm25=True, bm25_analyzer="english")
     with pytest.raises(SchemaMismatchError, match="scalar_fields|bm25_languages"):
@@ -156,8 +162,45 @@ def test_search_takes_the_query_language(lite: CollectionManager, built: str) ->
     # Lite analyses as standard whatever the language (the quirk above): whole words match
     assert [h.id for h in searcher.search("running", legs=("bm25",), language="en")] == ["r1"]
     assert [h.id for h in searcher.search("cats", language="en", limit=1)] == ["r3"]
-    with pytest.raises(ConfigError, match="'fr' is not one of collection 'ml'.s bm25_languages: default, en, zh"):
+    with pytest.raises(
+        ConfigError, match="'fr' is not one of collection 'ml'.s bm25_languages: default, en, zh"
+    ):
         searcher.search("cats", language="fr")
+
+
+@pytest.mark.parametrize("fusion", ["server", "client"])
+def test_every_bm25_request_carries_the_query_language(
+    lite: CollectionManager, built: str, fusion: str
+) -> None:
+    """Through the runner's call seam (``_steps.drive``, as the async runner sends them): each BM25
+    request, plain or inside a hybrid one, names the analyzer; the other legs' requests do not."""
+    searcher = HybridSearcher(lite, built, FakeEncoder(16))
+    runner = PlanRunner(lite, built, lite.spec(built), LITE_CAPABILITIES, fusion=fusion)  # type: ignore[arg-type]
+    sent: list[Call] = []
+
+    def send(calls: list[Call]) -> list[Any]:
+        sent.extend(calls)
+        return [getattr(lite.client, c.method)(**c.kwargs) for c in calls]
+
+    query = ["cats sleep"]
+    emb = FakeEncoder(16).encode_queries(query)
+    for language in ("zh", None):
+        sent.clear()
+        hits = drive(runner.steps(emb, query, searcher.plan(SearchOptions(language=language))), send)
+        assert hits[0][0].id == "r3"
+        assert {c.method for c in sent} == {"hybrid_search" if fusion == "server" else "search"}
+        params = []
+        for call in sent:
+            if call.method == "hybrid_search":
+                params += [(r.anns_field, r.param) for r in call.kwargs["reqs"]]
+            else:
+                params.append((call.kwargs["anns_field"], call.kwargs["search_params"]))
+        assert sorted(f for f, _ in params) == ["bm25", "dense", "sparse"]
+        assert {f: p.get("analyzer_name") for f, p in params} == {
+            "bm25": language,
+            "dense": None,
+            "sparse": None,
+        }
 
 
 def test_language_on_a_collection_without_languages_is_refused(lite: CollectionManager) -> None:

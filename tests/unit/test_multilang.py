@@ -67,7 +67,9 @@ def test_a_declared_language_field_is_used_and_checked() -> None:
 @pytest.mark.parametrize("caps", [server_capabilities((2, 5, 10)), LITE_CAPABILITIES])
 def test_engines_without_it_are_refused_with_the_fix(caps: Any) -> None:
     assert not caps.multi_language_analyzer
-    with pytest.raises(ConfigError, match=r"multi-language analyzer.*chinese for Chinese.*README.*>= 2\.5\.11"):
+    with pytest.raises(
+        ConfigError, match=r"multi-language analyzer.*chinese for Chinese.*README.*>= 2\.5\.11"
+    ):
         _spec().check_engine(caps)
     assert capabilities_for_version("v2.5.11").multi_language_analyzer
     assert not capabilities_for_version("v2.5.10").multi_language_analyzer
@@ -134,14 +136,30 @@ def test_the_bm25_request_carries_the_analyzer_name_to_the_grpc_request() -> Non
 def test_cli_flags() -> None:
     parser = build_parser()
     args = parser.parse_args(
-        ["create", "--collection", "c", "--bm25", "--bm25-languages", "en=english, zh=chinese,default=standard"]
+        [
+            "create",
+            "--collection",
+            "c",
+            "--bm25",
+            "--bm25-languages",
+            "en=english, zh=chinese,default=standard",
+        ]
     )
     spec = from_args(CollectionSpec, args, dense_dim=8)
     assert spec.bm25_languages == LANGUAGES and spec.bm25_language_field == "language"
     args = parser.parse_args(["create", "--collection", "c", "--bm25"])
     assert from_args(CollectionSpec, args, dense_dim=8).bm25_languages is None
     args = parser.parse_args(
-        ["create", "--collection", "c", "--bm25", "--bm25-languages", "default=jieba", "--bm25-language-field", "lang"]
+        [
+            "create",
+            "--collection",
+            "c",
+            "--bm25",
+            "--bm25-languages",
+            "default=jieba",
+            "--bm25-language-field",
+            "lang",
+        ]
     )
     assert from_args(CollectionSpec, args, dense_dim=8).scalar_fields[0].name == "lang"
     for bad in ("en", "en=english,en=standard", "=english", ","):
