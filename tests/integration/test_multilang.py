@@ -10,6 +10,7 @@ purpose. What a server >= 2.5.11 does with it is not tested here: no such server
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import replace
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from milvus_m3.async_collection import AsyncCollectionManager
 from milvus_m3.capabilities import LITE_CAPABILITIES, server_capabilities
 from milvus_m3.collection import CollectionManager, CollectionSpec
 from milvus_m3.errors import ConfigError, InputError, SchemaMismatchError
@@ -25,6 +27,7 @@ from milvus_m3.ingest import ingest
 from milvus_m3.schema import build_index_params, build_schema
 from milvus_m3.search import HybridSearcher
 from milvus_m3.search._steps import Call, drive
+from milvus_m3.search.async_searcher import AsyncHybridSearcher
 from milvus_m3.search.execute import PlanRunner
 from milvus_m3.search.options import SearchOptions
 from tests.fakes import FakeEncoder
@@ -166,6 +169,19 @@ def test_search_takes_the_query_language(lite: CollectionManager, built: str) ->
         ConfigError, match="'fr' is not one of collection 'ml'.s bm25_languages: default, en, zh"
     ):
         searcher.search("cats", language="fr")
+
+
+def test_the_async_searcher_takes_the_query_language(lite: CollectionManager, built: str) -> None:
+    async def main() -> list[list[str]]:
+        async with AsyncCollectionManager(manager=lite) as am:
+            searcher = AsyncHybridSearcher(am, built, FakeEncoder(16))
+            with pytest.raises(ConfigError, match="'fr' is not one of"):
+                await searcher.search("cats", language="fr")
+            one = await searcher.search("running", legs=("bm25",), language="en")
+            batch = await searcher.search_batch(["cats", "running"], limit=1, language="en")
+            return [[h.id for h in one], *[[h.id for h in hits] for hits in batch]]
+
+    assert asyncio.run(main()) == [["r1"], ["r3"], ["r1"]]
 
 
 @pytest.mark.parametrize("fusion", ["server", "client"])
