@@ -41,6 +41,8 @@ SERVER_BM25_ANALYZERS = ("standard", "english", "chinese", "jieba", "whitespace"
 LITE_BM25_ANALYZERS = ("standard", "english", "chinese", "jieba", "whitespace")
 """Milvus Lite 2.5.1 accepts icu and lindera (and language analyzers built on them) at create time,
 then fails every insert after 30 s of retries; the analyzers listed here insert and search there."""
+MULTI_LANGUAGE_ANALYZER_VERSION = (2, 5, 11)
+"""Milvus documents its multi-language analyzer as "Compatible with Milvus 2.5.11+"."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +61,15 @@ class Capabilities:
           search, query and delete (a search reads every row, a delete deletes from all), so
           milvus-m3 refuses partition names there.
       bm25_analyzers: the BM25 analyzer names (``schema.BM25_ANALYZERS``) it can run, not only accept.
+      multi_language_analyzer: Milvus's multi-language analyzer (``multi_analyzer_params`` on the text
+          field, each row's analyzer picked by a language field, ``analyzer_name`` per query): servers
+          >= 2.5.11 (MULTI_LANGUAGE_ANALYZER_VERSION). Milvus Lite 2.5.1 accepts such a collection,
+          inserts and searches it, but ignores the multi analyzer: every row and query is analysed as
+          standard (measured: "run" does not find "the runners were running quickly" under an English
+          analyzer, "学习" with analyzer_name "zh" does not find "我喜欢机器学习和自然语言处理", while
+          "running" and the whole Chinese sentence match as in a standard collection;
+          tests/integration/test_multilang.py pins it). So it is False there and
+          ``CollectionSpec.check_engine`` refuses ``bm25_languages`` before anything is created.
     Quirks:
       filter_dialect: how string literals are escaped in filter expressions ("lite" or "server").
       rrf_ranks_across_batch: a hybrid request with several queries numbers RRF ranks across the whole
@@ -87,6 +98,7 @@ class Capabilities:
     partition_key: bool = True
     partitions: bool = True
     bm25_analyzers: tuple[str, ...] = SERVER_BM25_ANALYZERS
+    multi_language_analyzer: bool = False
     filter_dialect: Literal["lite", "server"] = "server"
     rrf_ranks_across_batch: bool = False
     slow_hybrid_search: bool = False
@@ -121,6 +133,7 @@ LITE_CAPABILITIES = Capabilities(
     partition_key=False,
     partitions=False,
     bm25_analyzers=LITE_BM25_ANALYZERS,
+    multi_language_analyzer=False,
     filter_dialect="lite",
     rrf_ranks_across_batch=True,
     slow_hybrid_search=True,
@@ -142,6 +155,7 @@ def server_capabilities(version: tuple[int, int, int], deploy_mode: str = "") ->
         default_dense_index="HNSW",
         deploy_mode=deploy_mode,
         sparse_index_algos=SERVER_SPARSE_INDEX_ALGOS if version >= (2, 5, 0) else (),
+        multi_language_analyzer=version >= MULTI_LANGUAGE_ANALYZER_VERSION,
     )
 
 

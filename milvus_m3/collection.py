@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _rows
+from ._bm25 import analyzer_label
 from ._identity import check_model
 from ._partitions import PartitionOps
 from ._schema_check import check_schema_matches, record_build_id
@@ -172,7 +173,7 @@ class CollectionManager(PartitionOps):
             spec.dense_dim,
             dense_index,
             spec.sparse_index,
-            f", bm25 {spec.bm25_analyzer}" if spec.bm25 else "",
+            f", bm25 {analyzer_label(spec)}" if spec.bm25 else "",
         )
         return self.describe(name)
 
@@ -276,6 +277,8 @@ class CollectionManager(PartitionOps):
                 "partition_key",
                 "bm25",
                 "bm25_analyzer",
+                "bm25_languages",
+                "bm25_language_field",
                 "bm25_k1",
                 "bm25_b",
                 "sparse_top_k",  # queries are pruned as the rows were

@@ -17,6 +17,15 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from ._analyzers import BM25_ANALYZERS, DEFAULT_BM25_ANALYZER, Analyzer
+from ._bm25 import (
+    DEFAULT_LANGUAGE_FIELD,
+    bm25_function_fields,
+    check_bm25,
+    check_bm25_engine,
+    check_languages,
+    text_field_analyzer,
+    with_language_field,
+)
 from ._collection_info import (
     CollectionInfo,
     check_collection_name,
@@ -138,6 +147,13 @@ class CollectionSpec:
     bm25: bool = False
     """Add Milvus's BM25 leg: a ``bm25`` sparse field the engine fills from the text (``bm25_analyzer``)."""
     bm25_analyzer: Analyzer = DEFAULT_BM25_ANALYZER
+    bm25_languages: Mapping[str, str] | None = None
+    """Milvus's multi-language analyzer instead of ``bm25_analyzer`` (servers >= 2.5.11): language code ->
+    analyzer name, ``"default"`` required, e.g. ``{"en": "english", "zh": "chinese", "default": "standard"}``;
+    stored read-only in code order. Each row's ``bm25_language_field`` value picks its analyzer."""
+    bm25_language_field: str = DEFAULT_LANGUAGE_FIELD
+    """The varchar field naming each row's language (with ``bm25_languages``): declared in
+    ``scalar_fields`` or, when not, added there as a required varchar field."""
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     model_fingerprint: str | None = None
@@ -152,11 +168,10 @@ class CollectionSpec:
 
     def __post_init__(self) -> None:
         _check_sparse_options(self)
-        object.__setattr__(
-            self,
-            "scalar_fields",
-            with_partition_key(self.scalar_fields, self.partition_key, self.num_partitions),
-        )
+        object.__setattr__(self, "bm25_languages", check_languages(self))
+        fields = with_partition_key(self.scalar_fields, self.partition_key, self.num_partitions)
+        fields = with_language_field(fields, self.bm25_languages, self.bm25_language_field)
+        object.__setattr__(self, "scalar_fields", fields)
         if (
             isinstance(self.dense_dim, bool)
             or not isinstance(self.dense_dim, int)
@@ -186,21 +201,11 @@ class CollectionSpec:
         names = [f.name for f in self.scalar_fields]
         if len(set(names)) != len(names):
             raise ConfigError(f"scalar field names repeat: {names}")
-        self._check_bm25()
+        check_bm25(self)
         if self.consistency_level not in ("Strong", "Bounded", "Session", "Eventually"):
             raise ConfigError(
                 f"consistency_level must be Strong, Bounded, Session or Eventually, got {self.consistency_level!r}"
             )
-
-    def _check_bm25(self) -> None:
-        if self.bm25_analyzer not in BM25_ANALYZERS:
-            raise ConfigError(
-                f"bm25_analyzer must be one of {', '.join(BM25_ANALYZERS)}, got {self.bm25_analyzer!r} "
-                "(english for English, chinese for Chinese, standard for other space-separated languages)"
-            )
-        for name, value, top in (("bm25_k1", self.bm25_k1, 3.0), ("bm25_b", self.bm25_b, 1.0)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= top:
-                raise ConfigError(f"{name} must be a number in [0, {top:g}] (Milvus's range), got {value!r}")
 
     @property
     def legs(self) -> tuple[str, ...]:
@@ -209,24 +214,12 @@ class CollectionSpec:
 
     def function_fields(self) -> tuple[FunctionField, ...]:
         """The engine-filled fields of this spec (the BM25 leg), for ``build_schema`` / ``build_index_params``."""
-        if not self.bm25:
-            return ()
-        return (
-            FunctionField(
-                name=BM25_FIELD,
-                analyzer_params=dict(BM25_ANALYZERS[self.bm25_analyzer]),
-                index_params={"bm25_k1": float(self.bm25_k1), "bm25_b": float(self.bm25_b)},
-            ),
-        )
+        return bm25_function_fields(self)
 
     def check_engine(self, caps: Capabilities) -> None:
-        """Refuse what this engine accepts at create time but cannot run (a BM25 analyzer), with the fix."""
-        if self.bm25 and self.bm25_analyzer not in caps.bm25_analyzers:
-            raise ConfigError(
-                f"bm25_analyzer {self.bm25_analyzer!r} cannot run on {caps.display_name} (it accepts the "
-                "collection, then every insert fails); use one of "
-                f"{', '.join(caps.bm25_analyzers)} (jieba for Thai, standard for Arabic), or a Milvus server"
-            )
+        """Refuse what this engine accepts at create time but cannot run (a BM25 analyzer, the
+        multi-language analyzer), with the fix."""
+        check_bm25_engine(self, caps)
 
     def prune_sparse(self, vectors: Sequence[SparseVector]) -> list[SparseVector]:
         """``vectors`` pruned by ``sparse_top_k`` / ``sparse_mass``: the one place stored texts (``_rows``)
@@ -260,6 +253,7 @@ class CollectionSpec:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["scalar_fields"] = [asdict(f) for f in self.scalar_fields]
+        data["bm25_languages"] = None if self.bm25_languages is None else dict(self.bm25_languages)
         return data
 
     @classmethod
@@ -275,12 +269,14 @@ class FunctionField:
     """A sparse vector field that Milvus fills from the text field with a built-in function (BM25).
 
     name: the output field. analyzer_params: the text field's analyzer (``{"type": "english"}``).
+    multi_analyzer_params: Milvus's multi-language analyzer instead (``{"analyzers": {...}, "by_field": ...}``).
     index_params: e.g. ``{"bm25_k1": 1.2, "bm25_b": 0.75}``.
     """
 
     name: str
     function: Literal["BM25"] = "BM25"
     analyzer_params: Mapping[str, Any] = field(default_factory=lambda: {"type": "english"})
+    multi_analyzer_params: Mapping[str, Any] | None = None
     index_type: str = "SPARSE_INVERTED_INDEX"
     metric_type: str = "BM25"
     index_params: Mapping[str, Any] = field(default_factory=dict)
@@ -325,15 +321,6 @@ def build_record(spec: CollectionSpec) -> str:
     return META_MARKER + json.dumps(meta, sort_keys=True, separators=(",", ":"))
 
 
-def _analyzer(function_fields: Sequence[FunctionField]) -> dict[str, Any]:
-    if not function_fields:
-        return {}
-    analyzers = {json.dumps(dict(ff.analyzer_params), sort_keys=True) for ff in function_fields}
-    if len(analyzers) > 1:
-        raise ConfigError("function fields read the one text field: give them all the same analyzer_params")
-    return {"enable_analyzer": True, "analyzer_params": dict(function_fields[0].analyzer_params)}
-
-
 def build_schema(
     spec: CollectionSpec, caps: Capabilities, *, function_fields: Sequence[FunctionField] = ()
 ) -> Any:
@@ -353,7 +340,7 @@ def build_schema(
     else:
         schema.add_field(ID_FIELD, DataType.INT64, is_primary=True)
     schema.add_field(
-        TEXT_FIELD, DataType.VARCHAR, max_length=spec.text_max_length, **_analyzer(function_fields)
+        TEXT_FIELD, DataType.VARCHAR, max_length=spec.text_max_length, **text_field_analyzer(function_fields)
     )
     schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=spec.dense_dim)
     schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)

@@ -92,6 +92,24 @@ def _legs(text: str) -> list[str]:
     return legs
 
 
+def _languages(text: str) -> dict[str, str]:
+    """``en=english,zh=chinese,default=standard`` -> {"en": "english", ...} (checked by CollectionSpec)."""
+    out: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        code, sep, name = (s.strip() for s in part.partition("="))
+        if not sep or not code or not name or code in out:
+            raise argparse.ArgumentTypeError(
+                f"give CODE=ANALYZER pairs separated by commas, each code once, with a default, e.g. "
+                f"en=english,zh=chinese,default=standard; got {text!r}"
+            )
+        out[code] = name
+    if not out:
+        raise argparse.ArgumentTypeError(
+            "give CODE=ANALYZER pairs, e.g. en=english,zh=chinese,default=standard"
+        )
+    return out
+
+
 def _weights(text: str) -> list[float]:
     try:
         return [float(w) for w in text.split(",") if w.strip()]

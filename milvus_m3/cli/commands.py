@@ -205,6 +205,7 @@ def _note(args: argparse.Namespace, text: str) -> None:
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
+    from .._bm25 import analyzer_label
     from ..checkpoint import fingerprint_of
     from ..collection import CollectionSpec
 
@@ -228,7 +229,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
             print(
                 f"{verb} collection {info.name!r} at {manager.uri}: dense {dim}-d "
                 f"{info.indexes.get('dense', {}).get('index_type', '?')}, sparse {spec.sparse_index}, "
-                f"{f', bm25 ({spec.bm25_analyzer})' if spec.bm25 else ''}, "
+                f"{f', bm25 ({analyzer_label(spec)})' if spec.bm25 else ''}, "
                 f"model {spec.model_name}{', chunked' if spec.chunked else ''}, {info.count} rows"
             )
     return 0
@@ -300,6 +301,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 filter=args.filter,
                 group_by=args.group_by,
                 tenant=args.tenant,
+                language=args.language,
             )
         except FilterError as exc:
             hint = filter_hint(args.filter, manager.describe(args.collection).fields)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 from ._argtypes import (
     _env,
     _field_list,
+    _languages,
     _legs,
     _non_negative,
     _positive,
@@ -196,6 +197,20 @@ def _add_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         default=spec("bm25_analyzer"),
         help="english; chinese for Chinese; standard for Arabic and other spaced scripts; icu (jieba on "
         "Milvus Lite) for Thai (default %(default)s)",
+    )
+    p.add_argument(
+        "--bm25-languages",
+        type=_languages,
+        default=spec("bm25_languages"),
+        metavar="CODE=ANALYZER,..",
+        help="one analyzer per language, picked per row by --bm25-language-field, e.g. "
+        "en=english,zh=chinese,default=standard (Milvus servers >= 2.5.11; refused on Milvus Lite)",
+    )
+    p.add_argument(
+        "--bm25-language-field",
+        default=spec("bm25_language_field"),
+        metavar="FIELD",
+        help="the field naming each row's language, with --bm25-languages (default %(default)s)",
     )
     p.add_argument("--bm25-k1", type=float, default=spec("bm25_k1"))
     p.add_argument("--bm25-b", type=float, default=spec("bm25_b"))
@@ -387,6 +402,12 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--tenant", default=None, help="only this tenant's rows (a collection with a tenant field)"
+    )
+    p.add_argument(
+        "--language",
+        default=default(SearchOptions, "language"),
+        metavar="CODE",
+        help="the query's language for the bm25 leg (a code of the collection's --bm25-languages)",
     )
     p.add_argument(
         "--rerank",

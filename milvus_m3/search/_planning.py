@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .._bm25 import check_language
 from .._tenancy import check_partition_names, check_tenant, scope
 from ..errors import ConfigError
 from ..filters import render
@@ -96,6 +97,9 @@ class Planning:
             dialect=self._dialect,
             fields=self._fields,
         )
+        language = None
+        if options.language is not None:
+            language = check_language(self.spec, options.language, collection=self.collection)
         return SearchPlan(
             limit=limit,
             offset=offset,
@@ -112,6 +116,7 @@ class Planning:
             partition_names=partitions,
             legs=legs,
             norm_score=norm,
+            language=language,
         )
 
     def _legs(self, mode: Mode, legs: Sequence[str] | None) -> tuple[Leg, ...]:

@@ -160,6 +160,7 @@ class AsyncHybridSearcher:
         partition_names: Sequence[str] | None = None,
         legs: Sequence[str] | None = None,
         norm_score: bool | None = None,
+        language: str | None = None,
         reranker: Reranker | None = None,
         rerank_depth: int | None = None,
     ) -> list[Hit]:
@@ -187,6 +188,7 @@ class AsyncHybridSearcher:
             partition_names=partition_names,
             legs=legs,
             norm_score=norm_score,
+            language=language,
         )
         return (await self._staged([query], options, reranker, rerank_depth))[0]
 
@@ -207,6 +209,7 @@ class AsyncHybridSearcher:
         partition_names: Sequence[str] | None = None,
         legs: Sequence[str] | None = None,
         norm_score: bool | None = None,
+        language: str | None = None,
         reranker: Reranker | None = None,
         rerank_depth: int | None = None,
     ) -> list[list[Hit]]:
@@ -225,6 +228,7 @@ class AsyncHybridSearcher:
             partition_names=partition_names,
             legs=legs,
             norm_score=norm_score,
+            language=language,
         )
         return await self._staged(queries, options, reranker, rerank_depth)
 
@@ -246,6 +250,7 @@ class AsyncHybridSearcher:
         partition_names: Sequence[str] | None = None,
         legs: Sequence[str] | None = None,
         norm_score: bool | None = None,
+        language: str | None = None,
     ) -> list[list[Hit]]:
         """``HybridSearcher.search_embeddings``, awaited (no encoder involved)."""
         options = SearchOptions(
@@ -262,6 +267,7 @@ class AsyncHybridSearcher:
             partition_names=partition_names,
             legs=legs,
             norm_score=norm_score,
+            language=language,
         )
         plan = self.sync.plan(options)
         if not isinstance(queries, M3Embeddings):

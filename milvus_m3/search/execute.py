@@ -323,7 +323,12 @@ class PlanRunner:
             )
         assert texts is not None  # steps() refuses bm25 without texts
         return bm25_request(
-            [texts[i] for i in rows], field=BM25_FIELD, limit=limit, expr=plan.expr, expr_params=plan.params
+            [texts[i] for i in rows],
+            field=BM25_FIELD,
+            limit=limit,
+            expr=plan.expr,
+            expr_params=plan.params,
+            analyzer_name=plan.language,
         )
 
     def _leg_call(

@@ -112,6 +112,9 @@ class SearchOptions:
     """Only these named partitions (Milvus servers; refused on Milvus Lite, which ignores them)."""
     legs: Sequence[str] | None = None
     norm_score: bool | None = None
+    language: str | None = None
+    """The query's language for the bm25 leg: a code of the collection's ``bm25_languages`` (Milvus
+    analyses the query with that analyzer, ``analyzer_name``); None: its ``default`` analyzer."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,6 +141,8 @@ class SearchPlan:
     legs: tuple[Leg, ...] = ("dense", "sparse")
     norm_score: bool = True
     """Weighted ranker: map scores into [0, 1] first (Milvus's default) or sum raw scores."""
+    language: str | None = None
+    """The bm25 leg's query analyzer (``analyzer_name``); None: the collection's default one."""
 
     @property
     def depth(self) -> int:

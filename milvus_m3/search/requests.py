@@ -164,9 +164,15 @@ def bm25_request(
     params: Mapping[str, Any] | None = None,
     expr: str = "",
     expr_params: Mapping[str, Any] | None = None,
+    analyzer_name: str | None = None,
 ) -> FieldRequest:
-    """A request on a BM25 function field: the data are query texts, which the engine analyses."""
+    """A request on a BM25 function field: the data are query texts, which the engine analyses.
+
+    ``analyzer_name``: which of a multi-language analyzer's analyzers reads the query texts (None: the
+    engine's choice, its ``default``)."""
     search_params: dict[str, Any] = {"metric_type": "BM25"}
+    if analyzer_name is not None:
+        search_params["analyzer_name"] = analyzer_name
     if params:
         search_params["params"] = dict(params)
     return FieldRequest(

@@ -191,6 +191,7 @@ class HybridSearcher(Planning):
         partition_names: Sequence[str] | None = None,
         legs: Sequence[str] | None = None,
         norm_score: bool | None = None,
+        language: str | None = None,
         reranker: Reranker | None = None,
         rerank_depth: int | None = None,
     ) -> list[Hit]:
@@ -198,6 +199,8 @@ class HybridSearcher(Planning):
 
         tenant: only that tenant's rows (a collection built with ``CollectionSpec(partition_key=...)``);
         partition_names: only those partitions (Milvus servers).
+        language: the query's language for the bm25 leg, a code of the collection's ``bm25_languages``
+        (the analyzer Milvus reads the query with); None: its ``default`` analyzer.
         """
         if not isinstance(query, str):
             raise InputError(
@@ -222,6 +225,7 @@ class HybridSearcher(Planning):
             partition_names=partition_names,
             legs=legs,
             norm_score=norm_score,
+            language=language,
         )
         stage = (reranker, rerank_depth, self.reranker, self.rerank_depth)
         return with_rerank_stage(self._search_texts, [query], options, *stage)[0]
@@ -243,6 +247,7 @@ class HybridSearcher(Planning):
         partition_names: Sequence[str] | None = None,
         legs: Sequence[str] | None = None,
         norm_score: bool | None = None,
+        language: str | None = None,
         reranker: Reranker | None = None,
         rerank_depth: int | None = None,
     ) -> list[list[Hit]]:
@@ -261,6 +266,7 @@ class HybridSearcher(Planning):
             partition_names=partition_names,
             legs=legs,
             norm_score=norm_score,
+            language=language,
         )
         stage = (reranker, rerank_depth, self.reranker, self.rerank_depth)
         return with_rerank_stage(self._search_texts, queries, options, *stage)
@@ -283,6 +289,7 @@ class HybridSearcher(Planning):
         partition_names: Sequence[str] | None = None,
         legs: Sequence[str] | None = None,
         norm_score: bool | None = None,
+        language: str | None = None,
     ) -> list[list[Hit]]:
         """Hits for pre-computed query embeddings (one Milvus call per leg at most; no encoder, no
         rerank stage).
@@ -302,6 +309,7 @@ class HybridSearcher(Planning):
             partition_names=partition_names,
             legs=legs,
             norm_score=norm_score,
+            language=language,
         )
         return self._search_vectors(queries, options, texts)
 
