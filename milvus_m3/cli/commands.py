@@ -228,9 +228,10 @@ def _cmd_create(args: argparse.Namespace) -> int:
             verb = "kept existing" if existed and args.exists_ok else "recreated" if existed else "created"
             print(
                 f"{verb} collection {info.name!r} at {manager.uri}: dense {dim}-d "
-                f"{info.indexes.get('dense', {}).get('index_type', '?')}, sparse {spec.sparse_index}, "
+                f"{info.indexes.get('dense', {}).get('index_type', '?')}, sparse {spec.sparse_index}"
                 f"{f', bm25 ({analyzer_label(spec)})' if spec.bm25 else ''}, "
-                f"model {spec.model_name}{', chunked' if spec.chunked else ''}, {info.count} rows"
+                f"model {spec.model_name or '(unnamed: recorded by the first write)'}"
+                f"{', chunked' if spec.chunked else ''}, {info.count} rows"
             )
     return 0
 
