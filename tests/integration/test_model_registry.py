@@ -22,6 +22,7 @@ from milvus_m3.embedder import M3Embedder
 from milvus_m3.errors import ConfigError, SchemaMismatchError
 from milvus_m3.ingest import ingest
 from milvus_m3.search import HybridSearcher
+from tests.integration.test_ray_ingest import ray_local  # noqa: F401 - the Ray fixture
 
 pytestmark = pytest.mark.integration
 
@@ -386,3 +387,27 @@ def test_cli_ingest_info_and_refusal(models: Models, tmp_path: Path) -> None:
     assert "recreate the collection (--recreate; its data is dropped)" in proc.stderr, proc.stderr
     with CollectionManager(db) as m:
         assert m.count("docs") == 4
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_ray_ingest_records_the_fingerprint_and_refuses_another_model(
+    manager: CollectionManager, models: Models, tmp_path: Path
+) -> None:
+    from milvus_m3.ingest.ray_engine import M3EmbedderFactory, RayOptions, ray_ingest
+
+    a_dir, _, b_dir = models.dirs
+    name = "rayfirst"
+    manager.create_collection(name, dense_dim=models.a.dense_dim)
+    docs = write_docs(tmp_path / "ray.jsonl", "y")
+    opts = RayOptions(actors=1, cpus_per_actor=1, cpus_per_reader=0.5)
+
+    def run(model: Path) -> Any:
+        enc = M3EmbedderFactory(model=str(model), device="cpu", precision="fp32")
+        return ray_ingest([docs], manager=manager, collection=name, encoder=enc, ray_options=opts)
+
+    assert run(a_dir).written == 4
+    rows = registry_rows(manager, manager.build_id(name) or "")
+    assert [r["model_fingerprint"] for r in rows] == [models.a.model_fingerprint]
+    with pytest.raises(SchemaMismatchError, match="first written") as err:
+        run(b_dir)
+    assert FIX in str(err.value) and manager.count(name) == 4
