@@ -184,8 +184,7 @@ class CollectionManager(PartitionOps):
         return self.describe(name)
 
     def drop(self, name: str, *, missing_ok: bool = False) -> bool:
-        """Drop ``name`` and the model its first write recorded; False when it did not exist and
-        missing_ok was given."""
+        """Drop ``name`` (and the model its first write recorded); False when missing and missing_ok."""
         if not self.has_collection(name):
             if missing_ok:
                 return False
@@ -280,8 +279,7 @@ class CollectionManager(PartitionOps):
         """
         stored = self.spec(name)
         if is_unknown(stored):  # another writer may have recorded its model since it was read
-            self._specs.pop(name, None)
-            stored = self.spec(name)
+            stored = self._read(name)[0] or stored
         want_dim = spec.dense_dim if spec is not None else dense_dim
         want_model = spec.model_name if spec is not None else model_name
         want_print = spec.model_fingerprint if spec is not None else model_fingerprint
