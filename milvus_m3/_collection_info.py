@@ -11,7 +11,17 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .schema import CollectionSpec
 
-__all__ = ["CollectionInfo", "check_collection_name", "model_key", "not_found_message", "resolve_spec"]
+__all__ = [
+    "REGISTRY_COLLECTION",
+    "CollectionInfo",
+    "check_collection_name",
+    "model_key",
+    "not_found_message",
+    "resolve_spec",
+]
+
+REGISTRY_COLLECTION = "milvus_m3_models"
+"""milvus-m3's own collection of the models first writes recorded (``_model_registry``): a reserved name."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,11 @@ def check_collection_name(name: str) -> None:
         raise ConfigError(
             f"collection name {name!r} is not valid in Milvus: use letters, digits and underscores, "
             "starting with a letter or underscore, at most 255 characters"
+        )
+    if name == REGISTRY_COLLECTION:
+        raise ConfigError(
+            f"collection name {name!r} is reserved: milvus-m3 keeps its model registry there (which model "
+            "first wrote each collection created without naming one); choose another name"
         )
 
 

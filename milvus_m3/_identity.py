@@ -18,21 +18,29 @@ def identity(encoder: Encoder) -> dict[str, Any]:
 
 
 def check_model(
-    name: str, stored: CollectionSpec, want_model: str | None, want_print: str | None, fix: str
+    name: str,
+    stored: CollectionSpec,
+    want_model: str | None,
+    want_print: str | None,
+    fix: str,
+    *,
+    first_write: bool = False,
 ) -> None:
-    """Refuse another model than the one that built ``stored`` (see ``check_collection``)."""
+    """Refuse another model than the one that built ``stored`` (see ``check_collection``); first_write:
+    its model was recorded by the first write (``_model_registry``), not at create."""
+    built, use = ("was first written", "first wrote") if first_write else ("was built", "built")
     if want_print is not None and stored.model_fingerprint is not None:
         if want_print != stored.model_fingerprint:
             raise SchemaMismatchError(
-                f"collection {name!r} was built with another model than {want_model or 'this one'!r} (model "
+                f"collection {name!r} {built} with another model than {want_model or 'this one'!r} (model "
                 f"fingerprint {stored.model_fingerprint[:12]}, this model's {want_print[:12]}; recorded name "
-                f"{stored.model_name!r}): their vectors are not comparable; use the model that built it, or {fix}"
+                f"{stored.model_name!r}): their vectors are not comparable; use the model that {use} it, or {fix}"
             )
         return
-    if not stored.model_name or want_model is None:
+    if not stored.model_name or not want_model:  # either side unknown: dims only
         return
     if model_key(stored.model_name) != model_key(want_model):
         raise SchemaMismatchError(
-            f"collection {name!r} was built with model {stored.model_name!r}, not {want_model!r}: their vectors "
-            f"are not comparable; use the same model, or {fix}"
+            f"collection {name!r} {built} with model {stored.model_name!r}, not {want_model!r}: their vectors "
+            f"are not comparable; use the same model (the one that {use} it), or {fix}"
         )

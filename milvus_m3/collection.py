@@ -15,6 +15,7 @@ from typing import Any
 from . import _rows
 from ._bm25 import analyzer_label
 from ._identity import check_model
+from ._model_registry import REGISTRY_COLLECTION, ModelRegistry, is_unknown
 from ._partitions import PartitionOps
 from ._schema_check import check_schema_matches, record_build_id
 from .capabilities import Capabilities
@@ -44,6 +45,7 @@ __all__ = ["CollectionInfo", "CollectionManager", "CollectionSpec", "ScalarField
 logger = logging.getLogger("milvus_m3.collection")
 
 DEFAULT_WRITE_BATCH = 256
+RECREATE = "recreate the collection (recreate=True / --recreate; its data is dropped)"
 
 
 class CollectionManager(PartitionOps):
@@ -73,6 +75,8 @@ class CollectionManager(PartitionOps):
             )
         self.connection = connection
         self._specs: dict[str, CollectionSpec | None] = {}
+        self._registry = ModelRegistry(self._call)
+        self._first_written: set[str] = set()  # cached specs whose model a first write recorded
 
     def __repr__(self) -> str:
         return f"CollectionManager(uri={self.connection.display_uri!r})"
@@ -105,7 +109,10 @@ class CollectionManager(PartitionOps):
     # ----------------------------------------------------------------- lifecycle
 
     def list_collections(self) -> list[str]:
-        return sorted(self._call("list collections", "list_collections"))
+        """The collections of the database, less milvus-m3's model registry (``milvus_m3_models``)."""
+        return sorted(
+            n for n in self._call("list collections", "list_collections") if n != REGISTRY_COLLECTION
+        )
 
     def has_collection(self, name: str) -> bool:
         check_collection_name(name)
@@ -178,13 +185,15 @@ class CollectionManager(PartitionOps):
         return self.describe(name)
 
     def drop(self, name: str, *, missing_ok: bool = False) -> bool:
-        """Drop ``name``; returns False when it did not exist and missing_ok was given."""
+        """Drop ``name`` (and the model its first write recorded); False when missing and missing_ok."""
         if not self.has_collection(name):
             if missing_ok:
                 return False
             raise CollectionNotFoundError(not_found_message(name, self.uri))
+        build_id = self.build_id(name)
         self._call(f"drop collection {name!r}", "drop_collection", name)
         self._specs.pop(name, None)
+        self._registry.forget(name, build_id)  # after the drop: a failed drop keeps its model
         return True
 
     def count(self, name: str) -> int:
@@ -196,11 +205,7 @@ class CollectionManager(PartitionOps):
 
     def describe(self, name: str) -> CollectionInfo:
         self._require(name)
-        desc = self._call(f"describe {name!r}", "describe_collection", name)
-        spec, version = parse_build_record(desc.get("description", ""))
-        if spec is not None:
-            check_schema_matches(name, spec, desc)
-        self._specs[name] = spec
+        spec, version, desc = self._read(name)
         indexes: dict[str, Mapping[str, Any]] = {}
         for idx in self._call(f"list indexes of {name!r}", "list_indexes", name):
             info = self._call(f"describe index {idx!r}", "describe_index", name, idx)
@@ -218,15 +223,27 @@ class CollectionManager(PartitionOps):
             indexes=indexes,
         )
 
+    def _read(self, name: str) -> tuple[CollectionSpec | None, str | None, Mapping[str, Any]]:
+        """(spec with the model a first write recorded, milvus-m3 version, describe_collection's answer)."""
+        desc = self._call(f"describe {name!r}", "describe_collection", name)
+        description = desc.get("description", "")
+        spec, version = parse_build_record(description)
+        self._first_written.discard(name)
+        if spec is not None:
+            check_schema_matches(name, spec, desc)
+            merged = self._registry.merged(name, spec, record_build_id(description))
+            if merged is not spec:
+                self._first_written.add(name)
+            spec = merged
+        self._specs[name] = spec
+        return spec, version, desc
+
     def spec(self, name: str) -> CollectionSpec:
-        """The spec a milvus-m3 collection was built with (cached after the first read)."""
+        """The spec a milvus-m3 collection was built with (cached after the first read); for one created
+        without naming its model, the model its first write recorded (none before that write)."""
         if name not in self._specs:
             self._require(name)
-            desc = self._call(f"describe {name!r}", "describe_collection", name)
-            parsed = parse_build_record(desc.get("description", ""))[0]
-            if parsed is not None:
-                check_schema_matches(name, parsed, desc)
-            self._specs[name] = parsed
+            self._read(name)
         spec = self._specs[name]
         if spec is None:
             raise SchemaMismatchError(
@@ -251,14 +268,19 @@ class CollectionManager(PartitionOps):
         dense_dim: int | None = None,
         model_name: str | None = None,
         model_fingerprint: str | None = None,
+        record_model: bool = False,
     ) -> CollectionSpec:
         """Check an existing collection against what the caller is about to write or search with.
 
         Models are the same when their fingerprints agree (any path or hub id); without a fingerprint on
-        both sides, by the last part of their name; a model recorded as unknown (empty name, no
-        fingerprint) is checked by dims only.
+        both sides, by the last part of their name. A collection created without naming its model takes
+        the model of its first write: ``record_model`` (writers) records the caller's model when none
+        is yet (in the ``milvus_m3_models`` registry, by build id); until then, and for records older
+        than build ids, it is checked by dims only.
         """
         stored = self.spec(name)
+        if is_unknown(stored):  # another writer may have recorded its model since it was read
+            stored = self._read(name)[0] or stored
         want_dim = spec.dense_dim if spec is not None else dense_dim
         want_model = spec.model_name if spec is not None else model_name
         want_print = spec.model_fingerprint if spec is not None else model_fingerprint
@@ -267,7 +289,8 @@ class CollectionManager(PartitionOps):
             raise SchemaMismatchError(
                 f"collection {name!r} has dense dim {stored.dense_dim}, the embedder gives {want_dim}; {fix}"
             )
-        check_model(name, stored, want_model, want_print, fix)
+        first = name in self._first_written
+        check_model(name, stored, want_model, want_print, RECREATE if first else fix, first_write=first)
         if spec is not None:
             for attr in (
                 "id_type",
@@ -289,6 +312,12 @@ class CollectionManager(PartitionOps):
                         f"collection {name!r} has {attr}={getattr(stored, attr)!r}, the spec asks for "
                         f"{getattr(spec, attr)!r}; {fix}"
                     )
+        if record_model and is_unknown(stored) and (want_model or want_print):
+            build_id = self.build_id(name)
+            if build_id is not None:  # an older record: dims only, nothing recorded
+                stored = self._registry.record(name, stored, build_id, want_model or "", want_print)
+                self._specs[name] = stored
+                self._first_written.add(name)
         return stored
 
     def _require(self, name: str) -> None:

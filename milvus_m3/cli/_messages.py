@@ -67,6 +67,7 @@ READ_ONLY_COMMANDS = frozenset({"info", "search", "drop"})
 """Commands that never create a Milvus Lite file (a missing one is an error naming --uri)."""
 
 FLAG_NAMES: tuple[tuple[str, str], ...] = (
+    (r"\brecreate=True / --recreate\b", "--recreate"),
     (r"\brecreate=True \(--recreate\)", "--recreate"),
     (r"\brecreate \(--recreate\)", "--recreate"),
     (r"\bexists_ok=True\b", "--exists-ok"),

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._identity import identity
 from ..collection import CollectionManager, CollectionSpec
 from ..connection import Connection, ConnectionOptions
 from ..errors import ConfigError
@@ -154,11 +155,14 @@ class _DriverWritesOnly:
         )
 
 
-def probe_encoder(encoder: Callable[[], Encoder], options: IngestOptions) -> tuple[int, str, int | None]:
-    """(dense dim, model name, document max tokens) of the encoder the actors will build (a Ray task
-    with an actor's resources, so that the driver never loads the model)."""
+def probe_encoder(
+    encoder: Callable[[], Encoder], options: IngestOptions
+) -> tuple[dict[str, Any], int | None]:
+    """(identity: dense dim, model name and fingerprint as ``check_collection`` keywords; document max
+    tokens) of the encoder the actors will build (a Ray task with an actor's resources, so that the
+    driver never loads the model)."""
     enc = encoder()
-    return enc.dense_dim, enc.model_name, check_encoder(options, enc)
+    return identity(enc), check_encoder(options, enc)
 
 
 class EmbedWriter:

@@ -151,9 +151,8 @@ def _check_collection(
     manager: CollectionManager, collection: str, encoder: Encoder, opts: IngestOptions
 ) -> CollectionSpec:
     """The collection's spec, once it is known to take upserts by id (and chunks, when asked for)."""
-    spec = manager.check_collection(collection, **identity(encoder))
-    _check_spec(spec, collection, opts)
-    return spec
+    _check_spec(manager.check_collection(collection, **identity(encoder)), collection, opts)
+    return manager.check_collection(collection, **identity(encoder), record_model=True)  # records its model
 
 
 def _check_spec(spec: CollectionSpec, collection: str, opts: IngestOptions) -> None:

@@ -154,14 +154,15 @@ def ray_ingest(
     ray = _require_ray()
     started_ray = _init_ray(ray, ropts.address)
     try:
-        dim, model_name, max_tokens = _probe(ray, factory, opts, ropts)
-        spec = manager.check_collection(collection, dense_dim=dim, model_name=model_name)
+        model, max_tokens = _probe(ray, factory, opts, ropts)
+        spec = manager.check_collection(collection, **model)
         _check_spec(spec, collection, opts)
         if ropts.skip_existing and spec.chunked:
             raise ConfigError(
                 f"skip_existing works on unchunked collections; {collection!r} is chunked (a document is "
                 "several rows). Run without it: upserts make re-running safe"
             )
+        spec = manager.check_collection(collection, **model, record_model=True)  # a first write's model
         plan = ActorPlan(
             encoder=factory,
             options=opts,
@@ -252,16 +253,19 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-def _probe(ray: Any, factory: Any, opts: IngestOptions, ropts: RayOptions) -> tuple[int, str, int | None]:
-    """(dense dim, model name, max tokens) from one encoder built with an actor's resources."""
+def _probe(
+    ray: Any, factory: Any, opts: IngestOptions, ropts: RayOptions
+) -> tuple[dict[str, Any], int | None]:
+    """(the encoder's identity: ``check_collection`` keywords, max tokens) from one encoder built with
+    an actor's resources."""
     task = ray.remote(probe_encoder).options(
         num_cpus=ropts.cpus_per_actor, num_gpus=ropts.gpus_per_actor, max_retries=0
     )
     try:
-        dim, name, max_tokens = ray.get(task.remote(factory, opts))
+        model, max_tokens = ray.get(task.remote(factory, opts))
     except Exception as exc:
         raise _unwrap(exc) from None
-    return int(dim), str(name), max_tokens
+    return dict(model), max_tokens
 
 
 def _dataset(

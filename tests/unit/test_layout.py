@@ -40,6 +40,7 @@ MILVUS_FILES = {
     "connection.py",
     "_retry.py",
     "_lite.py",
+    "_model_registry.py",  # the registry collection of the models first writes recorded (issue 11)
     "schema.py",
     "collection.py",
     "_rows.py",
