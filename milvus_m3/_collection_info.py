@@ -23,6 +23,23 @@ __all__ = [
 REGISTRY_COLLECTION = "milvus_m3_models"
 """milvus-m3's own collection of the models first writes recorded (``_model_registry``): a reserved name."""
 
+REUSE_CHECKED = (
+    "id_type",
+    "auto_id",
+    "chunked",
+    "scalar_fields",
+    "partition_key",
+    "bm25",
+    "bm25_analyzer",
+    "bm25_languages",
+    "bm25_language_field",
+    "bm25_k1",
+    "bm25_b",
+    "sparse_top_k",  # queries are pruned as the rows were
+    "sparse_mass",
+)
+"""The spec attributes an existing collection must share with the spec a caller reuses it with."""
+
 
 @dataclass(frozen=True)
 class CollectionInfo:

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import _rows
 from ._bm25 import analyzer_label
+from ._collection_info import REUSE_CHECKED
 from ._identity import check_model
 from ._model_registry import REGISTRY_COLLECTION, ModelRegistry, is_unknown
 from ._partitions import PartitionOps
@@ -292,21 +293,7 @@ class CollectionManager(PartitionOps):
         first = name in self._first_written
         check_model(name, stored, want_model, want_print, RECREATE if first else fix, first_write=first)
         if spec is not None:
-            for attr in (
-                "id_type",
-                "auto_id",
-                "chunked",
-                "scalar_fields",
-                "partition_key",
-                "bm25",
-                "bm25_analyzer",
-                "bm25_languages",
-                "bm25_language_field",
-                "bm25_k1",
-                "bm25_b",
-                "sparse_top_k",  # queries are pruned as the rows were
-                "sparse_mass",
-            ):
+            for attr in REUSE_CHECKED:
                 if getattr(stored, attr) != getattr(spec, attr):
                     raise SchemaMismatchError(
                         f"collection {name!r} has {attr}={getattr(stored, attr)!r}, the spec asks for "
