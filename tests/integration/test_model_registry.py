@@ -22,7 +22,6 @@ from milvus_m3.embedder import M3Embedder
 from milvus_m3.errors import ConfigError, SchemaMismatchError
 from milvus_m3.ingest import ingest
 from milvus_m3.search import HybridSearcher
-from tests.integration.test_ray_ingest import ray_local  # noqa: F401 - the Ray fixture
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""ray_ingest on a local Ray instance (``ray.init(num_cpus=2)``, started once for the module) with the
+"""ray_ingest on a local Ray instance (``ray.init(num_cpus=2)``, started once for the session, tests/fixtures_ray.py) with the
 tiny checkpoint: the loopback gRPC server tier with two embedding actors that write in parallel, and
 Milvus Lite written by the driver.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,28 +32,6 @@ SCIFACT = next(
     REPO.parent / "shared/data/scifact",
 )
 N = 500
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[Any]:
-    ray = pytest.importorskip("ray", reason="the ray extra (pip install 'milvus-m3[ray]') is not installed")
-    env = {
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=256 * 1024**2,
-        runtime_env={"env_vars": env},
-    )
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
