@@ -28,11 +28,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ._collection_info import REGISTRY_COLLECTION, model_key
+from ._identity import same_model
 from ._version import __version__
 from .errors import ConfigError, MilvusM3Error, SchemaMismatchError
 from .schema import MAX_VARCHAR_BYTES, CollectionSpec
 
-__all__ = ["REGISTRY_COLLECTION", "ModelRegistry", "Recorded", "is_unknown", "show"]
+__all__ = ["RECREATE", "REGISTRY_COLLECTION", "ModelRegistry", "Recorded", "is_unknown", "show"]
 
 logger = logging.getLogger("milvus_m3.collection")
 
@@ -40,10 +41,8 @@ REGISTRY_DESCRIPTION = (
     "milvus-m3 model registry: the model that first wrote each milvus-m3 collection created without "
     "naming one, keyed by the collection's build id. Owned by milvus-m3: do not write, alter or drop it."
 )
-FIX = (
-    "use the model that first wrote it, or recreate the collection (recreate=True / --recreate; its data "
-    "is dropped)"
-)
+RECREATE = "recreate the collection (recreate=True / --recreate; its data is dropped)"
+FIX = f"use the model that first wrote it, or {RECREATE}"
 _FIELDS = ("build_id", "collection", "model_name", "model_fingerprint", "recorded_by")
 _BUILD_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
@@ -58,10 +57,8 @@ class Recorded:
     recorded_by: str
 
     def same_model(self, other: Recorded) -> bool:
-        """By fingerprint when both have one, else by the last part of the name (as ``check_model``)."""
-        if self.model_fingerprint and other.model_fingerprint:
-            return self.model_fingerprint == other.model_fingerprint
-        return model_key(self.model_name) == model_key(other.model_name)
+        """``_identity.same_model``: the rule ``check_model`` applies."""
+        return same_model(self.model_name, self.model_fingerprint, other.model_name, other.model_fingerprint)
 
 
 def is_unknown(spec: CollectionSpec) -> bool:
@@ -83,7 +80,7 @@ def _check_build_id(name: str, build_id: str) -> str:
     if not _BUILD_ID.fullmatch(build_id):
         raise SchemaMismatchError(
             f"collection {name!r}: the build id in its milvus-m3 record ({build_id[:70]!r}) is not one milvus-m3 "
-            "writes; recreate the collection (recreate=True / --recreate; its data is dropped)"
+            f"writes; {RECREATE}"
         )
     return build_id
 

@@ -16,7 +16,7 @@ from . import _rows
 from ._bm25 import analyzer_label
 from ._collection_info import REUSE_CHECKED
 from ._identity import check_model
-from ._model_registry import REGISTRY_COLLECTION, ModelRegistry, is_unknown
+from ._model_registry import RECREATE, REGISTRY_COLLECTION, ModelRegistry, is_unknown
 from ._partitions import PartitionOps
 from ._schema_check import check_schema_matches, record_build_id
 from .capabilities import Capabilities
@@ -46,7 +46,6 @@ __all__ = ["CollectionInfo", "CollectionManager", "CollectionSpec", "ScalarField
 logger = logging.getLogger("milvus_m3.collection")
 
 DEFAULT_WRITE_BATCH = 256
-RECREATE = "recreate the collection (recreate=True / --recreate; its data is dropped)"
 
 
 class CollectionManager(PartitionOps):
