@@ -152,7 +152,8 @@ def load_tokenizer(model_dir: Path) -> Any:
 
     auto: Any = transformers.AutoTokenizer  # untyped for mypy
     with quiet_mistral_regex_note():
-        hf = auto.from_pretrained(str(model_dir), use_fast=True)
+        # trust_remote_code=False: transformers refuses custom code instead of asking on stdin.
+        hf = auto.from_pretrained(str(model_dir), use_fast=True, trust_remote_code=False)
     if not getattr(hf, "is_fast", False):
         raise ModelLoadError(
             f"the tokenizer in {model_dir} did not load as a fast tokenizer; add tokenizer.json"

@@ -31,6 +31,7 @@ __all__ = [
     "dense_dim_from_config",
     "fingerprint_of",
     "model_fingerprint",
+    "refuse_remote_code",
     "resolve_model_dir",
 ]
 
@@ -53,6 +54,8 @@ _HUB_PATTERNS = [
     "colbert_linear.pt",
     "sparse_linear.pt",
 ]
+_REMOTE_CODE_FILES = ("config.json", "tokenizer_config.json")
+"""The files whose ``auto_map`` would make transformers import Python code shipped in the checkpoint."""
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
@@ -113,6 +116,7 @@ def check_model_dir(path: Path) -> int:
         hidden = int(config["hidden_size"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"config.json {where} is unreadable or has no hidden_size ({exc})") from exc
+    refuse_remote_code(path)
 
     weights = [f for f in _WEIGHT_FILES if (path / f).is_file()]
     if not weights:
@@ -147,6 +151,7 @@ def check_reranker_dir(path: Path) -> dict[str, Any]:
         int(config["hidden_size"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"config.json {where} is unreadable or has no hidden_size ({exc})") from exc
+    refuse_remote_code(path)
     architectures = config.get("architectures") or []
     if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
         raise ModelLoadError(
@@ -170,6 +175,26 @@ def check_reranker_dir(path: Path) -> dict[str, Any]:
             f"tokenizer files are missing {where}: expected tokenizer.json (or sentencepiece.bpe.model)"
         )
     return dict(config)
+
+
+def refuse_remote_code(path: Path) -> None:
+    """Refuse a checkpoint whose ``config.json`` or ``tokenizer_config.json`` has an ``auto_map``: that key
+    makes transformers import Python code from the folder (and ask on stdin whether to run it). milvus-m3
+    never runs checkpoint code, so such a folder is refused before any loader sees it."""
+    for name in _REMOTE_CODE_FILES:
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{name} in {path} is unreadable ({exc}); re-download the checkpoint") from exc
+        if isinstance(data, dict) and "auto_map" in data:
+            raise ModelLoadError(
+                f"{name} in {path} has an 'auto_map': the checkpoint asks to run its own Python code, which "
+                "milvus-m3 never does; use a checkpoint without custom code (remove 'auto_map' only if the "
+                "model is a plain XLM-RoBERTa)"
+            )
 
 
 def _check_head(file: Path, hidden: int, what: str) -> int:

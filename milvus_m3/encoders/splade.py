@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from ..checkpoint import refuse_remote_code
 from ..errors import ConfigError, MissingDependencyError, ModelLoadError
 from ..types import M3Embeddings, SparseVector
 from ._common import (
@@ -68,9 +70,14 @@ class SpladeEncoder:
         else:
             path = str(model)
             default_name = path
+        if Path(path).is_dir():
+            refuse_remote_code(Path(path))
         try:
-            self._tokenizer = AutoTokenizer.from_pretrained(path)  # type: ignore[no-untyped-call]
-            self._model = AutoModelForMaskedLM.from_pretrained(path, dtype=torch.float32)
+            # trust_remote_code=False everywhere: checkpoint code never runs, and nothing asks on stdin.
+            self._tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)  # type: ignore[no-untyped-call]
+            self._model = AutoModelForMaskedLM.from_pretrained(
+                path, dtype=torch.float32, trust_remote_code=False
+            )
         except (OSError, ValueError) as exc:
             raise ModelLoadError(
                 f"could not load SPLADE model {path!r} (a *ForMaskedLM checkpoint): {exc}"

@@ -505,3 +505,74 @@ def test_cli_filter_with_an_escaped_hostile_value_returns_only_its_row(
     assert proc.returncode == 0, err[-3000:]
     ids = {json.loads(line)["id"] for line in out.splitlines() if line.strip()}
     assert ids == cli_filter_run["expected"], (ids, cli_filter_run["expr"])
+
+
+# ------------------------------------------------------------------- custom code in a checkpoint folder
+
+_EVIL_MODULE = "import pathlib\npathlib.Path({marker!r}).touch()\n"
+
+
+def _remote_code_checkpoint(src: Path, dst: Path, where: str, marker: Path) -> Path:
+    """``src`` without tokenizer.json (so transformers would build the tokenizer from its config) and with
+    an ``auto_map`` in ``where`` naming ``evil.py``, a module that creates ``marker`` when imported."""
+    d = _link_checkpoint(src, dst, {"tokenizer.json", where, "sentencepiece.bpe.model"})
+    (d / "sentencepiece.bpe.model").write_bytes(b"not a real model")
+    (d / "evil.py").write_text(_EVIL_MODULE.format(marker=str(marker)), encoding="utf-8")
+    base = json.loads((src / where).read_text(encoding="utf-8")) if (src / where).is_file() else {}
+    base["auto_map"] = {"AutoTokenizer": ["evil.EvilTokenizer", "evil.EvilTokenizer"], "AutoConfig": "evil.EvilConfig"}
+    (d / where).write_text(json.dumps(base), encoding="utf-8")
+    return d
+
+
+_LOADERS = {
+    "embedder": "from milvus_m3 import M3Embedder; M3Embedder(sys.argv[1], device='cpu')",
+    "reranker": "from milvus_m3 import CrossEncoderReranker; CrossEncoderReranker(sys.argv[1], device='cpu')",
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("where", ["tokenizer_config.json", "config.json"])
+@pytest.mark.parametrize("part", sorted(_LOADERS))
+def test_a_checkpoint_folder_never_runs_its_own_code(
+    part: str, where: str, tiny_checkpoint: Path, tiny_reranker_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Issue 27 A: ``auto_map`` is refused before any loader sees the folder, even with 'y' on stdin."""
+    src = tiny_checkpoint if part == "embedder" else tiny_reranker_checkpoint
+    marker = tmp_path / "PWNED"
+    d = _remote_code_checkpoint(src, tmp_path / "ckpt", where, marker)
+    code = f"import sys\n{_LOADERS[part]}"
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(d)],
+        input="y\ny\ny\n",
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+    )
+    assert not marker.exists(), f"the {part} ran code from {where}"
+    assert run.returncode != 0
+    assert "ModelLoadError" in run.stderr and "auto_map" in run.stderr and where in run.stderr, run.stderr
+    assert "Do you wish to run the custom code" not in run.stdout + run.stderr
+
+
+@pytest.mark.integration
+def test_cli_search_with_a_code_carrying_reranker_refuses_it(
+    tiny_checkpoint: Path, tiny_reranker_checkpoint: Path, tmp_path: Path
+) -> None:
+    """``echo y | milvus-m3 search q --rerank DIR``: one clear error, and the payload never runs."""
+    marker = tmp_path / "PWNED"
+    d = _remote_code_checkpoint(tiny_reranker_checkpoint, tmp_path / "rr", "tokenizer_config.json", marker)
+    db = str(tmp_path / "m.db")
+    env = cli_env()
+    made = subprocess.run(
+        [*CLI, "create", "--uri", db, "--collection", "c", "--model", str(tiny_checkpoint)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert made.returncode == 0, made.stderr
+    run = subprocess.run(
+        [*CLI, "search", "q", "--uri", db, "--collection", "c", "--model", str(tiny_checkpoint), "--rerank", str(d)],
+        input="y\n", capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert not marker.exists()
+    assert run.returncode != 0, run.stderr
+    assert "auto_map" in run.stderr and "Traceback" not in run.stderr

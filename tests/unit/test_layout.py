@@ -293,6 +293,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "dense_dim_from_config",
         "fingerprint_of",
         "model_fingerprint",
+        "refuse_remote_code",
         "resolve_model_dir",
     ],
     "milvus_m3.cli": ["build_parser", "main"],
