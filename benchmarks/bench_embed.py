@@ -96,7 +96,7 @@ def make_m3(
 ) -> Callable[[list[str]], Output]:
     import torch
 
-    from milvus_m3.embedder import M3Embedder
+    from milvus_m3.embedder.model import M3Embedder
 
     emb = M3Embedder(
         str(model_dir),
@@ -169,7 +169,7 @@ def make_flag(
 def m3_batch_plan(max_batch_tokens: int | None = None) -> Any:
     """M3Embedder's own batching (it ends a batch early rather than pad much), for the cost model."""
     try:
-        from milvus_m3._batching import plan_batches as _plan_batches
+        from milvus_m3.embedder.batching import plan_batches as _plan_batches
     except ImportError:
         return None
     return lambda lengths, batch_size: _plan_batches(lengths, batch_size, max_batch_tokens)

@@ -114,8 +114,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from milvus_m3.collection import CollectionManager, CollectionSpec
-    from milvus_m3.embedder import M3Embedder
+    from milvus_m3.collection.manager import CollectionManager, CollectionSpec
+    from milvus_m3.embedder.model import M3Embedder
     from milvus_m3.ingest import ingest
 
     ckpt = ensure_checkpoint(args.tiny, args.model)

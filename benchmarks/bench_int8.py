@@ -50,7 +50,7 @@ def main() -> int:
 
     import torch
 
-    from milvus_m3.embedder import M3Embedder
+    from milvus_m3.embedder.model import M3Embedder
     from milvus_m3.testing import FULL_SIZE, build_checkpoint
 
     if not (FULL_DIR / "model.safetensors").is_file():

@@ -51,7 +51,7 @@ def build_encoders(args: argparse.Namespace) -> tuple[Any, Any | None, str]:
 
     cache = Path(args.cache_dir)
     if args.sparse == "m3":
-        from milvus_m3.embedder import M3Embedder
+        from milvus_m3.embedder.model import M3Embedder
 
         if not args.model:
             raise SystemExit("--sparse m3 needs --model DIR (a BGE-M3 checkpoint)")

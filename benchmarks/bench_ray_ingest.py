@@ -52,8 +52,8 @@ def main() -> int:
 
     torch.set_num_threads(1)
     sys.path.insert(0, str(C.ROOT))
-    from milvus_m3.collection import CollectionManager, CollectionSpec
-    from milvus_m3.embedder import M3Embedder
+    from milvus_m3.collection.manager import CollectionManager, CollectionSpec
+    from milvus_m3.embedder.model import M3Embedder
     from milvus_m3.ingest import ingest
     from milvus_m3.ingest.ray_engine import M3EmbedderFactory, RayOptions, ray_ingest
     from tests.fixtures_server import LiteServer

@@ -343,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import pymilvus
 
     from milvus_m3 import HybridSearcher, M3Embeddings
-    from milvus_m3.schema import default_output_fields
+    from milvus_m3.collection.schema import default_output_fields
     from milvus_m3.search import options as search_mod
 
     C.header(

@@ -28,8 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from milvus_m3.collection import CollectionManager, CollectionSpec
-from milvus_m3.connection import RetryPolicy
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec
+from milvus_m3.engine.connection import RetryPolicy
 from milvus_m3.search import HybridSearcher
 from milvus_m3.types import M3Embeddings
 from tests.fixtures_server import LiteServer

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from milvus_m3.collection import CollectionManager
+from milvus_m3.collection.manager import CollectionManager
 from tests.fakes import FakeEncoder
 
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from milvus_m3.embedder import M3Embedder
-    from milvus_m3.reranker import CrossEncoderReranker
+    from milvus_m3.embedder.model import M3Embedder
+    from milvus_m3.rerankers.cross_encoder import CrossEncoderReranker
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE_ENV = "MILVUS_M3_TEST_CACHE"
@@ -60,7 +60,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_embedder(tiny_checkpoint: Path) -> M3Embedder:
     """M3Embedder on the tiny checkpoint, on CPU in fp32."""
-    from milvus_m3.embedder import M3Embedder
+    from milvus_m3.embedder.model import M3Embedder
 
     return M3Embedder(tiny_checkpoint, device="cpu", precision="fp32")
 
@@ -79,6 +79,6 @@ def tiny_reranker_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_reranker(tiny_reranker_checkpoint: Path) -> CrossEncoderReranker:
     """CrossEncoderReranker on the tiny cross-encoder, on CPU in fp32, raw scores."""
-    from milvus_m3.reranker import CrossEncoderReranker
+    from milvus_m3.rerankers.cross_encoder import CrossEncoderReranker
 
     return CrossEncoderReranker(tiny_reranker_checkpoint, device="cpu", precision="fp32")

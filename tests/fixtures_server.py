@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from milvus_m3.collection import CollectionManager
-from milvus_m3.connection import RetryPolicy
+from milvus_m3.collection.manager import CollectionManager
+from milvus_m3.engine.connection import RetryPolicy
 
 START_TIMEOUT = 30.0
 

@@ -47,12 +47,12 @@ def choices(cls: type[Any], name: str) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def _env(name: str, default: str | None = None) -> str | None:
+def env_arg(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value else default
 
 
-def _positive(text: str) -> int:
+def positive_arg(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -62,7 +62,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _non_negative(text: str) -> int:
+def non_negative_arg(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -72,7 +72,7 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
+def seconds_arg(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -82,7 +82,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _legs(text: str) -> list[str]:
+def legs_arg(text: str) -> list[str]:
     legs = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in legs if n not in LEGS]
     if not legs or unknown:
@@ -92,7 +92,7 @@ def _legs(text: str) -> list[str]:
     return legs
 
 
-def _languages(text: str) -> dict[str, str]:
+def languages_arg(text: str) -> dict[str, str]:
     """``en=english,zh=chinese,default=standard`` -> {"en": "english", ...} (checked by CollectionSpec)."""
     out: dict[str, str] = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
@@ -110,7 +110,7 @@ def _languages(text: str) -> dict[str, str]:
     return out
 
 
-def _weights(text: str) -> list[float]:
+def weights_arg(text: str) -> list[float]:
     try:
         return [float(w) for w in text.split(",") if w.strip()]
     except ValueError:
@@ -119,14 +119,14 @@ def _weights(text: str) -> list[float]:
         ) from None
 
 
-def _field_list(text: str) -> list[str]:
+def field_list_arg(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise argparse.ArgumentTypeError("give field names separated by commas, e.g. lang,topic")
     return names
 
 
-def _non_negative_float(text: str) -> float:
+def non_negative_float_arg(text: str) -> float:
     try:
         value = float(text)
     except ValueError:

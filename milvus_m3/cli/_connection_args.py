@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..connection import ConnectionOptions, RetryPolicy
+from ..engine.connection import ConnectionOptions, RetryPolicy
 from ..errors import ConfigError
-from ._argtypes import _env, _non_negative, _seconds, default, from_args
+from ._argtypes import default, env_arg, from_args, non_negative_arg, seconds_arg
 
 DEFAULT_URI = "./milvus_m3.db"
 URI_ENV = "MILVUS_URI"
@@ -39,23 +39,23 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     conn = parser.add_argument_group("connection")
     conn.add_argument(
         "--uri",
-        default=_env(URI_ENV, DEFAULT_URI),
+        default=env_arg(URI_ENV, DEFAULT_URI),
         help=f"Milvus Lite file (*.db) or server URI (default: ${URI_ENV} or {DEFAULT_URI})",
     )
     conn.add_argument(
-        "--token", default=_env(TOKEN_ENV), help=f"server token, user:password (default: ${TOKEN_ENV})"
+        "--token", default=env_arg(TOKEN_ENV), help=f"server token, user:password (default: ${TOKEN_ENV})"
     )
     conn.add_argument("--db-name", default=None, metavar="NAME", help="server database (default: default)")
     conn.add_argument(
         "--timeout",
-        type=_seconds,
+        type=seconds_arg,
         default=default(ConnectionOptions, "timeout"),
         metavar="SECONDS",
         help="deadline of one server call (default %(default)s)",
     )
     conn.add_argument(
         "--retries",
-        type=_non_negative,
+        type=non_negative_arg,
         default=default(RetryPolicy, "attempts") - 1,
         metavar="N",
         help="retries of a call that failed because the server was away (default %(default)s; "

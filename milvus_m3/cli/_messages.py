@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._uri import is_local_file_uri
+from ..engine.uri import is_local_file_uri
 from ..errors import CollectionNotFoundError, MilvusM3Error, MilvusUnavailableError
 
 if TYPE_CHECKING:
-    from ..collection import CollectionManager
+    from ..collection.manager import CollectionManager
 
 __all__ = [
     "EPILOG",
@@ -201,7 +201,7 @@ def remove_new_lite_file(uri: str) -> Iterator[None]:
 
 
 def _holds_no_collection(uri: str) -> bool:
-    from ..collection import CollectionManager
+    from ..collection.manager import CollectionManager
 
     try:
         with CollectionManager(uri) as manager:
@@ -246,3 +246,29 @@ def show_warning(
 ) -> None:
     """A warning as one ``milvus-m3: WARNING:`` line, like the log records (-v shows Python's format)."""
     print(f"milvus-m3: WARNING: {message}", file=sys.stderr)
+
+
+# Characters a terminal acts on (C0/C1 controls: ANSI escapes, CSI; line and paragraph separators;
+# bidirectional overrides, which reorder what is shown): stored text shows them escaped.
+_TERMINAL_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+# Inside JSON strings json.dumps(ensure_ascii=False) leaves these as they are; line-splitting readers
+# (str.splitlines, many log tools) break a line at U+0085, U+2028 and U+2029.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character a terminal would act on written as an escape (``\\x1b``, ``\\u202e``)."""
+    return _TERMINAL_UNSAFE.sub(_escape, text)
+
+
+def json_line(obj: Any) -> str:
+    """``obj`` as one JSON line that stays one line for any line-splitting reader (and in a terminal)."""
+    text = json.dumps(obj, ensure_ascii=False, default=str)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 
 from ..ingest.options import ENGINES, RayOptions
-from ._argtypes import _non_negative_float, _positive, default
+from ._argtypes import default, non_negative_float_arg, positive_arg
 
-__all__ = ["_add_ray"]
+__all__ = ["add_ray_arguments"]
 
 
-def _add_ray(p: argparse.ArgumentParser) -> None:
+def add_ray_arguments(p: argparse.ArgumentParser) -> None:
     """ingest --engine ray: options and defaults from RayOptions (docs/scaling.md)."""
     ray = p.add_argument_group("Ray (--engine ray; pip install 'milvus-m3[ray]'; see docs/scaling.md)")
     ray.add_argument(
@@ -25,18 +25,18 @@ def _add_ray(p: argparse.ArgumentParser) -> None:
         help="Ray cluster: auto, ray://HOST:10001 (default: $RAY_ADDRESS, else a local Ray)",
     )
     ray.add_argument(
-        "--actors", type=_positive, default=default(RayOptions, "actors"), help="embedding actors"
+        "--actors", type=positive_arg, default=default(RayOptions, "actors"), help="embedding actors"
     )
     for name, what in (("gpus_per_actor", "GPUs"), ("cpus_per_actor", "CPUs")):
         ray.add_argument(
             f"--{name.replace('_', '-')}",
-            type=_non_negative_float,
+            type=non_negative_float_arg,
             default=default(RayOptions, name),
             help=f"{what} Ray reserves per actor (default {default(RayOptions, name)}; 0.5 GPU: two per GPU)",
         )
     ray.add_argument(
         "--write-batch-size",
-        type=_positive,
+        type=positive_arg,
         default=default(RayOptions, "write_batch_size"),
         help="rows per upsert request",
     )

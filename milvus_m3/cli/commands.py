@@ -27,10 +27,8 @@ the CLI's flags (``--exists-ok``, ``--model``) where the library's message names
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -42,15 +40,17 @@ from ._messages import (
     check_read_only_target,
     filter_hint,
     for_cli,
+    json_line,
     remove_new_lite_file,
     remove_state_file,
     show_warning,
+    terminal_safe,
 )
-from .parser import URI_ENV, build_parser, connection_options, from_args
+from ._parts import dense_dim_of, embedder_from_args, manager_from_args, print_report
+from .parser import URI_ENV, build_parser, from_args
 
 if TYPE_CHECKING:
-    from ..collection import CollectionManager
-    from ..embedder import M3Embedder
+    pass
 
 __all__ = ["COMMANDS", "dense_dim_of", "main"]
 
@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"milvus-m3: error: {for_cli(_redact(str(exc), args), exc, args)}", file=sys.stderr)
         report = getattr(exc, "report", None)
         if report is not None and getattr(args, "command", None) == "ingest":
-            _print_report(report, args)
+            print_report(report, args)
         return 2 if isinstance(exc, (ConfigError, InputError)) else 1
     except BrokenPipeError:  # `milvus-m3 search ... | head`: stop quietly, as the docs of signal advise
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -112,7 +112,7 @@ def _setup_logging(verbose: bool) -> None:
         # without a handler, logging's last resort prints) and its engine logs with glog (quiet below
         # FATAL with GLOG_minloglevel=3, read when the engine starts). Our handler
         # sits on the root logger and passes our records only; -v shows everything. (pymilvus's own
-        # loggers are quieted in _manager, once pymilvus has configured them.)
+        # loggers are quieted in manager_from_args, once pymilvus has configured them.)
         handler.addFilter(lambda r: r.name == "milvus_m3" or r.name.startswith("milvus_m3."))
         handler.addFilter(FirstRetryOnly())  # one line for a server that is away, not one per retry
         logging.getLogger().addHandler(handler)
@@ -126,7 +126,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _redact(text: str, args: argparse.Namespace) -> str:
     """``text`` without the token and without credentials written into the URI."""
-    from ..connection import redact_uri
+    from ..engine.connection import redact_uri
 
     uri = getattr(args, "uri", None) or ""
     secrets: list[str] = []
@@ -134,7 +134,7 @@ def _redact(text: str, args: argparse.Namespace) -> str:
     if token:
         secrets += [token, *(part for part in token.split(":", 1) if len(part) >= 4)]
     if uri:
-        from .._uri import split_credentials
+        from ..engine.uri import split_credentials
 
         text = text.replace(uri, redact_uri(uri))
         cred = split_credentials(uri)[1] if "://" in uri else None
@@ -145,69 +145,13 @@ def _redact(text: str, args: argparse.Namespace) -> str:
     return text
 
 
-# Characters a terminal acts on (C0/C1 controls: ANSI escapes, CSI; line and paragraph separators;
-# bidirectional overrides, which reorder what is shown): stored text shows them escaped.
-_TERMINAL_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-# Inside JSON strings json.dumps(ensure_ascii=False) leaves these as they are; line-splitting readers
-# (str.splitlines, many log tools) break a line at U+0085, U+2028 and U+2029.
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def terminal_safe(text: str) -> str:
-    """``text`` with every character a terminal would act on written as an escape (``\\x1b``, ``\\u202e``)."""
-    return _TERMINAL_UNSAFE.sub(_escape, text)
-
-
-def json_line(obj: Any) -> str:
-    """``obj`` as one JSON line that stays one line for any line-splitting reader (and in a terminal)."""
-    text = json.dumps(obj, ensure_ascii=False, default=str)
-    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def _manager(args: argparse.Namespace) -> CollectionManager:
-    from ..collection import CollectionManager
-
-    manager = CollectionManager(args.uri, options=connection_options(args))
-    if not getattr(args, "verbose", False):
-        # pymilvus set up its loggers (a stderr handler, ERROR records with tracebacks for every engine
-        # error) when it was imported just now; the CLI's one error line says it. -v shows them.
-        for name in ("pymilvus", "pymilvus.milvus_client"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    return manager
-
-
-def _embedder(args: argparse.Namespace, *, kind: str, overflow: str, batch_size: int = 16) -> M3Embedder:
-    from ..embedder import M3Embedder
-
-    kwargs: dict[str, Any] = {
-        "device": args.device,
-        "overflow": overflow,
-        "batch_size": batch_size,
-        "threads": args.threads,
-        "max_batch_tokens": getattr(args, "max_batch_tokens", None),
-    }
-    if args.max_length is not None:
-        kwargs["document_max_length" if kind == "document" else "query_max_length"] = args.max_length
-    return M3Embedder(args.model, **kwargs)
-
-
-def _note(args: argparse.Namespace, text: str) -> None:
-    if not getattr(args, "quiet", False):
-        print(f"milvus-m3: {text}", file=sys.stderr)
-
-
 # ------------------------------------------------------------------------------------------- commands
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
-    from .._bm25 import analyzer_label
-    from ..checkpoint import fingerprint_of
-    from ..collection import CollectionSpec
+    from ..collection.bm25 import analyzer_label
+    from ..collection.manager import CollectionSpec
+    from ..embedder.checkpoint import fingerprint_of
 
     dim = args.dense_dim if args.dense_dim is not None else dense_dim_of(args.model, args)
     spec = from_args(
@@ -217,7 +161,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
         model_name=args.model,
         model_fingerprint=fingerprint_of(args.model),
     )
-    with remove_new_lite_file(args.uri), _manager(args) as manager:
+    with remove_new_lite_file(args.uri), manager_from_args(args) as manager:
         existed = manager.has_collection(args.collection)
         info = manager.create_collection(
             args.collection, spec=spec, exists_ok=args.exists_ok, recreate=args.recreate
@@ -236,41 +180,21 @@ def _cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def dense_dim_of(model: str, args: argparse.Namespace | None = None) -> int:
-    """The dense dim of ``model`` without loading it when possible (``checkpoint.dense_dim_from_config``);
-    else the model is loaded."""
-    from ..checkpoint import dense_dim_from_config
-
-    dim = dense_dim_from_config(model)
-    if dim is not None:
-        return dim
-    if args is None:
-        raise ConfigError(f"cannot tell the dense dim of {model!r} without loading it; pass --dense-dim")
-    return _embedder(args, kind="document", overflow="truncate").dense_dim
-
-
-def _print_report(report: Any, args: argparse.Namespace) -> None:
-    if args.json:
-        print(json_line(report.to_json()))
-    else:
-        print(report.summary())
-
-
 def _cmd_search(args: argparse.Namespace) -> int:
+    from ..collection.schema import PARENT_FIELD
     from ..errors import FilterError
-    from ..schema import PARENT_FIELD
     from ..search import HybridSearcher
     from ..search.rerank_stage import DEFAULT_RERANK_DEPTH
 
     if args.rerank is None and args.rerank_depth is not None:
         raise ConfigError("--rerank-depth needs --rerank MODEL (the cross-encoder that reorders the hits)")
 
-    with _manager(args) as manager:
+    with manager_from_args(args) as manager:
         manager.spec(args.collection)  # a missing collection fails before the model loads
-        embedder = _embedder(args, kind="query", overflow="warn")
+        embedder = embedder_from_args(args, kind="query", overflow="warn")
         reranker = None
         if args.rerank is not None:
-            from ..reranker import CrossEncoderReranker
+            from ..rerankers.cross_encoder import CrossEncoderReranker
 
             reranker = CrossEncoderReranker(args.rerank, device=args.device, threads=args.threads)
         searcher = HybridSearcher(
@@ -347,7 +271,7 @@ def _info_json(info: Any, uri: str) -> dict[str, Any]:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    with _manager(args) as manager:
+    with manager_from_args(args) as manager:
         if args.collection is None:
             names = manager.list_collections()
             counts = {n: manager.count(n) for n in names}
@@ -379,7 +303,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_drop(args: argparse.Namespace) -> int:
-    with _manager(args) as manager:
+    with manager_from_args(args) as manager:
         if not manager.has_collection(args.collection):
             from ..errors import CollectionNotFoundError
 

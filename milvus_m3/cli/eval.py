@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
+from ..embedder.checkpoint import DEFAULT_MODEL, MODEL_ENV
 from ..errors import ConfigError
 from ..evaluate import ALL_MODES, CachedEncoder, EvalConfig, load_beir, run_evaluation
 from ..types import Encoder
@@ -159,7 +159,7 @@ def build_eval_parser(prog: str = "milvus-m3 eval") -> Any:
     """A stand-alone parser for ``eval`` with the connection and model options (for scripts)."""
     import argparse
 
-    from .parser import add_connection_arguments
+    from ._connection_args import add_connection_arguments
 
     p = argparse.ArgumentParser(prog=prog, description="Evaluate retrieval modes on a BEIR-format dataset.")
     add_connection_arguments(p)
@@ -194,8 +194,9 @@ def run_eval_cli(
     """
     import shlex
 
-    from ..collection import CollectionManager
-    from .parser import connection_options, from_args
+    from ..collection.manager import CollectionManager
+    from ._argtypes import from_args
+    from ._connection_args import connection_options
 
     quiet = bool(getattr(args, "quiet", False))
     note = _progress_notes(quiet)
@@ -226,7 +227,7 @@ def run_eval_cli(
         encoder = CachedEncoder(encoder, cache_dir)
     cross_encoder = None
     if config.rerank is not None:
-        from ..reranker import CrossEncoderReranker
+        from ..rerankers.cross_encoder import CrossEncoderReranker
 
         note(f"loading the cross-encoder {config.rerank}")
         cross_encoder = CrossEncoderReranker(config.rerank, device=getattr(args, "device", None))
@@ -334,7 +335,7 @@ def _build_encoders(
             else SpladeEncoder(args.sparse_model, device=device, max_length=max_length)
         )
         return CombinedEncoder(cached(dense), cached(sparse)), None
-    from ..embedder import M3Embedder
+    from ..embedder.model import M3Embedder
 
     lengths = (
         {} if max_length is None else {"query_max_length": max_length, "document_max_length": max_length}

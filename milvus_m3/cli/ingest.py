@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ._messages import drop_if_empty, remove_new_lite_file
-from .commands import _embedder, _manager, _note, _print_report, dense_dim_of
+from ._parts import dense_dim_of, embedder_from_args, manager_from_args, note, print_report
 from .parser import EXIT_REJECTED, from_args
 
 __all__ = ["run_ingest"]
@@ -17,7 +17,7 @@ __all__ = ["run_ingest"]
 
 def run_ingest(args: argparse.Namespace) -> int:
     """``milvus-m3 ingest``: stream the files into the collection (``--engine ray``: on Ray Data)."""
-    from ..collection import CollectionSpec
+    from ..collection.manager import CollectionSpec
     from ..ingest import IngestOptions, default_state_path, detect_format, ingest
 
     if args.engine == "ray":
@@ -44,11 +44,13 @@ def run_ingest(args: argparse.Namespace) -> int:
         + ".ingest-errors.jsonl"
     )
     errors = Path(args.errors) if args.errors else state.with_name(default_errors)
-    with remove_new_lite_file(args.uri), _manager(args) as manager:
+    with remove_new_lite_file(args.uri), manager_from_args(args) as manager:
         if manager.has_collection(args.collection):
             # refuses a collection milvus-m3 did not build, or other sparse sizes, before the model loads
             _check_sparse_size(args, manager.spec(args.collection))
-        embedder = _embedder(args, kind="document", overflow="truncate", batch_size=args.encode_batch_size)
+        embedder = embedder_from_args(
+            args, kind="document", overflow="truncate", batch_size=args.encode_batch_size
+        )
         created = not manager.has_collection(args.collection)
         if created:
             spec = CollectionSpec(
@@ -60,14 +62,14 @@ def run_ingest(args: argparse.Namespace) -> int:
                 **_sparse_size(args),
             )
             manager.create_collection(args.collection, spec=spec)
-            _note(
+            note(
                 args,
                 f"created collection {args.collection!r} at {manager.uri} "
                 f"(dense {spec.dense_dim}-d{', chunked' if spec.chunked else ''})",
             )
             if args.resume and state.is_file():
                 # The checkpoint describes rows of a collection that is gone: skipping them would lose them.
-                _note(
+                note(
                     args,
                     f"the collection was missing, so {state} no longer applies: starting from the beginning",
                 )
@@ -87,15 +89,15 @@ def run_ingest(args: argparse.Namespace) -> int:
             )
         except BaseException:
             if created:
-                drop_if_empty(manager, args.collection, state, lambda text: _note(args, text))
+                drop_if_empty(manager, args.collection, state, lambda text: note(args, text))
             raise
-    _print_report(report, args)
+    print_report(report, args)
     return EXIT_REJECTED if args.strict_exit and report.failed else 0
 
 
 def _run_ray(args: argparse.Namespace) -> int:
     """ingest --engine ray: the model loads in the actors only (the dense dim comes from config.json)."""
-    from ..collection import CollectionSpec
+    from ..collection.manager import CollectionSpec
     from ..ingest import IngestOptions, default_state_path
     from ..ingest.ray_engine import M3EmbedderFactory, RayOptions, ray_ingest
 
@@ -119,7 +121,7 @@ def _run_ray(args: argparse.Namespace) -> int:
     }
     if args.max_length is not None:
         kwargs["document_max_length"] = args.max_length
-    with _manager(args) as manager:
+    with manager_from_args(args) as manager:
         if manager.has_collection(args.collection):
             _check_sparse_size(args, manager.spec(args.collection))
         else:
@@ -130,7 +132,7 @@ def _run_ray(args: argparse.Namespace) -> int:
                 **_sparse_size(args),
             )
             manager.create_collection(args.collection, spec=spec)
-            _note(args, f"created collection {args.collection!r} at {manager.uri} (dense {spec.dense_dim}-d)")
+            note(args, f"created collection {args.collection!r} at {manager.uri} (dense {spec.dense_dim}-d)")
         report = ray_ingest(
             args.files,
             manager=manager,
@@ -141,7 +143,7 @@ def _run_ray(args: argparse.Namespace) -> int:
             errors_path=errors,
             progress=False if args.quiet else None,
         )
-    _print_report(report, args)
+    print_report(report, args)
     return 0
 
 

@@ -8,12 +8,12 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
-from ..capabilities import SERVER_SPARSE_INDEX_ALGOS
-from ..checkpoint import DEFAULT_MODEL, MODEL_ENV
+from ..collection.schema import CollectionSpec
+from ..embedder.checkpoint import DEFAULT_MODEL, MODEL_ENV
+from ..engine.capabilities import SERVER_SPARSE_INDEX_ALGOS
 from ..fusion import RRF_K
 from ..ingest.options import ON_ERROR, IngestOptions
 from ..ingest.readers import FORMATS
-from ..schema import CollectionSpec
 from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
 from ..search.rerank_stage import DEFAULT_RERANK_DEPTH
 from ._messages import EPILOG, EXIT_REJECTED
@@ -36,16 +36,16 @@ __all__ = [
 if TYPE_CHECKING:
     pass
 from ._argtypes import (
-    _env,
-    _field_list,
-    _languages,
-    _legs,
-    _non_negative,
-    _positive,
-    _weights,
     choices,
     default,
+    env_arg,
+    field_list_arg,
     from_args,
+    languages_arg,
+    legs_arg,
+    non_negative_arg,
+    positive_arg,
+    weights_arg,
 )
 from ._connection_args import (
     DEFAULT_URI,
@@ -54,7 +54,7 @@ from ._connection_args import (
     add_connection_arguments,
     connection_options,
 )
-from ._ray_args import _add_ray
+from ._ray_args import add_ray_arguments
 
 
 def _spec_option(name: str) -> Any:
@@ -65,7 +65,7 @@ def _add_sparse_size(p: argparse.ArgumentParser) -> None:
     """The learned-sparse size options of a new collection (CollectionSpec; kept in its build record)."""
     p.add_argument(
         "--sparse-top-k",
-        type=_positive,
+        type=positive_arg,
         default=_spec_option("sparse_top_k"),
         help="keep the K largest sparse weights per text, and per query at search time (default: all)",
     )
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     grp = model.add_argument_group("model")
     grp.add_argument(
         "--model",
-        default=_env(MODEL_ENV, DEFAULT_MODEL),
+        default=env_arg(MODEL_ENV, DEFAULT_MODEL),
         help=f"BGE-M3 checkpoint directory or hub id (default: ${MODEL_ENV} or {DEFAULT_MODEL})",
     )
     grp.add_argument(
@@ -107,14 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grp.add_argument(
         "--threads",
-        type=_positive,
+        type=positive_arg,
         default=None,
         help="torch CPU threads (default: $OMP_NUM_THREADS, else the CPUs this process may use; "
         "1 is fastest on a busy shared machine)",
     )
     grp.add_argument(
         "--max-length",
-        type=_positive,
+        type=positive_arg,
         default=None,
         help="most tokens per text (documents for ingest, queries for search)",
     )
@@ -150,7 +150,7 @@ def _add_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--collection", required=True)
     p.add_argument(
-        "--dense-dim", type=_positive, default=None, help="dense vector size (default: from the model)"
+        "--dense-dim", type=positive_arg, default=None, help="dense vector size (default: from the model)"
     )
     p.add_argument(
         "--chunked", action="store_true", help="add parent_id and chunk_index (for ingest --chunk-tokens)"
@@ -161,9 +161,9 @@ def _add_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         default=spec("dense_index"),
         help="auto (HNSW on a server, AUTOINDEX on Lite), HNSW, FLAT, ...",
     )
-    p.add_argument("--hnsw-m", type=_positive, default=spec("hnsw_m"))
-    p.add_argument("--hnsw-ef-construction", type=_positive, default=spec("hnsw_ef_construction"))
-    p.add_argument("--ivf-nlist", type=_positive, default=spec("ivf_nlist"))
+    p.add_argument("--hnsw-m", type=positive_arg, default=spec("hnsw_m"))
+    p.add_argument("--hnsw-ef-construction", type=positive_arg, default=spec("hnsw_ef_construction"))
+    p.add_argument("--ivf-nlist", type=positive_arg, default=spec("ivf_nlist"))
     p.add_argument(
         "--sparse-index", choices=choices(CollectionSpec, "sparse_index"), default=spec("sparse_index")
     )
@@ -172,7 +172,7 @@ def _add_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--id-type", choices=choices(CollectionSpec, "id_type"), default=spec("id_type"))
     p.add_argument(
         "--text-max-length",
-        type=_positive,
+        type=positive_arg,
         default=spec("text_max_length"),
         help="bytes of text stored per row",
     )
@@ -187,7 +187,7 @@ def _add_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         metavar="FIELD",
         help="a tenant field every row carries (the partition key on a server); search with --tenant",
     )
-    p.add_argument("--num-partitions", type=_positive, default=spec("num_partitions"))
+    p.add_argument("--num-partitions", type=positive_arg, default=spec("num_partitions"))
     p.add_argument(
         "--bm25", action="store_true", help="add Milvus's BM25 leg (filled by the engine from the text)"
     )
@@ -200,7 +200,7 @@ def _add_create(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--bm25-languages",
-        type=_languages,
+        type=languages_arg,
         default=spec("bm25_languages"),
         metavar="CODE=ANALYZER,..",
         help="one analyzer per language, picked per row by --bm25-language-field, e.g. "
@@ -259,13 +259,13 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--metadata-fields",
-        type=_field_list,
+        type=field_list_arg,
         default=list(opt("metadata_fields")),
         help="comma-separated fields kept as metadata",
     )
     p.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive_arg,
         default=opt("batch_size"),
         help=f"records per batch (default {opt('batch_size')})",
     )
@@ -298,13 +298,13 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--chunk-tokens",
-        type=_positive,
+        type=positive_arg,
         default=opt("chunk_tokens"),
         help="split documents into chunks of N tokens",
     )
     p.add_argument(
         "--chunk-overlap",
-        type=_non_negative,
+        type=non_negative_arg,
         default=opt("chunk_overlap"),
         help="tokens shared by consecutive chunks",
     )
@@ -319,10 +319,10 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         metavar="FIELD",
         help="record field holding each record's tenant (a missing collection gets a tenant field)",
     )
-    p.add_argument("--encode-batch-size", type=_positive, default=16, help="texts per model forward pass")
+    p.add_argument("--encode-batch-size", type=positive_arg, default=16, help="texts per model forward pass")
     p.add_argument(
         "--max-batch-tokens",
-        type=_positive,
+        type=positive_arg,
         default=None,
         help="padded tokens per forward pass as well (bounds GPU memory for long documents)",
     )
@@ -331,7 +331,7 @@ def _add_ingest(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         action="store_true",
         help=f"exit {EXIT_REJECTED} (not 0) when the job finished but rejected rows (--on-error skip)",
     )
-    _add_ray(p)
+    add_ray_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no notes")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
@@ -346,8 +346,8 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("query")
     p.add_argument("--collection", required=True)
-    p.add_argument("--limit", type=_positive, default=default(SearchOptions, "limit"))
-    p.add_argument("--offset", type=_non_negative, default=default(SearchOptions, "offset"))
+    p.add_argument("--limit", type=positive_arg, default=default(SearchOptions, "limit"))
+    p.add_argument("--offset", type=non_negative_arg, default=default(SearchOptions, "offset"))
     p.add_argument(
         "--mode",
         choices=MODES,
@@ -363,14 +363,14 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--legs",
-        type=_legs,
+        type=legs_arg,
         default=None,
         metavar="LEGS",
         help="legs to fuse, from dense,sparse,bm25 (default: all the collection has)",
     )
     p.add_argument(
         "--weights",
-        type=_weights,
+        type=weights_arg,
         default=None,
         metavar="W,W,..",
         help="one per leg, in [0, 1] (default 1 each)",
@@ -378,7 +378,7 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--rrf-k", type=float, default=RRF_K, help="RRF k (default %(default)s)")
     p.add_argument(
         "--candidates",
-        type=_positive,
+        type=positive_arg,
         default=None,
         help="candidates per leg (default 100, benchmarks/results/candidates.txt)",
     )
@@ -417,7 +417,7 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--rerank-depth",
-        type=_positive,
+        type=positive_arg,
         default=None,
         help=f"first-stage hits the cross-encoder reorders (with --rerank; default {DEFAULT_RERANK_DEPTH})",
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from ..checkpoint import refuse_remote_code
+from ..embedder.checkpoint import refuse_remote_code
 from ..errors import ConfigError, MissingDependencyError, ModelLoadError
 from ..types import M3Embeddings, SparseVector
 from ._common import (

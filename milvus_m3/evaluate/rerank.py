@@ -55,7 +55,7 @@ def load_cross_encoder(config: EvalConfig, cross_encoder: object | None = None) 
         return None
     if cross_encoder is not None:
         return check_reranker(cross_encoder)
-    from ..reranker import CrossEncoderReranker
+    from ..rerankers.cross_encoder import CrossEncoderReranker
 
     return CrossEncoderReranker(config.rerank)
 

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from ..collection.schema import BM25_FIELD, CollectionSpec
 from ..errors import CollectionExistsError, ConfigError
-from ..schema import BM25_FIELD, CollectionSpec
 from ..types import CacheKeyed, Encoder, Fingerprinted, M3Embeddings, Reranker
 from .beir import BeirDataset
 from .metrics import evaluate_run, randomization_test

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from .._identity import identity
-from ..collection import CollectionManager, CollectionSpec
-from ..connection import Connection, ConnectionOptions
+from ..collection.identity import identity
+from ..collection.manager import CollectionManager, CollectionSpec
+from ..collection.schema import ID_FIELD, METADATA_FIELD, TEXT_FIELD
+from ..engine.connection import Connection, ConnectionOptions
 from ..errors import ConfigError
-from ..schema import ID_FIELD, METADATA_FIELD, TEXT_FIELD
 from ..types import Encoder
 from .ids import IdChoices
 from .options import IngestOptions

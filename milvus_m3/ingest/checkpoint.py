@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._uri import split_credentials
+from ..engine.uri import split_credentials
 from ..errors import ConfigError
 from .readers import STDIN
 from .records import RowError

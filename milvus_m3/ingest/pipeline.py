@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._identity import identity
-from .._uri import is_local_file_uri
-from ..collection import CollectionManager, CollectionSpec
+from ..collection.identity import identity
+from ..collection.manager import CollectionManager, CollectionSpec
+from ..collection.schema import CHUNK_FIELD, PARENT_FIELD
+from ..engine.uri import is_local_file_uri
 from ..errors import ConfigError, IngestAborted, MilvusM3Error
 from ..filters import literal
-from ..schema import CHUNK_FIELD, PARENT_FIELD
 from ..types import Encoder
 from .checkpoint import Checkpoint, ErrorLog, source_key
 from .guard import JobLock, check_paths
@@ -119,7 +119,7 @@ def ingest(
         preparer = Preparer(opts, spec, manager, encoder, ids=ids, formats=formats, max_tokens=max_tokens)
         producer = _Producer(sources, formats, checkpoint, preparer, opts.batch_size)
         writer = _Writer(manager, collection, opts.on_error, checkpoint, errlog, started, on_batch)
-        bar = _progress_bar(progress, collection, lambda: _expected_records(formats, checkpoint))
+        bar = progress_bar(progress, collection, lambda: _expected_records(formats, checkpoint))
         _run(producer, writer, ids, bar)
         result = writer.report()
     if result.failed:
@@ -151,11 +151,11 @@ def _check_collection(
     manager: CollectionManager, collection: str, encoder: Encoder, opts: IngestOptions
 ) -> CollectionSpec:
     """The collection's spec, once it is known to take upserts by id (and chunks, when asked for)."""
-    _check_spec(manager.check_collection(collection, **identity(encoder)), collection, opts)
+    check_spec(manager.check_collection(collection, **identity(encoder)), collection, opts)
     return manager.check_collection(collection, **identity(encoder), record_model=True)  # records its model
 
 
-def _check_spec(spec: CollectionSpec, collection: str, opts: IngestOptions) -> None:
+def check_spec(spec: CollectionSpec, collection: str, opts: IngestOptions) -> None:
     """ConfigError unless the collection takes upserts by id (and chunks, when ``opts`` asks for them)."""
     if spec.auto_id:
         raise ConfigError(
@@ -416,7 +416,7 @@ def _expected_records(formats: dict[str, str], checkpoint: Checkpoint) -> int | 
     return total
 
 
-def _progress_bar(progress: bool | None, collection: str, total: Callable[[], int | None]) -> Any:
+def progress_bar(progress: bool | None, collection: str, total: Callable[[], int | None]) -> Any:
     """A tqdm bar on stderr; with a total (and so an ETA) when the inputs' sizes tell one."""
     if progress is None:
         progress = sys.stderr.isatty()

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._text import is_valid_utf8
-from ..collection import CollectionManager, CollectionSpec, ScalarField
+from ..collection.manager import CollectionManager, CollectionSpec, ScalarField
 from ..errors import ConfigError, InputError
 from ..types import ChunkingEncoder, Encoder, LengthLimited, M3Embeddings
 from .ids import IdChoices, check_id, content_id

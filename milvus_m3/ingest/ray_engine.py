@@ -42,15 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._uri import is_local_file_uri
-from ..collection import CollectionManager
+from ..collection.manager import CollectionManager
+from ..engine.uri import is_local_file_uri
 from ..errors import ConfigError, IngestAborted, MilvusM3Error, MissingDependencyError
 from ..types import Encoder
 from ._ray_tasks import RESULT, ActorPlan, BatchResult, EmbedWriter, is_remote, probe_encoder, read_batches
 from .checkpoint import ErrorLog, fsync_dir, source_key
 from .options import IngestOptions, RayOptions, build_options
-from .pipeline import _check_spec, _progress_bar
-from .readers import _EXTENSIONS, STDIN, detect_format, require_pyarrow
+from .pipeline import check_spec, progress_bar
+from .readers import EXTENSIONS, STDIN, detect_format, require_pyarrow
 from .records import MAX_REPORTED_ERRORS, IngestReport, RowError, RunCounts
 
 __all__ = ["M3EmbedderFactory", "RayOptions", "ray_ingest"]
@@ -81,7 +81,7 @@ class M3EmbedderFactory:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __call__(self) -> Encoder:
-        from ..embedder import M3Embedder
+        from ..embedder.model import M3Embedder
 
         return M3Embedder(
             self.model,
@@ -156,7 +156,7 @@ def ray_ingest(
     try:
         model, max_tokens = _probe(ray, factory, opts, ropts)
         spec = manager.check_collection(collection, **model)
-        _check_spec(spec, collection, opts)
+        check_spec(spec, collection, opts)
         if ropts.skip_existing and spec.chunked:
             raise ConfigError(
                 f"skip_existing works on unchunked collections; {collection!r} is chunked (a document is "
@@ -177,7 +177,7 @@ def ray_ingest(
             skip_existing=ropts.skip_existing,
         )
         tally = _Tally(manager, collection, opts, ropts, sources, errors_path, started)
-        bar = _progress_bar(progress, collection, lambda: _expected_total(sources, formats))
+        bar = progress_bar(progress, collection, lambda: _expected_total(sources, formats))
         try:
             for result in _results(ray, _dataset(ray, plan, sources, formats, ropts, progress)):
                 tally.add(result)
@@ -220,7 +220,7 @@ def _format_of(source: str, format: str) -> str:
         kind = format
     else:
         name = source.rstrip("/").rsplit("/", 1)[-1].lower().removesuffix(".gz")
-        kind = "beir" if name == "corpus.jsonl" else _EXTENSIONS.get(os.path.splitext(name)[1], "")
+        kind = "beir" if name == "corpus.jsonl" else EXTENSIONS.get(os.path.splitext(name)[1], "")
         if not kind:
             raise ConfigError(
                 f"cannot tell the format of {source} from its name; pass format= (--format) for URIs"

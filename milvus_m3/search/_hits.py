@@ -6,8 +6,8 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
+from ..collection.schema import ID_FIELD, METADATA_FIELD, TEXT_FIELD, CollectionSpec
 from ..fusion import id_order
-from ..schema import ID_FIELD, METADATA_FIELD, TEXT_FIELD, CollectionSpec
 from ..types import Hit, M3Embeddings
 
 __all__ = [

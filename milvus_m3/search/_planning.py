@@ -9,11 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .._bm25 import check_language
-from .._tenancy import check_partition_names, check_tenant, scope
-from ..errors import ConfigError
-from ..filters import render
-from ..schema import (
+from ..collection.bm25 import check_language
+from ..collection.schema import (
     CHUNK_FIELD,
     ID_FIELD,
     METADATA_FIELD,
@@ -21,6 +18,9 @@ from ..schema import (
     TEXT_FIELD,
     CollectionSpec,
 )
+from ..collection.tenancy import check_partition_names, check_tenant, scope
+from ..errors import ConfigError
+from ..filters import render
 from .options import (
     CLIENT_SIDE_MODES,
     DEFAULT_CANDIDATES,

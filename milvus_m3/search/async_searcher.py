@@ -21,12 +21,12 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._tenancy import check_tenant_rows
-from ..async_collection import AsyncCollectionManager
+from ..collection.async_manager import AsyncCollectionManager
+from ..collection.schema import ID_FIELD
+from ..collection.tenancy import check_tenant_rows
 from ..errors import ConfigError, InputError, SearchError
 from ..filters import FilterLike
 from ..fusion import RRF_K
-from ..schema import ID_FIELD
 from ..types import Encoder, Hit, M3Embeddings, Reranker
 from ._steps import Call, adrive
 from .execute import PlanRunner

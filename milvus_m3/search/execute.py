@@ -38,12 +38,12 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from ..capabilities import Capabilities
-from ..collection import CollectionManager
+from ..collection.manager import CollectionManager
+from ..collection.schema import BM25_FIELD, ID_FIELD, CollectionSpec
+from ..engine.capabilities import Capabilities
 from ..errors import ConfigError, MilvusM3Error, SearchError
 from ..filters import F, render
 from ..fusion import Normalize, rrf, tiered, weighted
-from ..schema import BM25_FIELD, ID_FIELD, CollectionSpec
 from ..types import Encoder, Hit, M3Embeddings
 from ._hits import (
     Ranked,

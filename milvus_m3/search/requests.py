@@ -14,8 +14,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..collection.schema import DENSE_FIELD, SPARSE_FIELD
 from ..errors import ConfigError
-from ..schema import DENSE_FIELD, SPARSE_FIELD
 
 __all__ = [
     "DEFAULT_DROP_RATIO_SEARCH",

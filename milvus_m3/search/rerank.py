@@ -39,11 +39,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._identity import identity
-from ..collection import CollectionManager
+from ..collection.identity import identity
+from ..collection.manager import CollectionManager
+from ..collection.schema import DENSE_FIELD, METADATA_FIELD, SPARSE_FIELD, TEXT_FIELD
 from ..errors import ConfigError, InputError, SearchError
 from ..fusion import colbert_score, dense_score, id_order, m3_scores
-from ..schema import DENSE_FIELD, METADATA_FIELD, SPARSE_FIELD, TEXT_FIELD
 from ..types import ColbertEncoder, Encoder, Hit, M3Embeddings, SparseVector
 from .candidates import CandidateSet, DocColbert, M3Weights, Mode, ScoreScale, sparse_score
 from .options import check_queries

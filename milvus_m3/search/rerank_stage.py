@@ -15,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from ..collection.schema import TEXT_FIELD
 from ..errors import ConfigError, SearchError
 from ..fusion import id_order
-from ..schema import TEXT_FIELD
 from ..types import Hit, Reranker
 from .options import MAX_TOPK, SearchOptions, check_int, check_queries
 

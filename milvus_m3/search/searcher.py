@@ -39,19 +39,19 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._identity import identity
-from .._tenancy import check_tenant_rows
-from ..collection import CollectionManager
-from ..errors import ConfigError, InputError, SearchError
-from ..filters import FilterLike
-from ..fusion import RRF_K
-from ..schema import (
+from ..collection.identity import identity
+from ..collection.manager import CollectionManager
+from ..collection.schema import (
     DENSE_FIELD,
     ID_FIELD,
     SPARSE_FIELD,
     CollectionSpec,
     default_output_fields,
 )
+from ..collection.tenancy import check_tenant_rows
+from ..errors import ConfigError, InputError, SearchError
+from ..filters import FilterLike
+from ..fusion import RRF_K
 from ..types import Encoder, Hit, M3Embeddings, Reranker
 from ._planning import GROUPABLE_KINDS, Planning, filter_fields
 from .execute import PlanRunner

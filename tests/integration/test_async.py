@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from milvus_m3 import AsyncCollectionManager, AsyncHybridSearcher
-from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
-from milvus_m3.embedder import M3Embedder
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec, ScalarField
+from milvus_m3.embedder.model import M3Embedder
 from milvus_m3.errors import InputError
 from milvus_m3.filters import F
 from milvus_m3.search import HybridSearcher
@@ -181,7 +181,7 @@ def test_async_get_upsert_delete(tier: CollectionManager, tiny_embedder: M3Embed
 
 def test_a_cancelled_call_gives_the_lite_file_lock_back(tmp_path: Path, tiny_embedder: M3Embedder) -> None:
     """A call cancelled while it waits for the Lite file's lock (a write holds it) must not keep it."""
-    from milvus_m3 import _lite
+    from milvus_m3.engine import lite as _lite
 
     uri = str(tmp_path / "cancel.db")
     manager = CollectionManager(uri)

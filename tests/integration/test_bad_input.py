@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from milvus_m3.collection import CollectionManager, CollectionSpec
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec
 from milvus_m3.errors import (
     CollectionNotFoundError,
     ConfigError,
@@ -541,7 +541,7 @@ def test_searcher_still_works_after_every_refusal(store: CollectionManager, enc:
 @pytest.fixture(scope="module")
 def strict_embedder(tiny_checkpoint: Path) -> Any:
     """The tiny model with short max lengths and overflow='error'."""
-    from milvus_m3.embedder import M3Embedder
+    from milvus_m3.embedder.model import M3Embedder
 
     return M3Embedder(
         tiny_checkpoint,
@@ -670,7 +670,7 @@ CHECKPOINT_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
 
 @pytest.mark.parametrize("case_id", sorted(CHECKPOINT_CASES))
 def test_checkpoint_refused(case_id: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
-    from milvus_m3.embedder import M3Embedder
+    from milvus_m3.embedder.model import M3Embedder
 
     damage, pattern = CHECKPOINT_CASES[case_id]
     d = _copy_ckpt(tiny_checkpoint, tmp_path / "ckpt")

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from milvus_m3.cli import main
-from milvus_m3.collection import CollectionManager
+from milvus_m3.collection.manager import CollectionManager
 
 SCRIPT = Path(sys.executable).with_name("milvus-m3")
 PROCESS_TIMEOUT = 240
@@ -513,7 +513,7 @@ def test_drop_asks_on_a_terminal(
 def test_errors_are_one_line_without_the_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from milvus_m3 import collection
+    from milvus_m3.collection import manager as collection
     from milvus_m3.errors import MilvusUnavailableError
 
     secret = "root:s3cr3t-t0ken-value"

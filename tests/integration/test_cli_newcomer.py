@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from milvus_m3.cli import main
-from milvus_m3.collection import CollectionManager
+from milvus_m3.collection.manager import CollectionManager
 from tests.integration.test_cli import count_of, env_for, release, run, write_jsonl
 from tests.integration.test_evaluate import write_beir
 
@@ -254,7 +254,7 @@ def test_overflow_is_reported_once(
 ) -> None:
     import logging
 
-    from milvus_m3.embedder import M3Embedder
+    from milvus_m3.embedder.model import M3Embedder
 
     emb = M3Embedder(str(tiny_checkpoint), device="cpu", query_max_length=8, overflow="warn")
     with caplog.at_level(logging.DEBUG, logger="milvus_m3"), warnings.catch_warnings(record=True) as seen:

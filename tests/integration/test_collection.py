@@ -219,6 +219,6 @@ def test_spec_validation() -> None:
         ScalarField(name="text")
     with pytest.raises(ConfigError, match="not valid in Milvus"):
         CollectionManager.__new__(CollectionManager)  # no engine needed for name checks
-        from milvus_m3.schema import check_collection_name as _check_name
+        from milvus_m3.collection.schema import check_collection_name as _check_name
 
         _check_name("bad name; drop")

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from milvus_m3.embedder import M3Embedder
+from milvus_m3.embedder.model import M3Embedder
 from milvus_m3.errors import ConfigError, InputError, ModelLoadError, TextTooLongError
 from milvus_m3.types import M3Embeddings
 
@@ -448,8 +448,8 @@ def test_resolved_device_and_precision(tiny_embedder: M3Embedder, tiny_checkpoin
 def test_auto_device_and_precision() -> None:
     import torch
 
-    from milvus_m3._torch_backend import resolve_device as _resolve_device
-    from milvus_m3._torch_backend import resolve_precision as _resolve_precision
+    from milvus_m3.embedder.torch_loop import resolve_device as _resolve_device
+    from milvus_m3.embedder.torch_loop import resolve_precision as _resolve_precision
 
     expected = "cuda:0" if torch.cuda.is_available() else "cpu"
     assert _resolve_device(None) == expected  # one device, never all GPUs
@@ -586,7 +586,7 @@ def test_missing_tokenizer_file_is_a_config_error(tmp_path: Path, monkeypatch: p
     batch_size=st.integers(1, 64),
 )
 def test_batches_cover_in_order_and_respect_batch_size(lengths: list[int], batch_size: int) -> None:
-    from milvus_m3._batching import plan_batches as _plan_batches
+    from milvus_m3.embedder.batching import plan_batches as _plan_batches
 
     sorted_lengths = np.array(sorted(lengths, reverse=True), dtype=np.int64)
     batches = _plan_batches(sorted_lengths, batch_size)
@@ -595,7 +595,7 @@ def test_batches_cover_in_order_and_respect_batch_size(lengths: list[int], batch
 
 
 def test_batches_keep_short_texts_together_and_split_long_mixed_ones() -> None:
-    from milvus_m3._batching import plan_batches as _plan_batches
+    from milvus_m3.embedder.batching import plan_batches as _plan_batches
 
     queries = np.array([30] * 5 + [10] * 40, dtype=np.int64)
     assert _plan_batches(queries, 16) == [(0, 16), (16, 32), (32, 45)]

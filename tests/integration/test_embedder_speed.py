@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from milvus_m3.embedder import M3Embedder
+from milvus_m3.embedder.model import M3Embedder
 from milvus_m3.errors import ConfigError
 from milvus_m3.types import M3Embeddings
 
@@ -152,7 +152,7 @@ def test_flag_backend_drops_only_the_mistral_note(tiny_checkpoint: Path) -> None
 def test_threads_option_sets_torch_threads(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from milvus_m3._backend import default_threads
+    from milvus_m3.embedder.backend import default_threads
 
     before = torch.get_num_threads()
     try:
@@ -198,7 +198,7 @@ def test_bad_speed_options_are_config_errors(tmp_path: Path, kwargs: dict[str, A
     budget=st.integers(1, 20000),
 )
 def test_batches_respect_the_token_budget(lengths: list[int], batch_size: int, budget: int) -> None:
-    from milvus_m3._batching import plan_batches
+    from milvus_m3.embedder.batching import plan_batches
 
     sorted_lengths = np.array(sorted(lengths, reverse=True), dtype=np.int64)
     batches = plan_batches(sorted_lengths, batch_size, budget)
@@ -284,7 +284,7 @@ def test_other_errors_are_not_retried(tiny_checkpoint: Path) -> None:
 
 
 def test_shares_are_contiguous_and_balanced() -> None:
-    from milvus_m3._multi_device import split_by_tokens
+    from milvus_m3.embedder.multi_device import split_by_tokens
 
     assert split_by_tokens([10] * 8, 2) == [(0, 4), (4, 8)]
     assert split_by_tokens([100, 1, 1, 1], 2) == [(0, 1), (1, 4)]
@@ -346,7 +346,7 @@ def test_torch_encoder_equals_xlm_roberta_model(tmp_path: Path, shape: dict[str,
     import torch
     from transformers import XLMRobertaModel
 
-    from milvus_m3._xlmr import load_encoder
+    from milvus_m3.embedder.xlmr import load_encoder
     from milvus_m3.testing import build_checkpoint
 
     path = build_checkpoint(tmp_path / "ck", max_position_embeddings=514, seed=7, **shape)
@@ -371,7 +371,7 @@ def test_torch_encoder_equals_xlm_roberta_model(tmp_path: Path, shape: dict[str,
 
 
 def test_other_architectures_go_through_transformers() -> None:
-    from milvus_m3._xlmr import supported
+    from milvus_m3.embedder.xlmr import supported
 
     base = {"model_type": "xlm-roberta", "hidden_size": 32, "num_attention_heads": 2}
     assert supported(base)
@@ -478,7 +478,7 @@ def test_int8_is_cpu_only(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CPU only"):
             M3Embedder(str(tmp_path / "never-read"), device="cuda", precision="int8")
-    from milvus_m3._torch_backend import resolve_precision
+    from milvus_m3.embedder.torch_loop import resolve_precision
 
     with pytest.raises(ConfigError, match="CPU only"):
         resolve_precision("int8", "cuda:0")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from milvus_m3.collection import CollectionManager
+from milvus_m3.collection.manager import CollectionManager
 from milvus_m3.errors import SchemaMismatchError
 from milvus_m3.evaluate import EvalConfig, evaluate_run, load_beir, run_evaluation
 from milvus_m3.fusion import id_order, rrf, weighted

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from milvus_m3 import CrossEncoderReranker
-from milvus_m3.collection import CollectionManager
+from milvus_m3.collection.manager import CollectionManager
 from milvus_m3.errors import ConfigError
 from milvus_m3.evaluate import EvalConfig, evaluate_run, load_beir, run_evaluation
 from milvus_m3.fusion import id_order

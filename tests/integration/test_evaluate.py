@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from milvus_m3.cli.eval import build_eval_parser, run_eval_cli
-from milvus_m3.collection import CollectionManager
+from milvus_m3.collection.manager import CollectionManager
 from milvus_m3.errors import ConfigError, InputError
 from milvus_m3.evaluate import (
     BM25_FIELD,

@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from milvus_m3.collection import CollectionManager
-from milvus_m3.connection import RetryPolicy
+from milvus_m3.collection.manager import CollectionManager
+from milvus_m3.engine.connection import RetryPolicy
 from milvus_m3.errors import MilvusUnavailableError
 from milvus_m3.ingest import ingest
 from tests.fakes import FakeEncoder

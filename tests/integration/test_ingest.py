@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec, ScalarField
 from milvus_m3.errors import (
     ConfigError,
     InputError,
@@ -774,7 +774,7 @@ def test_progress_bar_only_when_asked(
 def test_real_embedder_chunking_and_too_long(
     lite: CollectionManager, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    from milvus_m3.embedder import M3Embedder
+    from milvus_m3.embedder.model import M3Embedder
 
     emb = M3Embedder(
         tiny_checkpoint, device="cpu", precision="fp32", document_max_length=24, overflow="truncate"

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from milvus_m3 import AsyncCollectionManager, AsyncHybridSearcher
-from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
-from milvus_m3.embedder import M3Embedder
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec, ScalarField
+from milvus_m3.embedder.model import M3Embedder
 from milvus_m3.errors import ConfigError
 from milvus_m3.filters import F
 from milvus_m3.search import HybridSearcher

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from milvus_m3.collection import CollectionManager, CollectionSpec
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec
 from milvus_m3.errors import ConfigError, SchemaMismatchError
 from milvus_m3.filters import F
 from milvus_m3.fusion import id_order, rrf, tiered, weighted
@@ -346,8 +346,8 @@ def test_analyzer_the_engine_cannot_run_is_refused_at_create(
 def test_model_identity_is_the_checkpoint_not_its_path(
     manager: CollectionManager, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    from milvus_m3.checkpoint import model_fingerprint
-    from milvus_m3.embedder import M3Embedder
+    from milvus_m3.embedder.checkpoint import model_fingerprint
+    from milvus_m3.embedder.model import M3Embedder
 
     renamed = tmp_path / "my-local-copy"
     shutil.copytree(tiny_checkpoint, renamed)

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from milvus_m3._version import __version__
-from milvus_m3.collection import CollectionManager
-from milvus_m3.embedder import M3Embedder
+from milvus_m3.collection.manager import CollectionManager
+from milvus_m3.embedder.model import M3Embedder
 from milvus_m3.errors import ConfigError, SchemaMismatchError
 from milvus_m3.ingest import ingest
 from milvus_m3.search import HybridSearcher
@@ -40,7 +40,7 @@ class Models:
 def build_models(tiny_checkpoint: Path, root: Path) -> Models:
     import torch
 
-    from milvus_m3.checkpoint import model_fingerprint
+    from milvus_m3.embedder.checkpoint import model_fingerprint
 
     a, copy, b = root / "a" / "tiny-bge-m3", root / "copy" / "my-local-copy", root / "b" / "tiny-bge-m3"
     for d in (a, copy, b):
@@ -324,7 +324,7 @@ def test_a_collection_created_with_its_model_never_touches_the_registry(
 def test_a_record_without_build_id_keeps_the_dims_only_check(
     manager: CollectionManager, models: Models, tmp_path: Path
 ) -> None:
-    from milvus_m3.schema import META_MARKER, CollectionSpec, build_index_params, build_schema
+    from milvus_m3.collection.schema import META_MARKER, CollectionSpec, build_index_params, build_schema
 
     spec = CollectionSpec(dense_dim=models.a.dense_dim, model_name="")
     caps = manager.capabilities

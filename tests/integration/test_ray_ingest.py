@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from milvus_m3.collection import CollectionManager, CollectionSpec
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec
 from milvus_m3.errors import ConfigError
 from milvus_m3.ingest import ingest
 from milvus_m3.types import Encoder, M3Embeddings
@@ -255,7 +255,7 @@ def test_lite_through_the_cli_is_written_by_the_driver_with_the_rows_and_bad_row
 
 def test_an_actor_cannot_open_a_lite_file(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """The actor's manager for Milvus Lite validates rows but refuses to talk to the file."""
-    from milvus_m3.connection import Connection
+    from milvus_m3.engine.connection import Connection
     from milvus_m3.ingest._ray_tasks import _DriverWritesOnly
 
     uri = str(tmp_path / "x.db")

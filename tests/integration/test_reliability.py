@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec, ScalarField
 from milvus_m3.errors import (
     ConfigError,
     FilterError,
@@ -432,7 +432,7 @@ def test_chunked_document_reingested_shorter_drops_its_old_chunks(
 
 def test_readers_never_see_rewritten_rows_vanish_on_a_lite_server(lite_server: Any) -> None:
     """FAULT: on a Milvus Lite gRPC server, get() during an upsert of the same ids returned 0 rows."""
-    from milvus_m3.connection import RetryPolicy
+    from milvus_m3.engine.connection import RetryPolicy
 
     retry = RetryPolicy(attempts=3, initial_backoff=0.05, total_seconds=5)
     writer = CollectionManager(lite_server.uri, retry=retry)
@@ -702,7 +702,7 @@ def test_cli_engine_errors_are_one_line_without_pymilvus_or_engine_logs(
 def test_credentials_with_hash_slash_or_question_mark_never_show(tmp_path: Path) -> None:
     """SECURITY x3: ``http://root:2024#Spring@host`` was not seen as credentials: printed verbatim,
     and the client connected to the wrong host."""
-    from milvus_m3.connection import Connection, RetryPolicy
+    from milvus_m3.engine.connection import Connection, RetryPolicy
     from tests.fixtures_server import free_port
 
     port = free_port()
@@ -720,7 +720,7 @@ def test_library_logs_hold_no_credentials_with_odd_characters(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SECURITY: the warnings logged on retries showed the password."""
-    from milvus_m3.connection import Connection, RetryPolicy
+    from milvus_m3.engine.connection import Connection, RetryPolicy
     from tests.fixtures_server import free_port
 
     uri = f"http://root:2024#Spring@127.0.0.1:{free_port()}"

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from milvus_m3.collection import CollectionManager, CollectionSpec
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec
 from milvus_m3.errors import ConfigError, InputError
 from milvus_m3.search.rerank import (
     CandidateSet,

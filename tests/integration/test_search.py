@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec, ScalarField
 from milvus_m3.errors import ConfigError, FilterError, InputError, SchemaMismatchError, SearchError
 from milvus_m3.filters import F
 from milvus_m3.fusion import rrf, weighted

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec, ScalarField
 from milvus_m3.errors import ConfigError
 from milvus_m3.filters import F
 from milvus_m3.fusion import id_order

@@ -97,7 +97,7 @@ EVIL = {
 @pytest.mark.integration
 @pytest.mark.parametrize("case", sorted(EVIL))
 def test_loading_never_runs_pickled_code(case: str, tiny_checkpoint: Path, tmp_path: Path) -> None:
-    from milvus_m3.embedder import M3Embedder
+    from milvus_m3.embedder.model import M3Embedder
 
     write, skip = EVIL[case]
     (tmp_path / "src").symlink_to(tiny_checkpoint.resolve())
@@ -253,7 +253,7 @@ HOSTILE = [
 
 
 def _hostile_store(manager: Any, name: str) -> dict[str, str]:
-    from milvus_m3.collection import CollectionSpec, ScalarField
+    from milvus_m3.collection.manager import CollectionSpec, ScalarField
     from tests.fakes import FakeEncoder
 
     enc = FakeEncoder(dim=8)
@@ -328,7 +328,7 @@ def test_hostile_filter_values_through_the_server_engine(server_manager: Any) ->
 def test_hostile_filter_values_through_the_searcher_on_lite(tmp_path: Path) -> None:
     """test_filters checks rendered expressions with query(); this goes through HybridSearcher in
     every mode (three engine code paths: hybrid_search, dense search, sparse search)."""
-    from milvus_m3.collection import CollectionManager
+    from milvus_m3.collection.manager import CollectionManager
 
     with CollectionManager(str(tmp_path / "h.db")) as m:
         stored = _hostile_store(m, "hostile")
@@ -362,8 +362,8 @@ def test_templates_carry_values_outside_the_expression(value: str) -> None:
 def test_searcher_and_its_errors_never_show_credentials(
     milvus_server: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from milvus_m3.collection import CollectionManager
-    from milvus_m3.connection import RetryPolicy
+    from milvus_m3.collection.manager import CollectionManager
+    from milvus_m3.engine.connection import RetryPolicy
     from milvus_m3.errors import MilvusM3Error
     from milvus_m3.filters import F
     from milvus_m3.search import HybridSearcher
@@ -432,7 +432,7 @@ def cli_filter_run(
     if not _selected(request, "test_cli_filter_with_an_escaped_hostile_value_returns_only_its_row"):
         yield {}
         return
-    from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
+    from milvus_m3.collection.manager import CollectionManager, CollectionSpec, ScalarField
     from milvus_m3.filters import F, render
 
     tiny_embedder: Any = request.getfixturevalue("tiny_embedder")
@@ -519,7 +519,10 @@ def _remote_code_checkpoint(src: Path, dst: Path, where: str, marker: Path) -> P
     (d / "sentencepiece.bpe.model").write_bytes(b"not a real model")
     (d / "evil.py").write_text(_EVIL_MODULE.format(marker=str(marker)), encoding="utf-8")
     base = json.loads((src / where).read_text(encoding="utf-8")) if (src / where).is_file() else {}
-    base["auto_map"] = {"AutoTokenizer": ["evil.EvilTokenizer", "evil.EvilTokenizer"], "AutoConfig": "evil.EvilConfig"}
+    base["auto_map"] = {
+        "AutoTokenizer": ["evil.EvilTokenizer", "evil.EvilTokenizer"],
+        "AutoConfig": "evil.EvilConfig",
+    }
     (d / where).write_text(json.dumps(base), encoding="utf-8")
     return d
 
@@ -566,12 +569,31 @@ def test_cli_search_with_a_code_carrying_reranker_refuses_it(
     env = cli_env()
     made = subprocess.run(
         [*CLI, "create", "--uri", db, "--collection", "c", "--model", str(tiny_checkpoint)],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert made.returncode == 0, made.stderr
     run = subprocess.run(
-        [*CLI, "search", "q", "--uri", db, "--collection", "c", "--model", str(tiny_checkpoint), "--rerank", str(d)],
-        input="y\n", capture_output=True, text=True, env=env, timeout=300,
+        [
+            *CLI,
+            "search",
+            "q",
+            "--uri",
+            db,
+            "--collection",
+            "c",
+            "--model",
+            str(tiny_checkpoint),
+            "--rerank",
+            str(d),
+        ],
+        input="y\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert not marker.exists()
     assert run.returncode != 0, run.stderr

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
-from milvus_m3.embedder import M3Embedder
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec, ScalarField
+from milvus_m3.embedder.model import M3Embedder
 from milvus_m3.errors import ConfigError, FilterError, InputError
 from milvus_m3.filters import F
 from milvus_m3.search import HybridSearcher
@@ -202,8 +202,8 @@ def test_partition_key_spec_checks() -> None:
 
 
 def test_a_server_schema_declares_the_partition_key() -> None:
-    from milvus_m3.capabilities import LITE_CAPABILITIES, server_capabilities
-    from milvus_m3.schema import build_schema
+    from milvus_m3.engine.capabilities import LITE_CAPABILITIES, server_capabilities
+    from milvus_m3.collection.schema import build_schema
 
     spec = CollectionSpec(dense_dim=8, partition_key="tenant", num_partitions=64)
     server = {f.name: f for f in build_schema(spec, server_capabilities((2, 6, 0))).fields}

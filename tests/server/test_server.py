@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
-from milvus_m3.connection import Connection, RetryPolicy
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec, ScalarField
+from milvus_m3.engine.connection import Connection, RetryPolicy
 from milvus_m3.errors import CollectionNotFoundError, MilvusUnavailableError
 from milvus_m3.filters import F, FilterLike
 from milvus_m3.ingest import ingest

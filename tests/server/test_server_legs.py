@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from milvus_m3.collection import CollectionManager, CollectionSpec
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec
 from milvus_m3.filters import F
 from milvus_m3.search import HybridSearcher
 from tests.integration.test_legs import DOCS, N_PARENTS, QUERIES, NoisyEncoder

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from milvus_m3.collection import CollectionManager
+from milvus_m3.collection.manager import CollectionManager
 from milvus_m3.ingest import ingest
 from tests.integration.test_model_registry import (
     REGISTRY,

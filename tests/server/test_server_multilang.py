@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from milvus_m3.collection import CollectionManager, CollectionSpec
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec
 from milvus_m3.errors import ConfigError
 
 pytestmark = pytest.mark.server

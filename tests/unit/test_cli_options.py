@@ -13,7 +13,7 @@ import pytest
 
 from milvus_m3.cli._messages import FirstRetryOnly, filter_hint, for_cli, remove_state_file
 from milvus_m3.cli.parser import EPILOG, EXIT_REJECTED, build_parser, connection_options
-from milvus_m3.connection import ConnectionOptions, RetryPolicy
+from milvus_m3.engine.connection import ConnectionOptions, RetryPolicy
 from milvus_m3.errors import ConfigError, MilvusUnavailableError
 from milvus_m3.ingest.readers import estimate_records
 

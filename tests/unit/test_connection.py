@@ -16,8 +16,8 @@ import grpc
 import pytest
 from pymilvus.exceptions import MilvusException
 
-from milvus_m3.collection import CollectionManager
-from milvus_m3.connection import (
+from milvus_m3.collection.manager import CollectionManager
+from milvus_m3.engine.connection import (
     LITE_CAPABILITIES,
     Connection,
     RetryPolicy,
@@ -90,7 +90,7 @@ class StubClient:
 
 
 class Clock:
-    """Stands in for time.monotonic and time.sleep in milvus_m3._retry."""
+    """Stands in for time.monotonic and time.sleep in milvus_m3.engine.retry."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -107,8 +107,8 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr("milvus_m3._retry.time.monotonic", c.monotonic)
-    monkeypatch.setattr("milvus_m3._retry.time.sleep", c.sleep)
+    monkeypatch.setattr("milvus_m3.engine.retry.time.monotonic", c.monotonic)
+    monkeypatch.setattr("milvus_m3.engine.retry.time.sleep", c.sleep)
     return c
 
 
@@ -486,7 +486,7 @@ def test_silent_host_is_bounded_by_connect_timeout_and_total() -> None:
 
 
 def test_connection_options_are_written_once_and_keep_secrets_out_of_the_repr() -> None:
-    from milvus_m3.connection import OPTION_NAMES, ConnectionOptions
+    from milvus_m3.engine.connection import OPTION_NAMES, ConnectionOptions
 
     opts = ConnectionOptions(token="s3cr3t-token-value", db_name="prod", timeout=5.0)
     assert "s3cr3t" not in repr(opts) and "prod" in repr(opts)
@@ -498,7 +498,7 @@ def test_connection_options_are_written_once_and_keep_secrets_out_of_the_repr() 
 
 
 def test_connection_options_by_keyword_or_object_give_the_same_connection() -> None:
-    from milvus_m3.connection import ConnectionOptions
+    from milvus_m3.engine.connection import ConnectionOptions
 
     by_kw = Connection("http://h:19530", client=StubClient(), db_name="x", timeout=7.0)
     opts = ConnectionOptions(db_name="x", timeout=7.0)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from milvus_m3.collection import CollectionManager, CollectionSpec, ScalarField
+from milvus_m3.collection.manager import CollectionManager, CollectionSpec, ScalarField
 from milvus_m3.errors import FilterError, MilvusM3Error
 from milvus_m3.filters import OPERATORS, F, Filter, literal, path_expr, render
 from tests.fakes import FakeEncoder

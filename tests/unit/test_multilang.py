@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from milvus_m3.capabilities import LITE_CAPABILITIES, capabilities_for_version, server_capabilities
+from milvus_m3.engine.capabilities import LITE_CAPABILITIES, capabilities_for_version, server_capabilities
 from milvus_m3.cli._argtypes import from_args
 from milvus_m3.cli.parser import build_parser
 from milvus_m3.errors import ConfigError
-from milvus_m3.schema import (
+from milvus_m3.collection.schema import (
     BM25_FIELD,
     TEXT_FIELD,
     CollectionSpec,

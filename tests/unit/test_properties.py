@@ -427,7 +427,7 @@ def test_ingest_without_ids_stores_the_pinned_content_ids(tmp_path: Path) -> Non
     import csv
     import json
 
-    from milvus_m3.collection import CollectionManager
+    from milvus_m3.collection.manager import CollectionManager
     from milvus_m3.ingest import ingest
     from tests.fakes import FakeEncoder
 

@@ -24,7 +24,7 @@ from milvus_m3.filters import F, render
     ],
 )
 def test_credentials_are_split_on_the_last_at(uri: str, host: str, cred: str | None) -> None:
-    from milvus_m3._uri import redact_uri, split_credentials
+    from milvus_m3.engine.uri import redact_uri, split_credentials
 
     assert split_credentials(uri) == (host, cred)
     shown = redact_uri(uri)
@@ -36,7 +36,7 @@ def test_credentials_are_split_on_the_last_at(uri: str, host: str, cred: str | N
 
 
 def test_check_server_uri_never_echoes_a_password() -> None:
-    from milvus_m3._uri import check_server_uri
+    from milvus_m3.engine.uri import check_server_uri
 
     with pytest.raises(ConfigError) as exc:
         check_server_uri("ftp://root:2024#Spring@db.example:19530")

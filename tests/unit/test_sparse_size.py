@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from milvus_m3.capabilities import LITE_CAPABILITIES, capabilities_for_version
+from milvus_m3.engine.capabilities import LITE_CAPABILITIES, capabilities_for_version
 from milvus_m3.errors import ConfigError
-from milvus_m3.schema import CollectionSpec, build_index_params, build_record, parse_build_record
+from milvus_m3.collection.schema import CollectionSpec, build_index_params, build_record, parse_build_record
 from milvus_m3.sparse import prune
 
 SERVER_25 = capabilities_for_version("v2.5.4")
