@@ -14,6 +14,17 @@ from .errors import InputError
 __all__ = ["check_texts", "is_valid_utf8", "short", "utf8_error"]
 
 
+class CheckedTexts(tuple[str, ...]):
+    """Texts checked once where they entered: every row a str, not blank, without NUL bytes, valid UTF-8.
+
+    The ingest job builds it after its own per-record check (which names the file and line); the
+    embedder (``check_texts``) and the manager's row check (``collection.rows.check_text``) trust it
+    instead of checking each text again. Only the size against a collection stays to be checked.
+    """
+
+    __slots__ = ()
+
+
 def short(text: object, limit: int = 120, *, squash: bool = False) -> str:
     """``text`` (or ``str(exc)``) cut to ``limit`` characters with "..."; ``squash`` folds whitespace runs."""
     out = str(text)
@@ -64,6 +75,8 @@ def check_texts(
     ``expected`` says what to pass instead of a non-sequence; ``row_label`` (a format string with
     ``{i}``, e.g. "text at row {i}") names a row in every message instead of the default wording.
     """
+    if isinstance(texts, CheckedTexts):
+        return list(texts)
     if isinstance(texts, (str, bytes)):
         raise InputError(
             f"{field} is a single string; pass a list of strings: {one_string_hint}", field=field

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._text import is_valid_utf8
+from .._text import CheckedTexts, is_valid_utf8
 from ..engine.capabilities import Capabilities
 from ..errors import InputError
 from ..sparse import to_milvus_sparse
@@ -110,6 +110,7 @@ def prepare_rows(
     declared = {f.name: f for f in spec.scalar_fields}
     columns = _scalar_columns(spec, fields, n)
     dense = _dense_matrix(embeddings)
+    trusted = isinstance(texts, CheckedTexts)
     unsafe = caps.unsafe_id_chars
     seen: dict[Any, int] = {}
     rows: list[dict[str, Any]] = []
@@ -117,7 +118,7 @@ def prepare_rows(
         row: dict[str, Any] = {}
         if ids is not None:
             row[ID_FIELD] = _unique_id(ids[i], i, spec, unsafe, seen, caps.display_name)
-        row[TEXT_FIELD] = check_text(texts[i], i, spec)
+        row[TEXT_FIELD] = check_text(texts[i], i, spec, trusted=trusted)
         row[DENSE_FIELD] = dense[i]
         # Pruned by the collection's sparse_top_k / sparse_mass (searches prune queries the same way).
         row[SPARSE_FIELD] = spec.prune_sparse([to_milvus_sparse(embeddings.sparse[i], row=i)])[0]
@@ -258,8 +259,11 @@ def _unique_id(
     return checked
 
 
-def check_text(text: Any, row: int, spec: CollectionSpec) -> str:
-    """``text`` if it is a non-empty string without NUL bytes, valid UTF-8 and short enough to store."""
+def check_text(text: Any, row: int, spec: CollectionSpec, *, trusted: bool = False) -> str:
+    """``text`` if it is a non-empty string without NUL bytes, valid UTF-8 and short enough to store;
+    ``trusted`` (a row of ``CheckedTexts``): only its size is left to check."""
+    if trusted:
+        return _check_text_size(text, row, spec)
     if not isinstance(text, str):
         raise InputError(
             f"row {row}: text must be a string, got {type(text).__name__}", field="text", row=row
@@ -280,6 +284,10 @@ def check_text(text: Any, row: int, spec: CollectionSpec) -> str:
             field="text",
             row=row,
         )
+    return _check_text_size(text, row, spec)
+
+
+def _check_text_size(text: str, row: int, spec: CollectionSpec) -> str:
     nbytes = len(text.encode("utf-8"))
     if nbytes > spec.text_max_length:
         raise InputError(

@@ -190,8 +190,14 @@ class CollectionSpec:
 
     def check_engine(self, caps: Capabilities) -> None:
         """Refuse what this engine accepts at create time but cannot run (a BM25 analyzer, the
-        multi-language analyzer), with the fix."""
+        multi-language analyzer, an index type it deprecates), with the fix."""
         check_bm25_engine(self, caps)
+        if self.sparse_index == "SPARSE_WAND" and caps.sparse_wand_deprecated:
+            raise ConfigError(
+                f"sparse_index='SPARSE_WAND' is deprecated on {caps.display_name} (Milvus 2.5+); use "
+                "sparse_index='SPARSE_INVERTED_INDEX' with sparse_inverted_index_algo='DAAT_WAND' "
+                "(--sparse-inverted-index-algo DAAT_WAND), which builds the same WAND search"
+            )
 
     def prune_sparse(self, vectors: Sequence[SparseVector]) -> list[SparseVector]:
         """``vectors`` pruned by ``sparse_top_k`` / ``sparse_mass``: the one place stored texts (``_rows``)

@@ -111,6 +111,9 @@ class Capabilities:
     sparse_index_algos: tuple[str, ...] = ()
     """SPARSE_INVERTED_INDEX's ``inverted_index_algo`` values it takes (servers >= 2.5); () : none, the
     index is built with ``drop_ratio_build`` only (Milvus Lite 2.5.1, servers 2.4)."""
+    sparse_wand_deprecated: bool = False
+    """The SPARSE_WAND index type is deprecated (servers >= 2.5: SPARSE_INVERTED_INDEX with
+    ``inverted_index_algo="DAAT_WAND"`` replaces it), so a new collection is refused it."""
 
     @property
     def is_lite(self) -> bool:
@@ -155,6 +158,7 @@ def server_capabilities(version: tuple[int, int, int], deploy_mode: str = "") ->
         default_dense_index="HNSW",
         deploy_mode=deploy_mode,
         sparse_index_algos=SERVER_SPARSE_INDEX_ALGOS if version >= (2, 5, 0) else (),
+        sparse_wand_deprecated=version >= (2, 5, 0),
         multi_language_analyzer=version >= MULTI_LANGUAGE_ANALYZER_VERSION,
     )
 

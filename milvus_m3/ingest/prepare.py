@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._text import is_valid_utf8
+from .._text import CheckedTexts, is_valid_utf8
 from ..collection.manager import CollectionManager, CollectionSpec, ScalarField
 from ..errors import ConfigError, InputError
 from ..types import ChunkingEncoder, Encoder, LengthLimited, M3Embeddings
@@ -313,7 +313,8 @@ class Preparer:
         """Embed; a row-level InputError (e.g. TextTooLongError) drops that row's document and retries."""
         while chunks:
             try:
-                return chunks, self.encoder.encode_documents([c[2] for c in chunks])
+                # checked once, by _text_problem when the record was read: the encoder trusts them
+                return chunks, self.encoder.encode_documents(CheckedTexts(c[2] for c in chunks))
             except InputError as exc:
                 row = _row_index(exc, len(chunks))
                 if row is None:
@@ -390,7 +391,7 @@ class Preparer:
         return self.manager.prepare_rows(
             self.spec,
             ids=ids,
-            texts=[t for _, _, t in chunks],
+            texts=CheckedTexts(t for _, _, t in chunks),
             embeddings=emb,
             metadata=[d.metadata for d, _, _ in chunks],
             fields=fields or None,

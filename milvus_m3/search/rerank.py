@@ -22,8 +22,10 @@ every dot product with a shorter passage is negative its max becomes 0 instead; 
 batch (``batch_size=1``) or passages of one length to see the exact definition.
 
 Storing ColBERT vectors costs ``colbert_dim`` floats per token: 4 KiB a token for BGE-M3 (1024-d float32),
-2 KiB in float16, about 0.6-1.2 MiB for a 300-token passage against 4 KiB for its dense vector; Milvus 2.5
-has no multi-vector field. Hence recomputation is the default.
+2 KiB in float16, about 0.6-1.2 MiB for a 300-token passage against 4 KiB for its dense vector. Milvus
+servers of the 2.6 line can store such token vectors as an embedding list (an array of vectors with a
+MAX_SIM index), but Milvus Lite 2.5.1, the embedded default, refuses embedding-list indexes. Hence
+recomputation is the default.
 
 The Milvus calls here (one ANN request per field, built by ``requests.py``; ``get`` of stored vectors)
 go through the manager's retrying connection. The score math (``m3_scores``, the tie order by id) is

@@ -806,3 +806,43 @@ def test_real_embedder_chunking_and_too_long(
     assert long_chunks[0]["text"].startswith("token0") and long_chunks[-1]["text"].endswith("token59")
     with pytest.raises(ConfigError, match="at most 22"):
         ingest([f], manager=lite, collection=chunked, encoder=emb, chunk_tokens=23)
+
+
+@pytest.mark.integration
+def test_a_document_text_is_checked_once_on_the_ingest_path(
+    lite: CollectionManager, tmp_path: Path, tiny_embedder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validate once (issue 21): the job checks each text where it enters (file and line in the errors
+    file); the embedder and the manager's row check trust the ``CheckedTexts`` it hands on."""
+    import milvus_m3._text as text_checks
+
+    texts = [f"document {i} about vectors and search, number {i}" for i in range(6)]
+    f = write_jsonl(tmp_path / "a.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
+    seen: dict[str, int] = {}
+    real = text_checks.utf8_error
+
+    def counting(text: str) -> UnicodeEncodeError | None:
+        seen[text] = seen.get(text, 0) + 1
+        return real(text)
+
+    lite.create_collection(
+        "checked_once", dense_dim=tiny_embedder.dense_dim, model_name=tiny_embedder.model_name, recreate=True
+    )
+    monkeypatch.setattr(text_checks, "utf8_error", counting)
+    rep = ingest([f], manager=lite, collection="checked_once", encoder=tiny_embedder, progress=False)
+    assert rep.written == 6
+    assert {t: seen.get(t, 0) for t in texts} == dict.fromkeys(texts, 1)
+    # and a direct write, with no job in front, still checks its texts
+    emb = tiny_embedder.encode_documents([texts[0]])
+    seen.clear()
+    lite.prepare_rows(lite.spec("checked_once"), ids=["x"], texts=[texts[0]], embeddings=emb)
+    assert seen.get(texts[0]) == 1
+
+
+def test_checked_texts_are_trusted_by_check_texts() -> None:
+    from milvus_m3._text import CheckedTexts, check_texts
+
+    bad = "lone \ud800 surrogate"
+    with pytest.raises(InputError, match="UTF-8"):
+        check_texts([bad])
+    assert check_texts(CheckedTexts([bad])) == [bad]  # trusted: the caller checked it once already

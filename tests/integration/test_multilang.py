@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from milvus_m3.collection.async_manager import AsyncCollectionManager
-from milvus_m3.engine.capabilities import LITE_CAPABILITIES, server_capabilities
 from milvus_m3.collection.manager import CollectionManager, CollectionSpec
+from milvus_m3.collection.schema import build_index_params, build_schema
+from milvus_m3.engine.capabilities import LITE_CAPABILITIES, server_capabilities
 from milvus_m3.errors import ConfigError, InputError, SchemaMismatchError
 from milvus_m3.ingest import ingest
-from milvus_m3.collection.schema import build_index_params, build_schema
 from milvus_m3.search import HybridSearcher
 from milvus_m3.search._steps import Call, drive
 from milvus_m3.search.async_searcher import AsyncHybridSearcher

@@ -120,8 +120,8 @@ def test_lite_refuses_the_inverted_index_algo_and_keeps_todays_params(
 def test_the_server_index_params_are_accepted_by_the_milvus_2_5_core(tmp_path: Path) -> None:
     """The loopback tier has no Milvus server >= 2.5, so the params built for one are sent to Milvus Lite
     2.5.1 (Milvus 2.5's C++ core) directly: it builds the index with that algorithm and searches it."""
-    from milvus_m3.engine.capabilities import server_capabilities
     from milvus_m3.collection.schema import build_index_params, build_schema
+    from milvus_m3.engine.capabilities import server_capabilities
 
     spec = CollectionSpec(dense_dim=4, sparse_inverted_index_algo="DAAT_MAXSCORE")
     caps = server_capabilities((2, 5, 0))

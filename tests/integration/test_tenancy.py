@@ -202,8 +202,8 @@ def test_partition_key_spec_checks() -> None:
 
 
 def test_a_server_schema_declares_the_partition_key() -> None:
-    from milvus_m3.engine.capabilities import LITE_CAPABILITIES, server_capabilities
     from milvus_m3.collection.schema import build_schema
+    from milvus_m3.engine.capabilities import LITE_CAPABILITIES, server_capabilities
 
     spec = CollectionSpec(dense_dim=8, partition_key="tenant", num_partitions=64)
     server = {f.name: f for f in build_schema(spec, server_capabilities((2, 6, 0))).fields}

@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from milvus_m3.engine.capabilities import LITE_CAPABILITIES, capabilities_for_version, server_capabilities
 from milvus_m3.cli._argtypes import from_args
 from milvus_m3.cli.parser import build_parser
-from milvus_m3.errors import ConfigError
 from milvus_m3.collection.schema import (
     BM25_FIELD,
     TEXT_FIELD,
@@ -22,6 +20,8 @@ from milvus_m3.collection.schema import (
     build_schema,
     parse_build_record,
 )
+from milvus_m3.engine.capabilities import LITE_CAPABILITIES, capabilities_for_version, server_capabilities
+from milvus_m3.errors import ConfigError
 from milvus_m3.search.requests import bm25_request
 
 LANGUAGES = {"en": "english", "zh": "chinese", "default": "standard"}

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from milvus_m3.collection.schema import CollectionSpec, build_index_params, build_record, parse_build_record
 from milvus_m3.engine.capabilities import LITE_CAPABILITIES, capabilities_for_version
 from milvus_m3.errors import ConfigError
-from milvus_m3.collection.schema import CollectionSpec, build_index_params, build_record, parse_build_record
 from milvus_m3.sparse import prune
 
 SERVER_25 = capabilities_for_version("v2.5.4")
@@ -84,3 +84,15 @@ def test_a_server_gets_inverted_index_algo_in_the_index_params() -> None:
     sparse = next(p.to_dict() for p in params if p.field_name == "sparse")
     assert sparse["index_type"] == "SPARSE_INVERTED_INDEX" and sparse["metric_type"] == "IP"
     assert sparse["inverted_index_algo"] == "DAAT_WAND" and "drop_ratio_build" not in sparse
+
+
+def test_sparse_wand_is_refused_where_the_server_deprecates_it() -> None:
+    """Servers >= 2.5 replace SPARSE_WAND by SPARSE_INVERTED_INDEX + inverted_index_algo; 2.4 keeps it."""
+    spec = CollectionSpec(dense_dim=8, sparse_index="SPARSE_WAND")
+    with pytest.raises(ConfigError, match="SPARSE_WAND.*deprecated.*DAAT_WAND"):
+        spec.check_engine(capabilities_for_version("v2.5.4"))
+    spec.check_engine(SERVER_24)
+    spec.check_engine(LITE_CAPABILITIES)
+    CollectionSpec(dense_dim=8, sparse_inverted_index_algo="DAAT_WAND").check_engine(
+        capabilities_for_version("v2.6.0")
+    )
