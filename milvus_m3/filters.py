@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._text import is_valid_utf8, short
+from ._checks import is_valid_utf8, short
 from .errors import FilterError
 
 # ---------------------------------------- literals

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .._text import CheckedTexts, is_valid_utf8
+from .._checks import CheckedTexts, is_valid_utf8
 from ..engine.capabilities import Capabilities
 from ..errors import InputError
 from ..sparse import to_milvus_sparse

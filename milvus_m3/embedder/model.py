@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._text import check_texts
+from .._checks import check_bool, check_int, check_texts
 from ..errors import ConfigError, InputError, TextTooLongError
 from ..types import M3Embeddings
 from .backend import BackendOptions, EmbeddingBackend, default_threads
@@ -37,21 +37,11 @@ from .checkpoint import DEFAULT_MODEL, model_fingerprint
 _MIN_MAX_LENGTH = 3  # <s>, one content token, </s>
 
 
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive int, got {value!r}")
-
-
 def _check_max_length(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < _MIN_MAX_LENGTH:
         raise ConfigError(
             f"{name} must be an int of at least {_MIN_MAX_LENGTH} tokens (<s>, one token, </s>), got {value!r}"
         )
-
-
-def _check_bool(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
 
 
 def _check_devices(devices: Sequence[str] | None, device: str | None) -> tuple[str, ...] | None:
@@ -142,21 +132,21 @@ class M3Embedder:
             raise ConfigError(f"device must be None, 'cpu', 'cuda' or 'cuda:N', got {device!r}")
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-        _check_positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, 1)
         _check_max_length("query_max_length", query_max_length)
         _check_max_length("document_max_length", document_max_length)
         if overflow not in OVERFLOW_MODES:
             raise ConfigError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}; got {overflow!r}")
-        _check_bool("colbert", colbert)
-        _check_bool("show_progress", show_progress)
+        check_bool("colbert", colbert)
+        check_bool("show_progress", show_progress)
         if local_files_only is not None:
-            _check_bool("local_files_only", local_files_only)
+            check_bool("local_files_only", local_files_only)
         if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
             raise ConfigError(f"cache_dir must be a directory path or None, got {cache_dir!r}")
         if threads is not None:
-            _check_positive_int("threads", threads)
+            check_int("threads", threads, 1)
         if max_batch_tokens is not None:
-            _check_positive_int("max_batch_tokens", max_batch_tokens)
+            check_int("max_batch_tokens", max_batch_tokens, 1)
         device_list = _check_devices(devices, device)
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -334,7 +324,7 @@ class M3Embedder:
         """
         if not isinstance(text, str):
             raise InputError(f"chunk_spans: text must be a str, got {type(text).__name__}", field="text")
-        _check_positive_int("max_tokens", max_tokens)
+        check_int("max_tokens", max_tokens, 1)
         if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < max_tokens:
             raise ConfigError(f"overlap must be an int in [0, max_tokens={max_tokens}), got {overlap!r}")
         with self._lock:
@@ -397,7 +387,7 @@ class M3Embedder:
     ) -> M3Embeddings:
         if batch_size is None:
             batch_size = self._batch_size
-        _check_positive_int("batch_size", batch_size)
+        check_int("batch_size", batch_size, 1)
         if max_length is None:
             max_length = default_max_length
         _check_max_length("max_length", max_length)
@@ -408,7 +398,7 @@ class M3Embedder:
             )
         if colbert is None:
             colbert = self._colbert
-        _check_bool("colbert", colbert)
+        check_bool("colbert", colbert)
         rows = _check_texts(texts, allow_empty=False)
         n = len(rows)
         if n == 0:

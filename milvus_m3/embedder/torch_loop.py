@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .._text import check_texts, utf8_error
+from .._checks import check_texts, utf8_error
 from ..errors import ConfigError, InputError
 from ..types import SparseVector
 from .backend import default_threads

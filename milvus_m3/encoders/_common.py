@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from .._text import check_texts
+from .._checks import check_texts
 from ..errors import ConfigError, MissingDependencyError, ModelLoadError, TextTooLongError
 
 logger = logging.getLogger("milvus_m3.encoders")

@@ -16,7 +16,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
-from .._text import short
+from .._checks import short
 from ..errors import ConfigError, MilvusM3Error, MilvusUnavailableError
 
 __all__ = [

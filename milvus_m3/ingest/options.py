@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .._checks import check_int
 from ..errors import ConfigError
 from .readers import FORMATS
 
@@ -72,8 +73,7 @@ class IngestOptions:
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ConfigError(f"format must be one of {', '.join(FORMATS)}; got {self.format!r}")
-        if not _positive_int(self.batch_size):
-            raise ConfigError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        check_int("batch_size", self.batch_size, 1)
         if self.on_error not in ON_ERROR:
             raise ConfigError(f"on_error must be 'skip' or 'fail', got {self.on_error!r}")
         if self.hash_ids and self.id_field is not None:
@@ -93,8 +93,7 @@ class IngestOptions:
             if overlap:
                 raise ConfigError("chunk_overlap needs chunk_tokens")
             return
-        if not _positive_int(tokens):
-            raise ConfigError(f"chunk_tokens must be a positive int, got {tokens!r}")
+        check_int("chunk_tokens", tokens, 1)
         if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < tokens:
             raise ConfigError(f"chunk_overlap must be an int in [0, chunk_tokens={tokens}), got {overlap!r}")
 
@@ -130,21 +129,14 @@ class RayOptions:
 
     def __post_init__(self) -> None:
         for name in ("actors", "write_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         for name in ("gpus_per_actor", "cpus_per_actor", "cpus_per_reader"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
         if self.cpus_per_actor == 0 and self.gpus_per_actor == 0:
             raise ConfigError("an actor needs cpus_per_actor or gpus_per_actor above 0")
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
-            raise ConfigError(f"retries must be an int >= 0, got {self.retries!r}")
-
-
-def _positive_int(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+        check_int("retries", self.retries, 0)
 
 
 def build_options(options: IngestOptions | None, overrides: Mapping[str, Any]) -> IngestOptions:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._text import CheckedTexts, is_valid_utf8
+from .._checks import CheckedTexts, is_valid_utf8
 from ..collection.manager import CollectionManager, CollectionSpec, ScalarField
 from ..errors import ConfigError, InputError
 from ..types import ChunkingEncoder, Encoder, LengthLimited, M3Embeddings

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from .._text import is_valid_utf8
+from .._checks import is_valid_utf8
 from ..errors import ConfigError, InputError, MissingDependencyError
 from .records import Record, json_type
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .._text import check_texts
+from .._checks import check_bool, check_int, check_texts
 from ..embedder.batching import plan_batches, run_with_backoff
 from ..errors import ConfigError, InputError, TextTooLongError
 
@@ -81,26 +81,25 @@ class CrossEncoderReranker:
             raise ConfigError(f"device must be None, 'cpu', 'cuda' or 'cuda:N', got {device!r}")
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-        _positive("max_length", max_length, _MIN_MAX_LENGTH)
+        _check_max_length(max_length)
         qmax = max_length * 3 // 4 if query_max_length is None else query_max_length
-        _positive("query_max_length", qmax, 1)
+        check_int("query_max_length", qmax, 1)
         if qmax > max_length - PAIR_SPECIAL_TOKENS - 1:
             raise ConfigError(
                 f"query_max_length={qmax} leaves no room for the passage in max_length={max_length} "
                 f"(a pair takes {PAIR_SPECIAL_TOKENS} special tokens); pass at most "
                 f"{max_length - PAIR_SPECIAL_TOKENS - 1}"
             )
-        if not isinstance(normalize, bool):
-            raise ConfigError(f"normalize must be True or False, got {normalize!r}")
-        _positive("batch_size", batch_size, 1)
+        check_bool("normalize", normalize)
+        check_int("batch_size", batch_size, 1)
         if max_batch_tokens is not None:
-            _positive("max_batch_tokens", max_batch_tokens, 1)
+            check_int("max_batch_tokens", max_batch_tokens, 1)
         if overflow not in OVERFLOW_MODES:
             raise ConfigError(f"overflow must be one of {', '.join(OVERFLOW_MODES)}; got {overflow!r}")
         if local_files_only is not None and not isinstance(local_files_only, bool):
             raise ConfigError(f"local_files_only must be True, False or None, got {local_files_only!r}")
         if threads is not None:
-            _positive("threads", threads, 1)
+            check_int("threads", threads, 1)
 
         from .model import CrossEncoderModel
 
@@ -265,6 +264,7 @@ class CrossEncoderReranker:
         return out
 
 
-def _positive(name: str, value: Any, least: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigError(f"{name} must be an int of at least {least}, got {value!r}")
+def _check_max_length(value: Any) -> None:
+    """A pair's token limit: at least ``_MIN_MAX_LENGTH`` (four special tokens and some of each text)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < _MIN_MAX_LENGTH:
+        raise ConfigError(f"max_length must be an int of at least {_MIN_MAX_LENGTH}, got {value!r}")

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Literal, TypeVar
 
-from .._text import short
+from .._checks import short
 from ..errors import FilterError, MilvusM3Error, SearchError
 from .options import SearchPlan
 

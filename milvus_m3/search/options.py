@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._text import check_texts
+from .._checks import check_texts
 from ..errors import ConfigError, InputError
 from ..filters import FilterLike
 from ..types import M3Embeddings

@@ -814,7 +814,7 @@ def test_a_document_text_is_checked_once_on_the_ingest_path(
 ) -> None:
     """Validate once (issue 21): the job checks each text where it enters (file and line in the errors
     file); the embedder and the manager's row check trust the ``CheckedTexts`` it hands on."""
-    import milvus_m3._text as text_checks
+    import milvus_m3._checks as text_checks
 
     texts = [f"document {i} about vectors and search, number {i}" for i in range(6)]
     f = write_jsonl(tmp_path / "a.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
@@ -840,7 +840,7 @@ def test_a_document_text_is_checked_once_on_the_ingest_path(
 
 
 def test_checked_texts_are_trusted_by_check_texts() -> None:
-    from milvus_m3._text import CheckedTexts, check_texts
+    from milvus_m3._checks import CheckedTexts, check_texts
 
     bad = "lone \ud800 surrogate"
     with pytest.raises(InputError, match="UTF-8"):

@@ -1,7 +1,9 @@
-"""Text checks shared by every entry point: one place for "is it a string", "is it empty", "is it UTF-8".
+"""The checks every public entry point shares, in one place: texts ("is it a string", "is it empty",
+"is it UTF-8"; ``CheckedTexts`` for texts already checked once) and options (ints, bools).
 
-Private: the public modules call these so that a bad text gets the same message (field, row, fix)
-wherever it enters. Imports nothing heavy.
+Private to the package: the public modules call these at their boundary so that bad input gets the
+same message (field, row, fix) wherever it enters, and the layers below trust what passed. Imports
+nothing heavy.
 """
 
 from __future__ import annotations
@@ -9,9 +11,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 
-__all__ = ["check_texts", "is_valid_utf8", "short", "utf8_error"]
+__all__ = [
+    "CheckedTexts",
+    "check_bool",
+    "check_int",
+    "check_texts",
+    "is_valid_utf8",
+    "short",
+    "utf8_error",
+]
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` when it is True or False (not 1, not "yes"), else a ConfigError naming ``name``."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    """``value`` when it is an int (not a bool) in [minimum, maximum], else a ConfigError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be an int <= {maximum}, got {value!r}")
+    return value
 
 
 class CheckedTexts(tuple[str, ...]):
