@@ -1,5 +1,5 @@
 """All score math as pure functions: reciprocal rank fusion, Milvus's weighted ranker, raw score sums,
-BGE-M3's scores (``dense_score``, ``colbert_score``) and weighted sum (``m3_scores``), and the one tie
+distribution-based score fusion (``dbsf``), BGE-M3's scores (``dense_score``, ``colbert_score``) and weighted sum (``m3_scores``), and the one tie
 order by id (``id_order``).
 
 Each input is one candidate list: ``(id, score)`` pairs in rank order (best first), as one Milvus
@@ -19,6 +19,12 @@ What Milvus does, and what these functions mirror:
   map and ignores pymilvus's ``norm_score=False``; a Milvus server >= 2.5 honours it. Both engines
   refuse weights outside [0, 1]. A document missing from a list gets nothing from that list.
 
+Distribution-based score fusion (``dbsf``; Milvus has no such ranker, qdrant-client's
+``distribution_based_score_fusion`` defines it): each list's scores are mapped by that list's own
+spread, ``(s - low) / (high - low)`` with ``low, high = mean -+ 3 * sd`` (sd the sample standard
+deviation, n - 1); a one-hit list, or one whose scores are all equal, gives each of its hits 0.5. The
+fused score is the (weighted) sum over the lists that hold the document.
+
 BGE-M3's paper fuses raw scores instead: ``w_dense * dense + w_sparse * sparse (+ w_colbert * colbert)``
 with weights 1, 0.3 (and 1); ``m3_scores`` computes it over arrays (the ``m3`` / ``m3-all`` modes).
 
@@ -37,6 +43,7 @@ import numpy.typing as npt
 from .errors import ConfigError, InputError
 
 __all__ = [
+    "DBSF_SPREAD",
     "M3_COLBERT_WEIGHT",
     "M3_DENSE_WEIGHT",
     "M3_SPARSE_WEIGHT",
@@ -44,6 +51,7 @@ __all__ = [
     "RRF_K",
     "Normalize",
     "colbert_score",
+    "dbsf",
     "dense_score",
     "id_order",
     "m3_scores",
@@ -56,6 +64,9 @@ __all__ = [
 
 RRF_K = 60
 """The RRF constant of pymilvus ``RRFRanker`` (and of Cormack et al. 2009)."""
+
+DBSF_SPREAD = 3.0
+"""DBSF's bounds: mean -+ this many sample standard deviations (qdrant-client's 3)."""
 
 M3_DENSE_WEIGHT = 1.0
 M3_SPARSE_WEIGHT = 0.3
@@ -176,6 +187,43 @@ def weighted(
     return _ordered(_exact_sums(parts), limit)
 
 
+def dbsf(
+    lists: Sequence[Sequence[tuple[IdT, float]]],
+    weights: Sequence[float] | None = None,
+    limit: int | None = None,
+) -> list[tuple[IdT, float]]:
+    """Distribution-based score fusion: score(d) = sum over lists containing d of w_i * norm_i(s_i(d)).
+
+    ``norm_i`` maps list i's scores by that list's own distribution: ``(s - low) / (high - low)`` with
+    ``low, high = mean -+ DBSF_SPREAD * sd`` over the list's scores (sd with n - 1, as qdrant-client's
+    ``distribution_based_score_fusion``); a list of one hit, or whose scores are all equal, gives 0.5
+    to each hit; an empty list gives nothing. Scores must be "higher is better" (similarities such as
+    IP or BM25, as Milvus returns them; negate a distance first). ``weights``: one per list, >= 0
+    (default 1 each; qdrant's function is this with every weight 1).
+    """
+    ws = [1.0] * len(lists) if weights is None else _check_weights(weights, len(lists))
+    parts: dict[IdT, list[float]] = {}
+    for li, (ranking, w) in enumerate(zip(lists, ws, strict=True)):
+        scored: dict[IdT, float] = {}
+        for item in ranking:
+            doc = _item_id(item, li)
+            if doc in scored:
+                raise InputError(
+                    f"dbsf: id {doc!r} appears twice in list {li}; each list must score an id once",
+                    field="lists",
+                    row=li,
+                )
+            score = _item_score(item, li)
+            if not math.isfinite(score):
+                raise InputError(
+                    f"dbsf: list {li}: score {score!r} of id {doc!r} is not finite", field="lists", row=li
+                )
+            scored[doc] = score
+        for doc, norm in _distribution_normalized(scored).items():
+            parts.setdefault(doc, []).append(w * norm)
+    return _ordered(_exact_sums(parts), limit)
+
+
 def score_sum(
     lists: Sequence[Sequence[tuple[IdT, float]]],
     weights: Sequence[float] | None = None,
@@ -276,6 +324,17 @@ def id_order(doc: Hashable) -> tuple[int, object]:
 def _exact_sums(parts: dict[IdT, list[float]]) -> dict[IdT, float]:
     """Correctly rounded sums (math.fsum), so equal contributions tie exactly whatever the list order."""
     return {doc: math.fsum(vals) for doc, vals in parts.items()}
+
+
+def _distribution_normalized(scored: dict[IdT, float]) -> dict[IdT, float]:
+    """One list's scores mapped by its mean -+ DBSF_SPREAD sample standard deviations (see ``dbsf``)."""
+    values = list(scored.values())
+    if len(values) < 2 or max(values) == min(values):
+        return {doc: 0.5 for doc in scored}  # one hit or no spread: no distribution to place it in
+    mean = math.fsum(values) / len(values)
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    low, high = mean - DBSF_SPREAD * sd, mean + DBSF_SPREAD * sd
+    return {doc: (v - low) / (high - low) for doc, v in scored.items()}
 
 
 def _normalizer(normalize: str) -> Callable[[float], float]:

@@ -63,7 +63,9 @@ def add_eval_arguments(p: Any) -> None:
         default=_cfg.candidates,
         help="depth of each field's list for fusion (default %(default)s)",
     )
-    p.add_argument("--rrf-k", type=int, default=_cfg.rrf_k)
+    p.add_argument(
+        "--rrf-k", type=int, default=_cfg.rrf_k, help="RRF k of the rrf modes, an int (default %(default)s)"
+    )
     p.add_argument("--w-dense", type=float, default=_cfg.w_dense)
     p.add_argument("--w-sparse", type=float, default=_cfg.w_sparse)
     p.add_argument("--w-colbert", type=float, default=_cfg.w_colbert)

@@ -14,7 +14,8 @@ from ..engine.capabilities import SERVER_SPARSE_INDEX_ALGOS
 from ..fusion import RRF_K
 from ..ingest.options import ON_ERROR, IngestOptions
 from ..ingest.readers import FORMATS
-from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MODES, RANKERS, SearchOptions
+from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MAX_RRF_K, MODES, RANKERS, SearchOptions
+from ..search.rankers import REGISTRY
 from ..search.rerank_stage import DEFAULT_RERANK_DEPTH
 from ._messages import EPILOG, EXIT_REJECTED
 from .eval import add_eval_parser
@@ -359,7 +360,9 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--ranker",
         choices=RANKERS,
         default=DEFAULT_RANKER,
-        help=f"how hybrid mode fuses (default {DEFAULT_RANKER})",
+        help="how hybrid mode fuses: "
+        + "; ".join(f"{s.name}: {s.help}" for s in REGISTRY.values())
+        + f" (default {DEFAULT_RANKER})",
     )
     p.add_argument(
         "--legs",
@@ -373,9 +376,11 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         type=weights_arg,
         default=None,
         metavar="W,W,..",
-        help="one per leg, in [0, 1] (default 1 each)",
+        help="one per leg, in [0, 1] for rrf and weighted, >= 0 for dbsf (default 1 each)",
     )
-    p.add_argument("--rrf-k", type=float, default=RRF_K, help="RRF k (default %(default)s)")
+    p.add_argument(
+        "--rrf-k", type=int, default=RRF_K, help=f"RRF k, an int in 1..{MAX_RRF_K - 1} (default %(default)s)"
+    )
     p.add_argument(
         "--candidates",
         type=positive_arg,

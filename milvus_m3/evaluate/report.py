@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError, MissingDependencyError
 from ..fusion import M3_COLBERT_WEIGHT, M3_DENSE_WEIGHT, M3_SPARSE_WEIGHT, RRF_K
+from ..search.options import check_rrf_k
 from ..search.rerank_stage import DEFAULT_RERANK_DEPTH
 
 if TYPE_CHECKING:
@@ -32,36 +33,25 @@ __all__ = [
 ]
 
 SINGLE_MODES = ("dense", "sparse", "bm25")
-ALL_MODES = (
-    "dense",
-    "sparse",
-    "bm25",
-    "rrf",
-    "weighted",
-    "rrf3",
-    "m3",
-    "m3-tuned",
-    "m3-all",
-    "rrf-dense-bm25",
-    "rrf-sparse-bm25",
-    "wrrf3",
-    "weighted-raw",
-    "weighted3",
-)
 FUSED_LEGS: Mapping[str, tuple[str, ...]] = {
     "rrf": ("dense", "sparse"),
     "weighted": ("dense", "sparse"),
-    "weighted-raw": ("dense", "sparse"),
+    "rrf3": ("dense", "sparse", "bm25"),
     "m3": ("dense", "sparse"),
     "m3-tuned": ("dense", "sparse"),
     "m3-all": ("dense", "sparse"),
     "rrf-dense-bm25": ("dense", "bm25"),
     "rrf-sparse-bm25": ("sparse", "bm25"),
-    "rrf3": ("dense", "sparse", "bm25"),
     "wrrf3": ("dense", "sparse", "bm25"),
+    "weighted-raw": ("dense", "sparse"),
     "weighted3": ("dense", "sparse", "bm25"),
+    "dbsf": ("dense", "sparse"),
+    "dbsf3": ("dense", "sparse", "bm25"),
+    "dbsf-dense-bm25": ("dense", "bm25"),
+    "dbsf-sparse-bm25": ("sparse", "bm25"),
 }
-"""The legs each fused mode combines: its significance test is against the best of them."""
+"""The legs each fused mode combines, in report order: its significance test is against the best of them."""
+ALL_MODES = (*SINGLE_MODES, *FUSED_LEGS)
 MODE_HELP = {
     "dense": "dense ANN (inner product)",
     "sparse": "learned-sparse ANN (inner product)",
@@ -77,6 +67,10 @@ MODE_HELP = {
     "m3": "raw-score fusion w_dense*dense + w_sparse*sparse over the union of both lists (exact fill-in)",
     "m3-tuned": "m3 with w_sparse chosen on the tuning split (never on the evaluated split)",
     "m3-all": "m3 candidates re-ranked with + w_colbert*colbert",
+    "dbsf": "dense + sparse, distribution-based score fusion (each leg scaled by its mean -+ 3 sd, summed)",
+    "dbsf3": "dense + sparse + BM25, distribution-based score fusion",
+    "dbsf-dense-bm25": "dense + BM25, distribution-based score fusion",
+    "dbsf-sparse-bm25": "sparse + BM25, distribution-based score fusion",
 }
 DEFAULT_TUNE_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
 """Values of w_sparse (w_dense = 1) that ``m3-tuned`` tries on the tuning split."""
@@ -133,10 +127,10 @@ class EvalConfig:
         unknown = [m for m in self.modes if m not in ALL_MODES]
         if unknown or not self.modes:
             raise ConfigError(f"unknown modes {unknown}; choose from {', '.join(ALL_MODES)}")
+        check_rrf_k(self.rrf_k)
         for name in (
             "limit",
             "candidates",
-            "rrf_k",
             "ndcg_k",
             "recall_k",
             "mrr_k",

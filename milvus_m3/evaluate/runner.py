@@ -220,6 +220,12 @@ def _run_rrf(job: _Job, mode: str) -> tuple[Run, str]:
     return job.search(job.dataset, job.queries, _legs(job, mode), ranker="rrf"), ""
 
 
+def _run_dbsf(job: _Job, mode: str) -> tuple[Run, str]:
+    """Distribution-based score fusion over the mode's legs, equal weights, through HybridSearcher
+    (fused client-side on every engine: Milvus has no such ranker)."""
+    return job.search(job.dataset, job.queries, _legs(job, mode), ranker="dbsf"), ""
+
+
 def _run_weighted(job: _Job, mode: str) -> tuple[Run, str]:
     cfg = job.config
     legs = _legs(job, mode)
@@ -306,6 +312,10 @@ _MODE_RUNNERS: Mapping[str, Callable[[_Job, str], tuple[Run, str]]] = {
     "m3": _run_m3,
     "m3-tuned": _run_m3_tuned,
     "m3-all": _run_m3_all,
+    "dbsf": _run_dbsf,
+    "dbsf3": _run_dbsf,
+    "dbsf-dense-bm25": _run_dbsf,
+    "dbsf-sparse-bm25": _run_dbsf,
 }
 """Mode -> its runner: (run, note for the report), or ``_Skipped`` with the reason. Keys are ``ALL_MODES``."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .._checks import check_bool, check_int
 from ..collection.bm25 import check_language
 from ..collection.schema import (
     CHUNK_FIELD,
@@ -25,18 +26,19 @@ from .options import (
     CLIENT_SIDE_MODES,
     DEFAULT_CANDIDATES,
     MAX_TOPK,
+    Fusion,
     Leg,
     Mode,
     RankerName,
     SearchOptions,
     SearchPlan,
-    check_bool,
-    check_int,
     check_legs,
     check_mode,
     check_ranker,
+    check_rrf_k,
     check_weights,
 )
+from .rankers import check_server_fusion
 
 __all__ = ["GROUPABLE_KINDS", "Planning", "filter_fields"]
 
@@ -48,7 +50,8 @@ class Planning:
     spec: CollectionSpec
     mode: Mode
     ranker: RankerName
-    rrf_k: float
+    rrf_k: int
+    fusion: Fusion
     norm_score: bool
     candidate_limit: int | None
     legs: tuple[Leg, ...]
@@ -78,8 +81,10 @@ class Planning:
             )
         mode = self.mode if options.mode is None else check_mode(options.mode)
         ranker = self.ranker if options.ranker is None else check_ranker(options.ranker)
+        check_server_fusion(self.fusion, ranker)
+        rrf_k = self.rrf_k if options.rrf_k is None else check_rrf_k(options.rrf_k)
         legs = self._legs(mode, options.legs)
-        weights = self._weights(options.weights, legs)
+        weights = self._weights(options.weights, legs, ranker)
         norm = self.norm_score if options.norm_score is None else check_bool("norm_score", options.norm_score)
         candidates = self._candidates(options.candidate_limit, len(legs) > 1, depth)
         output_fields = self._output_fields(options.output_fields, options.group_by)
@@ -105,7 +110,7 @@ class Planning:
             offset=offset,
             mode=mode,
             ranker=ranker,
-            rrf_k=self.rrf_k,
+            rrf_k=rrf_k,
             weights=weights,
             candidates=candidates,
             expr=expr,
@@ -132,13 +137,16 @@ class Planning:
             raise ConfigError(f"mode {mode!r} fuses dense and sparse itself; legs= is for mode 'hybrid'")
         return check_legs(legs, self.spec.legs)
 
-    def _weights(self, weights: Sequence[float] | None, legs: tuple[Leg, ...]) -> tuple[float, ...]:
+    def _weights(
+        self, weights: Sequence[float] | None, legs: tuple[Leg, ...], ranker: RankerName
+    ) -> tuple[float, ...]:
+        """The call's weights (or the searcher's, for these legs), checked by the ranker's weight rule."""
         if weights is not None:
-            return check_weights(weights, legs)
+            return check_weights(weights, legs, ranker)
         if self.weights is not None:
             by_leg = dict(zip(self.legs, self.weights, strict=True))
             if all(leg in by_leg for leg in legs):
-                return check_weights([by_leg[leg] for leg in legs], legs)
+                return check_weights([by_leg[leg] for leg in legs], legs, ranker)
         return (1.0,) * len(legs)
 
     def _candidates(self, candidate_limit: int | None, fused: bool, depth: int) -> int:

@@ -5,15 +5,17 @@ Strategies (nothing here asks which engine; ``PlanRunner.__init__`` reads ``Capa
 * one leg (``dense``, ``sparse`` or ``bm25``): one plain ``search`` on that field for the whole batch;
   the scores are the field's raw scores (inner product, or BM25).
 * several legs, fused by the engine: one ``hybrid_search`` with one ``AnnSearchRequest`` per leg, when
-  the engine can compute what the plan asks for and the page lies inside the first candidate tier:
-  RRF with equal weights where ``hybrid_search`` is not slow (``caps.slow_hybrid_search``; or
-  ``fusion="server"``), one request per query where the engine numbers RRF ranks across a batch
-  (``caps.rrf_ranks_across_batch``); the weighted ranker with ``norm_score=True``, or with
-  ``norm_score=False`` where the engine honours it (not ``caps.ignores_norm_score``), and with a bm25
-  leg only where the engine maps BM25 scores the right way round (not ``caps.weighted_inverts_bm25``).
+  the plan's ranker has a Milvus ranker (``rankers.REGISTRY``) whose numbers on this engine are ours
+  (``MilvusRanker.fits``) and the page lies inside the first candidate tier: RRF with equal weights
+  where ``hybrid_search`` is not slow (``caps.slow_hybrid_search``; or ``fusion="server"``), one
+  request per query where the engine numbers RRF ranks across a batch (``caps.rrf_ranks_across_batch``);
+  the weighted ranker with ``norm_score=True``, or with ``norm_score=False`` where the engine honours
+  it (not ``caps.ignores_norm_score``), and with a bm25 leg only where the engine maps BM25 scores the
+  right way round (not ``caps.weighted_inverts_bm25``).
 * several legs, fused here (everything else: weighted RRF, raw weighted sums on Milvus Lite, client
-  RRF, pages past the first tier, ``group_by``): one plain search per leg, sent concurrently, fused
-  by ``fusion.rrf`` / ``fusion.weighted`` (the same numbers as Milvus's rankers; tests pin it) over
+  RRF, DBSF and any ranker Milvus lacks, pages past the first tier, ``group_by``): one plain search per
+  leg, sent concurrently, fused by the ranker's ``RankerSpec.fuse`` (``fusion.rrf`` / ``weighted`` /
+  ``dbsf``: the same numbers as Milvus's rankers where it has them; tests pin it) over
   ``fusion.tiered`` candidate tiers (tier j: each leg's top ``candidates * 2**j``, searched with
   exactly that limit), so every page is a slice of one ranking. ``group_by`` keeps the first hit of
   each group in that ranking (one hit per group, in fused order), reading deeper tiers until the page
@@ -43,7 +45,7 @@ from ..collection.schema import BM25_FIELD, ID_FIELD, CollectionSpec
 from ..engine.capabilities import Capabilities
 from ..errors import ConfigError, MilvusM3Error, SearchError
 from ..filters import F, render
-from ..fusion import Normalize, rrf, tiered, weighted
+from ..fusion import tiered
 from ..types import Encoder, Hit, M3Embeddings
 from ._hits import (
     Ranked,
@@ -56,21 +58,17 @@ from ._hits import (
 )
 from ._steps import Call, Steps, drive, engine_error, missing_results, sent, spread
 from .options import CANDIDATE_FACTOR, MAX_TOPK, Fusion, Leg, SearchPlan
+from .rankers import ranker_spec
 from .requests import (
     FieldRequest,
     bm25_request,
     dense_request,
     dense_search_params,
-    rrf_ranker,
     sparse_request,
-    weighted_ranker,
 )
 from .rerank import M3Reranker
 
 __all__ = ["PlanRunner"]
-
-_NORMALIZE: Mapping[str, Normalize] = {"dense": "arctan", "sparse": "arctan", "bm25": "bm25"}
-"""Milvus's WeightedRanker map per leg (by the field's metric: IP, IP, BM25)."""
 
 
 class PlanRunner:
@@ -100,10 +98,8 @@ class PlanRunner:
         self._what_search = f"search on {collection!r}"
 
         self.client_rrf = fusion == "client" or (fusion == "auto" and caps.slow_hybrid_search)
-        """Equal-weight RRF computed here from one plain search per leg (see the module docstring)."""
-        self._rrf_per_query = caps.rrf_ranks_across_batch
-        self._engine_raw_weighted = not caps.ignores_norm_score
-        self._engine_weighted_bm25 = not caps.weighted_inverts_bm25
+        """Rankers that follow ``fusion`` (RRF) are computed here from one plain search per leg."""
+        self._caps = caps
 
     # ----------------------------------------------------------------- entry points
 
@@ -189,11 +185,10 @@ class PlanRunner:
             return False
         if "sparse" in plan.legs and not all(emb.sparse):
             return False  # an empty sparse query: Milvus refuses it; fused here with an empty list
-        if plan.ranker == "rrf":
-            return not self.client_rrf and len(set(plan.weights)) == 1
-        if "bm25" in plan.legs and not self._engine_weighted_bm25:
-            return False
-        return plan.norm_score or self._engine_raw_weighted
+        engine = ranker_spec(plan.ranker).milvus
+        if engine is None or (engine.follows_fusion and self.client_rrf):
+            return False  # Milvus has no such ranker, or the fusion option puts it here
+        return engine.fits(plan, self._caps)
 
     def _plain(
         self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
@@ -210,7 +205,8 @@ class PlanRunner:
         self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
     ) -> Steps[list[list[Hit]]]:
         n = len(emb)
-        if plan.ranker == "rrf" and self._rrf_per_query:
+        engine = ranker_spec(plan.ranker).milvus
+        if engine is not None and engine.by_rank and self._caps.rrf_ranks_across_batch:
             # the engine numbers RRF ranks across a batch: only a one-query request is fused right
             results: list[Any] = []
             for i in range(n):
@@ -260,10 +256,8 @@ class PlanRunner:
         return out
 
     def _fuser(self, plan: SearchPlan) -> Callable[[Sequence[Sequence[tuple[Any, float]]]], Ranked]:
-        if plan.ranker == "rrf":
-            return lambda lists: rrf(lists, k=plan.rrf_k, weights=plan.weights)
-        norm: list[Normalize] = [_NORMALIZE[leg] if plan.norm_score else "none" for leg in plan.legs]
-        return lambda lists: weighted(lists, plan.weights, normalize=norm)
+        fuse = ranker_spec(plan.ranker).fuse
+        return lambda lists: fuse(lists, plan)
 
     def _leg_lists(
         self, emb: M3Embeddings, texts: Sequence[str] | None, queries: list[int], limit: int, plan: SearchPlan
@@ -366,11 +360,9 @@ class PlanRunner:
         reqs = [
             self._request(leg, emb, texts, rows, plan.candidates, plan).ann_request() for leg in plan.legs
         ]
-        rank = (
-            rrf_ranker(plan.rrf_k)
-            if plan.ranker == "rrf"
-            else weighted_ranker(*plan.weights, norm_score=plan.norm_score)
-        )
+        engine = ranker_spec(plan.ranker).milvus
+        assert engine is not None  # _engine_fuses sends only rankers Milvus has
+        rank = engine.build(plan)
         return Call(
             what=self._what_hybrid,
             method="hybrid_search",

@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._checks import check_texts
+from .._checks import check_int, check_texts
 from ..errors import ConfigError, InputError
 from ..filters import FilterLike
 from ..types import M3Embeddings
+from .rankers import REGISTRY, ranker_spec
 
 __all__ = [
     "CANDIDATE_FACTOR",
@@ -40,10 +41,8 @@ __all__ = [
     "RankerName",
     "SearchOptions",
     "SearchPlan",
-    "check_bool",
     "check_candidate_limit",
     "check_fusion",
-    "check_int",
     "check_legs",
     "check_mode",
     "check_params",
@@ -60,13 +59,14 @@ LEGS: tuple[str, ...] = ("dense", "sparse", "bm25")
 """The retrieval legs: the dense field, the learned-sparse field, Milvus's BM25 field (``CollectionSpec.bm25``).
 A search runs any non-empty subset of its collection's legs; ``mode="hybrid"`` means all of them,
 ``"dense"`` / ``"sparse"`` that one leg."""
-RankerName = Literal["rrf", "weighted"]
+RankerName = Literal["rrf", "weighted", "dbsf"]
+"""The names of ``rankers.REGISTRY`` (a test keeps the two equal), for type checkers."""
 Fusion = Literal["auto", "server", "client"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "sparse", "m3", "m3-all")
 CLIENT_SIDE_MODES = ("m3", "m3-all")
 """BGE-M3 paper fusion, computed here (rerank.py): raw dense + 0.3 x sparse over the union of both
 candidate lists with exact scores from stored vectors ("m3"), re-ranked with ColBERT ("m3-all")."""
-RANKERS: tuple[str, ...] = ("rrf", "weighted")
+RANKERS: tuple[str, ...] = tuple(REGISTRY)
 FUSIONS: tuple[str, ...] = ("auto", "server", "client")
 
 MAX_TOPK = 16_384
@@ -86,7 +86,7 @@ pages are always slices of one ranking.
 """
 
 MAX_RRF_K = 16_384
-"""Milvus accepts RRF k in (0, 16384)."""
+"""Milvus accepts RRF k in (0, 16384), an int (pymilvus ``RRFRanker(k: int)``)."""
 
 DEFAULT_MODE: Mode = "hybrid"
 DEFAULT_RANKER: RankerName = "rrf"
@@ -101,6 +101,8 @@ class SearchOptions:
     offset: int = 0
     mode: Mode | None = None
     ranker: RankerName | None = None
+    rrf_k: int | None = None
+    """RRF's k for this call (an int in 1..MAX_RRF_K - 1)."""
     weights: Sequence[float] | None = None
     filter: FilterLike = None
     output_fields: Sequence[str] | None = None
@@ -125,7 +127,7 @@ class SearchPlan:
     offset: int
     mode: Mode
     ranker: RankerName
-    rrf_k: float
+    rrf_k: int
     weights: tuple[float, ...]
     """One per leg (all 1.0 unless given)."""
     candidates: int
@@ -168,25 +170,18 @@ def check_mode(mode: Any) -> Mode:
 
 
 def check_ranker(ranker: Any) -> RankerName:
-    if ranker not in RANKERS:
-        raise ConfigError(
-            f"ranker must be 'rrf' (reciprocal rank fusion) or 'weighted' (Milvus WeightedRanker), got {ranker!r}"
-        )
-    result: RankerName = ranker
+    """A name of the ranker table (``rankers.REGISTRY``), or ConfigError listing them."""
+    result: RankerName = ranker_spec(ranker).name  # type: ignore[assignment]  # RankerName = its keys
     return result
 
 
-def check_rrf_k(k: Any) -> float:
-    if (
-        isinstance(k, bool)
-        or not isinstance(k, (int, float))
-        or not math.isfinite(k)
-        or not 0 < k < MAX_RRF_K
-    ):
+def check_rrf_k(k: Any) -> int:
+    """RRF's k as Milvus's ``RRFRanker(k)`` takes it: an int in (0, MAX_RRF_K)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 < k < MAX_RRF_K:
         raise ConfigError(
-            f"rrf_k must be a number in (0, {MAX_RRF_K}) (Milvus's range; 60 is usual), got {k!r}"
+            f"rrf_k must be an int in 1..{MAX_RRF_K - 1} (Milvus's RRFRanker range; 60 is usual), got {k!r}"
         )
-    return float(k)
+    return int(k)
 
 
 def check_legs(legs: Any, available: Sequence[str]) -> tuple[Leg, ...]:
@@ -210,42 +205,12 @@ def check_legs(legs: Any, available: Sequence[str]) -> tuple[Leg, ...]:
     return tuple(out)
 
 
-def check_weights(weights: Any, legs: Sequence[str] = ("dense", "sparse")) -> tuple[float, ...]:
-    """One weight per leg, each in [0, 1], not all 0."""
-    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or len(weights) != len(legs):
-        count = {1: "one number", 2: "two numbers", 3: "three numbers"}.get(len(legs), f"{len(legs)} numbers")
-        raise ConfigError(f"weights must be {count} ({', '.join(legs)}), one per leg, got {weights!r}")
-    out: list[float] = []
-    for name, w in zip(legs, weights, strict=True):
-        if (
-            isinstance(w, bool)
-            or not isinstance(w, (int, float))
-            or not math.isfinite(w)
-            or not 0.0 <= w <= 1.0
-        ):
-            raise ConfigError(
-                f"weights: the {name} weight is {w!r}; Milvus's WeightedRanker takes weights in [0, 1] "
-                "(only their ratio matters: scale them so the larger is 1)"
-            )
-        out.append(float(w))
-    if not any(out):
-        raise ConfigError(
-            f"weights are {'both' if len(out) == 2 else 'all'} 0, so every hit would score 0; "
-            "give at least one weight > 0"
-        )
-    return tuple(out)
-
-
-def check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+def check_weights(
+    weights: Any, legs: Sequence[str] = ("dense", "sparse"), ranker: str = DEFAULT_RANKER
+) -> tuple[float, ...]:
+    """One weight per leg, checked by ``ranker``'s weight rule (``rankers.py``: in [0, 1] for rrf and
+    weighted, >= 0 for dbsf; never all 0)."""
+    return ranker_spec(ranker).weight_rule(weights, legs)
 
 
 def check_candidate_limit(value: Any) -> int:

@@ -5,7 +5,8 @@ search parameters and the filter. It becomes either the keyword arguments of ``c
 a pymilvus ``AnnSearchRequest`` for ``hybrid_search``; the searcher, the ``m3`` reranker and the
 evaluation runner all build theirs here, so a parameter default lives in exactly one place.
 
-pymilvus is imported only by ``FieldRequest.ann_request`` and the two ranker builders, when called.
+pymilvus is imported only by ``FieldRequest.ann_request`` and the Milvus ranker builders, when called;
+``rankers.REGISTRY`` names which builder each ranker uses (a ranker with none is fused client-side).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ __all__ = [
     "bm25_request",
     "dense_request",
     "dense_search_params",
-    "ranker",
     "rrf_ranker",
     "sparse_request",
     "sparse_search_params",
@@ -192,11 +192,11 @@ def _copy(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def rrf_ranker(k: float) -> Any:
-    """Milvus's ``RRFRanker(k)`` for ``hybrid_search`` (an integral k is sent as an int)."""
+def rrf_ranker(k: int) -> Any:
+    """Milvus's ``RRFRanker(k)`` for ``hybrid_search`` (k an int, ``options.check_rrf_k``)."""
     from pymilvus import RRFRanker
 
-    return RRFRanker(int(k) if float(k).is_integer() else k)
+    return RRFRanker(k)
 
 
 def weighted_ranker(*weights: float, norm_score: bool = True) -> Any:
@@ -205,12 +205,3 @@ def weighted_ranker(*weights: float, norm_score: bool = True) -> Any:
     from pymilvus import WeightedRanker
 
     return WeightedRanker(*weights, norm_score=norm_score)
-
-
-def ranker(name: str, *, rrf_k: float, weights: Sequence[float]) -> Any:
-    """The Milvus ranker a ``SearchPlan`` names ("rrf" or "weighted"; see ``search.options.RANKERS``)."""
-    if name == "rrf":
-        return rrf_ranker(rrf_k)
-    if name == "weighted":
-        return weighted_ranker(*weights)
-    raise ConfigError(f"ranker {name!r} has no Milvus builder in search/requests.py")

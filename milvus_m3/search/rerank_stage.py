@@ -15,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from .._checks import check_int
 from ..collection.schema import TEXT_FIELD
 from ..errors import ConfigError, SearchError
 from ..fusion import id_order
 from ..types import Hit, Reranker
-from .options import MAX_TOPK, SearchOptions, check_int, check_queries
+from .options import MAX_TOPK, SearchOptions, check_queries
 
 __all__ = [
     "DEFAULT_RERANK_DEPTH",

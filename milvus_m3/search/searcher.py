@@ -39,6 +39,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._checks import check_bool
 from ..collection.identity import identity
 from ..collection.manager import CollectionManager
 from ..collection.schema import (
@@ -65,7 +66,6 @@ from .options import (
     RankerName,
     SearchOptions,
     SearchPlan,
-    check_bool,
     check_candidate_limit,
     check_fusion,
     check_legs,
@@ -77,6 +77,7 @@ from .options import (
     check_rrf_k,
     check_weights,
 )
+from .rankers import check_server_fusion
 from .rerank_stage import DEFAULT_RERANK_DEPTH, check_rerank_depth, check_reranker, with_rerank_stage
 
 __all__ = ["HybridSearcher", "Mode", "RankerName"]
@@ -96,8 +97,10 @@ class HybridSearcher(Planning):
         A one-leg search returns that leg's raw scores. ``mode="dense"`` / ``"sparse"`` is the shorthand
         for one leg, ``"hybrid"`` for ``legs``.
     mode, ranker, rrf_k, weights, candidate_limit, norm_score: defaults for every call (each call may
-        override all but rrf_k): ``weights`` one per leg, each in [0, 1] (None: all 1), used by the
-        weighted ranker and by RRF (weighted RRF: ``w / (k + rank)``); ``candidate_limit`` is the
+        override each): ``ranker`` one of ``search.rankers.REGISTRY`` ("rrf", "weighted", "dbsf");
+        ``rrf_k`` an int in 1..16383 (Milvus's RRFRanker range); ``weights`` one per leg (None: all 1),
+        each in [0, 1] for rrf and weighted, >= 0 for dbsf, used by every ranker (weighted RRF:
+        ``w / (k + rank)``; DBSF: ``w`` times each leg's normalised score); ``candidate_limit`` is the
         per-leg candidate depth (None: ``DEFAULT_CANDIDATES``, whatever the page); ``norm_score``
         (weighted ranker): map each leg's scores into [0, 1] first (Milvus's default) or sum raw
         scores (computed here on engines that ignore Milvus's ``norm_score=False``).
@@ -107,6 +110,7 @@ class HybridSearcher(Planning):
         (SchemaMismatchError) before the first search.
     fusion: where hybrid RRF is computed: "server" (``hybrid_search``), "client" (``fusion.rrf`` over
         two plain searches), "auto" (client where the engine's ``hybrid_search`` is slow: Milvus Lite).
+        A ranker Milvus does not have ("dbsf") is always fused client-side; "server" refuses it.
     """
 
     def __init__(
@@ -117,7 +121,7 @@ class HybridSearcher(Planning):
         *,
         mode: Mode = DEFAULT_MODE,
         ranker: RankerName = DEFAULT_RANKER,
-        rrf_k: float = RRF_K,
+        rrf_k: int = RRF_K,
         weights: Sequence[float] | None = None,
         candidate_limit: int | None = None,
         legs: Sequence[str] | None = None,
@@ -135,6 +139,7 @@ class HybridSearcher(Planning):
         # Arguments first, so a typo fails before any round trip.
         self.mode: Mode = check_mode(mode)
         self.ranker: RankerName = check_ranker(ranker)
+        check_server_fusion(self.fusion, self.ranker)
         self.rrf_k = check_rrf_k(rrf_k)
         self.norm_score = check_bool("norm_score", norm_score)
         self.candidate_limit = None if candidate_limit is None else check_candidate_limit(candidate_limit)
@@ -148,7 +153,7 @@ class HybridSearcher(Planning):
             manager.check_collection(collection, **identity(encoder))
         self.spec: CollectionSpec = manager.spec(collection)
         self.legs: tuple[Leg, ...] = check_legs(self.spec.legs if legs is None else legs, self.spec.legs)
-        self.weights = None if weights is None else check_weights(weights, self.legs)
+        self.weights = None if weights is None else check_weights(weights, self.legs, self.ranker)
         caps = manager.capabilities
         self._templates = caps.filter_templates
         self._dialect = caps.filter_dialect
@@ -182,6 +187,7 @@ class HybridSearcher(Planning):
         offset: int = 0,
         mode: Mode | None = None,
         ranker: RankerName | None = None,
+        rrf_k: int | None = None,
         weights: Sequence[float] | None = None,
         filter: FilterLike = None,
         output_fields: Sequence[str] | None = None,
@@ -216,6 +222,7 @@ class HybridSearcher(Planning):
             offset=offset,
             mode=mode,
             ranker=ranker,
+            rrf_k=rrf_k,
             weights=weights,
             filter=filter,
             output_fields=output_fields,
@@ -238,6 +245,7 @@ class HybridSearcher(Planning):
         offset: int = 0,
         mode: Mode | None = None,
         ranker: RankerName | None = None,
+        rrf_k: int | None = None,
         weights: Sequence[float] | None = None,
         filter: FilterLike = None,
         output_fields: Sequence[str] | None = None,
@@ -257,6 +265,7 @@ class HybridSearcher(Planning):
             offset=offset,
             mode=mode,
             ranker=ranker,
+            rrf_k=rrf_k,
             weights=weights,
             filter=filter,
             output_fields=output_fields,
@@ -280,6 +289,7 @@ class HybridSearcher(Planning):
         offset: int = 0,
         mode: Mode | None = None,
         ranker: RankerName | None = None,
+        rrf_k: int | None = None,
         weights: Sequence[float] | None = None,
         filter: FilterLike = None,
         output_fields: Sequence[str] | None = None,
@@ -300,6 +310,7 @@ class HybridSearcher(Planning):
             offset=offset,
             mode=mode,
             ranker=ranker,
+            rrf_k=rrf_k,
             weights=weights,
             filter=filter,
             output_fields=output_fields,

@@ -48,6 +48,9 @@ CASES: list[dict[str, Any]] = [
     {"mode": "hybrid", "filter": F.eq("topic", "food")},
     {"mode": "dense", "tenant": "t1"},
     {"mode": "hybrid", "tenant": "t0", "filter": 'id != "d0"'},
+    {"mode": "hybrid", "ranker": "dbsf", "tenant": "t1"},
+    {"mode": "hybrid", "ranker": "dbsf", "weights": (2.0, 0.5), "offset": 1, "limit": 4},
+    {"mode": "hybrid", "rrf_k": 5, "weights": (1.0, 0.5)},
 ]
 
 

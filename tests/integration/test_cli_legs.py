@@ -38,6 +38,18 @@ def test_create_with_bm25_then_search_each_leg(tmp_path: Path, tiny_checkpoint: 
     assert proc.returncode == 2 and "three numbers" in proc.stderr
     proc = run([*args, "--legs", "dense,colbert"], tmp_path)
     assert proc.returncode == 2 and "dense, sparse, bm25" in proc.stderr
+    # dbsf: each leg's scores scaled by its own mean -+ 3 sd (a one-hit leg gives 0.5), summed
+    proc = run([*args, "--legs", "dense,bm25", "--ranker", "dbsf", "--weights", "1,2"], tmp_path)
+    hits = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0 and [h["id"] for h in hits][:1] == ["z1"], proc.stderr
+    # bm25 finds z1 alone: 2 x 0.5; dense ranks all three, whose normalised scores average 0.5
+    assert len(hits) == 3 and sum(h["score"] for h in hits) == pytest.approx(2 * 0.5 + 3 * 0.5)
+    proc = run([*args, "--ranker", "max"], tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert "invalid choice: 'max'" in errors[0] and all(n in errors[0] for n in ("rrf", "weighted", "dbsf"))
+    proc = run([*args, "--rrf-k", "2.5"], tmp_path)
+    assert proc.returncode == 2 and "invalid int value: '2.5'" in proc.stderr
 
 
 def test_create_refuses_an_analyzer_lite_cannot_run(tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from milvus_m3.collection.manager import CollectionManager
 from milvus_m3.errors import SchemaMismatchError
 from milvus_m3.evaluate import EvalConfig, evaluate_run, load_beir, run_evaluation
-from milvus_m3.fusion import id_order, rrf, weighted
+from milvus_m3.fusion import dbsf, id_order, rrf, weighted
 from milvus_m3.search.requests import bm25_request
 from milvus_m3.sparse import lexical_score
 from milvus_m3.types import M3Embeddings
@@ -103,6 +103,28 @@ def test_every_fused_mode_equals_a_brute_force_reference(tmp_path: Path, manager
         sig = report.result(mode).significance
         assert sig["against"] in ("dense", "sparse", "bm25") and 0.0 < sig["p"] <= 1.0
     assert "Paired randomization test" in report.to_markdown()
+
+
+def test_dbsf_modes_equal_fusion_dbsf_over_the_legs_runs(tmp_path: Path, manager: CollectionManager) -> None:
+    ds = load_beir(write_beir(tmp_path / "tiny", n_docs=60, n_queries=12))
+    dbsf_modes = {
+        "dbsf": ("dense", "sparse"),
+        "dbsf3": ("dense", "sparse", "bm25"),
+        "dbsf-dense-bm25": ("dense", "bm25"),
+        "dbsf-sparse-bm25": ("sparse", "bm25"),
+    }
+    config = EvalConfig(modes=("dense", "sparse", "bm25", *dbsf_modes), limit=20, candidates=20, recall_k=20)
+    report = run_evaluation(ds, NoisyEncoder(dim=16), manager, collection="dbsf", config=config)
+    assert [r.mode for r in report.results] == list(config.modes)
+    for mode, legs in dbsf_modes.items():
+        # each leg's run is its top 20 = the candidate list the mode fused
+        for qid, got in report.result(mode).run.items():
+            want = dbsf([report.result(leg).run[qid] for leg in legs], limit=20)
+            assert [d for d, _ in got] == [d for d, _ in want], (mode, qid)
+            assert [x for _, x in got] == pytest.approx([x for _, x in want], abs=1e-9)
+        assert report.result(mode).significance["against"] in legs
+    table = report.to_markdown()
+    assert "| dbsf |" in table and "distribution-based score fusion" in table
 
 
 def test_reuse_checks_what_shaped_the_collection(tmp_path: Path, manager: CollectionManager) -> None:

@@ -17,7 +17,7 @@ import pytest
 from milvus_m3.collection.manager import CollectionManager, CollectionSpec
 from milvus_m3.errors import ConfigError, SchemaMismatchError
 from milvus_m3.filters import F
-from milvus_m3.fusion import id_order, rrf, tiered, weighted
+from milvus_m3.fusion import dbsf, id_order, rrf, tiered, weighted
 from milvus_m3.search import HybridSearcher
 from milvus_m3.search.requests import bm25_request, dense_request, sparse_request
 from milvus_m3.types import M3Embeddings
@@ -223,7 +223,7 @@ def test_raw_weighted_fusion_is_the_sum_of_raw_scores(
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
-@pytest.mark.parametrize("ranker", ["rrf", "weighted"])
+@pytest.mark.parametrize("ranker", ["rrf", "weighted", "dbsf"])
 @pytest.mark.parametrize("legs", [("dense", "sparse", "bm25"), ("dense", "sparse")])
 def test_pages_far_past_100_are_slices_of_one_ranking(
     searcher: HybridSearcher, ranker: str, legs: tuple[str, ...]
@@ -241,6 +241,8 @@ def test_pages_far_past_100_are_slices_of_one_ranking(
     fuse = (
         (lambda ls: rrf(ls, k=60)) if ranker == "rrf" else (lambda ls: weighted(ls, ws, normalize=norms))  # type: ignore[arg-type]
     )
+    if ranker == "dbsf":
+        fuse = lambda ls: dbsf(ls)  # noqa: E731
     tiers = [
         [_leg_list(searcher.manager, searcher.encoder, leg, query, c) for leg in legs]
         for c in (100, 200, 400)
@@ -249,6 +251,92 @@ def test_pages_far_past_100_are_slices_of_one_ranking(
     # the first tier is the plain fusion of the top-100 lists
     top = searcher.search(query, legs=legs, ranker=ranker, limit=10, output_fields=[])  # type: ignore[arg-type]
     assert _pairs(top) == _pairs(full[:10])
+
+
+@pytest.mark.parametrize(
+    "legs, weights",
+    [
+        (("dense", "sparse", "bm25"), None),
+        (("dense", "sparse"), (1.0, 0.3)),
+        (("dense", "bm25"), (2.0, 0.5)),  # dbsf weights are any numbers >= 0
+        (("sparse", "bm25"), None),
+    ],
+)
+def test_dbsf_equals_fusion_dbsf_over_the_per_leg_lists(
+    manager: CollectionManager,
+    searcher: HybridSearcher,
+    encoder: FakeEncoder,
+    legs: tuple[str, ...],
+    weights: tuple[float, ...] | None,
+) -> None:
+    for query in QUERIES:
+        lists = [_leg_list(manager, encoder, leg, query, 100) for leg in legs]  # each leg's top 100
+        got = searcher.search(query, legs=legs, weights=weights, ranker="dbsf", limit=30, output_fields=[])
+        want = dbsf(lists, weights=weights, limit=30)
+        assert [h.id for h in got] == [d for d, _ in want]
+        assert [h.score for h in got] == pytest.approx([s for _, s in want], abs=1e-9)
+        # by hand for the top hit: each leg's (s - mean + 3 sd) / (6 sd), sd with n - 1
+        top, hand = got[0].id, 0.0
+        for x, w in zip(lists, weights or (1.0,) * len(legs), strict=True):
+            scores = np.array([s for _, s in x])
+            if top in dict(x):
+                mean, sd = scores.mean(), scores.std(ddof=1)
+                hand += w * (dict(x)[top] - mean + 3 * sd) / (6 * sd)
+        assert got[0].score == pytest.approx(hand, rel=1e-9)
+
+
+def test_dbsf_is_fused_here_on_every_fusion_setting_and_server_fusion_refuses_it(
+    manager: CollectionManager, docs: str, encoder: FakeEncoder, searcher: HybridSearcher
+) -> None:
+    want = searcher.search_batch(list(QUERIES), ranker="dbsf", limit=20, output_fields=[])
+    client = HybridSearcher(manager, docs, encoder, fusion="client", ranker="dbsf")
+    assert [_pairs(x) for x in client.search_batch(list(QUERIES), limit=20, output_fields=[])] == [
+        _pairs(x) for x in want
+    ]
+    with pytest.raises(ConfigError, match="fusion='server' cannot run ranker 'dbsf'"):
+        HybridSearcher(manager, docs, encoder, fusion="server", ranker="dbsf")
+    server = HybridSearcher(manager, docs, encoder, fusion="server")
+    with pytest.raises(ConfigError, match="hybrid_search has no such ranker"):
+        server.search(QUERIES[0], ranker="dbsf")
+    q = encoder.encode_queries([QUERIES[0]])
+    with pytest.raises(ConfigError, match="fusion='server'"):
+        server.search_embeddings(q, legs=("dense", "sparse"), ranker="dbsf")
+    with pytest.raises(ConfigError, match="ranker must be one of rrf, weighted, dbsf"):
+        searcher.search(QUERIES[0], ranker="rrf3")  # type: ignore[arg-type]
+
+
+def test_dbsf_group_by_is_one_hit_per_parent_in_its_order(searcher: HybridSearcher) -> None:
+    query = QUERIES[1]
+    ranking = searcher.search(query, ranker="dbsf", limit=N_DOCS, output_fields=["parent_id"])
+    first: dict[str, Any] = {}
+    for h in ranking:
+        first.setdefault(h.fields["parent_id"], h)
+    pages = []
+    for offset in (0, 10, 20, 30):
+        pages += searcher.search(query, ranker="dbsf", limit=10, offset=offset, group_by="parent_id")
+    assert [h.id for h in pages] == [h.id for h in first.values()][: len(pages)]
+    assert len(pages) == N_PARENTS
+
+
+def test_rrf_k_per_call_changes_the_ranking_as_computed(
+    manager: CollectionManager, searcher: HybridSearcher, encoder: FakeEncoder
+) -> None:
+    legs = ("dense", "sparse")
+    for query in QUERIES:
+        lists = [_leg_list(manager, encoder, leg, query, 100) for leg in legs]
+        for k in (1, 60, 1000):
+            got = searcher.search(query, legs=legs, rrf_k=k, limit=20, output_fields=[])
+            assert _pairs(got) == [(d, round(s, 5)) for d, s in rrf(lists, k=k, limit=20)]
+            top = got[0].id
+            hand = sum(1 / (k + [d for d, _ in x].index(top) + 1) for x in lists if top in dict(x))
+            assert got[0].score == pytest.approx(hand, rel=1e-9)
+    # the call's k, not the searcher's: k=1 and k=1000 rank differently here
+    a = searcher.search(QUERIES[0], legs=legs, rrf_k=1, limit=20, output_fields=[])
+    b = searcher.search(QUERIES[0], legs=legs, rrf_k=1000, limit=20, output_fields=[])
+    assert [h.id for h in a] != [h.id for h in b]
+    for bad in (0, 60.5, 16384):
+        with pytest.raises(ConfigError, match="rrf_k must be an int"):
+            searcher.search(QUERIES[0], rrf_k=bad)  # type: ignore[arg-type]
 
 
 def test_group_by_is_one_hit_per_parent_in_fused_order(searcher: HybridSearcher) -> None:

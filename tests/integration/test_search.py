@@ -576,6 +576,9 @@ def test_a_collection_built_for_another_model_or_dim_is_refused(
         ({"weights": (0.5,)}, "two numbers"),
         ({"weights": (float("nan"), 1.0)}, "dense weight"),
         ({"weights": (0, 0)}, "both 0"),
+        ({"ranker": "dbsf", "weights": (-1.0, 1.0)}, "finite numbers >= 0"),
+        ({"rrf_k": 0}, "rrf_k must be an int"),
+        ({"rrf_k": 60.0}, "rrf_k must be an int"),
         (
             {"limit": 20, "offset": 5, "candidate_limit": 10},
             "candidate_limit 10 is smaller than offset \\+ limit = 25",

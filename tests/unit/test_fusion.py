@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from milvus_m3.errors import ConfigError, InputError
-from milvus_m3.fusion import NORMALIZERS, RRF_K, normalize_score, rrf, score_sum, weighted
+from milvus_m3.fusion import NORMALIZERS, RRF_K, dbsf, normalize_score, rrf, score_sum, weighted
 
 A = [("a", 0.9), ("b", 0.8), ("c", 0.7)]
 B = [("c", 5.0), ("a", 3.0)]
@@ -119,10 +119,87 @@ def test_weighted_rejects_bad_weights() -> None:
         weighted([[("a", 1.0), ("a", 2.0)]], [1.0])
 
 
+# --------------------------------------------------------------------- dbsf
+
+# A: mean 0.8, sample sd 0.1 -> bounds 0.5 .. 1.1: a 2/3, b 1/2, c 1/3.
+# B: mean 4, sample sd sqrt(2) -> bounds 4 -+ 3 sqrt(2): c 1/2 + 1/(6 sqrt 2), a 1/2 - 1/(6 sqrt 2).
+_E = 1 / (6 * math.sqrt(2))
+
+
+def test_dbsf_hand_computed() -> None:
+    got = dbsf([A, B])
+    expected = {"a": 2 / 3 + 0.5 - _E, "b": 0.5, "c": 1 / 3 + 0.5 + _E}  # b is not in B: nothing from B
+    assert [doc for doc, _ in got] == ["a", "c", "b"]
+    for doc, score in got:
+        assert score == pytest.approx(expected[doc], abs=1e-15)
+
+
+def test_dbsf_weights_multiply_each_legs_normalised_score() -> None:
+    got = dbsf([A, B], weights=[0.5, 2.0])
+    expected = {"a": 0.5 * 2 / 3 + 2 * (0.5 - _E), "b": 0.5 * 0.5, "c": 0.5 / 3 + 2 * (0.5 + _E)}
+    assert [doc for doc, _ in got] == ["c", "a", "b"]
+    assert dict(got) == pytest.approx(expected, abs=1e-15)
+    assert dbsf([A, B], weights=[1, 1]) == dbsf([A, B])
+    assert dbsf([A, B], [1.0, 1.0], 2) == dbsf([A, B])[:2]
+
+
+def test_dbsf_one_hit_and_zero_spread_lists_score_one_half() -> None:
+    got = dbsf([[("x", 7.0)], A])
+    # x: 0.5 from its one-hit list, whatever its score; b is the mean of A, 0.5 too
+    assert [d for d, _ in got] == ["a", "b", "x", "c"] or [d for d, _ in got] == ["a", "x", "b", "c"]
+    assert dict(got) == pytest.approx({"a": 2 / 3, "b": 0.5, "x": 0.5, "c": 1 / 3}, abs=1e-15)
+    assert dict(got)["x"] == 0.5 and dbsf([[("x", -1e9)]]) == [("x", 0.5)]
+    flat = [("p", 0.1), ("q", 0.1), ("r", 0.1)]  # zero spread (0.1 * 3 / 3 is not 0.1 in floats)
+    assert dbsf([flat]) == [("p", 0.5), ("q", 0.5), ("r", 0.5)]
+    assert dict(dbsf([flat, [("q", 3.0), ("s", 1.0)]])) == pytest.approx(
+        {"p": 0.5, "q": 0.5 + 0.5 + _E, "r": 0.5, "s": 0.5 - _E}, abs=1e-15
+    )
+    assert dbsf([[], A]) == dbsf([A])  # an empty list adds nothing
+    assert dbsf([]) == [] and dbsf([[], []]) == []
+
+
+def test_dbsf_ignores_each_lists_scale_and_offset() -> None:
+    # the map is by the list's own distribution: a*s + b (a > 0) gives the same normalised scores
+    shifted = [(d, 1000.0 + 37.0 * s) for d, s in B]
+    assert dict(dbsf([A, shifted])) == pytest.approx(dict(dbsf([A, B])), abs=1e-12)
+
+
+def test_dbsf_rejects_bad_arguments() -> None:
+    with pytest.raises(ConfigError, match="2 weights for 1 lists"):
+        dbsf([A], [0.5, 0.5])
+    with pytest.raises(ConfigError, match="finite numbers >= 0"):
+        dbsf([A, B], [1.0, -1.0])
+    with pytest.raises(ConfigError, match="limit"):
+        dbsf([A], limit=-1)
+    with pytest.raises(InputError, match="appears twice in list 0"):
+        dbsf([[("a", 1.0), ("a", 0.5)]])
+    with pytest.raises(InputError, match="not a number"):
+        dbsf([[("a", float("nan")), ("b", 1.0)]])
+    with pytest.raises(InputError, match="not finite"):
+        dbsf([[("a", float("inf")), ("b", 1.0)]])
+
+
+def test_dbsf_equals_qdrant_clients_own_function() -> None:
+    fusion = pytest.importorskip("qdrant_client.hybrid.fusion")
+    from qdrant_client.http.models import ScoredPoint
+
+    lists = [A, B, [("b", 0.2), ("d", 0.9), ("a", -0.4), ("e", 0.0)]]
+    ids = {d: n for n, d in enumerate(sorted({d for x in lists for d, _ in x}))}  # qdrant ids are ints
+    points = [[ScoredPoint(id=ids[d], version=0, score=s) for d, s in x] for x in lists]
+    theirs = {p.id: p.score for p in fusion.distribution_based_score_fusion(points, limit=10)}
+    ours = {ids[d]: s for d, s in dbsf(lists)}
+    assert ours == pytest.approx(theirs, abs=1e-12)
+
+
 def test_inputs_are_not_mutated_and_results_are_new() -> None:
     lists = [list(A), list(B)]
     before = copy.deepcopy(lists)
-    for fn in (lambda: rrf(lists), lambda: weighted(lists, [0.5, 0.5]), lambda: score_sum(lists)):
+    for fn in (
+        lambda: rrf(lists),
+        lambda: weighted(lists, [0.5, 0.5]),
+        lambda: score_sum(lists),
+        lambda: dbsf(lists, [0.5, 0.5]),
+    ):
         out = fn()
         assert lists == before
         assert all(type(item) is tuple for item in out)

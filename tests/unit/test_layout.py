@@ -461,6 +461,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "render",
     ],
     "milvus_m3.fusion": [
+        "DBSF_SPREAD",
         "M3_COLBERT_WEIGHT",
         "M3_DENSE_WEIGHT",
         "M3_SPARSE_WEIGHT",
@@ -468,6 +469,7 @@ PUBLIC_ALL: dict[str, list[str]] = {
         "RRF_K",
         "Normalize",
         "colbert_score",
+        "dbsf",
         "dense_score",
         "id_order",
         "m3_scores",
