@@ -8,6 +8,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from ..collection.legs import LEG_TABLE
 from ..collection.schema import CollectionSpec
 from ..embedder.checkpoint import DEFAULT_MODEL, MODEL_ENV
 from ..engine.capabilities import SERVER_SPARSE_INDEX_ALGOS
@@ -369,7 +370,9 @@ def _add_search(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         type=legs_arg,
         default=None,
         metavar="LEGS",
-        help="legs to fuse, from dense,sparse,bm25 (default: all the collection has)",
+        help="legs to fuse, comma-separated, from: "
+        + "; ".join(f"{name}: {leg.help}" for name, leg in LEG_TABLE.items())
+        + " (default: all the collection has)",
     )
     p.add_argument(
         "--weights",

@@ -54,6 +54,7 @@ from .info import (
     model_key,
     not_found_message,
 )
+from .legs import legs_of
 from .tenancy import with_partition_key
 
 __all__ = [
@@ -182,7 +183,7 @@ class CollectionSpec:
     @property
     def legs(self) -> tuple[str, ...]:
         """The retrieval legs this collection has: dense, sparse, and bm25 when built with it."""
-        return ("dense", "sparse", "bm25") if self.bm25 else ("dense", "sparse")
+        return legs_of(self)
 
     def function_fields(self) -> tuple[FunctionField, ...]:
         """The engine-filled fields of this spec (the BM25 leg), for ``build_schema`` / ``build_index_params``."""

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -24,54 +24,127 @@ if TYPE_CHECKING:
 __all__ = [
     "ALL_MODES",
     "DEFAULT_TUNE_GRID",
+    "EVAL_MODES",
     "FUSED_LEGS",
     "MODE_HELP",
     "SINGLE_MODES",
     "EvalConfig",
+    "EvalMode",
     "EvalReport",
     "ModeResult",
+    "RunnerKind",
 ]
 
-SINGLE_MODES = ("dense", "sparse", "bm25")
+RunnerKind = Literal["fuse", "weighted", "wrrf", "m3", "m3-tuned", "m3-all"]
+"""How a mode is run (``runner.py`` keeps one function per kind): ``fuse`` one search through
+``HybridSearcher`` with the mode's ranker (one leg: its raw scores); ``weighted`` the weighted ranker with
+the config's leg weights; ``wrrf`` weighted RRF tuned on another split; ``m3`` / ``m3-tuned`` / ``m3-all``
+BGE-M3's raw-score fusion (``search.rerank``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalMode:
+    """One evaluation mode: the legs it reads, how it runs, its ranker, its line in ``--help``."""
+
+    legs: tuple[str, ...]
+    runner: RunnerKind
+    help: str
+    ranker: str | None = None
+    """The searcher's ranker (``search.rankers``) for the ``fuse`` kind."""
+    norm_score: bool = True
+    """``weighted`` kind: map each leg's scores into [0, 1] first (Milvus's default) or sum raw scores."""
+
+
+_DS, _DSB = ("dense", "sparse"), ("dense", "sparse", "bm25")
+
+EVAL_MODES: Mapping[str, EvalMode] = {
+    "dense": EvalMode(legs=("dense",), runner="fuse", ranker="rrf", help="dense ANN (inner product)"),
+    "sparse": EvalMode(
+        legs=("sparse",), runner="fuse", ranker="rrf", help="learned-sparse ANN (inner product)"
+    ),
+    "bm25": EvalMode(
+        legs=("bm25",),
+        runner="fuse",
+        ranker="rrf",
+        help="Milvus's built-in BM25 function over the stored text",
+    ),
+    "rrf": EvalMode(legs=_DS, runner="fuse", ranker="rrf", help=f"dense + sparse, RRF (k={RRF_K})"),
+    "weighted": EvalMode(
+        legs=_DS,
+        runner="weighted",
+        help="dense + sparse, Milvus's WeightedRanker (w_dense, w_sparse; scores mapped by arctan)",
+    ),
+    "rrf3": EvalMode(
+        legs=_DSB,
+        runner="fuse",
+        ranker="rrf",
+        help=f"dense + sparse + BM25, RRF (k={RRF_K}): the default search of a BM25 collection",
+    ),
+    "m3": EvalMode(
+        legs=_DS,
+        runner="m3",
+        help="raw-score fusion w_dense*dense + w_sparse*sparse over the union of both lists (exact fill-in)",
+    ),
+    "m3-tuned": EvalMode(
+        legs=_DS,
+        runner="m3-tuned",
+        help="m3 with w_sparse chosen on the tuning split (never on the evaluated split)",
+    ),
+    "m3-all": EvalMode(legs=_DS, runner="m3-all", help="m3 candidates re-ranked with + w_colbert*colbert"),
+    "rrf-dense-bm25": EvalMode(
+        legs=("dense", "bm25"), runner="fuse", ranker="rrf", help=f"dense + BM25, RRF (k={RRF_K})"
+    ),
+    "rrf-sparse-bm25": EvalMode(
+        legs=("sparse", "bm25"), runner="fuse", ranker="rrf", help=f"sparse + BM25, RRF (k={RRF_K})"
+    ),
+    "wrrf3": EvalMode(
+        legs=_DSB,
+        runner="wrrf",
+        help="dense + sparse + BM25, weighted RRF, each leg's weight its nDCG@10 on the tuning split",
+    ),
+    "weighted-raw": EvalMode(
+        legs=_DS,
+        runner="weighted",
+        norm_score=False,
+        help="dense + sparse, raw weighted sum w_dense*dense + w_sparse*sparse over both lists",
+    ),
+    "weighted3": EvalMode(
+        legs=_DSB,
+        runner="weighted",
+        help="dense + sparse + BM25, Milvus's weighted sum of mapped scores (w_dense, w_sparse, w_bm25)",
+    ),
+    "dbsf": EvalMode(
+        legs=_DS,
+        runner="fuse",
+        ranker="dbsf",
+        help="dense + sparse, distribution-based score fusion (each leg scaled by its mean -+ 3 sd, summed)",
+    ),
+    "dbsf3": EvalMode(
+        legs=_DSB, runner="fuse", ranker="dbsf", help="dense + sparse + BM25, distribution-based score fusion"
+    ),
+    "dbsf-dense-bm25": EvalMode(
+        legs=("dense", "bm25"),
+        runner="fuse",
+        ranker="dbsf",
+        help="dense + BM25, distribution-based score fusion",
+    ),
+    "dbsf-sparse-bm25": EvalMode(
+        legs=("sparse", "bm25"),
+        runner="fuse",
+        ranker="dbsf",
+        help="sparse + BM25, distribution-based score fusion",
+    ),
+}
+"""Every evaluation mode, in report order: a new mode of an existing kind is one entry here."""
+
+ALL_MODES = tuple(EVAL_MODES)
+SINGLE_MODES = tuple(name for name, mode in EVAL_MODES.items() if len(mode.legs) == 1)
 FUSED_LEGS: Mapping[str, tuple[str, ...]] = {
-    "rrf": ("dense", "sparse"),
-    "weighted": ("dense", "sparse"),
-    "rrf3": ("dense", "sparse", "bm25"),
-    "m3": ("dense", "sparse"),
-    "m3-tuned": ("dense", "sparse"),
-    "m3-all": ("dense", "sparse"),
-    "rrf-dense-bm25": ("dense", "bm25"),
-    "rrf-sparse-bm25": ("sparse", "bm25"),
-    "wrrf3": ("dense", "sparse", "bm25"),
-    "weighted-raw": ("dense", "sparse"),
-    "weighted3": ("dense", "sparse", "bm25"),
-    "dbsf": ("dense", "sparse"),
-    "dbsf3": ("dense", "sparse", "bm25"),
-    "dbsf-dense-bm25": ("dense", "bm25"),
-    "dbsf-sparse-bm25": ("sparse", "bm25"),
+    name: mode.legs for name, mode in EVAL_MODES.items() if name not in SINGLE_MODES
 }
-"""The legs each fused mode combines, in report order: its significance test is against the best of them."""
-ALL_MODES = (*SINGLE_MODES, *FUSED_LEGS)
-MODE_HELP = {
-    "dense": "dense ANN (inner product)",
-    "sparse": "learned-sparse ANN (inner product)",
-    "bm25": "Milvus's built-in BM25 function over the stored text",
-    "rrf": f"dense + sparse, RRF (k={RRF_K})",
-    "weighted": "dense + sparse, Milvus's WeightedRanker (w_dense, w_sparse; scores mapped by arctan)",
-    "rrf3": f"dense + sparse + BM25, RRF (k={RRF_K}): the default search of a BM25 collection",
-    "rrf-dense-bm25": f"dense + BM25, RRF (k={RRF_K})",
-    "rrf-sparse-bm25": f"sparse + BM25, RRF (k={RRF_K})",
-    "wrrf3": "dense + sparse + BM25, weighted RRF, each leg's weight its nDCG@10 on the tuning split",
-    "weighted-raw": "dense + sparse, raw weighted sum w_dense*dense + w_sparse*sparse over both lists",
-    "weighted3": "dense + sparse + BM25, Milvus's weighted sum of mapped scores (w_dense, w_sparse, w_bm25)",
-    "m3": "raw-score fusion w_dense*dense + w_sparse*sparse over the union of both lists (exact fill-in)",
-    "m3-tuned": "m3 with w_sparse chosen on the tuning split (never on the evaluated split)",
-    "m3-all": "m3 candidates re-ranked with + w_colbert*colbert",
-    "dbsf": "dense + sparse, distribution-based score fusion (each leg scaled by its mean -+ 3 sd, summed)",
-    "dbsf3": "dense + sparse + BM25, distribution-based score fusion",
-    "dbsf-dense-bm25": "dense + BM25, distribution-based score fusion",
-    "dbsf-sparse-bm25": "sparse + BM25, distribution-based score fusion",
-}
+"""The legs each fused mode combines: its significance test is against the best of them."""
+MODE_HELP = {name: mode.help for name, mode in EVAL_MODES.items()}
+
 DEFAULT_TUNE_GRID = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
 """Values of w_sparse (w_dense = 1) that ``m3-tuned`` tries on the tuning split."""
 

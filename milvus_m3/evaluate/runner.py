@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from ..collection.legs import LEG_TABLE
 from ..collection.schema import BM25_FIELD, CollectionSpec
 from ..errors import CollectionExistsError, ConfigError
 from ..types import CacheKeyed, Encoder, Fingerprinted, M3Embeddings, Reranker
 from .beir import BeirDataset
 from .metrics import evaluate_run, randomization_test
-from .report import FUSED_LEGS, EvalConfig, EvalReport, ModeResult
+from .report import EVAL_MODES, FUSED_LEGS, EvalConfig, EvalReport, ModeResult, RunnerKind
 from .rerank import RERANK_SUFFIX, load_cross_encoder, mode_result, rerank_variant, reranked_modes
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def run_evaluation(
     for mode in config.modes:
         started = time.perf_counter()
         try:
-            run, note = _MODE_RUNNERS[mode](job, mode)
+            run, note = _RUNNERS[EVAL_MODES[mode].runner](job, mode)
         except _Skipped as exc:
             skipped[mode] = str(exc)
             if cross is not None and mode in reranked_modes(config):
@@ -200,30 +201,18 @@ def _significance(result: ModeResult, done: Sequence[ModeResult], against: Seque
 
 # ------------------------------------------------------------------------------ the mode runners
 
-_LEGS: Mapping[str, tuple[str, ...]] = {
-    "dense": ("dense",),
-    "sparse": ("sparse",),
-    "bm25": ("bm25",),
-    **FUSED_LEGS,
-}
-
 
 def _legs(job: _Job, mode: str) -> tuple[str, ...]:
-    legs = _LEGS[mode]
-    if "bm25" in legs and not job.has_bm25:
+    legs = EVAL_MODES[mode].legs
+    if any(LEG_TABLE[leg].engine_filled for leg in legs) and not job.has_bm25:
         raise _Skipped(NO_BM25)
     return legs
 
 
-def _run_rrf(job: _Job, mode: str) -> tuple[Run, str]:
-    """A single leg (raw scores) or RRF over several, through HybridSearcher."""
-    return job.search(job.dataset, job.queries, _legs(job, mode), ranker="rrf"), ""
-
-
-def _run_dbsf(job: _Job, mode: str) -> tuple[Run, str]:
-    """Distribution-based score fusion over the mode's legs, equal weights, through HybridSearcher
-    (fused client-side on every engine: Milvus has no such ranker)."""
-    return job.search(job.dataset, job.queries, _legs(job, mode), ranker="dbsf"), ""
+def _run_fuse(job: _Job, mode: str) -> tuple[Run, str]:
+    """One search through HybridSearcher with the mode's ranker: one leg gives its raw scores, several
+    are fused (RRF as Milvus computes it; DBSF here on every engine)."""
+    return job.search(job.dataset, job.queries, _legs(job, mode), ranker=EVAL_MODES[mode].ranker), ""
 
 
 def _run_weighted(job: _Job, mode: str) -> tuple[Run, str]:
@@ -233,8 +222,8 @@ def _run_weighted(job: _Job, mode: str) -> tuple[Run, str]:
     ws = [weights[leg] for leg in legs]
     top = max(ws)
     scaled = [w / top for w in ws]  # Milvus takes weights in [0, 1]; only their ratio matters
-    raw = mode == "weighted-raw"
-    run = job.search(job.dataset, job.queries, legs, ranker="weighted", weights=scaled, norm_score=not raw)
+    norm = EVAL_MODES[mode].norm_score
+    run = job.search(job.dataset, job.queries, legs, ranker="weighted", weights=scaled, norm_score=norm)
     return run, f"weights ({', '.join(f'{w:g}' for w in ws)})"
 
 
@@ -297,27 +286,16 @@ def _run_m3_all(job: _Job, mode: str) -> tuple[Run, str]:
     return run, note
 
 
-_MODE_RUNNERS: Mapping[str, Callable[[_Job, str], tuple[Run, str]]] = {
-    "dense": _run_rrf,
-    "sparse": _run_rrf,
-    "bm25": _run_rrf,
-    "rrf": _run_rrf,
-    "rrf-dense-bm25": _run_rrf,
-    "rrf-sparse-bm25": _run_rrf,
-    "rrf3": _run_rrf,
-    "wrrf3": _run_wrrf,
+_RUNNERS: Mapping[RunnerKind, Callable[[_Job, str], tuple[Run, str]]] = {
+    "fuse": _run_fuse,
     "weighted": _run_weighted,
-    "weighted-raw": _run_weighted,
-    "weighted3": _run_weighted,
+    "wrrf": _run_wrrf,
     "m3": _run_m3,
     "m3-tuned": _run_m3_tuned,
     "m3-all": _run_m3_all,
-    "dbsf": _run_dbsf,
-    "dbsf3": _run_dbsf,
-    "dbsf-dense-bm25": _run_dbsf,
-    "dbsf-sparse-bm25": _run_dbsf,
 }
-"""Mode -> its runner: (run, note for the report), or ``_Skipped`` with the reason. Keys are ``ALL_MODES``."""
+"""A mode's runner kind (``report.EVAL_MODES``) -> its function: (run, note for the report), or
+``_Skipped`` with the reason."""
 
 
 # ------------------------------------------------------------------------------ the collection

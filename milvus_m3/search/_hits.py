@@ -8,7 +8,7 @@ from typing import Any
 
 from ..collection.schema import ID_FIELD, METADATA_FIELD, TEXT_FIELD, CollectionSpec
 from ..fusion import id_order
-from ..types import Hit, M3Embeddings
+from ..types import Hit
 
 __all__ = [
     "Ranked",
@@ -16,7 +16,6 @@ __all__ = [
     "first_per_group",
     "grouped_hits",
     "hit",
-    "searchable",
     "ties_by_id",
 ]
 
@@ -39,13 +38,6 @@ def ties_by_id(hits: list[Hit]) -> list[Hit]:
     if any(a.score == b.score for a, b in itertools.pairwise(hits)):
         hits.sort(key=lambda h: (-h.score, id_order(h.id)))
     return hits
-
-
-def searchable(leg: str, emb: M3Embeddings) -> list[int]:
-    """The queries a leg can search: all, except empty sparse vectors on the sparse leg."""
-    if leg == "sparse":
-        return [i for i, s in enumerate(emb.sparse) if s]
-    return list(range(len(emb)))
 
 
 def first_per_group(hits: list[Hit], group_by: str, limit: int) -> list[Hit]:

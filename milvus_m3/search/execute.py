@@ -40,8 +40,9 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from ..collection.legs import LEG_TABLE, query_data, searchable_rows
 from ..collection.manager import CollectionManager
-from ..collection.schema import BM25_FIELD, ID_FIELD, CollectionSpec
+from ..collection.schema import ID_FIELD, CollectionSpec
 from ..engine.capabilities import Capabilities
 from ..errors import ConfigError, MilvusM3Error, SearchError
 from ..filters import F, render
@@ -53,7 +54,6 @@ from ._hits import (
     first_per_group,
     grouped_hits,
     hit,
-    searchable,
     ties_by_id,
 )
 from ._steps import Call, Steps, drive, engine_error, missing_results, sent, spread
@@ -61,10 +61,9 @@ from .options import CANDIDATE_FACTOR, MAX_TOPK, Fusion, Leg, SearchPlan
 from .rankers import ranker_spec
 from .requests import (
     FieldRequest,
-    bm25_request,
-    dense_request,
+    LegRequestContext,
     dense_search_params,
-    sparse_request,
+    leg_request,
 )
 from .rerank import M3Reranker
 
@@ -114,10 +113,11 @@ class PlanRunner:
         Sparse query weights are pruned as the collection's rows were (``CollectionSpec.prune_sparse``)."""
         if self.spec.sparse_top_k is not None or self.spec.sparse_mass is not None:
             emb = dataclasses.replace(emb, sparse=self.spec.prune_sparse(emb.sparse))
-        if "bm25" in plan.legs and texts is None:
+        text_legs = [leg for leg in plan.legs if LEG_TABLE[leg].query_input == "text"]
+        if text_legs and texts is None:
             raise ConfigError(
-                "the bm25 leg analyses the query text, which search_embeddings does not have; use "
-                "search / search_batch, or legs without bm25"
+                f"the {text_legs[0]} leg analyses the query text, which search_embeddings does not have; use "
+                f"search / search_batch, or legs without {text_legs[0]}"
             )
         if len(plan.legs) == 1:
             return (yield from self._plain(emb, texts, plan))
@@ -183,7 +183,7 @@ class PlanRunner:
     def _engine_fuses(self, emb: M3Embeddings, plan: SearchPlan) -> bool:
         if plan.group_by is not None or plan.depth > plan.candidates:
             return False
-        if "sparse" in plan.legs and not all(emb.sparse):
+        if any(searchable_rows(leg, emb) != list(range(len(emb))) for leg in plan.legs):
             return False  # an empty sparse query: Milvus refuses it; fused here with an empty list
         engine = ranker_spec(plan.ranker).milvus
         if engine is None or (engine.follows_fusion and self.client_rrf):
@@ -195,7 +195,7 @@ class PlanRunner:
     ) -> Steps[list[list[Hit]]]:
         leg = plan.legs[0]
         limit = plan.depth if plan.group_by is not None else plan.limit
-        rows = searchable(leg, emb)
+        rows = searchable_rows(leg, emb)
         call = self._guarded(plan, lambda: self._leg_call(leg, emb, texts, rows, limit, plan, paged=True))
         res = [] if call is None else (yield from sent([call], plan, self.collection))[0]
         results = spread(res, rows, len(emb))
@@ -266,7 +266,7 @@ class PlanRunner:
         The legs' searches are sent together."""
         sub = emb.select(queries)
         sub_texts = None if texts is None else [texts[i] for i in queries]
-        rows = [searchable(leg, sub) for leg in plan.legs]
+        rows = [searchable_rows(leg, sub) for leg in plan.legs]
         calls = self._guarded(
             plan,
             lambda: [
@@ -296,34 +296,18 @@ class PlanRunner:
         self, leg: Leg, emb: M3Embeddings, texts: Sequence[str] | None, rows: Sequence[int], limit: int,
         plan: SearchPlan, depth: int | None = None,
     ) -> FieldRequest:  # fmt: skip
-        if leg == "dense":
-            return dense_request(
-                [emb.dense[i] for i in rows],
-                limit=limit,
-                index_kind=self._dense_index,
-                ivf_nlist=self.spec.ivf_nlist,
-                params=self._dense_params,
-                expr=plan.expr,
-                expr_params=plan.params,
-                search_depth=depth,
-            )
-        if leg == "sparse":
-            return sparse_request(
-                [emb.sparse[i] for i in rows],
-                limit=limit,
-                params=self._sparse_params,
-                expr=plan.expr,
-                expr_params=plan.params,
-            )
-        assert texts is not None  # steps() refuses bm25 without texts
-        return bm25_request(
-            [texts[i] for i in rows],
-            field=BM25_FIELD,
-            limit=limit,
+        """The request of ``leg`` (``requests.LEG_REQUESTS``) for the queries ``rows``."""
+        ctx = LegRequestContext(
+            dense_index_kind=self._dense_index,
+            ivf_nlist=self.spec.ivf_nlist,
+            dense_params=self._dense_params,
+            sparse_params=self._sparse_params,
             expr=plan.expr,
             expr_params=plan.params,
             analyzer_name=plan.language,
+            search_depth=depth,
         )
+        return leg_request(leg, query_data(leg, emb, texts, rows), limit, ctx)
 
     def _leg_call(
         self, leg: Leg, emb: M3Embeddings, texts: Sequence[str] | None, rows: list[int], limit: int,

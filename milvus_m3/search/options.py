@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._checks import check_int, check_texts
+from ..collection.legs import LEG_TABLE
 from ..errors import ConfigError, InputError
 from ..filters import FilterLike
 from ..types import M3Embeddings
@@ -55,7 +56,7 @@ __all__ = [
 
 Mode = Literal["hybrid", "dense", "sparse", "m3", "m3-all"]
 Leg = Literal["dense", "sparse", "bm25"]
-LEGS: tuple[str, ...] = ("dense", "sparse", "bm25")
+LEGS: tuple[str, ...] = tuple(LEG_TABLE)
 """The retrieval legs: the dense field, the learned-sparse field, Milvus's BM25 field (``CollectionSpec.bm25``).
 A search runs any non-empty subset of its collection's legs; ``mode="hybrid"`` means all of them,
 ``"dense"`` / ``"sparse"`` that one leg."""
@@ -197,7 +198,7 @@ def check_legs(legs: Any, available: Sequence[str]) -> tuple[Leg, ...]:
         if leg not in available:
             raise ConfigError(
                 f"leg {leg!r} is not in this collection (its legs: {', '.join(available)}); "
-                "create it with bm25=True (milvus-m3 create --bm25) for the bm25 leg"
+                f"{LEG_TABLE[leg].missing_fix}"
             )
         if leg in out:
             raise ConfigError(f"leg {leg!r} is given twice")

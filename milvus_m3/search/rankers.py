@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..collection.legs import LEG_TABLE
 from ..engine.capabilities import Capabilities
 from ..errors import ConfigError
 from ..fusion import Normalize, dbsf, rrf, weighted
@@ -130,16 +131,13 @@ def nonnegative_weights(weights: Any, legs: Sequence[str] = ("dense", "sparse"))
 
 # --------------------------------------------------------------------- the rankers
 
-_NORMALIZE: Mapping[str, Normalize] = {"dense": "arctan", "sparse": "arctan", "bm25": "bm25"}
-"""Milvus's WeightedRanker map per leg (by the field's metric: IP, IP, BM25)."""
-
 
 def _fuse_rrf(lists: Lists, p: RankerParams) -> Ranked:
     return rrf(lists, k=p.rrf_k, weights=p.weights)
 
 
 def _fuse_weighted(lists: Lists, p: RankerParams) -> Ranked:
-    norm: list[Normalize] = [_NORMALIZE[leg] if p.norm_score else "none" for leg in p.legs]
+    norm: list[Normalize] = [LEG_TABLE[leg].normalize if p.norm_score else "none" for leg in p.legs]
     return weighted(lists, p.weights, normalize=norm)
 
 

@@ -12,20 +12,24 @@ pymilvus is imported only by ``FieldRequest.ann_request`` and the Milvus ranker 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..collection.schema import DENSE_FIELD, SPARSE_FIELD
+from ..collection.fields import DENSE_FIELD, SPARSE_FIELD
+from ..collection.legs import LEG_TABLE, LegSpec
 from ..errors import ConfigError
 
 __all__ = [
     "DEFAULT_DROP_RATIO_SEARCH",
     "DEFAULT_HNSW_EF",
     "DEFAULT_IVF_NPROBE",
+    "LEG_REQUESTS",
     "FieldRequest",
+    "LegRequestContext",
     "bm25_request",
     "dense_request",
     "dense_search_params",
+    "leg_request",
     "rrf_ranker",
     "sparse_request",
     "sparse_search_params",
@@ -183,6 +187,72 @@ def bm25_request(
         expr=expr,
         expr_params=dict(expr_params or {}),
     )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LegRequestContext:
+    """What a searcher knows besides a leg's query data: its index and parameter choices, the filter,
+    the query language (BM25's analyzer) and how deep a grouped or paged search must read."""
+
+    dense_index_kind: str = "AUTOINDEX"
+    ivf_nlist: int = 1024
+    dense_params: Mapping[str, Any] | None = None
+    sparse_params: Mapping[str, Any] | None = None
+    expr: str = ""
+    expr_params: Mapping[str, Any] | None = None
+    analyzer_name: str | None = None
+    search_depth: int | None = None
+
+
+def _dense_leg(leg: LegSpec, data: Sequence[Any], limit: int, ctx: LegRequestContext) -> FieldRequest:
+    req = dense_request(
+        data,
+        limit=limit,
+        index_kind=ctx.dense_index_kind,
+        ivf_nlist=ctx.ivf_nlist,
+        params=ctx.dense_params,
+        expr=ctx.expr,
+        expr_params=ctx.expr_params,
+        search_depth=ctx.search_depth,
+    )
+    return dataclasses.replace(req, field=leg.field)
+
+
+def _sparse_leg(leg: LegSpec, data: Sequence[Any], limit: int, ctx: LegRequestContext) -> FieldRequest:
+    return sparse_request(
+        data,
+        limit=limit,
+        params=ctx.sparse_params,
+        expr=ctx.expr,
+        expr_params=ctx.expr_params,
+        field=leg.field,
+    )
+
+
+def _bm25_leg(leg: LegSpec, data: Sequence[Any], limit: int, ctx: LegRequestContext) -> FieldRequest:
+    return bm25_request(
+        data,
+        field=leg.field,
+        limit=limit,
+        expr=ctx.expr,
+        expr_params=ctx.expr_params,
+        analyzer_name=ctx.analyzer_name,
+    )
+
+
+LEG_REQUESTS: Mapping[str, Callable[[LegSpec, Sequence[Any], int, LegRequestContext], FieldRequest]] = {
+    "dense": _dense_leg,
+    "sparse": _sparse_leg,
+    "bm25": _bm25_leg,
+}
+"""The request builder of each leg of ``collection.legs.LEG_TABLE`` (a test keeps the keys equal)."""
+
+
+def leg_request(leg: str, data: Sequence[Any], limit: int, ctx: LegRequestContext) -> FieldRequest:
+    """The request of ``leg`` (a ``LEG_TABLE`` name) for ``data``, its queries' dense vectors, sparse
+    vectors or texts (``collection.legs.query_data``)."""
+    spec = LEG_TABLE[leg]
+    return LEG_REQUESTS[leg](spec, data, limit, ctx)
 
 
 def _copy(params: Mapping[str, Any]) -> dict[str, Any]:
