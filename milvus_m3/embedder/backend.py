@@ -1,16 +1,25 @@
-"""The seam under ``M3Embedder``: the ``EmbeddingBackend`` protocol, its load options and the factory.
+"""The seam under ``M3Embedder``: the ``EmbeddingBackend`` protocol and its load options.
 
 ``M3Embedder`` checks its options and texts, cuts over-long texts and builds ``M3Embeddings``; a
-backend tokenizes and runs the model. The backends (``BACKENDS``): "transformers" (the default,
-``_hf_backend``: the encoder through transformers, the heads through ``torch.load``, no FlagEmbedding
-import) and "flagembedding" (``_flag_backend``: the model as FlagEmbedding's ``BGEM3FlagModel`` loads
-it), both run by ``_torch_backend.TorchBackend``'s loop; ``devices=[...]`` puts one worker process per
-device in front of either (``_multi_device``). Another one (ONNX, say) is one new private module with a
-class that satisfies ``EmbeddingBackend`` and a loader taking ``BackendOptions``, plus one branch in
-``load_backend``.
+backend tokenizes and runs the model. The backends are one table, ``backends.BACKENDS``:
+"transformers" (the default, ``transformers_backend``: BGE-M3's encoder in plain torch, the heads
+through ``torch.load``, no FlagEmbedding import) and "flagembedding" (``flagembedding_backend``: the
+model as FlagEmbedding's ``BGEM3FlagModel`` loads it); ``devices=[...]`` puts one worker process per
+device in front of either (``multi_device``).
 
-Private; imports neither torch nor FlagEmbedding (the backend module is imported inside
-``load_backend``).
+Adding a backend (ONNX Runtime, say) is one new module and one table entry:
+
+1. a class that subclasses ``loop.EncodeLoop`` (which implements this protocol: the tokenizer, batch
+   planning, padding, out-of-memory backoff, progress, and turning the model's arrays into dense rows,
+   sparse dicts and ColBERT rows) and gives its ``forward``: numpy ``int64`` ``input_ids`` and
+   ``attention_mask`` (rows, tokens) in, ``loop.ForwardOutput`` (numpy dense [CLS] rows, per-token
+   relu'd sparse weights, per-token ColBERT vectors when asked) out; plus ``is_out_of_memory`` when its
+   runtime has an out-of-memory error worth splitting a batch for, and ``colbert_is_unit = True`` when
+   its ColBERT rows come out unit length already;
+2. a loader taking ``BackendOptions`` (device, precision, checkpoint, threads) and returning it;
+3. one entry in ``backends._LOADERS``, which imports the module inside the loader.
+
+Imports neither torch nor FlagEmbedding.
 """
 
 from __future__ import annotations

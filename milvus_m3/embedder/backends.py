@@ -1,10 +1,12 @@
 """The table of embedding backends: a name -> the loader of a backend that runs in this process.
 
-"transformers" (the default: the encoder through transformers, the heads through ``torch.load``, no
-FlagEmbedding import) and "flagembedding" (the model as FlagEmbedding's ``BGEM3FlagModel`` loads it).
-``devices=[...]`` puts one worker process per device in front of either (``multi_device``, which loads
-its workers' backends from this table). Each loader imports its module when called: importing this
-table loads neither torch nor FlagEmbedding.
+"transformers" (the default: BGE-M3's encoder in plain torch, the heads through ``torch.load``, no
+FlagEmbedding import) and "flagembedding" (the model as FlagEmbedding's ``BGEM3FlagModel`` loads it),
+each one module with a ``loop.EncodeLoop`` subclass (its forward pass) and a loader. ``devices=[...]``
+puts one worker process per device in front of either (``multi_device``, which loads its workers'
+backends from this table). Each loader imports its module when called: importing this table loads
+neither torch nor FlagEmbedding. A new backend is one module and one entry here (``backend``'s
+docstring says what the module gives).
 """
 
 from __future__ import annotations

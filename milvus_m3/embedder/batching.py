@@ -6,7 +6,7 @@ by a padding tolerance. ``run_with_backoff`` runs them; a batch that runs out of
 two and retried (logged at WARNING with the sizes), later batches stay below the size that failed,
 and a single text that does not fit re-raises the error: each retry is smaller, so it always ends.
 
-Private; the backends (``_torch_backend``) use it.
+The encode loop (``loop``) and the cross-encoder (``rerankers``) use it.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """The FlagEmbedding backend of ``M3Embedder`` (``backend="flagembedding"``): BGE-M3 as FlagEmbedding loads it.
 
 The checkpoint is loaded by FlagEmbedding's own code (``BGEM3FlagModel``), so what runs is the model
-FlagEmbedding would run; encoding goes through ``_torch_backend.TorchBackend``'s loop (tokenize once
-without truncation, sort by length, pad per batch) calling the loaded inference module. The default
-backend (``_hf_backend``) loads the same model without importing FlagEmbedding (seconds faster to
+FlagEmbedding would run; ``FlagBackend.forward`` (the seam of ``loop.EncodeLoop``: numpy ids in, numpy
+arrays out) calls the loaded inference module under ``torch.inference_mode``, and the loop tokenizes once
+without truncation, sorts by length, pads per batch and reduces the outputs. The default backend
+(``transformers_backend``) loads the same model without importing FlagEmbedding (seconds faster to
 start); this one stays as a choice and as a second path the tests compare.
 
-Private. All FlagEmbedding contact is in ``FlagBackend``; torch and FlagEmbedding are imported inside
-functions, so importing this module stays light. ``load_flag_backend`` is what the factory in
-``_backend`` calls.
+All FlagEmbedding contact is in ``FlagBackend``; torch and FlagEmbedding are imported inside
+functions, so importing this module stays light. ``load_flag_backend`` is its entry in ``backends``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from typing import Any
 from ..errors import ConfigError, MissingDependencyError, ModelLoadError
 from .backend import BackendOptions
 from .checkpoint import check_model_dir, resolve_model_dir
-from .torch_loop import (
-    Forward,
-    TokenizerInfo,
-    TorchBackend,
+from .loop import EncodeLoop, ForwardOutput, IntArray, TokenizerInfo
+from .torch_common import (
+    is_oom,
+    release_cached_memory,
     resolve_device,
     resolve_precision,
     set_threads,
+    to_device,
+    to_numpy,
 )
 from .transformers_backend import quiet_mistral_regex_note
 
@@ -50,8 +52,10 @@ def load_flag_backend(options: BackendOptions) -> FlagBackend:
     )
 
 
-class FlagBackend(TorchBackend):
-    """BGE-M3 loaded by ``FlagEmbedding.BGEM3FlagModel``, run by ``TorchBackend``'s loop."""
+class FlagBackend(EncodeLoop):
+    """BGE-M3 loaded by ``FlagEmbedding.BGEM3FlagModel``, run by ``EncodeLoop``."""
+
+    colbert_is_unit = True  # normalised on the device in forward, as FlagEmbedding does
 
     def __init__(
         self, model_dir: Path, *, device: str, precision: str, colbert_dim: int, max_batch_tokens: int | None
@@ -106,11 +110,28 @@ class FlagBackend(TorchBackend):
             max_batch_tokens=max_batch_tokens,
         )
 
-    def forward(self, input_ids: Any, attention_mask: Any, *, colbert: bool) -> Forward:
-        out = self._module(
-            {"input_ids": input_ids, "attention_mask": attention_mask},
-            return_dense=True,
-            return_sparse=True,
-            return_colbert_vecs=colbert,
-        )
-        return out["dense_vecs"], out["sparse_vecs"].squeeze(-1), out.get("colbert_vecs")
+    def forward(self, input_ids: IntArray, attention_mask: IntArray, *, colbert: bool) -> ForwardOutput:
+        import torch
+
+        with torch.inference_mode():
+            out = self._module(
+                {
+                    "input_ids": to_device(input_ids, self.device),
+                    "attention_mask": to_device(attention_mask, self.device),
+                },
+                return_dense=True,
+                return_sparse=True,
+                return_colbert_vecs=colbert,
+            )
+            vecs = out.get("colbert_vecs") if colbert else None
+            return ForwardOutput(
+                to_numpy(out["dense_vecs"]),
+                to_numpy(out["sparse_vecs"].squeeze(-1)),
+                None if vecs is None else to_numpy(vecs),
+            )
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        return is_oom(exc)
+
+    def after_out_of_memory(self) -> None:
+        release_cached_memory(self.device)

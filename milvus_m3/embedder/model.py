@@ -3,10 +3,11 @@
 ``M3Embedder`` checks options and texts, finds texts longer than the max length (cut and listed in
 ``M3Embeddings.truncated``, or refused, as ``overflow`` says), cuts long texts into token spans
 (``chunk_spans``) and takes a lock around every call. The model itself is an ``EmbeddingBackend``
-(``_backend``) got from ``load_backend``: by default BGE-M3 through transformers without importing
-FlagEmbedding (``_hf_backend``), or as FlagEmbedding loads it (``backend="flagembedding"``,
-``_flag_backend``); the outputs of both equal FlagEmbedding's own (the tests check it). The checkpoint
-is found and checked by ``checkpoint``.
+(``_backend``) got from the table in ``backends`` (or ``multi_device`` for ``devices=[...]``): by
+default BGE-M3 through plain torch without importing FlagEmbedding (``transformers_backend``), or as
+FlagEmbedding loads it (``backend="flagembedding"``, ``flagembedding_backend``), both run by the
+backend-neutral loop in ``loop``; the outputs of both equal FlagEmbedding's own (the tests check it).
+The checkpoint is found and checked by ``checkpoint``.
 
 ``M3Embedder`` satisfies the ``Encoder``, ``ChunkingEncoder`` and ``ColbertEncoder`` protocols of
 ``types``. This module imports neither torch nor FlagEmbedding nor transformers: the backend is

@@ -7,7 +7,7 @@ come back in input order. A worker that cannot load raises its error at construc
 stops the workers (also when the backend is garbage collected).
 
 Scripts that use it need the usual ``if __name__ == "__main__":`` guard (spawn re-imports the main
-module). Private; imports no torch here (the workers do, through ``load_backend``).
+module). Imports no torch here (the workers do, through ``backends.load_in_process``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..types import SparseVector
 from .backend import BackendOptions, BackendOutput, EmbeddingBackend, default_threads
 from .checkpoint import check_model_dir, resolve_model_dir
-from .torch_loop import TokenizerInfo
+from .loop import TokenizerInfo
 from .transformers_backend import load_tokenizer
 
 _WORKER: EmbeddingBackend | None = None

@@ -3,22 +3,19 @@ architecture, without transformers' model classes).
 
 What FlagEmbedding's ``BGEM3FlagModel`` does inside, with nothing else imported (``import FlagEmbedding``
 alone costs seconds: its package pulls in its fine-tuning and evaluation code): the encoder is BGE-M3's
-XLM-RoBERTa, built by ``_xlmr`` in plain torch from ``model.safetensors`` (transformers' ``AutoModel``
+XLM-RoBERTa, built by ``xlmr`` in plain torch from ``model.safetensors`` (transformers' ``AutoModel``
 for any other architecture or weight layout), the two heads are ``torch.nn.Linear`` layers filled from
 ``colbert_linear.pt`` and ``sparse_linear.pt`` with ``torch.load(weights_only=True)``
 (``checkpoint.check_model_dir`` refuses a checkpoint without them), and the tokenizer is the checkpoint's
 ``tokenizer.json`` read by the Rust ``tokenizers`` package directly (transformers' tokenizer classes are
-used only for a checkpoint that ships ``sentencepiece.bpe.model`` alone). The forward pass is
-FlagEmbedding's: dense = the normalised [CLS] row, sparse = relu(sparse head) per token, ColBERT = the
-normalised ColBERT head over the tokens after [CLS], padding zeroed. The outputs equal
-``BGEM3FlagModel.encode`` (the tests check it).
+used only for a checkpoint that ships ``sentencepiece.bpe.model`` alone). ``HFBackend.forward`` (the
+seam of ``loop.EncodeLoop``: numpy ids in, numpy arrays out) is FlagEmbedding's forward pass: dense =
+the normalised [CLS] row, sparse = relu(sparse head) per token, ColBERT = the normalised ColBERT head
+over the tokens after [CLS], padding zeroed, all in the model's dtype under ``torch.inference_mode``.
+The outputs equal ``BGEM3FlagModel.encode`` (the tests check it). ``precision="int8"`` quantises the
+encoder's and the heads' ``Linear`` layers (``torch_common.quantize_int8``).
 
-``precision="int8"`` quantises the encoder's and the heads' ``Linear`` layers dynamically on CPU (torch's
-``quantize_dynamic``): int8 weights with one scale per output channel, activations quantised per batch.
-Per-channel scales, not torch's per-tensor default: on SciFact with the stand-in encoders per-tensor
-moved dense nDCG@10 by -0.018, per-channel by +0.004 (benchmarks/results/int8_scifact.txt).
-
-Private; torch, transformers and tokenizers are imported inside functions.
+torch, transformers and tokenizers are imported inside functions, so importing this module stays light.
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,13 +30,16 @@ from typing import Any
 from ..errors import ModelLoadError
 from .backend import BackendOptions
 from .checkpoint import check_model_dir, resolve_model_dir
-from .torch_loop import (
-    Forward,
-    TokenizerInfo,
-    TorchBackend,
+from .loop import EncodeLoop, ForwardOutput, IntArray, TokenizerInfo
+from .torch_common import (
+    is_oom,
+    quantize_int8,
+    release_cached_memory,
     resolve_device,
     resolve_precision,
     set_threads,
+    to_device,
+    to_numpy,
     torch_dtype,
 )
 
@@ -58,8 +57,10 @@ def load_hf_backend(options: BackendOptions) -> HFBackend:
     return HFBackend(model_dir, device=device, precision=precision, max_batch_tokens=options.max_batch_tokens)
 
 
-class HFBackend(TorchBackend):
-    """BGE-M3 as ``AutoModel`` + two ``Linear`` heads, run by ``TorchBackend``'s loop."""
+class HFBackend(EncodeLoop):
+    """BGE-M3 as the plain-torch encoder (or ``AutoModel``) + two ``Linear`` heads, run by ``EncodeLoop``."""
+
+    colbert_is_unit = True  # normalised on the device in forward, as FlagEmbedding does
 
     def __init__(self, model_dir: Path, *, device: str, precision: str, max_batch_tokens: int | None) -> None:
         import torch
@@ -94,21 +95,30 @@ class HFBackend(TorchBackend):
             max_batch_tokens=max_batch_tokens,
         )
 
-    def forward(self, input_ids: Any, attention_mask: Any, *, colbert: bool) -> Forward:
-        torch = self._torch
+    def forward(self, input_ids: IntArray, attention_mask: IntArray, *, colbert: bool) -> ForwardOutput:
+        import torch
+
         m = self._modules
-        if self.encoder_kind == "torch":
-            hidden = m["encoder"](input_ids, attention_mask)
-        else:
-            out = m["encoder"](input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-            hidden = out.last_hidden_state
-        dense = torch.nn.functional.normalize(hidden[:, 0], dim=-1)
-        weights = torch.relu(m["sparse_linear"](hidden)).squeeze(-1)
-        vecs = None
-        if colbert:
-            vecs = m["colbert_linear"](hidden[:, 1:]) * attention_mask[:, 1:][:, :, None].to(hidden.dtype)
-            vecs = torch.nn.functional.normalize(vecs, dim=-1)
-        return dense, weights, vecs
+        with torch.inference_mode():
+            ids = to_device(input_ids, self.device)
+            mask = to_device(attention_mask, self.device)
+            if self.encoder_kind == "torch":
+                hidden = m["encoder"](ids, mask)
+            else:
+                hidden = m["encoder"](input_ids=ids, attention_mask=mask, return_dict=True).last_hidden_state
+            dense = torch.nn.functional.normalize(hidden[:, 0], dim=-1)
+            weights = torch.relu(m["sparse_linear"](hidden)).squeeze(-1)
+            vecs = None
+            if colbert:
+                vecs = m["colbert_linear"](hidden[:, 1:]) * mask[:, 1:][:, :, None].to(hidden.dtype)
+                vecs = torch.nn.functional.normalize(vecs, dim=-1)
+            return ForwardOutput(to_numpy(dense), to_numpy(weights), None if vecs is None else to_numpy(vecs))
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        return is_oom(exc)
+
+    def after_out_of_memory(self) -> None:
+        release_cached_memory(self.device)
 
 
 def _auto_model(model_dir: Path, dtype: Any) -> Any:
@@ -180,33 +190,3 @@ def quiet_mistral_regex_note() -> Iterator[None]:
         yield
     finally:
         log.removeFilter(note)
-
-
-def is_ffn_output(name: str) -> bool:
-    """Whether the ``Linear`` named ``name`` is a transformer layer's FFN output (``layer.N.output.dense``,
-    not ``attention.output.dense``): the layer whose inputs (GELU outputs) carry the outliers that
-    per-tensor activation scales handle worst."""
-    return name.endswith("output.dense") and not name.endswith("attention.output.dense")
-
-
-def quantize_int8(module: Any, *, ffn_output_fp32: bool = False) -> Any:
-    """``module`` with its ``Linear`` layers dynamically quantised to int8 (CPU): int8 weights with one
-    scale per output channel, activations quantised per batch. ``ffn_output_fp32`` keeps each layer's FFN
-    output projection in fp32 (``is_ffn_output``). Measured in benchmarks/bench_int8_scifact.py."""
-    import torch
-
-    with warnings.catch_warnings():
-        # torch 2.10+ deprecates torch.ao.quantization (moving to torchao) and quantised tensors; the
-        # kernels are there and measured (benchmarks/bench_int8.py). Only those notes are silenced.
-        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r".*pt2e quantization.*")
-        warnings.filterwarnings("ignore", message=r".*torch\.quantize_per_tensor.*")
-        warnings.filterwarnings("ignore", message=r".*torch\.quantize_per_channel.*")
-        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
-        spec = {
-            name: qconfig
-            for name, layer in module.named_modules()
-            if isinstance(layer, torch.nn.Linear) and not (ffn_output_fp32 and is_ffn_output(name))
-        }
-        quantize: Any = torch.ao.quantization.quantize_dynamic  # untyped for mypy
-        return quantize(module, spec, dtype=torch.qint8)

@@ -12,7 +12,7 @@ the embedder's outputs against FlagEmbedding's.
 activation or position scheme, weights in an unknown layout); the backend then loads it with
 transformers' ``AutoModel``.
 
-Private; imports torch (``_hf_backend`` imports this module inside its loader); safetensors is imported
+Imports torch (``transformers_backend`` imports this module inside its loader); safetensors is imported
 inside ``read_state``.
 """
 

@@ -250,7 +250,7 @@ class CrossEncoderReranker:
             idx = order[start:stop]
             scores[idx] = self._model.logits([rows[i] for i in idx.tolist()])
 
-        from ..embedder.torch_loop import is_oom
+        from ..embedder.torch_common import is_oom
 
         run_with_backoff(
             plan_batches(sorted_lengths, self._batch_size, self._max_batch_tokens),

@@ -1,12 +1,12 @@
 """The model behind ``CrossEncoderReranker``: an XLM-R sequence classifier (``BAAI/bge-reranker-v2-m3``).
 
-For the XLM-R architecture ``_xlmr`` describes (bge-reranker-v2-m3's), the encoder is built in plain
+For the XLM-R architecture ``embedder.xlmr`` describes (bge-reranker-v2-m3's), the encoder is built in plain
 torch from ``model.safetensors`` and the classification head is transformers'
 ``XLMRobertaClassificationHead`` in inference: the ``<s>`` row, ``dense``, ``tanh``, ``out_proj``.
 Anything else (another architecture, ``pytorch_model.bin`` weights) loads with transformers'
 ``AutoModelForSequenceClassification`` (which reads ``.bin`` files with ``weights_only``). The
 checkpoint is found and checked by ``checkpoint`` first; the tokenizer is the checkpoint's
-``tokenizer.json`` read by the Rust ``tokenizers`` package (``_hf_backend.load_tokenizer``).
+``tokenizer.json`` read by the Rust ``tokenizers`` package (``embedder.transformers_backend.load_tokenizer``).
 
 Private; imports torch.
 """
@@ -22,15 +22,9 @@ import torch
 from torch import nn
 
 from ..embedder.checkpoint import check_reranker_dir, resolve_model_dir
-from ..embedder.torch_loop import (
-    TokenizerInfo,
-    resolve_device,
-    resolve_precision,
-    set_threads,
-    special_token_names,
-    torch_dtype,
-)
-from ..embedder.transformers_backend import load_tokenizer, quantize_int8
+from ..embedder.loop import TokenizerInfo, special_token_names
+from ..embedder.torch_common import quantize_int8, resolve_device, resolve_precision, set_threads, torch_dtype
+from ..embedder.transformers_backend import load_tokenizer
 from ..embedder.xlmr import XLMREncoder, read_state, supported
 from ..errors import ModelLoadError
 

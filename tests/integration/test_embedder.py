@@ -448,8 +448,8 @@ def test_resolved_device_and_precision(tiny_embedder: M3Embedder, tiny_checkpoin
 def test_auto_device_and_precision() -> None:
     import torch
 
-    from milvus_m3.embedder.torch_loop import resolve_device as _resolve_device
-    from milvus_m3.embedder.torch_loop import resolve_precision as _resolve_precision
+    from milvus_m3.embedder.torch_common import resolve_device as _resolve_device
+    from milvus_m3.embedder.torch_common import resolve_precision as _resolve_precision
 
     expected = "cuda:0" if torch.cuda.is_available() else "cpu"
     assert _resolve_device(None) == expected  # one device, never all GPUs

@@ -478,7 +478,7 @@ def test_int8_is_cpu_only(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CPU only"):
             M3Embedder(str(tmp_path / "never-read"), device="cuda", precision="int8")
-    from milvus_m3.embedder.torch_loop import resolve_precision
+    from milvus_m3.embedder.torch_common import resolve_precision
 
     with pytest.raises(ConfigError, match="CPU only"):
         resolve_precision("int8", "cuda:0")

@@ -58,11 +58,12 @@ MODEL_PACKAGES = {
     "tokenizers",
 }
 # The two torch backends (transformers_backend, the default, with BGE-M3's encoder in xlmr;
-# flagembedding_backend) and the loop they share (torch_loop); batching and multi_device import none.
+# flagembedding_backend) and the torch helpers they share (torch_common); the encode loop (loop),
+# batching and multi_device import none.
 MODEL_FILES = {
     "embedder/flagembedding_backend.py",
     "embedder/transformers_backend.py",
-    "embedder/torch_loop.py",
+    "embedder/torch_common.py",
     "embedder/xlmr.py",
     "embedder/checkpoint.py",
     "testing.py",
@@ -304,6 +305,8 @@ def test_pure_modules_import_neither_milvus_nor_torch() -> None:
         "collection/fields.py",
         "embedder/batching.py",
         "embedder/backend.py",
+        "embedder/backends.py",
+        "embedder/loop.py",
         "embedder/multi_device.py",
         "embedder/model.py",
     ):
