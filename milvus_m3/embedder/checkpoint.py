@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "KNOWN_DENSE_DIMS",
     "MODEL_ENV",
+    "check_config",
     "check_model_dir",
     "check_reranker_dir",
     "dense_dim_from_config",
@@ -33,6 +34,7 @@ __all__ = [
     "model_fingerprint",
     "refuse_remote_code",
     "resolve_model_dir",
+    "shard_files",
 ]
 
 DEFAULT_MODEL = "BAAI/bge-m3"
@@ -113,9 +115,9 @@ def check_model_dir(path: Path) -> int:
         raise ModelLoadError(f"config.json is missing {where}; a BGE-M3 checkpoint needs its model config")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-        hidden = int(config["hidden_size"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(f"config.json {where} is unreadable or has no hidden_size ({exc})") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"config.json {where} is unreadable ({exc})") from exc
+    hidden = int(check_config(config, where)["hidden_size"])
     refuse_remote_code(path)
 
     weights = [f for f in _WEIGHT_FILES if (path / f).is_file()]
@@ -148,9 +150,9 @@ def check_reranker_dir(path: Path) -> dict[str, Any]:
         )
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-        int(config["hidden_size"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(f"config.json {where} is unreadable or has no hidden_size ({exc})") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"config.json {where} is unreadable ({exc})") from exc
+    check_config(config, where)
     refuse_remote_code(path)
     architectures = config.get("architectures") or []
     if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
@@ -250,13 +252,63 @@ def _check_safetensors(file: Path) -> None:
         ) from exc
 
 
-def _check_shards(index: Path) -> None:
+def shard_files(index: Path) -> list[Path]:
+    """The weight shards a ``*.index.json`` names, each a plain file name inside its folder: a name with
+    a path in it (``../x``, ``/etc/x``, ``sub/x``) is refused, so no checkpoint reads weights from
+    outside its own folder. The one place shard names are read (checks, loading, fingerprints)."""
     try:
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        names = sorted({str(v) for v in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()})
     except (OSError, ValueError, KeyError, AttributeError) as exc:
         raise ModelLoadError(f"{index.name} in {index.parent} is unreadable ({exc})") from exc
-    for shard in shards:
-        file = index.parent / shard
+    for name in names:
+        if not name or name != Path(name).name or name in (".", ".."):
+            raise ModelLoadError(
+                f"{index.name} in {index.parent} names the weight shard {name!r}, which is not a file name "
+                "inside the checkpoint folder; a shard must sit beside its index (re-download the checkpoint)"
+            )
+    return [index.parent / name for name in names]
+
+
+_CONFIG_BOUNDS = {
+    "hidden_size": (1, 65_536),
+    "num_attention_heads": (1, 1_024),
+    "num_hidden_layers": (1, 1_024),
+    "intermediate_size": (1, 1_048_576),
+    "max_position_embeddings": (3, 1_048_576),
+    "vocab_size": (1, 16_777_216),
+}
+"""What a sane XLM-RoBERTa config.json holds: a value outside these bounds is a tampered or broken file
+(0 heads divide by zero, 10**12 positions exhaust memory), refused before any tensor is allocated."""
+
+
+def check_config(config: Any, where: str) -> dict[str, Any]:
+    """``config`` (config.json, parsed) when its sizes are ints within ``_CONFIG_BOUNDS`` and the hidden
+    size splits evenly across the attention heads; a ModelLoadError naming the key otherwise."""
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"config.json {where} is not a JSON object; re-download the checkpoint")
+    for key, (low, high) in _CONFIG_BOUNDS.items():
+        if key not in config:
+            if key == "hidden_size":
+                raise ModelLoadError(f"config.json {where} has no hidden_size; re-download the checkpoint")
+            continue
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ModelLoadError(
+                f"config.json {where} has {key}={value!r}; an XLM-RoBERTa checkpoint has an int in "
+                f"[{low}, {high}] there: the file is damaged or not this kind of model (re-download it)"
+            )
+    heads = config.get("num_attention_heads")
+    if heads is not None and config["hidden_size"] % heads:
+        raise ModelLoadError(
+            f"config.json {where} has hidden_size={config['hidden_size']}, which {heads} attention heads "
+            "do not divide; the file is damaged (re-download the checkpoint)"
+        )
+    return config
+
+
+def _check_shards(index: Path) -> None:
+    for file in shard_files(index):
+        shard = file.name
         if not file.is_file():
             raise ModelLoadError(f"weight shard {shard} named by {index.name} is missing in {index.parent}")
         if shard.endswith(".safetensors"):
@@ -303,10 +355,14 @@ def model_fingerprint(path: str | os.PathLike[str]) -> str:
         raise ModelLoadError(f"config.json in {folder} is missing or unreadable ({exc})") from exc
     config.pop("_name_or_path", None)  # where it was saved from, not what it is
     h.update(json.dumps(config, sort_keys=True).encode("utf-8"))
-    for name in ("sparse_linear.pt", "colbert_linear.pt", *_WEIGHT_FILES):
-        file = folder / name
+    files = [folder / name for name in ("sparse_linear.pt", "colbert_linear.pt", *_WEIGHT_FILES)]
+    for index in (folder / name for name in _WEIGHT_FILES if name.endswith(".index.json")):
+        if index.is_file():  # a sharded checkpoint: its shards are what it is, not only their names
+            files.extend(f for f in shard_files(index) if f.is_file())
+    for file in files:
         if not file.is_file():
             continue
+        name = file.name
         size = file.stat().st_size
         h.update(f"\n{name}:{size}\n".encode())
         with file.open("rb") as fh:

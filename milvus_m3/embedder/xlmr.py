@@ -18,7 +18,6 @@ inside ``read_state``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from torch import nn
 from torch.nn import functional
 
 from ..errors import ModelLoadError
+from .checkpoint import shard_files
 
 _IGNORED_KEYS = ("pooler.", "embeddings.position_ids")  # the pooler is not used by BGE-M3
 
@@ -54,13 +54,26 @@ def load_encoder(model_dir: Path, config: dict[str, Any], dtype: Any) -> Any | N
     state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     state = {k: v for k, v in state.items() if not k.startswith(_IGNORED_KEYS)}
     encoder = XLMREncoder(config)  # parameters allocated, not initialised: the checkpoint fills them
-    missing, unexpected = encoder.load_state_dict(state, strict=False, assign=True)
+    fill_encoder(encoder, state, model_dir)
+    return encoder.to(dtype).eval()
+
+
+def fill_encoder(encoder: XLMREncoder, state: dict[str, Any], model_dir: Path) -> None:
+    """Load ``state`` into ``encoder``; weights that do not fit its config.json (a missing or extra
+    tensor, or a shape another ``hidden_size`` gives) are a ModelLoadError naming the folder."""
+    try:
+        missing, unexpected = encoder.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as exc:  # size mismatches
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise ModelLoadError(
+            f"the weights in {model_dir} do not fit its config.json ({first[:300]}); the config and the "
+            "weights come from different models: re-download the checkpoint"
+        ) from None
     if missing or unexpected:
         raise ModelLoadError(
             f"the weights in {model_dir} do not fit its config.json (missing {sorted(missing)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]}); re-download the checkpoint"
         )
-    return encoder.to(dtype).eval()
 
 
 def read_state(model_dir: Path) -> dict[str, Any] | None:
@@ -69,8 +82,7 @@ def read_state(model_dir: Path) -> dict[str, Any] | None:
     if single.is_file():
         files = [single]
     elif index.is_file():
-        shards = json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()
-        files = [model_dir / name for name in sorted(set(shards))]
+        files = shard_files(index)
     else:
         return None  # pytorch_model.bin checkpoints go through transformers
     from safetensors.torch import load_file

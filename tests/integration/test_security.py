@@ -598,3 +598,101 @@ def test_cli_search_with_a_code_carrying_reranker_refuses_it(
     assert not marker.exists()
     assert run.returncode != 0, run.stderr
     assert "auto_map" in run.stderr and "Traceback" not in run.stderr
+
+
+# ------------------------------------------------ tampered and sharded checkpoints (issue 27 B, C, 11)
+
+
+def _sharded_copy(src: Path, dst: Path, *, shard_names: tuple[str, str] = ("a.safetensors", "b.safetensors"),
+                  nudge: float = 0.0) -> Path:  # fmt: skip
+    """``src`` with its model.safetensors split in two shards and an index; ``nudge`` shifts one tensor
+    (another fine-tune of the same shape)."""
+    from safetensors.torch import load_file, save_file
+
+    d = _link_checkpoint(src, dst, {"model.safetensors"})
+    state = load_file(str(src / "model.safetensors"))
+    keys = sorted(state)
+    if nudge:
+        state[keys[-1]] = state[keys[-1]] + nudge
+    halves = (keys[: len(keys) // 2], keys[len(keys) // 2 :])
+    weight_map = {}
+    for name, part in zip(shard_names, halves, strict=True):
+        target = (d / name).resolve() if "/" in name else d / name
+        save_file({k: state[k].contiguous() for k in part}, str(target))
+        weight_map.update(dict.fromkeys(part, name))
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}), encoding="utf-8")
+    return d
+
+
+@pytest.mark.integration
+def test_sharded_checkpoints_are_fingerprinted_by_their_weights(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    """B: two sharded checkpoints with one index and other weights are two models, one model sharded
+    twice is one."""
+    from milvus_m3.embedder.checkpoint import model_fingerprint
+
+    a = _sharded_copy(tiny_checkpoint, tmp_path / "a")
+    a2 = _sharded_copy(tiny_checkpoint, tmp_path / "a2")
+    b = _sharded_copy(tiny_checkpoint, tmp_path / "b", nudge=0.5)
+    assert (a / "model.safetensors.index.json").read_text() == (
+        b / "model.safetensors.index.json"
+    ).read_text()
+    assert model_fingerprint(a) == model_fingerprint(a2)
+    assert model_fingerprint(a) != model_fingerprint(b)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("part", ["embedder", "reranker"])
+def test_a_shard_outside_the_checkpoint_folder_is_refused(
+    part: str, tiny_checkpoint: Path, tiny_reranker_checkpoint: Path, tmp_path: Path
+) -> None:
+    """C: an index naming ``../x.safetensors`` never makes a loader read outside the folder."""
+    from milvus_m3 import CrossEncoderReranker
+    from milvus_m3.embedder import M3Embedder
+
+    src = tiny_checkpoint if part == "embedder" else tiny_reranker_checkpoint
+    (tmp_path / "ckpt").mkdir()
+    d = _sharded_copy(
+        src, tmp_path / "ckpt" / "model", shard_names=("a.safetensors", "../outside.safetensors")
+    )
+    assert (tmp_path / "ckpt" / "outside.safetensors").is_file()  # the payload is really there
+    with pytest.raises(ModelLoadError, match=r"outside\.safetensors.*not a file name inside"):
+        if part == "embedder":
+            M3Embedder(d, device="cpu")
+        else:
+            CrossEncoderReranker(d, device="cpu")
+
+
+_TAMPERED = {
+    "zero-heads": ({"num_attention_heads": 0}, "num_attention_heads=0"),
+    "huge-positions": ({"max_position_embeddings": 10**12}, "max_position_embeddings"),
+    "heads-do-not-divide": ({"num_attention_heads": 7}, "attention heads"),
+    "hidden-size-mismatch": ({"hidden_size": 64, "num_attention_heads": 4}, "do not fit"),
+    "string-size": ({"hidden_size": "32"}, "hidden_size"),
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("part", ["embedder", "reranker"])
+@pytest.mark.parametrize("case", sorted(_TAMPERED))
+def test_tampered_configs_give_one_clear_error(
+    case: str, part: str, tiny_checkpoint: Path, tiny_reranker_checkpoint: Path, tmp_path: Path
+) -> None:
+    """11: a tampered config.json is a ModelLoadError naming the file or the weights, never a
+    ZeroDivisionError, an allocation failure or a raw size-mismatch traceback."""
+    from milvus_m3 import CrossEncoderReranker
+    from milvus_m3.embedder import M3Embedder
+
+    src = tiny_checkpoint if part == "embedder" else tiny_reranker_checkpoint
+    d = _link_checkpoint(src, tmp_path / "ckpt", {"config.json"})
+    config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    changes, needle = _TAMPERED[case]
+    config.update(changes)
+    (d / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ModelLoadError, match=needle) as err:
+        if part == "embedder":
+            M3Embedder(d, device="cpu")
+        else:
+            CrossEncoderReranker(d, device="cpu")
+    assert str(d) in str(err.value)
