@@ -1,6 +1,10 @@
 """AsyncCollectionManager: the async parts serving code needs (search calls, get, upsert, delete, count)
 on pymilvus's ``AsyncMilvusClient``, next to a ``CollectionManager`` for the rest.
 
+Only the awaiting differs: what get / upsert / delete send and how their answers are checked (ids,
+tenant scoping, row preparation, owner-check queries, filters) are the pure parts in ``manager.py``
+(``read_request``, ``upsert_rows``, ``delete_filter``) and ``tenancy.py``, which the sync manager drives too.
+
 Lifecycle (create, describe, check, drop) happens once at start-up and stays on the sync manager
 (``.sync``); the calls a request handler makes go through ``AsyncMilvusClient`` with the same retry
 policy, deadlines, error classification and secret scrubbing as the sync client (``_retry``). Rows are
@@ -28,19 +32,9 @@ from ..engine.retry import Secrets, acall_with_retry
 from ..engine.uri import is_local_file_uri
 from ..errors import ConfigError, MissingDependencyError
 from ..types import M3Embeddings
-from .manager import DEFAULT_WRITE_BATCH, CollectionManager
-from .rows import check_id
-from .schema import ID_FIELD, CollectionSpec, default_output_fields
-from .tenancy import (
-    check_owners,
-    check_tenant,
-    check_tenant_rows,
-    delete_count,
-    ids_filter,
-    owners_query,
-    scoped_expr,
-    tenant_fields,
-)
+from .manager import DEFAULT_WRITE_BATCH, CollectionManager, delete_filter, read_request, upsert_rows
+from .schema import CollectionSpec
+from .tenancy import check_owners, check_tenant, delete_count, owners_query
 
 __all__ = ["AsyncCollectionManager"]
 
@@ -186,28 +180,10 @@ class AsyncCollectionManager:
         """``CollectionManager.get`` on the async client (tenant-scoped when ``tenant`` is given)."""
         spec = self.spec(name)
         scoped = None if tenant is None else check_tenant(spec, tenant, collection=name)
-        checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
-        if not checked:
+        read = read_request(spec, self.capabilities, name, ids, output_fields=output_fields, tenant=scoped)
+        if read is None:
             return []
-        out = list(output_fields) if output_fields is not None else default_output_fields(spec)
-        if scoped is not None and spec.partition_key not in out:
-            out.append(str(spec.partition_key))
-        expr = scoped_expr(
-            spec, self.capabilities, ids_filter(checked, self.capabilities.filter_dialect), scoped
-        )
-        res = await self.call(
-            f"get from {name!r}",
-            "query",
-            collection_name=name,
-            filter=expr,
-            output_fields=out,
-            limit=len(checked),
-        )
-        rows = [dict(r) for r in res]
-        if scoped is not None and spec.partition_key is not None:
-            check_tenant_rows(rows, spec.partition_key, scoped, what="get", collection=name)
-        order = {v: i for i, v in enumerate(checked)}
-        return sorted(rows, key=lambda r: order.get(r[ID_FIELD], len(order)))
+        return read.rows(await self.call(f"get from {name!r}", "query", **read.query))
 
     async def upsert(
         self,
@@ -230,16 +206,18 @@ class AsyncCollectionManager:
             raise ConfigError(f"collection {name!r} uses auto_id: insert with the sync manager")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        scoped = None if tenant is None else check_tenant(spec, tenant, collection=name)
-        rows = self.sync.prepare_rows(
+        rows = upsert_rows(
             spec,
+            self.capabilities,
+            name,
             ids=ids,
             texts=texts,
             embeddings=embeddings,
             metadata=metadata,
-            fields=tenant_fields(spec, len(texts), scoped, fields),
+            fields=fields,
             parent_ids=parent_ids,
             chunk_indexes=chunk_indexes,
+            tenant=tenant,
         )
         written = 0
         for start in range(0, len(rows), batch_size):
@@ -269,13 +247,8 @@ class AsyncCollectionManager:
             raise ConfigError("delete needs ids or filter, exactly one")
         spec = self.spec(name)
         scoped = None if tenant is None else check_tenant(spec, tenant, collection=name)
-        if ids is not None:
-            checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
-            if not checked:
-                return 0
-            expr = ids_filter(checked, self.capabilities.filter_dialect)
-        else:
-            expr = str(filter)
-        expr = scoped_expr(spec, self.capabilities, expr, scoped)
+        expr = delete_filter(spec, self.capabilities, ids=ids, filter=filter, tenant=scoped)
+        if expr is None:
+            return 0
         res = await self.call(f"delete from {name!r}", "delete", collection_name=name, filter=expr)
         return delete_count(res)

@@ -9,7 +9,8 @@ embedder and spec and refuses a mismatch with the fix in the message.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..engine.capabilities import Capabilities
@@ -55,7 +56,16 @@ from .tenancy import (
     tenant_fields,
 )
 
-__all__ = ["CollectionInfo", "CollectionManager", "CollectionSpec", "ScalarField"]
+__all__ = [
+    "CollectionInfo",
+    "CollectionManager",
+    "CollectionSpec",
+    "Read",
+    "ScalarField",
+    "delete_filter",
+    "read_request",
+    "upsert_rows",
+]
 
 logger = logging.getLogger("milvus_m3.collection")
 
@@ -350,15 +360,18 @@ class CollectionManager:
         spec = self.spec(name)
         if spec.auto_id:
             raise ConfigError(f"collection {name!r} uses auto_id: use insert(), which lets Milvus assign ids")
-        rows = self.prepare_rows(
+        rows = upsert_rows(
             spec,
+            self.capabilities,
+            name,
             ids=ids,
             texts=texts,
             embeddings=embeddings,
             metadata=metadata,
-            fields=self._tenant_fields(name, len(texts), self._tenant(name, tenant), fields),
+            fields=fields,
             parent_ids=parent_ids,
             chunk_indexes=chunk_indexes,
+            tenant=tenant,
         )
         return self.write_rows(
             name, rows, batch_size=batch_size, mode="upsert", partition_names=partition_name
@@ -486,27 +499,8 @@ class CollectionManager:
 
     # ----------------------------------------------------------------- ids and tenants
 
-    def _ids_filter(self, ids: Sequence[str | int]) -> str:
-        """``id in [...]`` with every id written as an escaped literal for this engine."""
-        return ids_filter(ids, self.capabilities.filter_dialect)
-
     def _tenant(self, name: str, tenant: Any) -> str | int | None:
         return None if tenant is None else check_tenant(self.spec(name), tenant, collection=name)
-
-    def _scoped_expr(self, name: str, expr: str, tenant: str | int | None) -> str:
-        return scoped_expr(self.spec(name), self.capabilities, expr, tenant)
-
-    def _check_rows_tenant(
-        self, name: str, rows: Sequence[Mapping[str, Any]], tenant: str | int | None
-    ) -> None:
-        pk = self.spec(name).partition_key
-        if tenant is not None and pk is not None:
-            check_tenant_rows(rows, pk, tenant, what="get", collection=name)
-
-    def _tenant_fields(
-        self, name: str, n: int, tenant: str | int | None, fields: Mapping[str, Sequence[Any]] | None
-    ) -> Mapping[str, Sequence[Any]] | None:
-        return tenant_fields(self.spec(name), n, tenant, fields)
 
     def _check_owners(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Refuse an upsert that would replace a row of another tenant (see ``owners_query``)."""
@@ -535,15 +529,9 @@ class CollectionManager:
             raise ConfigError("delete needs ids or filter, exactly one")
         scoped = self._tenant(name, tenant)
         extra = self._partition_kwargs(partition_name, key="partition_name")
-        if ids is not None:
-            spec = self.spec(name)
-            checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
-            if not checked:
-                return 0
-            expr = self._ids_filter(checked)
-        else:
-            expr = str(filter)
-        expr = self._scoped_expr(name, expr, scoped)
+        expr = delete_filter(self.spec(name), self.capabilities, ids=ids, filter=filter, tenant=scoped)
+        if expr is None:
+            return 0
         res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=expr, **extra)
         return delete_count(res)
 
@@ -561,22 +549,110 @@ class CollectionManager:
         spec = self.spec(name)
         scoped = self._tenant(name, tenant)
         extra = self._partition_kwargs(partition_names, key="partition_names")
+        read = read_request(spec, self.capabilities, name, ids, output_fields=output_fields, tenant=scoped)
+        if read is None:
+            return []
+        return read.rows(self._call(f"get from {name!r}", "query", **read.query, **extra))
+
+
+# --------------------------------------------------------------------- the pure parts of get / upsert / delete
+# Both managers drive them: CollectionManager sends the calls with its connection, AsyncCollectionManager
+# awaits them on AsyncMilvusClient; what is sent and how an answer is checked is decided here, once.
+
+
+@dataclass(frozen=True, kw_only=True)
+class Read:
+    """A prepared ``get`` (``read_request``): the query's keywords, and what its answer is checked by."""
+
+    collection: str
+    query: Mapping[str, Any]
+    """``collection_name``, ``filter`` (the ids, tenant-scoped), ``output_fields``, ``limit``."""
+    ids: tuple[str | int, ...]
+    tenant: str | int | None
+    partition_key: str | None
+
+    def rows(self, res: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The query's answer as rows in the order of ``ids``; a row of another tenant raises."""
+        rows = [dict(r) for r in res]
+        if self.tenant is not None and self.partition_key is not None:
+            check_tenant_rows(rows, self.partition_key, self.tenant, what="get", collection=self.collection)
+        order = {v: i for i, v in enumerate(self.ids)}
+        return sorted(rows, key=lambda r: order.get(r[ID_FIELD], len(order)))
+
+
+def read_request(
+    spec: CollectionSpec,
+    caps: Capabilities,
+    name: str,
+    ids: Sequence[str | int],
+    *,
+    output_fields: Sequence[str] | None,
+    tenant: str | int | None,
+) -> Read | None:
+    """The query of a ``get`` by ``ids`` (each checked; None: no ids, nothing to read). ``tenant``:
+    checked by ``check_tenant``; its rows only, its field read back for the check of the answer."""
+    checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
+    if not checked:
+        return None
+    out = list(output_fields) if output_fields is not None else default_output_fields(spec)
+    if tenant is not None and spec.partition_key not in out:
+        out.append(str(spec.partition_key))
+    query = {
+        "collection_name": name,
+        "filter": scoped_expr(spec, caps, ids_filter(checked, caps.filter_dialect), tenant),
+        "output_fields": out,
+        "limit": len(checked),
+    }
+    return Read(
+        collection=name, query=query, ids=tuple(checked), tenant=tenant, partition_key=spec.partition_key
+    )
+
+
+def delete_filter(
+    spec: CollectionSpec,
+    caps: Capabilities,
+    *,
+    ids: Sequence[str | int] | None,
+    filter: str | None,
+    tenant: str | int | None,
+) -> str | None:
+    """The expression a ``delete`` by ``ids`` (each checked) or by ``filter`` sends, scoped to ``tenant``
+    (checked by ``check_tenant``); None: no ids, nothing to delete."""
+    if ids is not None:
         checked = [check_id(x, i, spec) for i, x in enumerate(ids)]
         if not checked:
-            return []
-        out = list(output_fields) if output_fields is not None else default_output_fields(spec)
-        if scoped is not None and spec.partition_key not in out:
-            out.append(str(spec.partition_key))
-        res = self._call(
-            f"get from {name!r}",
-            "query",
-            collection_name=name,
-            filter=self._scoped_expr(name, self._ids_filter(checked), scoped),
-            output_fields=out,
-            limit=len(checked),
-            **extra,
-        )
-        rows = [dict(r) for r in res]
-        self._check_rows_tenant(name, rows, scoped)
-        order = {v: i for i, v in enumerate(checked)}
-        return sorted(rows, key=lambda r: order.get(r[ID_FIELD], len(order)))
+            return None
+        expr = ids_filter(checked, caps.filter_dialect)
+    else:
+        expr = str(filter)
+    return scoped_expr(spec, caps, expr, tenant)
+
+
+def upsert_rows(
+    spec: CollectionSpec,
+    caps: Capabilities,
+    name: str,
+    *,
+    ids: Sequence[str | int] | None,
+    texts: Sequence[str],
+    embeddings: M3Embeddings,
+    metadata: Sequence[Mapping[str, Any] | None] | None,
+    fields: Mapping[str, Sequence[Any]] | None,
+    parent_ids: Sequence[str] | None,
+    chunk_indexes: Sequence[int] | None,
+    tenant: Any,
+) -> list[dict[str, Any]]:
+    """The validated rows of an upsert; ``tenant`` (checked here) fills every row's tenant field. Before
+    each batch is written, ``owners_query`` / ``check_owners`` refuse ids stored for another tenant."""
+    scoped = None if tenant is None else check_tenant(spec, tenant, collection=name)
+    return _rows.prepare_rows(
+        spec,
+        caps,
+        ids=ids,
+        texts=texts,
+        embeddings=embeddings,
+        metadata=metadata,
+        fields=tenant_fields(spec, len(texts), scoped, fields),
+        parent_ids=parent_ids,
+        chunk_indexes=chunk_indexes,
+    )

@@ -1,8 +1,10 @@
 """AsyncHybridSearcher: ``HybridSearcher``'s search methods as coroutines, on pymilvus's ``AsyncMilvusClient``.
 
-The plan (defaults, checks, filter rendering, tenant scoping) is made by a ``HybridSearcher`` over
-the manager's sync side, so both searchers accept and refuse exactly the same calls; the plan is run
-by ``AsyncPlanRunner``, which runs ``PlanRunner.steps`` (the one orchestration: strategies, requests,
+Thin over the sync searcher: the options are the same declarations (``options.py``), every call is
+planned by the same pure function (``plan.plan``, with the defaults and target of a ``HybridSearcher``
+over the manager's sync side, ``.sync``) and checked by the same pure steps (``prepare_texts`` /
+``prepare_vectors`` / ``scoped``), so both searchers accept and refuse exactly the same calls; only the
+driving differs. The plan is run by ``AsyncPlanRunner``, which runs ``PlanRunner.steps`` (the one orchestration: strategies, requests,
 candidate tiers, fusion, group_by, result mapping) and awaits its Milvus calls on ``AsyncMilvusClient``:
 the legs of a client-fused search are sent together with ``asyncio.gather``.
 
@@ -16,34 +18,31 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from types import TracebackType
 from typing import Any
 
 from ..collection.async_manager import AsyncCollectionManager
-from ..collection.schema import ID_FIELD
-from ..collection.tenancy import check_tenant_rows
-from ..errors import ConfigError, InputError, SearchError
-from ..filters import FilterLike
-from ..fusion import RRF_K
-from ..types import Encoder, Hit, M3Embeddings, Reranker
+from ..types import Encoder, Hit, M3Embeddings
 from ._steps import Call, adrive
 from .execute import PlanRunner
 from .options import (
     CLIENT_SIDE_MODES,
-    DEFAULT_MODE,
-    DEFAULT_RANKER,
-    Fusion,
-    Mode,
-    RankerName,
+    RerankOptions,
+    SearcherKwargs,
+    SearcherOptions,
+    SearchKwargs,
     SearchOptions,
     SearchPlan,
+    TextSearchKwargs,
+    Unpack,
+    call_options,
     check_queries,
-    check_query_vectors,
+    document_options,
 )
-from .rerank_stage import DEFAULT_RERANK_DEPTH, first_stage, rerank_hits
-from .searcher import HybridSearcher
+from .rerank_stage import first_stage, rerank_hits
+from .searcher import HybridSearcher, check_query, encoded
 
 __all__ = ["AsyncHybridSearcher", "AsyncPlanRunner"]
 
@@ -67,13 +66,15 @@ class AsyncPlanRunner(PlanRunner):
         return list(got)
 
 
+@document_options(SearcherOptions)
 class AsyncHybridSearcher:
     """``HybridSearcher`` for asyncio code: the same constructor arguments and per-call options, and
     ``await searcher.search(...)`` / ``search_batch`` / ``search_embeddings`` giving the same hits.
 
     manager: an ``AsyncCollectionManager``. Constructing one reads the collection's spec (and checks it
     against the encoder) with the sync client: do it at start-up, or ``await AsyncHybridSearcher.create(...)``
-    to do that in a worker thread.
+    to do that in a worker thread. ``close()`` (or ``async with``) stops the encoder's worker thread and
+    closes the sync twin; a closed searcher refuses new searches.
     """
 
     def __init__(
@@ -81,49 +82,21 @@ class AsyncHybridSearcher:
         manager: AsyncCollectionManager,
         collection: str,
         encoder: Encoder | None = None,
-        *,
-        mode: Mode = DEFAULT_MODE,
-        ranker: RankerName = DEFAULT_RANKER,
-        rrf_k: int = RRF_K,
-        weights: Sequence[float] | None = None,
-        candidate_limit: int | None = None,
-        legs: Sequence[str] | None = None,
-        norm_score: bool = True,
-        dense_params: Mapping[str, Any] | None = None,
-        sparse_params: Mapping[str, Any] | None = None,
-        check: bool = True,
-        fusion: Fusion = "auto",
-        reranker: Reranker | None = None,
-        rerank_depth: int = DEFAULT_RERANK_DEPTH,
+        **options: Unpack[SearcherKwargs],
     ) -> None:
-        self.sync = HybridSearcher(
-            manager.sync,
-            collection,
-            encoder,
-            mode=mode,
-            ranker=ranker,
-            rrf_k=rrf_k,
-            weights=weights,
-            candidate_limit=candidate_limit,
-            legs=legs,
-            norm_score=norm_score,
-            dense_params=dense_params,
-            sparse_params=sparse_params,
-            check=check,
-            fusion=fusion,
-            reranker=reranker,
-            rerank_depth=rerank_depth,
-        )
-        """The sync searcher that plans every call (and runs m3 / m3-all in the worker thread)."""
+        self.sync = HybridSearcher(manager.sync, collection, encoder, **options)
+        """The sync searcher whose defaults and target plan every call (and which runs m3 / m3-all in
+        the worker thread)."""
         self.manager = manager
         self.collection = collection
         self.encoder = encoder
+        defaults = self.sync.defaults
         self._runner = AsyncPlanRunner(
             manager,
             collection,
-            fusion=self.sync.fusion,
-            dense_params=dense_params,
-            sparse_params=sparse_params,
+            fusion=defaults.fusion,
+            dense_params=defaults.dense_params,
+            sparse_params=defaults.sparse_params,
         )
         self._worker = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="milvus-m3-encode"
@@ -131,182 +104,80 @@ class AsyncHybridSearcher:
 
     @classmethod
     async def create(
-        cls, manager: AsyncCollectionManager, collection: str, encoder: Encoder | None = None, **kwargs: Any
+        cls,
+        manager: AsyncCollectionManager,
+        collection: str,
+        encoder: Encoder | None = None,
+        **options: Unpack[SearcherKwargs],
     ) -> AsyncHybridSearcher:
         """The searcher, built in a worker thread (its spec read and checks are sync round trips)."""
-        return await asyncio.to_thread(functools.partial(cls, manager, collection, encoder, **kwargs))
+        return await asyncio.to_thread(functools.partial(cls, manager, collection, encoder, **options))
 
     def __repr__(self) -> str:
         return f"AsyncHybridSearcher(collection={self.collection!r}, mode={self.sync.mode!r}, uri={self.manager.uri!r})"
 
+    async def __aenter__(self) -> AsyncHybridSearcher:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
     def close(self) -> None:
-        """Stop the encoder's worker thread (the manager is closed by its owner)."""
+        """Stop the encoder's worker thread and close the sync twin (idempotent; the manager is closed
+        by its owner)."""
         self._worker.shutdown(wait=False)
+        self.sync.close()
 
-    async def search(
-        self,
-        query: str,
-        *,
-        limit: int = 10,
-        offset: int = 0,
-        mode: Mode | None = None,
-        ranker: RankerName | None = None,
-        rrf_k: int | None = None,
-        weights: Sequence[float] | None = None,
-        filter: FilterLike = None,
-        output_fields: Sequence[str] | None = None,
-        candidate_limit: int | None = None,
-        group_by: str | None = None,
-        tenant: str | int | None = None,
-        partition_names: Sequence[str] | None = None,
-        legs: Sequence[str] | None = None,
-        norm_score: bool | None = None,
-        language: str | None = None,
-        reranker: Reranker | None = None,
-        rerank_depth: int | None = None,
-    ) -> list[Hit]:
+    @property
+    def closed(self) -> bool:
+        return self.sync.closed
+
+    @document_options(SearchOptions, RerankOptions)
+    async def search(self, query: str, **options: Unpack[TextSearchKwargs]) -> list[Hit]:
         """``HybridSearcher.search``, awaited (the rerank stage scores in the worker thread)."""
-        if not isinstance(query, str):
-            raise InputError(
-                f"query must be a string, got {type(query).__name__}; for several queries use search_batch",
-                field="query",
-            )
-        if not query.strip():
-            raise InputError(
-                "query is empty; give some text to search for (or skip the search)", field="query"
-            )
-        options = SearchOptions(
-            limit=limit,
-            offset=offset,
-            mode=mode,
-            ranker=ranker,
-            rrf_k=rrf_k,
-            weights=weights,
-            filter=filter,
-            output_fields=output_fields,
-            candidate_limit=candidate_limit,
-            group_by=group_by,
-            tenant=tenant,
-            partition_names=partition_names,
-            legs=legs,
-            norm_score=norm_score,
-            language=language,
-        )
-        return (await self._staged([query], options, reranker, rerank_depth))[0]
+        check_query(query)
+        return (await self._staged([query], options))[0]
 
+    @document_options(SearchOptions, RerankOptions)
     async def search_batch(
-        self,
-        queries: Sequence[str],
-        *,
-        limit: int = 10,
-        offset: int = 0,
-        mode: Mode | None = None,
-        ranker: RankerName | None = None,
-        rrf_k: int | None = None,
-        weights: Sequence[float] | None = None,
-        filter: FilterLike = None,
-        output_fields: Sequence[str] | None = None,
-        candidate_limit: int | None = None,
-        group_by: str | None = None,
-        tenant: str | int | None = None,
-        partition_names: Sequence[str] | None = None,
-        legs: Sequence[str] | None = None,
-        norm_score: bool | None = None,
-        language: str | None = None,
-        reranker: Reranker | None = None,
-        rerank_depth: int | None = None,
+        self, queries: Sequence[str], **options: Unpack[TextSearchKwargs]
     ) -> list[list[Hit]]:
         """``HybridSearcher.search_batch``, awaited (the rerank stage scores in the worker thread)."""
-        options = SearchOptions(
-            limit=limit,
-            offset=offset,
-            mode=mode,
-            ranker=ranker,
-            rrf_k=rrf_k,
-            weights=weights,
-            filter=filter,
-            output_fields=output_fields,
-            candidate_limit=candidate_limit,
-            group_by=group_by,
-            tenant=tenant,
-            partition_names=partition_names,
-            legs=legs,
-            norm_score=norm_score,
-            language=language,
-        )
-        return await self._staged(queries, options, reranker, rerank_depth)
+        return await self._staged(queries, options)
 
+    @document_options(SearchOptions)
     async def search_embeddings(
-        self,
-        queries: M3Embeddings,
-        *,
-        texts: Sequence[str] | None = None,
-        limit: int = 10,
-        offset: int = 0,
-        mode: Mode | None = None,
-        ranker: RankerName | None = None,
-        rrf_k: int | None = None,
-        weights: Sequence[float] | None = None,
-        filter: FilterLike = None,
-        output_fields: Sequence[str] | None = None,
-        candidate_limit: int | None = None,
-        group_by: str | None = None,
-        tenant: str | int | None = None,
-        partition_names: Sequence[str] | None = None,
-        legs: Sequence[str] | None = None,
-        norm_score: bool | None = None,
-        language: str | None = None,
+        self, queries: M3Embeddings, *, texts: Sequence[str] | None = None, **options: Unpack[SearchKwargs]
     ) -> list[list[Hit]]:
         """``HybridSearcher.search_embeddings``, awaited (no encoder involved)."""
-        options = SearchOptions(
-            limit=limit,
-            offset=offset,
-            mode=mode,
-            ranker=ranker,
-            rrf_k=rrf_k,
-            weights=weights,
-            filter=filter,
-            output_fields=output_fields,
-            candidate_limit=candidate_limit,
-            group_by=group_by,
-            tenant=tenant,
-            partition_names=partition_names,
-            legs=legs,
-            norm_score=norm_score,
-            language=language,
-        )
-        plan = self.sync.plan(options)
-        if not isinstance(queries, M3Embeddings):
-            raise InputError(
-                f"queries must be M3Embeddings (from encoder.encode_queries), got {type(queries).__name__}",
-                field="queries",
-            )
-        if plan.mode in CLIENT_SIDE_MODES or not len(queries) or queries.dim != self.sync.spec.dense_dim:
-            return await self._in_worker(self.sync.search_embeddings, queries, options, texts=texts)
-        check_query_vectors(queries)
-        if texts is not None:
-            texts = check_queries(texts)
-            if len(texts) != len(queries):
-                raise InputError(
-                    f"texts holds {len(texts)} queries for {len(queries)} embeddings; give one text per embedding",
-                    field="texts",
-                )
-        return self._scoped(await self._runner.arun(queries, texts, plan), plan)
+        search, _ = call_options(options, rerank=False)
+        self.sync.check_open()
+        prepared = self.sync.prepare_vectors(queries, search, texts)
+        if prepared is None:
+            return []
+        planned, checked = prepared
+        if planned.mode in CLIENT_SIDE_MODES:
+            results = await self._in_worker(self.sync.run_m3, None, planned, queries)
+        else:
+            results = await self._runner.arun(queries, checked, planned)
+        return self.sync.scoped(results, planned)
 
-    # ----------------------------------------------------------------- internals
+    # ----------------------------------------------------------------- the async driver
 
-    async def _staged(
-        self, queries: Sequence[str], options: SearchOptions, reranker: Reranker | None, depth: int | None
-    ) -> list[list[Hit]]:
+    async def _staged(self, queries: Sequence[str], options: Any) -> list[list[Hit]]:
         """The first stage awaited, then this call's rerank stage (if any) in the worker thread."""
+        search, stage_options = call_options(options)
+        self.sync.check_open()
         first, stage = first_stage(
-            options,
-            reranker,
-            depth,
+            search,
+            stage_options.reranker,
+            stage_options.rerank_depth,
             default_reranker=self.sync.reranker,
             default_depth=self.sync.rerank_depth,
         )
-        results = await self._search_texts(queries, first)
+        results = await self._first_stage(queries, first)
         if stage is None:
             return results
         rerank = functools.partial(
@@ -314,45 +185,24 @@ class AsyncHybridSearcher:
             check_queries(queries),
             results,
             stage.reranker,
-            offset=options.offset,
-            limit=options.limit,
+            offset=search.offset,
+            limit=search.limit,
         )
         return await asyncio.get_running_loop().run_in_executor(self._worker, rerank)
 
-    async def _search_texts(self, queries: Sequence[str], options: SearchOptions) -> list[list[Hit]]:
-        plan = self.sync.plan(options)
-        texts = check_queries(queries)
+    async def _first_stage(self, queries: Sequence[str], options: SearchOptions) -> list[list[Hit]]:
+        planned, texts = self.sync.prepare_texts(queries, options)
         if not texts:
             return []
-        if self.encoder is None:
-            raise ConfigError(
-                "this AsyncHybridSearcher has no encoder; pass encoder=M3Embedder(...) (or any Encoder), or "
-                "search with pre-computed vectors via search_embeddings"
-            )
-        if plan.mode in CLIENT_SIDE_MODES:
-            return await self._in_worker(self.sync.search_batch, texts, options)
-        loop = asyncio.get_running_loop()
-        embeddings = await loop.run_in_executor(self._worker, self.encoder.encode_queries, texts)
-        if len(embeddings) != len(texts):
-            raise SearchError(
-                f"the encoder returned {len(embeddings)} embeddings for {len(texts)} queries; "
-                "an Encoder must give one per text"
-            )
-        return self._scoped(await self._runner.arun(embeddings, texts, plan), plan)
+        if planned.mode in CLIENT_SIDE_MODES:
+            results = await self._in_worker(self.sync.run_m3, texts, planned, None)
+        else:
+            loop = asyncio.get_running_loop()
+            assert self.encoder is not None  # prepare_texts refuses texts without an encoder
+            emb = await loop.run_in_executor(self._worker, self.encoder.encode_queries, texts)
+            results = await self._runner.arun(encoded(emb, texts), texts, planned)
+        return self.sync.scoped(results, planned)
 
-    async def _in_worker(
-        self, method: Any, queries: Any, options: SearchOptions, **extra: Any
-    ) -> list[list[Hit]]:
-        kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)} | extra
-        loop = asyncio.get_running_loop()
-        result: list[list[Hit]] = await loop.run_in_executor(
-            self._worker, functools.partial(method, queries, **kwargs)
-        )
+    async def _in_worker(self, fn: Any, *args: Any) -> list[list[Hit]]:
+        result: list[list[Hit]] = await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
         return result
-
-    def _scoped(self, results: list[list[Hit]], plan: SearchPlan) -> list[list[Hit]]:
-        pk = self.sync.spec.partition_key
-        if plan.tenant is not None and pk is not None:
-            rows = [{**h.fields, ID_FIELD: h.id} for hits in results for h in hits]
-            check_tenant_rows(rows, pk, plan.tenant, what="search", collection=self.collection)
-        return results

@@ -93,6 +93,7 @@ class PlanRunner:
         self._dialect = caps.filter_dialect
         self._refetch_quoted_ids = caps.hybrid_output_by_quoted_id and spec.id_type == "varchar"
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._m3: M3Reranker | None = None
         self._what_hybrid = f"hybrid search on {collection!r}"
         self._what_search = f"search on {collection!r}"
 
@@ -139,22 +140,34 @@ class PlanRunner:
             raise ConfigError(
                 f"mode {plan.mode!r} needs an encoder; pass encoder= when creating the searcher"
             )
-        reranker = M3Reranker(
-            self.manager,
-            self.collection,
-            encoder,
-            candidates=plan.candidates,
-            dense_search_params=self.dense_search_params(plan.candidates)["params"],
-            check=False,
-        )
+        reranker = self.m3_reranker(encoder)
         mode: Literal["m3", "m3-all"] = "m3" if plan.mode == "m3" else "m3-all"
         results = self._guarded(  # an engine error becomes ours, as in the other modes
             plan,
             lambda: reranker.search_many(
-                texts, limit=plan.depth, mode=mode, filter=plan.expr or None, query_embeddings=embeddings
+                texts,
+                limit=plan.depth,
+                mode=mode,
+                filter=plan.expr or None,
+                query_embeddings=embeddings,
+                candidates=plan.candidates,
+                dense_search_params=self.dense_search_params(plan.candidates)["params"],
             ),
         )
         return [hits[plan.offset :] for hits in results]
+
+    def m3_reranker(self, encoder: Encoder) -> M3Reranker:
+        """The ``M3Reranker`` modes m3 / m3-all run through: built on first use, then reused (each call
+        gives it its candidate depth and search parameters)."""
+        if self._m3 is None or self._m3.encoder is not encoder:
+            self._m3 = M3Reranker(self.manager, self.collection, encoder, check=False)
+        return self._m3
+
+    def close(self) -> None:
+        """Shut the thread pool the legs of a search are sent from (idempotent)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def dense_search_params(self, depth: int) -> dict[str, Any]:
         """Dense search parameters for a search ``depth`` deep on this collection's index."""

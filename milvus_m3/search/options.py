@@ -1,19 +1,32 @@
-"""The search options a caller gives (``SearchOptions``), the plan they become (``SearchPlan``), the checks.
+"""The options a caller gives, declared once; the plan they become (``SearchPlan``); the checks.
 
-``SearchOptions`` carries the per-call options of ``HybridSearcher.search`` / ``search_batch`` /
-``search_embeddings`` as given (None: the searcher's default); the searcher checks them against its
-defaults and its collection and turns them into a ``SearchPlan``, which ``execute.py`` runs. The
-``check_*`` functions raise ConfigError / InputError with the fix in the message.
+Each option is declared once, as a field of a frozen dataclass with its type, default and one-line
+doc (``metadata["doc"]``):
+
+* ``SearchOptions``: a call's search options (``search`` / ``search_batch`` / ``search_embeddings`` of
+  both searchers), as given (None: the searcher's default);
+* ``RerankOptions``: a call's rerank-stage options (``search`` / ``search_batch``);
+* ``SearcherOptions``: the constructor options of ``HybridSearcher`` and ``AsyncHybridSearcher``.
+
+The public methods take them as ``**options: Unpack[...Kwargs]``: the TypedDicts below mirror the
+dataclasses for type checkers and IDEs (a test keeps names and types equal), ``document_options``
+writes the options into the methods' docstrings from the dataclasses' fields, and ``call_options`` /
+``searcher_options`` turn the keywords into the dataclasses (an unknown name is a ConfigError listing
+the valid ones). ``plan.py`` turns ``SearchOptions`` into a ``SearchPlan``, which ``execute.py`` runs.
+The ``check_*`` functions raise ConfigError / InputError with the fix in the message.
 
 Imports neither pymilvus nor torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, TypeVar
 
 import numpy as np
 
@@ -21,8 +34,14 @@ from .._checks import check_int, check_texts
 from ..collection.legs import LEG_TABLE
 from ..errors import ConfigError, InputError
 from ..filters import FilterLike
-from ..types import M3Embeddings
+from ..fusion import RRF_K
+from ..types import M3Embeddings, Reranker
 from .rankers import REGISTRY, ranker_spec
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # Python 3.10: typing_extensions (a dependency of torch)
+    from typing_extensions import Unpack
 
 __all__ = [
     "CANDIDATE_FACTOR",
@@ -30,6 +49,7 @@ __all__ = [
     "DEFAULT_CANDIDATES",
     "DEFAULT_MODE",
     "DEFAULT_RANKER",
+    "DEFAULT_RERANK_DEPTH",
     "FUSIONS",
     "LEGS",
     "MAX_RRF_K",
@@ -40,8 +60,15 @@ __all__ = [
     "Leg",
     "Mode",
     "RankerName",
+    "RerankOptions",
+    "SearchKwargs",
     "SearchOptions",
     "SearchPlan",
+    "SearcherKwargs",
+    "SearcherOptions",
+    "TextSearchKwargs",
+    "Unpack",
+    "call_options",
     "check_candidate_limit",
     "check_fusion",
     "check_legs",
@@ -52,6 +79,9 @@ __all__ = [
     "check_ranker",
     "check_rrf_k",
     "check_weights",
+    "document_options",
+    "option_names",
+    "searcher_options",
 ]
 
 Mode = Literal["hybrid", "dense", "sparse", "m3", "m3-all"]
@@ -94,30 +124,215 @@ DEFAULT_RANKER: RankerName = "rrf"
 """The searcher's defaults (``HybridSearcher(mode=..., ranker=...)``; the CLI reads them here)."""
 
 
+DEFAULT_RERANK_DEPTH = 50
+"""Candidates the first stage gives the reranker per query (FlagEmbedding's examples rerank 20-100)."""
+
+
+def doc(text: str) -> dict[str, str]:
+    """A field's one-line doc, which ``document_options`` writes into the methods' docstrings."""
+    return {"doc": text}
+
+
 @dataclass(frozen=True, kw_only=True)
 class SearchOptions:
-    """One call's options as given; None means "the searcher's default". Checked when planned."""
+    """One call's search options as given; None means "the searcher's default". Checked when planned."""
 
-    limit: int = 10
-    offset: int = 0
-    mode: Mode | None = None
-    ranker: RankerName | None = None
-    rrf_k: int | None = None
-    """RRF's k for this call (an int in 1..MAX_RRF_K - 1)."""
-    weights: Sequence[float] | None = None
-    filter: FilterLike = None
-    output_fields: Sequence[str] | None = None
-    candidate_limit: int | None = None
-    group_by: str | None = None
-    tenant: str | int | None = None
-    """Only this tenant's rows (a collection with ``CollectionSpec.partition_key``)."""
-    partition_names: Sequence[str] | None = None
-    """Only these named partitions (Milvus servers; refused on Milvus Lite, which ignores them)."""
-    legs: Sequence[str] | None = None
-    norm_score: bool | None = None
-    language: str | None = None
-    """The query's language for the bm25 leg: a code of the collection's ``bm25_languages`` (Milvus
-    analyses the query with that analyzer, ``analyzer_name``); None: its ``default`` analyzer."""
+    limit: int = field(default=10, metadata=doc("hits per query (an int >= 1; offset + limit <= MAX_TOPK)"))
+    offset: int = field(default=0, metadata=doc("hits skipped first; every page is a slice of one ranking"))
+    mode: Mode | None = field(default=None, metadata=doc("hybrid, dense, sparse, m3 or m3-all"))
+    ranker: RankerName | None = field(
+        default=None, metadata=doc("how hybrid fuses its legs: rrf, weighted or dbsf (rankers.REGISTRY)")
+    )
+    rrf_k: int | None = field(default=None, metadata=doc("RRF's k, an int in 1..MAX_RRF_K - 1"))
+    weights: Sequence[float] | None = field(
+        default=None, metadata=doc("one per leg (None: the searcher's for these legs, else all 1)")
+    )
+    filter: FilterLike = field(
+        default=None,
+        metadata=doc("a Filter (F.eq(...)), a raw Milvus expression, or a list of both (joined with and)"),
+    )
+    output_fields: Sequence[str] | None = field(
+        default=None, metadata=doc("the fields each hit carries (None: text, metadata, declared fields)")
+    )
+    candidate_limit: int | None = field(
+        default=None, metadata=doc("per-leg candidate depth (None: DEFAULT_CANDIDATES, whatever the page)")
+    )
+    group_by: str | None = field(
+        default=None, metadata=doc("one hit per value of this varchar / int64 / bool field (e.g. parent_id)")
+    )
+    tenant: str | int | None = field(
+        default=None, metadata=doc("only this tenant's rows (a collection with CollectionSpec.partition_key)")
+    )
+    partition_names: Sequence[str] | None = field(
+        default=None, metadata=doc("only these named partitions (Milvus servers; refused on Milvus Lite)")
+    )
+    legs: Sequence[str] | None = field(
+        default=None, metadata=doc("the legs mode hybrid fuses: a non-empty subset of dense, sparse, bm25")
+    )
+    norm_score: bool | None = field(
+        default=None, metadata=doc("weighted ranker: map scores into [0, 1] first (True) or sum raw scores")
+    )
+    language: str | None = field(
+        default=None,
+        metadata=doc(
+            "the bm25 leg's query analyzer: a code of the collection's bm25_languages (None: default)"
+        ),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RerankOptions:
+    """One call's rerank-stage options as given (``search`` / ``search_batch``); None: the searcher's."""
+
+    reranker: Reranker | None = field(
+        default=None, metadata=doc("a cross-encoder second stage for this call (CrossEncoderReranker)")
+    )
+    rerank_depth: int | None = field(
+        default=None, metadata=doc("first-stage hits the reranker re-orders (0: no rerank stage)")
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearcherOptions:
+    """A searcher's constructor options (``HybridSearcher`` and ``AsyncHybridSearcher``), as given."""
+
+    mode: Mode = field(default=DEFAULT_MODE, metadata=doc("every call's default mode"))
+    ranker: RankerName = field(
+        default=DEFAULT_RANKER, metadata=doc("the default ranker: rrf, weighted or dbsf")
+    )
+    rrf_k: int = field(default=RRF_K, metadata=doc("the default RRF k, an int in 1..MAX_RRF_K - 1"))
+    weights: Sequence[float] | None = field(
+        default=None,
+        metadata=doc("one per leg of legs (None: all 1); in [0, 1] for rrf and weighted, >= 0 for dbsf"),
+    )
+    candidate_limit: int | None = field(
+        default=None, metadata=doc("the default per-leg candidate depth (None: DEFAULT_CANDIDATES)")
+    )
+    legs: Sequence[str] | None = field(
+        default=None, metadata=doc("the legs hybrid fuses, a subset of the collection's (None: all of them)")
+    )
+    norm_score: bool = field(
+        default=True, metadata=doc("weighted ranker: map scores into [0, 1] first (Milvus's default)")
+    )
+    dense_params: Mapping[str, Any] | None = field(
+        default=None, metadata=doc("extra dense search parameters, e.g. {'ef': 256} (HNSW), {'nprobe': 64}")
+    )
+    sparse_params: Mapping[str, Any] | None = field(
+        default=None, metadata=doc("extra sparse search parameters, e.g. {'drop_ratio_search': 0.2}")
+    )
+    check: bool = field(
+        default=True, metadata=doc("with an encoder: refuse a collection built for another model or dim")
+    )
+    fusion: Fusion = field(
+        default="auto",
+        metadata=doc("where hybrid RRF is computed: auto, server (hybrid_search) or client (fusion.rrf)"),
+    )
+    reranker: Reranker | None = field(
+        default=None, metadata=doc("a cross-encoder second stage for every call (CrossEncoderReranker)")
+    )
+    rerank_depth: int = field(
+        default=DEFAULT_RERANK_DEPTH, metadata=doc("first-stage hits the reranker re-orders (0: none)")
+    )
+
+
+class SearchKwargs(TypedDict, total=False):
+    """``SearchOptions`` as keywords (``**options: Unpack[SearchKwargs]``); a test keeps the two equal."""
+
+    limit: int
+    offset: int
+    mode: Mode | None
+    ranker: RankerName | None
+    rrf_k: int | None
+    weights: Sequence[float] | None
+    filter: FilterLike
+    output_fields: Sequence[str] | None
+    candidate_limit: int | None
+    group_by: str | None
+    tenant: str | int | None
+    partition_names: Sequence[str] | None
+    legs: Sequence[str] | None
+    norm_score: bool | None
+    language: str | None
+
+
+class TextSearchKwargs(SearchKwargs, total=False):
+    """``SearchOptions`` and ``RerankOptions`` as keywords (``search`` / ``search_batch``)."""
+
+    reranker: Reranker | None
+    rerank_depth: int | None
+
+
+class SearcherKwargs(TypedDict, total=False):
+    """``SearcherOptions`` as keywords (the searchers' constructors); a test keeps the two equal."""
+
+    mode: Mode
+    ranker: RankerName
+    rrf_k: int
+    weights: Sequence[float] | None
+    candidate_limit: int | None
+    legs: Sequence[str] | None
+    norm_score: bool
+    dense_params: Mapping[str, Any] | None
+    sparse_params: Mapping[str, Any] | None
+    check: bool
+    fusion: Fusion
+    reranker: Reranker | None
+    rerank_depth: int
+
+
+def option_names(*declarations: type) -> tuple[str, ...]:
+    """The field names of the option dataclasses ``declarations``, in order."""
+    return tuple(f.name for d in declarations for f in dataclasses.fields(d))
+
+
+def _known(given: Mapping[str, Any], what: str, names: Sequence[str]) -> None:
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown {what}{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"the options are: {', '.join(names)}"
+        )
+
+
+def call_options(given: Mapping[str, Any], *, rerank: bool = True) -> tuple[SearchOptions, RerankOptions]:
+    """A call's keywords as ``SearchOptions`` and ``RerankOptions`` (``rerank=False``: the call has no
+    rerank stage, its options are unknown names); an unknown name is a ConfigError listing the valid ones."""
+    declared = (SearchOptions, RerankOptions) if rerank else (SearchOptions,)
+    _known(given, "search option", option_names(*declared))
+    stage = {k: given[k] for k in option_names(RerankOptions) if k in given}
+    search = {k: v for k, v in given.items() if k not in stage}
+    return SearchOptions(**search), RerankOptions(**stage)
+
+
+def searcher_options(given: Mapping[str, Any]) -> SearcherOptions:
+    """A constructor's keywords as ``SearcherOptions`` (unknown names: a ConfigError listing the valid ones).
+    Checked by ``plan.check_searcher_options``."""
+    _known(given, "searcher option", option_names(SearcherOptions))
+    return SearcherOptions(**given)
+
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def options_doc(*declarations: type) -> str:
+    """The "Options" section of a docstring, written from the option dataclasses' fields."""
+    lines = ["Options (keywords; name: type = default):"]
+    for d in declarations:
+        for f in dataclasses.fields(d):
+            lines.append(f"    {f.name}: {f.type} = {f.default!r}")
+            lines.append(f"        {f.metadata['doc']}")
+    return "\n".join(lines)
+
+
+def document_options(*declarations: type) -> Callable[[_Fn], _Fn]:
+    """Append the options of ``declarations`` to the decorated function's (or class's) docstring, so
+    ``help()`` lists them from their one declaration."""
+
+    def decorate(fn: _Fn) -> _Fn:
+        fn.__doc__ = f"{inspect.cleandoc(fn.__doc__ or '')}\n\n{options_doc(*declarations)}\n"
+        return fn
+
+    return decorate
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -151,6 +151,8 @@ class M3Reranker:
         filter: str | None = None,
         with_text: bool = True,
         query_embeddings: M3Embeddings | None = None,
+        candidates: int | None = None,
+        dense_search_params: Mapping[str, Any] | None = None,
     ) -> list[list[Hit]]:
         """Top ``limit`` hits per query. ``Hit.score`` is the fused score (see ``score_scale``);
         ``Hit.fields`` holds ``dense_score``, ``sparse_score`` (and ``colbert_score`` for m3-all).
@@ -158,6 +160,8 @@ class M3Reranker:
         ``filter`` is a rendered Milvus boolean expression applied to both ANN requests.
         ``with_text`` fetches text and metadata of the returned hits. ``query_embeddings`` skips
         encoding the queries (dense + sparse; ColBERT is still computed for m3-all when absent).
+        ``candidates`` / ``dense_search_params``: this call's, instead of the reranker's (one reranker
+        serves calls of any depth: ``HybridSearcher`` builds one per collection).
         """
         texts = check_queries(queries)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -173,7 +177,8 @@ class M3Reranker:
         q = query_embeddings if query_embeddings is not None else self.encoder.encode_queries(texts)
         if len(q) != len(texts):
             raise InputError(f"{len(texts)} queries but {len(q)} query embeddings", field="query_embeddings")
-        sets = self.candidate_sets(q, depth=max(self.candidates, limit), filter=filter)
+        depth = max(self.candidates if candidates is None else candidates, limit)
+        sets = self.candidate_sets(q, depth=depth, filter=filter, dense_search_params=dense_search_params)
         if mode == "m3":
             ranked = [self._scored_m3(cs, limit) for cs in sets]
         else:
@@ -181,9 +186,15 @@ class M3Reranker:
         return self._hits(ranked, with_text)
 
     def candidate_sets(
-        self, queries: M3Embeddings, *, depth: int | None = None, filter: str | None = None
+        self,
+        queries: M3Embeddings,
+        *,
+        depth: int | None = None,
+        filter: str | None = None,
+        dense_search_params: Mapping[str, Any] | None = None,
     ) -> list[CandidateSet]:
-        """Per query: the dense and sparse top-``depth`` lists from Milvus, united, with exact scores.
+        """Per query: the dense and sparse top-``depth`` lists from Milvus, united, with exact scores
+        (``dense_search_params``: this call's, instead of the reranker's).
 
         A candidate missing from one list gets that field's score from its stored vector.
         """
@@ -195,7 +206,7 @@ class M3Reranker:
             dense_request(
                 [row.tolist() for row in dense_q],
                 limit=depth,
-                params=self.dense_search_params,
+                params=self.dense_search_params if dense_search_params is None else dense_search_params,
                 expr=filter or "",
             )
         )

@@ -20,7 +20,7 @@ from ..collection.schema import TEXT_FIELD
 from ..errors import ConfigError, SearchError
 from ..fusion import id_order
 from ..types import Hit, Reranker
-from .options import MAX_TOPK, SearchOptions, check_queries
+from .options import DEFAULT_RERANK_DEPTH, MAX_TOPK, SearchOptions, check_queries
 
 __all__ = [
     "DEFAULT_RERANK_DEPTH",
@@ -31,9 +31,6 @@ __all__ = [
     "rerank_hits",
     "with_rerank_stage",
 ]
-
-DEFAULT_RERANK_DEPTH = 50
-"""Candidates the first stage gives the reranker per query (FlagEmbedding's examples rerank 20-100)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,5 @@
-"""HybridSearcher: the public search methods, their options and the call plan (run by ``execute.py``).
+"""HybridSearcher: the public search methods (options declared in ``options.py``, planned by
+``plan.plan``, run by ``execute.py``), and the pure steps both searchers drive.
 
 Modes:
 
@@ -36,81 +37,92 @@ Measured Milvus Lite 2.5.1 behaviour this module is built around:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from types import TracebackType
 from typing import Any
 
-from .._checks import check_bool
 from ..collection.identity import identity
 from ..collection.manager import CollectionManager
-from ..collection.schema import (
-    DENSE_FIELD,
-    ID_FIELD,
-    SPARSE_FIELD,
-    CollectionSpec,
-    default_output_fields,
-)
+from ..collection.schema import ID_FIELD, CollectionSpec
 from ..collection.tenancy import check_tenant_rows
 from ..errors import ConfigError, InputError, SearchError
-from ..filters import FilterLike
-from ..fusion import RRF_K
 from ..types import Encoder, Hit, M3Embeddings, Reranker
-from ._planning import GROUPABLE_KINDS, Planning, filter_fields
 from .execute import PlanRunner
 from .options import (
     CLIENT_SIDE_MODES,
-    DEFAULT_MODE,
-    DEFAULT_RANKER,
     Fusion,
     Leg,
     Mode,
     RankerName,
+    RerankOptions,
+    SearcherKwargs,
+    SearcherOptions,
+    SearchKwargs,
     SearchOptions,
     SearchPlan,
-    check_candidate_limit,
-    check_fusion,
-    check_legs,
-    check_mode,
-    check_params,
+    TextSearchKwargs,
+    Unpack,
+    call_options,
     check_queries,
     check_query_vectors,
-    check_ranker,
-    check_rrf_k,
-    check_weights,
+    document_options,
+    searcher_options,
 )
-from .rankers import check_server_fusion
-from .rerank_stage import DEFAULT_RERANK_DEPTH, check_rerank_depth, check_reranker, with_rerank_stage
+from .plan import SearchDefaults, SearchTarget, check_searcher_options, plan, search_defaults
+from .rerank_stage import with_rerank_stage
 
-__all__ = ["HybridSearcher", "Mode", "RankerName"]
+__all__ = ["HybridSearcher", "Mode", "RankerName", "check_query", "encoded"]
 
 logger = logging.getLogger("milvus_m3.search")
 
 
-class HybridSearcher(Planning):
+def check_query(query: Any) -> str:
+    """One query text (``search``), or an InputError saying the fix."""
+    if not isinstance(query, str):
+        raise InputError(
+            f"query must be a string, got {type(query).__name__}; for several queries use search_batch",
+            field="query",
+        )
+    if not query.strip():
+        raise InputError("query is empty; give some text to search for (or skip the search)", field="query")
+    return query
+
+
+def encoded(embeddings: M3Embeddings, texts: Sequence[str]) -> M3Embeddings:
+    """The encoder's answer for ``texts``, or a SearchError when it is not one embedding per text."""
+    if len(embeddings) != len(texts):
+        raise SearchError(
+            f"the encoder returned {len(embeddings)} embeddings for {len(texts)} queries; "
+            "an Encoder must give one per text"
+        )
+    return embeddings
+
+
+@document_options(SearcherOptions)
+class HybridSearcher:
     """Searches one milvus-m3 collection in hybrid, dense, sparse, m3 or m3-all mode.
 
     manager: the CollectionManager holding the connection.
     collection: the collection name; it must have been built by milvus-m3.
     encoder: turns query texts into M3Embeddings (an ``M3Embedder`` or any ``Encoder``); only
         ``search_embeddings`` works without one.
-    legs: the legs a hybrid search fuses (any non-empty subset of the collection's ``spec.legs``:
-        "dense", "sparse", "bm25"); None: all of them (three on a collection built with ``bm25=True``).
-        A one-leg search returns that leg's raw scores. ``mode="dense"`` / ``"sparse"`` is the shorthand
-        for one leg, ``"hybrid"`` for ``legs``.
-    mode, ranker, rrf_k, weights, candidate_limit, norm_score: defaults for every call (each call may
-        override each): ``ranker`` one of ``search.rankers.REGISTRY`` ("rrf", "weighted", "dbsf");
-        ``rrf_k`` an int in 1..16383 (Milvus's RRFRanker range); ``weights`` one per leg (None: all 1),
-        each in [0, 1] for rrf and weighted, >= 0 for dbsf, used by every ranker (weighted RRF:
-        ``w / (k + rank)``; DBSF: ``w`` times each leg's normalised score); ``candidate_limit`` is the
-        per-leg candidate depth (None: ``DEFAULT_CANDIDATES``, whatever the page); ``norm_score``
-        (weighted ranker): map each leg's scores into [0, 1] first (Milvus's default) or sum raw
-        scores (computed here on engines that ignore Milvus's ``norm_score=False``).
-    dense_params / sparse_params: extra search parameters for each field (e.g. ``{"ef": 256}`` for
-        HNSW, ``{"nprobe": 64}`` for IVF, ``{"drop_ratio_search": 0.2}`` for the sparse field).
-    check: with an encoder, refuse a collection built for another model or dense dimension
-        (SchemaMismatchError) before the first search.
-    fusion: where hybrid RRF is computed: "server" (``hybrid_search``), "client" (``fusion.rrf`` over
-        two plain searches), "auto" (client where the engine's ``hybrid_search`` is slow: Milvus Lite).
-        A ranker Milvus does not have ("dbsf") is always fused client-side; "server" refuses it.
+
+    The options below are every call's defaults (each call may override each; ``searcher.defaults``
+    holds them, checked). ``legs``: any non-empty subset of the collection's ``spec.legs`` ("dense",
+    "sparse", "bm25"); None: all of them (three on a collection built with ``bm25=True``); a one-leg
+    search returns that leg's raw scores; ``mode="dense"`` / ``"sparse"`` is the shorthand for one leg,
+    ``"hybrid"`` for ``legs``. ``ranker`` is one of ``search.rankers.REGISTRY``; ``rrf_k`` Milvus's
+    RRFRanker range; ``weights`` are used by every ranker (weighted RRF: ``w / (k + rank)``; DBSF: ``w``
+    times each leg's normalised score); ``candidate_limit`` is the per-leg candidate depth, whatever the
+    page; ``norm_score=False`` sums raw scores (computed here on engines that ignore Milvus's
+    ``norm_score=False``). ``fusion``: "auto" is client-side where the engine's ``hybrid_search`` is
+    slow (Milvus Lite); a ranker Milvus does not have ("dbsf") is always fused client-side, and
+    "server" refuses it.
+
+    The options are declared once (``search.options.SearcherOptions``; ``SearcherKwargs`` for type
+    checkers); an unknown name is a ConfigError listing them. ``close()`` (or ``with HybridSearcher(...)
+    as searcher:``) shuts the thread pool the legs of a search are sent from; a closed searcher refuses
+    new searches.
     """
 
     def __init__(
@@ -118,58 +130,30 @@ class HybridSearcher(Planning):
         manager: CollectionManager,
         collection: str,
         encoder: Encoder | None = None,
-        *,
-        mode: Mode = DEFAULT_MODE,
-        ranker: RankerName = DEFAULT_RANKER,
-        rrf_k: int = RRF_K,
-        weights: Sequence[float] | None = None,
-        candidate_limit: int | None = None,
-        legs: Sequence[str] | None = None,
-        norm_score: bool = True,
-        dense_params: Mapping[str, Any] | None = None,
-        sparse_params: Mapping[str, Any] | None = None,
-        check: bool = True,
-        fusion: Fusion = "auto",
-        reranker: Reranker | None = None,
-        rerank_depth: int = DEFAULT_RERANK_DEPTH,
+        **options: Unpack[SearcherKwargs],
     ) -> None:
-        self.fusion: Fusion = check_fusion(fusion)
-        self.reranker = check_reranker(reranker)
-        self.rerank_depth = check_rerank_depth(rerank_depth)
-        # Arguments first, so a typo fails before any round trip.
-        self.mode: Mode = check_mode(mode)
-        self.ranker: RankerName = check_ranker(ranker)
-        check_server_fusion(self.fusion, self.ranker)
-        self.rrf_k = check_rrf_k(rrf_k)
-        self.norm_score = check_bool("norm_score", norm_score)
-        self.candidate_limit = None if candidate_limit is None else check_candidate_limit(candidate_limit)
-        dense = check_params("dense_params", dense_params)
-        sparse = check_params("sparse_params", sparse_params)
-
+        given = check_searcher_options(searcher_options(options))  # a typo fails before any round trip
         self.manager = manager
         self.collection = collection
         self.encoder = encoder
-        if check and encoder is not None:
+        if given.check and encoder is not None:
             manager.check_collection(collection, **identity(encoder))
         self.spec: CollectionSpec = manager.spec(collection)
-        self.legs: tuple[Leg, ...] = check_legs(self.spec.legs if legs is None else legs, self.spec.legs)
-        self.weights = None if weights is None else check_weights(weights, self.legs, self.ranker)
+        self.defaults: SearchDefaults = search_defaults(given, self.spec)
+        """The checked constructor options: what a call's None options become."""
         caps = manager.capabilities
-        self._templates = caps.filter_templates
-        self._dialect = caps.filter_dialect
-        self._partitions = caps.partitions
-        self._engine = caps.display_name
+        self.target: SearchTarget = SearchTarget.of(collection, self.spec, caps)
+        """The collection and engine every call is planned against."""
         self._runner = PlanRunner(
-            manager, collection, self.spec, caps, fusion=self.fusion, dense_params=dense, sparse_params=sparse
+            manager,
+            collection,
+            self.spec,
+            caps,
+            fusion=self.defaults.fusion,
+            dense_params=self.defaults.dense_params,
+            sparse_params=self.defaults.sparse_params,
         )
-        self._client_rrf = self._runner.client_rrf
-
-        self._fields = filter_fields(self.spec)
-        self._output_known = frozenset(self._fields) | {DENSE_FIELD, SPARSE_FIELD}
-        self._default_output = tuple(default_output_fields(self.spec))
-        self._groupable = frozenset(
-            name for name, kind in self._fields.items() if kind in GROUPABLE_KINDS and name != ID_FIELD
-        )
+        self._closed = False
 
     def __repr__(self) -> str:
         return (
@@ -177,179 +161,133 @@ class HybridSearcher(Planning):
             f"uri={self.manager.uri!r})"
         )
 
+    # ----------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> HybridSearcher:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Shut the thread pool the legs of a search are sent from (idempotent). The manager and the
+        encoder belong to their owners and stay open; a closed searcher refuses new searches."""
+        self._closed = True
+        self._runner.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check_open(self) -> None:
+        """SearchError when ``close()`` was called."""
+        if self._closed:
+            raise SearchError(
+                f"this searcher of {self.collection!r} is closed (close() was called or its with block "
+                "ended); create a new one"
+            )
+
+    # ----------------------------------------------------------------- the defaults, by name
+
+    @property
+    def mode(self) -> Mode:
+        return self.defaults.mode
+
+    @property
+    def ranker(self) -> RankerName:
+        return self.defaults.ranker
+
+    @property
+    def rrf_k(self) -> int:
+        return self.defaults.rrf_k
+
+    @property
+    def weights(self) -> tuple[float, ...] | None:
+        return self.defaults.weights
+
+    @property
+    def candidate_limit(self) -> int | None:
+        return self.defaults.candidate_limit
+
+    @property
+    def legs(self) -> tuple[Leg, ...]:
+        return self.defaults.legs
+
+    @property
+    def norm_score(self) -> bool:
+        return self.defaults.norm_score
+
+    @property
+    def fusion(self) -> Fusion:
+        return self.defaults.fusion
+
+    @property
+    def reranker(self) -> Reranker | None:
+        return self.defaults.reranker
+
+    @property
+    def rerank_depth(self) -> int:
+        return self.defaults.rerank_depth
+
     # ----------------------------------------------------------------- public
 
-    def search(
-        self,
-        query: str,
-        *,
-        limit: int = 10,
-        offset: int = 0,
-        mode: Mode | None = None,
-        ranker: RankerName | None = None,
-        rrf_k: int | None = None,
-        weights: Sequence[float] | None = None,
-        filter: FilterLike = None,
-        output_fields: Sequence[str] | None = None,
-        candidate_limit: int | None = None,
-        group_by: str | None = None,
-        tenant: str | int | None = None,
-        partition_names: Sequence[str] | None = None,
-        legs: Sequence[str] | None = None,
-        norm_score: bool | None = None,
-        language: str | None = None,
-        reranker: Reranker | None = None,
-        rerank_depth: int | None = None,
-    ) -> list[Hit]:
-        """The best ``limit`` hits for one query text, after skipping ``offset``.
+    @document_options(SearchOptions, RerankOptions)
+    def search(self, query: str, **options: Unpack[TextSearchKwargs]) -> list[Hit]:
+        """The best ``limit`` hits for one query text, after skipping ``offset``; a None option is the
+        searcher's default."""
+        check_query(query)
+        return self._staged([query], options)[0]
 
-        tenant: only that tenant's rows (a collection built with ``CollectionSpec(partition_key=...)``);
-        partition_names: only those partitions (Milvus servers).
-        language: the query's language for the bm25 leg, a code of the collection's ``bm25_languages``
-        (the analyzer Milvus reads the query with); None: its ``default`` analyzer.
-        """
-        if not isinstance(query, str):
-            raise InputError(
-                f"query must be a string, got {type(query).__name__}; for several queries use search_batch",
-                field="query",
-            )
-        if not query.strip():
-            raise InputError(
-                "query is empty; give some text to search for (or skip the search)", field="query"
-            )
-        options = SearchOptions(
-            limit=limit,
-            offset=offset,
-            mode=mode,
-            ranker=ranker,
-            rrf_k=rrf_k,
-            weights=weights,
-            filter=filter,
-            output_fields=output_fields,
-            candidate_limit=candidate_limit,
-            group_by=group_by,
-            tenant=tenant,
-            partition_names=partition_names,
-            legs=legs,
-            norm_score=norm_score,
-            language=language,
-        )
-        stage = (reranker, rerank_depth, self.reranker, self.rerank_depth)
-        return with_rerank_stage(self._search_texts, [query], options, *stage)[0]
+    @document_options(SearchOptions, RerankOptions)
+    def search_batch(self, queries: Sequence[str], **options: Unpack[TextSearchKwargs]) -> list[list[Hit]]:
+        """Hits for each query text: one encoder call and one Milvus call for the whole batch; a None
+        option is the searcher's default."""
+        return self._staged(queries, options)
 
-    def search_batch(
-        self,
-        queries: Sequence[str],
-        *,
-        limit: int = 10,
-        offset: int = 0,
-        mode: Mode | None = None,
-        ranker: RankerName | None = None,
-        rrf_k: int | None = None,
-        weights: Sequence[float] | None = None,
-        filter: FilterLike = None,
-        output_fields: Sequence[str] | None = None,
-        candidate_limit: int | None = None,
-        group_by: str | None = None,
-        tenant: str | int | None = None,
-        partition_names: Sequence[str] | None = None,
-        legs: Sequence[str] | None = None,
-        norm_score: bool | None = None,
-        language: str | None = None,
-        reranker: Reranker | None = None,
-        rerank_depth: int | None = None,
-    ) -> list[list[Hit]]:
-        """Hits for each query text: one encoder call and one Milvus call for the whole batch."""
-        options = SearchOptions(
-            limit=limit,
-            offset=offset,
-            mode=mode,
-            ranker=ranker,
-            rrf_k=rrf_k,
-            weights=weights,
-            filter=filter,
-            output_fields=output_fields,
-            candidate_limit=candidate_limit,
-            group_by=group_by,
-            tenant=tenant,
-            partition_names=partition_names,
-            legs=legs,
-            norm_score=norm_score,
-            language=language,
-        )
-        stage = (reranker, rerank_depth, self.reranker, self.rerank_depth)
-        return with_rerank_stage(self._search_texts, queries, options, *stage)
-
+    @document_options(SearchOptions)
     def search_embeddings(
-        self,
-        queries: M3Embeddings,
-        *,
-        texts: Sequence[str] | None = None,
-        limit: int = 10,
-        offset: int = 0,
-        mode: Mode | None = None,
-        ranker: RankerName | None = None,
-        rrf_k: int | None = None,
-        weights: Sequence[float] | None = None,
-        filter: FilterLike = None,
-        output_fields: Sequence[str] | None = None,
-        candidate_limit: int | None = None,
-        group_by: str | None = None,
-        tenant: str | int | None = None,
-        partition_names: Sequence[str] | None = None,
-        legs: Sequence[str] | None = None,
-        norm_score: bool | None = None,
-        language: str | None = None,
+        self, queries: M3Embeddings, *, texts: Sequence[str] | None = None, **options: Unpack[SearchKwargs]
     ) -> list[list[Hit]]:
         """Hits for pre-computed query embeddings (one Milvus call per leg at most; no encoder, no
-        rerank stage).
+        rerank stage); a None option is the searcher's default.
 
         ``texts``: the query texts, one per embedding, for the bm25 leg (which analyses the text)."""
-        options = SearchOptions(
-            limit=limit,
-            offset=offset,
-            mode=mode,
-            ranker=ranker,
-            rrf_k=rrf_k,
-            weights=weights,
-            filter=filter,
-            output_fields=output_fields,
-            candidate_limit=candidate_limit,
-            group_by=group_by,
-            tenant=tenant,
-            partition_names=partition_names,
-            legs=legs,
-            norm_score=norm_score,
-            language=language,
-        )
-        return self._search_vectors(queries, options, texts)
-
-    # ----------------------------------------------------------------- the two paths
-
-    def _search_texts(self, queries: Sequence[str], options: SearchOptions) -> list[list[Hit]]:
-        plan = self._plan(options)
-        texts = check_queries(queries)
-        if not texts:
+        search, _ = call_options(options, rerank=False)
+        self.check_open()
+        prepared = self.prepare_vectors(queries, search, texts)
+        if prepared is None:
             return []
-        if self.encoder is None:
-            raise ConfigError(
-                "this HybridSearcher has no encoder; pass encoder=M3Embedder(...) (or any Encoder) when creating "
-                "it, or search with pre-computed vectors via search_embeddings"
-            )
-        if plan.mode in CLIENT_SIDE_MODES:
-            return self._scoped(self._runner.run_m3(texts, plan, self.encoder, None), plan)
-        embeddings = self.encoder.encode_queries(texts)
-        if len(embeddings) != len(texts):
-            raise SearchError(
-                f"the encoder returned {len(embeddings)} embeddings for {len(texts)} queries; "
-                "an Encoder must give one per text"
-            )
-        return self._scoped(self._runner.run(embeddings, texts, plan), plan)
+        planned, texts = prepared
+        if planned.mode in CLIENT_SIDE_MODES:
+            return self.scoped(self.run_m3(None, planned, queries), planned)
+        return self.scoped(self._runner.run(queries, texts, planned), planned)
 
-    def _search_vectors(
-        self, queries: M3Embeddings, options: SearchOptions, texts: Sequence[str] | None = None
-    ) -> list[list[Hit]]:
-        plan = self._plan(options)
+    def plan(self, options: SearchOptions) -> SearchPlan:
+        """``options`` checked and planned as a search would (``plan.plan`` with this searcher's
+        defaults and target)."""
+        return plan(options, self.defaults, self.target)
+
+    # ----------------------------------------------------------------- the pure parts both searchers drive
+
+    def prepare_texts(self, queries: Sequence[str], options: SearchOptions) -> tuple[SearchPlan, list[str]]:
+        """The plan and the checked query texts of a text search (no round trip)."""
+        planned = self.plan(options)
+        texts = check_queries(queries)
+        if texts and self.encoder is None:
+            raise ConfigError(
+                "this searcher has no encoder; pass encoder=M3Embedder(...) (or any Encoder) when creating it, "
+                "or search with pre-computed vectors via search_embeddings"
+            )
+        return planned, texts
+
+    def prepare_vectors(
+        self, queries: M3Embeddings, options: SearchOptions, texts: Sequence[str] | None
+    ) -> tuple[SearchPlan, list[str] | None] | None:
+        """The plan and the checked texts of a search by pre-computed vectors, every vector checked
+        (no round trip); None when there is no query."""
+        planned = self.plan(options)
         if not isinstance(queries, M3Embeddings):
             raise InputError(
                 f"queries must be M3Embeddings (from encoder.encode_queries), got {type(queries).__name__}",
@@ -362,25 +300,25 @@ class HybridSearcher(Planning):
                 field="dense",
             )
         if not len(queries):
-            return []
+            return None
         check_query_vectors(queries)
-        if plan.mode in CLIENT_SIDE_MODES:
-            if plan.mode == "m3-all":
+        if planned.mode in CLIENT_SIDE_MODES:
+            if planned.mode == "m3-all":
                 raise ConfigError(
                     "mode 'm3-all' re-ranks with ColBERT vectors of the query text; use search/search_batch"
                 )
-            pre = ["(pre-computed query)"] * len(queries)
-            return self._scoped(self._runner.run_m3(pre, plan, self.encoder, queries), plan)
-        if texts is not None:
-            texts = check_queries(texts)
-            if len(texts) != len(queries):
-                raise InputError(
-                    f"texts holds {len(texts)} queries for {len(queries)} embeddings; give one text per embedding",
-                    field="texts",
-                )
-        return self._scoped(self._runner.run(queries, texts, plan), plan)
+            return planned, None
+        if texts is None:
+            return planned, None
+        checked = check_queries(texts)
+        if len(checked) != len(queries):
+            raise InputError(
+                f"texts holds {len(checked)} queries for {len(queries)} embeddings; give one text per embedding",
+                field="texts",
+            )
+        return planned, checked
 
-    def _scoped(self, results: list[list[Hit]], plan: SearchPlan) -> list[list[Hit]]:
+    def scoped(self, results: list[list[Hit]], plan: SearchPlan) -> list[list[Hit]]:
         """``results``, after checking that a tenant-scoped search returned that tenant's rows only."""
         if plan.tenant is not None and self.spec.partition_key is not None:
             rows = [{**h.fields, ID_FIELD: h.id} for hits in results for h in hits]
@@ -389,4 +327,38 @@ class HybridSearcher(Planning):
             )
         return results
 
-    # ----------------------------------------------------------------- planning
+    def run_m3(
+        self, texts: list[str] | None, plan: SearchPlan, embeddings: M3Embeddings | None
+    ) -> list[list[Hit]]:
+        """Modes m3 / m3-all on the sync client, through this searcher's one ``M3Reranker`` (``texts``
+        None: by the pre-computed ``embeddings``)."""
+        if texts is None:
+            assert embeddings is not None
+            texts = ["(pre-computed query)"] * len(embeddings)
+        return self._runner.run_m3(texts, plan, self.encoder, embeddings)
+
+    # ----------------------------------------------------------------- the sync driver
+
+    def _staged(self, queries: Sequence[str], options: Any) -> list[list[Hit]]:
+        search, stage = call_options(options)
+        self.check_open()
+        defaults = self.defaults
+        return with_rerank_stage(
+            self._first_stage,
+            queries,
+            search,
+            stage.reranker,
+            stage.rerank_depth,
+            defaults.reranker,
+            defaults.rerank_depth,
+        )
+
+    def _first_stage(self, queries: Sequence[str], options: SearchOptions) -> list[list[Hit]]:
+        planned, texts = self.prepare_texts(queries, options)
+        if not texts:
+            return []
+        if planned.mode in CLIENT_SIDE_MODES:
+            return self.scoped(self.run_m3(texts, planned, None), planned)
+        assert self.encoder is not None  # prepare_texts refuses texts without an encoder
+        embeddings = encoded(self.encoder.encode_queries(texts), texts)
+        return self.scoped(self._runner.run(embeddings, texts, planned), planned)

@@ -319,3 +319,52 @@ def test_async_rerank_stage_equals_the_sync_one(
         )
         assert key(per_call) == key(want)
         assert all(h.rerank_score is not None and h.first_stage_score is not None for h in per_call)
+
+
+def test_async_with_closes_the_searcher_and_a_closed_one_refuses_searches(
+    tmp_path: Path, tiny_embedder: M3Embedder
+) -> None:
+    from milvus_m3.errors import SearchError
+
+    with CollectionManager(str(tmp_path / "close.db")) as manager:
+        _fill(manager, tiny_embedder)
+
+        async def main() -> AsyncHybridSearcher:
+            async with AsyncCollectionManager(manager=manager) as am:
+                async with AsyncHybridSearcher(am, "docs", tiny_embedder) as searcher:
+                    assert await searcher.search(QUERIES[0], limit=2) and not searcher.closed
+                assert searcher.closed and searcher.sync.closed
+                searcher.close()  # idempotent
+                with pytest.raises(SearchError, match="closed"):
+                    await searcher.search(QUERIES[0])
+                with pytest.raises(SearchError, match="closed"):
+                    await searcher.search_batch(QUERIES)
+                with pytest.raises(SearchError, match="closed"):
+                    await searcher.search_embeddings(tiny_embedder.encode_queries(QUERIES[:1]))
+                return searcher
+
+        asyncio.run(main())
+
+
+def test_async_m3_first_stage_is_reranked_once(
+    tmp_path: Path, tiny_embedder: M3Embedder, tiny_reranker: Any
+) -> None:
+    """Modes m3 / m3-all run in the worker as the first stage only: a searcher's reranker re-orders
+    them once, so each hit keeps its m3 score as ``first_stage_score``, as the sync searcher's do."""
+    with CollectionManager(str(tmp_path / "m3rr.db")) as manager:
+        _fill(manager, tiny_embedder)
+        options: dict[str, Any] = {"mode": "m3", "reranker": tiny_reranker, "rerank_depth": 6}
+        sync = HybridSearcher(manager, "docs", tiny_embedder, **options)
+
+        async def main() -> list[list[Hit]]:
+            async with AsyncCollectionManager(manager=manager) as am:
+                async with await AsyncHybridSearcher.create(am, "docs", tiny_embedder, **options) as searcher:
+                    return await searcher.search_batch(QUERIES, limit=3)
+
+        def full(hits: Sequence[Hit]) -> list[tuple[Any, float, Any]]:
+            return [(h.id, h.score, h.first_stage_score) for h in hits]
+
+        got = asyncio.run(main())
+        want = sync.search_batch(QUERIES, limit=3)
+        assert [full(h) for h in got] == [full(h) for h in want]
+        assert all(h.first_stage_score != h.rerank_score for hits in got for h in hits)

@@ -669,7 +669,7 @@ def test_client_side_rrf_equals_the_engines_rrf(
     """On Milvus Lite hybrid RRF is fused here by default; it must equal Milvus's own RRFRanker."""
     client_side = HybridSearcher(manager, docs, encoder)  # fusion="auto": client-side on Lite
     engine = HybridSearcher(manager, docs, encoder, fusion="server")
-    assert client_side._client_rrf and not engine._client_rrf
+    assert client_side._runner.client_rrf and not engine._runner.client_rrf
     queries = ["w1 w2 w3", "row1 w3", "lang year w2", "w3"]
     for kw in (
         {},
@@ -692,3 +692,74 @@ def test_client_side_rrf_equals_the_engines_rrf(
         assert [_ids(h) for h in batch] == [_ids(engine.search(q, **kw)) for q in queries]  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="fusion must be"):
         HybridSearcher(manager, docs, encoder, fusion="nowhere")  # type: ignore[arg-type]
+
+
+@pytest.mark.integration
+def test_close_shuts_the_leg_pool_and_a_closed_searcher_refuses_searches(
+    manager: CollectionManager, docs: str, encoder: FakeEncoder
+) -> None:
+    """The legs of a client-fused search go out from a thread pool; close() (and the end of a with
+    block) shuts it, twice is fine, and a closed searcher refuses every search method."""
+    import threading
+
+    before = set(threading.enumerate())
+    with HybridSearcher(manager, docs, encoder) as searcher:  # client-side fusion on Lite: 2 legs at once
+        assert searcher.search("w1 w2", limit=3) and not searcher.closed
+        pool = [t for t in set(threading.enumerate()) - before if t.name.startswith("milvus-m3-search")]
+        assert pool
+    assert searcher.closed and not any(t.is_alive() for t in pool)
+    searcher.close()  # idempotent
+    q = encoder.encode_queries(["w1"])
+    for call in (
+        lambda: searcher.search("w1"),
+        lambda: searcher.search_batch(["w1"]),
+        lambda: searcher.search_embeddings(q),
+    ):
+        with pytest.raises(SearchError, match="closed .*create a new one"):
+            call()
+
+
+@pytest.mark.integration
+def test_an_unknown_option_is_a_config_error_naming_the_options(
+    manager: CollectionManager, docs: str, searcher: HybridSearcher
+) -> None:
+    with pytest.raises(ConfigError, match="unknown search option limt; the options are: limit, offset"):
+        searcher.search("w1", limt=3)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="unknown search option reranker"):
+        searcher.search_embeddings(searcher.encoder.encode_queries(["w1"]), reranker=None)  # type: ignore[union-attr, call-arg]
+    with pytest.raises(ConfigError, match="unknown searcher option moed; the options are: mode, ranker"):
+        HybridSearcher(manager, docs, moed="dense")  # type: ignore[call-arg]
+
+
+@pytest.mark.integration
+def test_modes_m3_reuse_one_m3_reranker(
+    manager: CollectionManager, docs: str, encoder: FakeEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One M3Reranker per searcher, built on first use, serves every m3 call (texts or vectors, any
+    depth); each call gives it its own candidate depth."""
+    from milvus_m3.search.rerank import M3Reranker
+
+    served: list[tuple[int, int | None]] = []
+    built: list[int] = []
+    search_many = M3Reranker.search_many
+    init = M3Reranker.__init__
+
+    def counting_init(self: M3Reranker, *args: Any, **kwargs: Any) -> None:
+        built.append(id(self))
+        init(self, *args, **kwargs)
+
+    def recording(self: M3Reranker, *args: Any, **kwargs: Any) -> list[list[Hit]]:
+        served.append((id(self), kwargs.get("candidates")))
+        return search_many(self, *args, **kwargs)
+
+    monkeypatch.setattr(M3Reranker, "__init__", counting_init)
+    monkeypatch.setattr(M3Reranker, "search_many", recording)
+    searcher = HybridSearcher(manager, docs, encoder, mode="m3")
+    assert not built  # lazily
+    first = searcher.search("w1 w2", limit=3)
+    assert searcher.search("w1 w2", limit=3) == first
+    searcher.search_batch(["w1", "w3 w2"], limit=2, candidate_limit=20)
+    searcher.search_embeddings(encoder.encode_queries(["w1"]), limit=2)
+    assert len(built) == 1 and len(served) == 4
+    assert {i for i, _ in served} == set(built)
+    assert [c for _, c in served] == [100, 100, 20, 100]
