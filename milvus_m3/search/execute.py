@@ -70,6 +70,10 @@ from .rerank import M3Reranker
 __all__ = ["PlanRunner"]
 
 
+_EMPTY_BM25_ERROR = "Invalid sparse row: NaN or Inf value"
+"""What Milvus (Lite 2.5.1 and servers) answers a BM25 search on a collection with no rows yet."""
+
+
 class PlanRunner:
     """Runs search plans on one collection (see the module docstring for the strategies)."""
 
@@ -120,11 +124,27 @@ class PlanRunner:
                 f"the {text_legs[0]} leg analyses the query text, which search_embeddings does not have; use "
                 f"search / search_batch, or legs without {text_legs[0]}"
             )
-        if len(plan.legs) == 1:
-            return (yield from self._plain(emb, texts, plan))
-        if self._engine_fuses(emb, plan):
-            return (yield from self._engine_fused(emb, texts, plan))
-        return (yield from self._client_fused(emb, texts, plan))
+        try:
+            if len(plan.legs) == 1:
+                return (yield from self._plain(emb, texts, plan))
+            if self._engine_fuses(emb, plan):
+                return (yield from self._engine_fused(emb, texts, plan))
+            return (yield from self._client_fused(emb, texts, plan))
+        except SearchError as exc:
+            if not (text_legs and _EMPTY_BM25_ERROR in str(exc)):
+                raise
+            # BM25 over an empty collection: Milvus divides by its average document length, 0, and
+            # refuses its own NaN. No document, no hit (checked, so a real NaN is still an error).
+            counted = yield [
+                Call(
+                    what=f"count {self.collection!r}",
+                    method="query",
+                    kwargs={"collection_name": self.collection, "filter": "", "output_fields": ["count(*)"]},
+                )
+            ]
+            if int(counted[0][0]["count(*)"]) != 0:
+                raise
+            return [[] for _ in range(len(emb))]
 
     def run_m3(
         self, texts: list[str], plan: SearchPlan, encoder: Encoder | None, embeddings: M3Embeddings | None
