@@ -27,6 +27,7 @@ __all__ = [
     "call_with_retry",
     "chain",
     "code_name",
+    "detach_cycles",
     "is_auth_failure",
     "is_transient",
 ]
@@ -129,6 +130,38 @@ def chain(exc: BaseException, depth: int = 4) -> Iterator[BaseException]:
         seen.add(id(cur))
         cur = cur.__cause__
         depth -= 1
+
+
+_MAX_CHAIN = 64
+"""Links of a cause chain kept at most (a deeper one is cut there: no real chain is that deep)."""
+
+
+def detach_cycles(exc: BaseException) -> BaseException:
+    """Cut every ``__cause__`` / ``__context__`` link of ``exc``'s chain that leads back into itself.
+
+    pymilvus's decorators ``raise e from e`` (and a gRPC error's context may point back at the
+    MilvusException raised from it), so a plain ``while exc: exc = exc.__cause__`` never ends. Only the
+    links that close a loop are set to None: every exception, its type, message, code and traceback stay,
+    and so does every link that leads somewhere new. Returns ``exc``.
+    """
+    path: list[BaseException] = []  # the links being followed (a link back into them closes a loop)
+    done: set[int] = set()  # ids of exceptions whose whole chain is already free of loops
+
+    def visit(e: BaseException, depth: int) -> None:
+        path.append(e)
+        for attr in ("__cause__", "__context__"):
+            nxt = getattr(e, attr)
+            if nxt is None or id(nxt) in done:
+                continue
+            if any(nxt is p for p in path) or depth >= _MAX_CHAIN:
+                setattr(e, attr, None)
+            else:
+                visit(nxt, depth + 1)
+        path.pop()
+        done.add(id(e))
+
+    visit(exc, 0)
+    return exc
 
 
 def _says_auth(e: BaseException) -> bool:
@@ -258,6 +291,7 @@ def call_with_retry(
         except MilvusM3Error:
             raise
         except Exception as exc:
+            detach_cycles(exc)
             if not is_auth_failure(exc) and not is_transient(exc) and not secrets.leaks(exc):
                 raise  # not ours to handle: passes through unchanged
             _raise_unless_transient(ctx, exc)
@@ -341,6 +375,7 @@ async def acall_with_retry(
         except MilvusM3Error:
             raise
         except Exception as exc:
+            detach_cycles(exc)
             if not is_auth_failure(exc) and not is_transient(exc) and not secrets.leaks(exc):
                 raise
             _raise_unless_transient(ctx, exc)

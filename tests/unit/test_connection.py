@@ -460,6 +460,8 @@ def test_down_server_fails_fast_with_one_clear_error(
     assert f"Fail connecting to server on 127.0.0.1:{port}" in cause.message
     everything = [msg, repr(err.value), str(cause), repr(cause), caplog.text, _all_text(pymilvus_records)]
     assert not any(SECRET in text for text in everything)
+    # issue 27, D: pymilvus raised that error "from" itself; the chain handed on ends.
+    assert not _loops(err.value, "__cause__") and not _loops(err.value, "__context__")
 
 
 def test_silent_host_is_bounded_by_connect_timeout_and_total() -> None:
@@ -515,3 +517,77 @@ def test_an_unknown_connection_option_names_the_valid_ones() -> None:
     assert "abc-secret-value" not in str(info.value)
     with pytest.raises(ConfigError, match="options must be a ConnectionOptions"):
         Connection("http://h:19530", {"token": "x"}, client=StubClient())  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------- cause chains that loop (issue 27, D)
+
+
+def _loops(exc: BaseException | None, attr: str) -> bool:
+    """Whether a plain walk along ``attr`` (``__cause__`` or ``__context__``) never ends."""
+    for _ in range(100):
+        if exc is None:
+            return False
+        exc = getattr(exc, attr)
+    return True
+
+
+def _looping(exc: MilvusException) -> Any:
+    """A call that fails as pymilvus's decorators do (``raise e from e``), with a gRPC error that loops back."""
+
+    def fn(**kwargs: Any) -> Any:
+        grpc_error = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+        try:
+            try:
+                raise grpc_error
+            except grpc.RpcError:
+                raise exc from exc
+        except MilvusException as e:
+            grpc_error.__context__ = e  # and a loop through __context__ too
+            e.__context__ = grpc_error
+            raise e from e
+
+    return fn
+
+
+@pytest.mark.parametrize("transient", [True, False])
+def test_no_error_out_of_a_call_has_a_cause_chain_that_loops(clock: Clock, transient: bool) -> None:
+    """CRASH (issue 27, D): pymilvus raises ``e from e``; MilvusUnavailableError carried that loop, and a
+    plain ``while exc: exc = exc.__cause__`` never ended (a consumer was killed at 23.9 GB)."""
+    conn = Connection("http://h:19530", client=StubClient(), retry=RetryPolicy(attempts=2, total_seconds=60))
+    exc = connect_failed() if transient else MilvusException(code=1100, message="invalid parameter")
+    with pytest.raises(MilvusException if not transient else MilvusUnavailableError) as err:
+        conn.call("search", _looping(exc))
+    assert not _loops(err.value, "__cause__") and not _loops(err.value, "__context__")
+    if transient:  # the useful part stays: pymilvus's error, its code and message
+        cause = err.value.__cause__
+        assert isinstance(cause, MilvusException) and cause.code == 2 and "Fail connecting" in cause.message
+        assert "Fail connecting" in str(err.value)
+
+
+def test_no_async_error_has_a_cause_chain_that_loops(clock: Clock) -> None:
+    """CRASH (issue 27, D): the async retry loop (AsyncMilvusClient calls) wraps the same way."""
+    import asyncio
+
+    from milvus_m3.engine.retry import Secrets, acall_with_retry
+
+    sync_fn = _looping(connect_failed())
+
+    async def fn(**kwargs: Any) -> Any:
+        return sync_fn(**kwargs)
+
+    async def run() -> None:
+        await acall_with_retry(
+            fn,
+            (),
+            {},
+            what="search",
+            where="http://h:19530",
+            policy=RetryPolicy(attempts=1, total_seconds=60),
+            timeout=None,
+            secrets=Secrets(),
+        )
+
+    with pytest.raises(MilvusUnavailableError) as err:
+        asyncio.run(run())
+    assert not _loops(err.value, "__cause__") and not _loops(err.value, "__context__")
+    assert isinstance(err.value.__cause__, MilvusException)
