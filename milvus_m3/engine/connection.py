@@ -48,6 +48,7 @@ from .retry import (
     Secrets,
     call_with_retry,
     code_name,
+    disk_full_error,
     is_auth_failure,
     is_transient,
 )
@@ -394,16 +395,43 @@ class Connection:
     ) -> T:
         policy = self.retry if retry else RetryPolicy(attempts=1, total_seconds=self.retry.total_seconds)
         inject = self.timeout is not None and "timeout" not in kwargs and self._accepts_timeout(fn)
-        return call_with_retry(
-            fn,
-            args,
-            kwargs,
-            what=what,
-            where=self.display_uri,
-            policy=policy,
-            timeout=self.timeout if inject else None,
-            secrets=self._secrets,
-        )
+        lite_file = self._lite_file
+        if lite_file is not None and getattr(fn, "__name__", "") in _lite.WRITE_METHODS:
+            self._refuse_a_full_disk(what, lite_file, _lite.FULL_BYTES, "a write would fail")
+        try:
+            return call_with_retry(
+                fn,
+                args,
+                kwargs,
+                what=what,
+                where=self.display_uri,
+                policy=policy,
+                timeout=self.timeout if inject else None,
+                secrets=self._secrets,
+            )
+        except MilvusM3Error:
+            raise
+        except Exception as exc:
+            if lite_file is not None:
+                detail = f"the engine answered {type(exc).__name__}: {self._secrets.text(exc)}"
+                try:
+                    self._refuse_a_full_disk(what, lite_file, _lite.NEARLY_FULL_BYTES, detail)
+                except MilvusM3Error as err:
+                    raise err from exc
+            raise
+
+    def _refuse_a_full_disk(self, what: str, lite_file: str, below: int, detail: str) -> None:
+        """A full-disk error when the disk of the Lite file has fewer than ``below`` bytes free.
+
+        Milvus Lite does not say ENOSPC (it answers "Unexpected error in RPC handling"), so the disk is asked.
+        """
+        free = _lite.free_bytes(lite_file)
+        if free is not None and free < below:
+            raise disk_full_error(
+                self.display_uri,
+                what,
+                f"{detail}; {free} bytes free on the disk of {os.path.abspath(lite_file)}",
+            )
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import logging
 import random
 import time
@@ -28,7 +29,10 @@ __all__ = [
     "chain",
     "code_name",
     "detach_cycles",
+    "disk_full_cause",
+    "disk_full_error",
     "is_auth_failure",
+    "is_disk_full",
     "is_transient",
 ]
 
@@ -72,6 +76,9 @@ _AUTH_MARKERS = (
     "permission denied",
     "privilege not exist",
 )
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_DISK_FULL_MARKERS = ("no space left on device", "enospc", "disk quota exceeded", "edquot")
 
 # Milvus's legacy ErrorCode values (common.proto), which pymilvus keeps as MilvusException.compatible_code.
 _PERMISSION_DENIED = 3
@@ -186,9 +193,36 @@ def is_auth_failure(exc: BaseException) -> bool:
     return any(_says_auth(e) for e in chain(exc))
 
 
+def disk_full_cause(exc: BaseException) -> BaseException | None:
+    """The exception of ``exc``'s chain that says the disk is full (an OSError ENOSPC or EDQUOT, or an
+    engine message "No space left on device"), or None: no retry can cure it, only freeing space."""
+    if isinstance(exc, MilvusM3Error):
+        return None
+    for e in chain(exc):
+        if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:
+            return e
+        if any(marker in str(e).lower() for marker in _DISK_FULL_MARKERS):
+            return e
+    return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` or a cause says the disk is full (``disk_full_cause``)."""
+    return disk_full_cause(exc) is not None
+
+
+def disk_full_error(where: str, what: str, detail: str) -> MilvusM3Error:
+    """The one message for a full disk: what failed, where, that it was not retried, and the fix."""
+    return MilvusM3Error(
+        f"Milvus at {where}: '{what}' failed because the disk is full (ENOSPC: {detail}); it was not "
+        "retried. Free space on the disk that holds the data (a Milvus Lite file's folder, or the "
+        "server's volumes), or give a Lite file on another disk, then run it again."
+    )
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures that a retry may cure: the server is down, restarting or overloaded."""
-    if isinstance(exc, MilvusM3Error) or is_auth_failure(exc):
+    if isinstance(exc, MilvusM3Error) or is_auth_failure(exc) or is_disk_full(exc):
         return False
     if getattr(exc, "is_input_error", False) is True:
         return False
@@ -292,14 +326,15 @@ def call_with_retry(
             raise
         except Exception as exc:
             detach_cycles(exc)
-            if not is_auth_failure(exc) and not is_transient(exc) and not secrets.leaks(exc):
+            if not (is_auth_failure(exc) or is_disk_full(exc) or is_transient(exc) or secrets.leaks(exc)):
                 raise  # not ours to handle: passes through unchanged
             _raise_unless_transient(ctx, exc)
             _give_up_or_wait(ctx, exc, policy, attempt, time.monotonic() - start)
 
 
 def _raise_unless_transient(ctx: _Call, exc: Exception) -> None:
-    """Refused credentials become a ConfigError; another final error that shows a secret a scrubbed one."""
+    """Refused credentials become a ConfigError, a full disk one clear error; another final error that
+    shows a secret a scrubbed one."""
     if is_auth_failure(exc):
         ctx.secrets.raise_from(
             ConfigError(
@@ -309,6 +344,9 @@ def _raise_unless_transient(ctx: _Call, exc: Exception) -> None:
             ),
             exc,
         )
+    full = disk_full_cause(exc)
+    if full is not None:
+        ctx.secrets.raise_from(disk_full_error(ctx.where, ctx.what, ctx.secrets.text(full)), exc)
     if not is_transient(exc):
         ctx.secrets.raise_from(
             MilvusM3Error(
@@ -376,7 +414,7 @@ async def acall_with_retry(
             raise
         except Exception as exc:
             detach_cycles(exc)
-            if not is_auth_failure(exc) and not is_transient(exc) and not secrets.leaks(exc):
+            if not (is_auth_failure(exc) or is_disk_full(exc) or is_transient(exc) or secrets.leaks(exc)):
                 raise
             _raise_unless_transient(ctx, exc)
             await asyncio.sleep(_backoff(ctx, exc, policy, attempt, time.monotonic() - start))

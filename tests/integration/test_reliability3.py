@@ -7,6 +7,10 @@ the issue); each passes after it.
 from __future__ import annotations
 
 import logging
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +59,55 @@ def test_at_in_the_query_reaches_the_named_server(
         finally:
             conn.close()
     assert "S3cret" not in caplog.text
+
+
+# ------------------------------------------------------------------------- item 14: a full disk
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs (needs root and mount(8)); skipped where it cannot be mounted."""
+    where = tmp_path / "tiny"
+    where.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode(errors='replace').strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_disk_under_a_lite_file_is_named_and_not_retried(tiny_disk: Path) -> None:
+    """UNCLEAR (item 14): writing a Lite file on a full disk gave the engine's 'Unexpected error in RPC
+    handling' after the whole deadline of retries, as a raw MilvusException. Now: a MilvusM3Error that
+    says the disk is full (ENOSPC), names the file and the fix; a later write is refused at once."""
+    from milvus_m3.collection.manager import CollectionManager
+    from milvus_m3.engine.connection import RetryPolicy
+    from tests.fakes import FakeEncoder
+
+    db = tiny_disk / "full.db"
+    enc = FakeEncoder(dim=128)
+    m = CollectionManager(str(db), timeout=3.0, retry=RetryPolicy(attempts=3, initial_backoff=0.05))
+    try:
+        m.create_collection("docs", dense_dim=128)
+        with pytest.raises(MilvusM3Error) as exc:
+            for i in range(100):
+                texts = [f"text {i} {j} " * 20 for j in range(500)]
+                m.upsert(
+                    "docs",
+                    ids=[f"{i}-{j}" for j in range(500)],
+                    texts=texts,
+                    embeddings=enc.encode_documents(texts),
+                )
+        msg = str(exc.value)
+        assert "ENOSPC" in msg and str(db) in msg and "free" in msg, msg
+        texts = ["one more"]
+        start = time.monotonic()
+        with pytest.raises(MilvusM3Error, match="ENOSPC"):
+            m.upsert("docs", ids=["x"], texts=texts, embeddings=enc.encode_documents(texts))
+        assert time.monotonic() - start < 2.5  # the second write is not retried for the deadline
+    finally:
+        m.close()

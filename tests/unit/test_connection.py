@@ -591,3 +591,33 @@ def test_no_async_error_has_a_cause_chain_that_loops(clock: Clock) -> None:
         asyncio.run(run())
     assert not _loops(err.value, "__cause__") and not _loops(err.value, "__context__")
     assert isinstance(err.value.__cause__, MilvusException)
+
+
+# --------------------------------------------------------------------- disk full (issue 27, item 14)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(28, "No space left on device"),
+        MilvusException(code=65535, message="write segment: No space left on device"),
+        connect_failed(OSError(28, "No space left on device")),
+    ],
+)
+def test_a_full_disk_is_named_and_never_retried(clock: Clock, exc: BaseException) -> None:
+    """UNCLEAR (issue 27, item 14): a full disk was reported as the engine's 'Unexpected error in RPC
+    handling' after 30 s of retries; it is one clear error on the first try, naming ENOSPC and the fix."""
+    conn = Connection("http://h:19530", client=StubClient(), retry=RetryPolicy(attempts=5, total_seconds=60))
+    calls: list[int] = []
+
+    def fn(**kwargs: Any) -> Any:
+        calls.append(1)
+        raise exc
+
+    with pytest.raises(MilvusM3Error) as err:
+        conn.call("upsert 500 rows into 'docs'", fn)
+    msg = str(err.value)
+    assert calls == [1] and clock.sleeps == []
+    assert not isinstance(err.value, MilvusUnavailableError)
+    assert "ENOSPC" in msg and "No space left" in msg and "http://h:19530" in msg, msg
+    assert "Free space on the disk" in msg and "not retried" in msg
