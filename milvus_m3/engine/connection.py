@@ -44,6 +44,7 @@ from ..errors import ConfigError, MilvusM3Error
 from . import lite as _lite
 from .capabilities import LITE_CAPABILITIES, Capabilities, capabilities_for_version
 from .retry import (
+    RequestSize,
     RetryPolicy,
     Secrets,
     call_with_retry,
@@ -182,6 +183,28 @@ def _uri_and_options(uri: Any, options: ConnectionOptions) -> tuple[str, Connect
     if options.token or options.user:
         raise ConfigError("credentials are given both in the URI and as token/user/password; give them once")
     return uri, replace(options, token=uri_cred)
+
+
+# ------------------------------------------------------------------------- requests
+
+
+def request_size(method: str, kwargs: dict[str, Any]) -> RequestSize | None:
+    """How many queries or rows a client call carries (for the messages and the deadline rule), or None."""
+    data: Any = None
+    unit = "queries"
+    if method == "hybrid_search":
+        reqs = kwargs.get("reqs") or []
+        data = getattr(reqs[0], "data", None) if reqs else None
+    elif method == "search":
+        data = kwargs.get("data")
+    elif method in ("upsert", "insert"):
+        data, unit = kwargs.get("data"), "rows"
+    elif method in ("query", "get", "delete") and kwargs.get("ids") is not None:
+        data, unit = kwargs.get("ids"), "ids"
+    try:
+        return None if data is None else RequestSize(len(data), unit)
+    except TypeError:  # a single value or an iterator: no count to give
+        return None
 
 
 # ------------------------------------------------------------------------- pymilvus
@@ -408,6 +431,7 @@ class Connection:
                 policy=policy,
                 timeout=self.timeout if inject else None,
                 secrets=self._secrets,
+                request=request_size(getattr(fn, "__name__", ""), kwargs),
             )
         except MilvusM3Error:
             raise

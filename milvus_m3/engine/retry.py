@@ -21,7 +21,9 @@ from .._checks import short
 from ..errors import ConfigError, MilvusM3Error, MilvusUnavailableError
 
 __all__ = [
+    "BIG_REQUEST",
     "MIN_CALL_TIMEOUT",
+    "RequestSize",
     "RetryPolicy",
     "Secrets",
     "acall_with_retry",
@@ -32,6 +34,7 @@ __all__ = [
     "disk_full_cause",
     "disk_full_error",
     "is_auth_failure",
+    "is_deadline",
     "is_disk_full",
     "is_transient",
 ]
@@ -42,6 +45,10 @@ T = TypeVar("T")
 
 MIN_CALL_TIMEOUT = 1.0
 """The shortest per-call deadline handed to pymilvus, even when the retry budget is nearly spent."""
+
+BIG_REQUEST = 100
+"""Queries or rows above which a request that outlasts its deadline is not sent again: the same work
+under the same deadline would most likely time out again (and load the server twice)."""
 
 _TRANSIENT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
 _AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
@@ -112,6 +119,21 @@ class RetryPolicy:
         """Backoff before retry number ``attempt`` (1-based), with jitter in [50%, 100%]."""
         base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
         return base * (0.5 + random.random() / 2)
+
+
+@dataclass(frozen=True)
+class RequestSize:
+    """How much one request carries, for the messages: ``RequestSize(10000, "queries")``."""
+
+    count: int
+    unit: str
+
+    def __str__(self) -> str:
+        return f"{self.count} {self.unit}"
+
+    @property
+    def big(self) -> bool:
+        return self.count > BIG_REQUEST
 
 
 # ------------------------------------------------------------------------- classification
@@ -220,6 +242,13 @@ def disk_full_error(where: str, what: str, detail: str) -> MilvusM3Error:
     )
 
 
+def is_deadline(exc: BaseException) -> bool:
+    """True when ``exc`` or a cause is a call that outlasted its deadline (gRPC DEADLINE_EXCEEDED)."""
+    return any(
+        code_name(e) == "DEADLINE_EXCEEDED" or "deadline exceeded" in str(e).lower() for e in chain(exc)
+    )
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures that a retry may cure: the server is down, restarting or overloaded."""
     if isinstance(exc, MilvusM3Error) or is_auth_failure(exc) or is_disk_full(exc):
@@ -292,6 +321,10 @@ class _Call:
     what: str
     where: str
     secrets: Secrets
+    request: RequestSize | None = None
+
+    def carried(self) -> str:
+        return "" if self.request is None else f" The request carried {self.request}."
 
 
 def call_with_retry(
@@ -304,6 +337,7 @@ def call_with_retry(
     policy: RetryPolicy,
     timeout: float | None,
     secrets: Secrets,
+    request: RequestSize | None = None,
 ) -> T:
     """Run ``fn`` with retries on transient failures under ``policy``.
 
@@ -312,7 +346,7 @@ def call_with_retry(
     MilvusUnavailableError; refused credentials a ConfigError; other errors pass through unchanged
     unless their text holds a secret, in which case a scrubbed MilvusM3Error replaces them.
     """
-    ctx = _Call(what=what, where=where, secrets=secrets)
+    ctx = _Call(what=what, where=where, secrets=secrets, request=request)
     start = time.monotonic()
     attempt = 0
     while True:
@@ -329,6 +363,7 @@ def call_with_retry(
             if not (is_auth_failure(exc) or is_disk_full(exc) or is_transient(exc) or secrets.leaks(exc)):
                 raise  # not ours to handle: passes through unchanged
             _raise_unless_transient(ctx, exc)
+            _raise_on_a_big_deadline(ctx, exc, kwargs.get("timeout"))
             _give_up_or_wait(ctx, exc, policy, attempt, time.monotonic() - start)
 
 
@@ -356,6 +391,24 @@ def _raise_unless_transient(ctx: _Call, exc: Exception) -> None:
         )
 
 
+def _raise_on_a_big_deadline(ctx: _Call, exc: Exception, deadline: Any) -> None:
+    """A big request that outlasted its deadline: one MilvusUnavailableError naming its size and the
+    timeout, and no retry (the same work would meet the same deadline)."""
+    if ctx.request is None or not ctx.request.big or not is_deadline(exc):
+        return
+    took = f"within its {deadline:g} s deadline" if isinstance(deadline, (int, float)) else "in time"
+    ctx.secrets.raise_from(
+        MilvusUnavailableError(
+            f"Milvus at {ctx.where} did not answer '{ctx.what}' {took} ({type(exc).__name__}: "
+            f"{ctx.secrets.text(exc)}); the request carried {ctx.request}, so it was not retried. A "
+            "request that big may need longer: raise the timeout (--timeout, ConnectionOptions.timeout; "
+            "RetryPolicy.total_seconds bounds it too) or send fewer per call (a smaller batch). If small "
+            "requests time out as well, the server is stuck: check it."
+        ),
+        exc,
+    )
+
+
 def _give_up_or_wait(ctx: _Call, exc: Exception, policy: RetryPolicy, attempt: int, elapsed: float) -> None:
     """After transient failure number ``attempt``: one MilvusUnavailableError when the policy is spent, else a backoff."""
     time.sleep(_backoff(ctx, exc, policy, attempt, elapsed))
@@ -370,7 +423,7 @@ def _backoff(ctx: _Call, exc: Exception, policy: RetryPolicy, attempt: int, elap
                 f"{elapsed:.1f} s ({type(exc).__name__}: {ctx.secrets.text(exc)}). Check that the server is "
                 "running and reachable (docker compose -f docker/docker-compose.yml ps; curl "
                 "http://HOST:9091/healthz), the URI and port, TLS settings and credentials; or "
-                "raise RetryPolicy.total_seconds."
+                f"raise RetryPolicy.total_seconds (and --timeout, ConnectionOptions.timeout).{ctx.carried()}"
             ),
             exc,
         )
@@ -397,10 +450,11 @@ async def acall_with_retry(
     policy: RetryPolicy,
     timeout: float | None,
     secrets: Secrets,
+    request: RequestSize | None = None,
 ) -> T:
     """``call_with_retry`` for a coroutine function (pymilvus's ``AsyncMilvusClient``): the same
     classification, deadlines and messages; the backoff is ``asyncio.sleep``, so the loop runs on."""
-    ctx = _Call(what=what, where=where, secrets=secrets)
+    ctx = _Call(what=what, where=where, secrets=secrets, request=request)
     start = time.monotonic()
     attempt = 0
     while True:
@@ -417,4 +471,5 @@ async def acall_with_retry(
             if not (is_auth_failure(exc) or is_disk_full(exc) or is_transient(exc) or secrets.leaks(exc)):
                 raise
             _raise_unless_transient(ctx, exc)
+            _raise_on_a_big_deadline(ctx, exc, kwargs.get("timeout"))
             await asyncio.sleep(_backoff(ctx, exc, policy, attempt, time.monotonic() - start))

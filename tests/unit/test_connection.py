@@ -621,3 +621,49 @@ def test_a_full_disk_is_named_and_never_retried(clock: Clock, exc: BaseException
     assert not isinstance(err.value, MilvusUnavailableError)
     assert "ENOSPC" in msg and "No space left" in msg and "http://h:19530" in msg, msg
     assert "Free space on the disk" in msg and "not retried" in msg
+
+
+# --------------------------------------------------------------------- a deadline on a big request (issue 27, 15)
+
+
+def test_a_deadline_on_a_big_batch_names_its_size_and_timeout_and_is_not_retried(clock: Clock) -> None:
+    """UNCLEAR (issue 27, item 15): a hybrid search of 10,000 queries that outlasted its deadline was
+    retried whole, then reported as 'Milvus did not answer ... check the server'. It is one error on the
+    first deadline, saying how many queries the request carried and naming the timeout to raise."""
+    from pymilvus import AnnSearchRequest
+
+    class SlowServer(StubClient):
+        def hybrid_search(self, collection_name: str, reqs: list[Any], ranker: Any, limit: int,
+                          timeout: float | None = None) -> None:  # fmt: skip
+            self.timeouts.append(timeout)
+            clock.now += timeout or 0
+            raise FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    client = SlowServer()
+    conn = Connection("http://h:19530", client=client, timeout=30, retry=RetryPolicy(total_seconds=600))
+    reqs = [
+        AnnSearchRequest(data=[[0.5, 0.5]] * 10_000, anns_field=f, param={}, limit=10) for f in ("d", "s")
+    ]
+    with pytest.raises(MilvusUnavailableError) as err:
+        conn.call("hybrid search on 'docs'", client.hybrid_search, "docs", reqs=reqs, ranker=None, limit=10)
+    msg = str(err.value)
+    assert client.timeouts == [30] and clock.sleeps == []  # one try: the batch is not sent again
+    assert (
+        "10000 queries" in msg and "30 s" in msg and "--timeout" in msg and "ConnectionOptions.timeout" in msg
+    )
+    assert "not retried" in msg
+
+
+def test_a_deadline_on_a_write_batch_names_its_rows(clock: Clock) -> None:
+    """UNCLEAR (issue 27, item 15): the same for a write: the message says how many rows it carried."""
+
+    class SlowServer(StubClient):
+        def upsert(self, collection_name: str, data: list[Any], timeout: float | None = None) -> None:
+            self.timeouts.append(timeout)
+            raise FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    client = SlowServer()
+    conn = Connection("http://h:19530", client=client, timeout=5, retry=RetryPolicy(total_seconds=600))
+    with pytest.raises(MilvusUnavailableError, match=r"500 rows.*--timeout"):
+        conn.call("upsert into 'docs'", client.upsert, "docs", data=[{"id": i} for i in range(500)])
+    assert len(client.timeouts) == 1
