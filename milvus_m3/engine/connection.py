@@ -35,6 +35,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -64,6 +65,7 @@ __all__ = [
     "capabilities_for_version",
     "is_auth_failure",
     "is_transient",
+    "quiet_rpc_error_log",
     "redact_uri",
 ]
 
@@ -220,6 +222,27 @@ def _quiet_unimplemented_version_log() -> Iterator[None]:
     def keep(record: logging.LogRecord) -> bool:
         msg = record.getMessage()
         return not ("get_server_version" in msg and "UNIMPLEMENTED" in msg)
+
+    log = logging.getLogger("pymilvus.decorators")
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
+
+
+@contextmanager
+def quiet_rpc_error_log(method: str) -> Iterator[None]:
+    """Drop pymilvus's ERROR record (with a traceback) for a failed ``method`` call made by THIS thread.
+
+    For a failure the caller turns into an error of its own that says the fix (a raw filter the engine
+    rejects): the user sees that one error, not a pymilvus traceback in the log too. Levels are not touched.
+    """
+    thread = threading.get_ident()
+    tag = f"[{method}]"
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not (record.thread == thread and tag in record.getMessage())
 
     log = logging.getLogger("pymilvus.decorators")
     log.addFilter(keep)

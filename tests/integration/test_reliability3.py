@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +144,83 @@ def test_a_parse_error_is_one_line_naming_the_flag_and_the_allowed_values(
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("milvus-m3: error: ") and flag in lines[0] and allowed in lines[0], lines[0]
     assert "usage:" not in proc.stderr and not proc.stdout
+
+
+# ------------------------------------------------------------------------- item 16: raw engine errors
+
+
+@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
+def tier(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A CollectionManager on a Milvus Lite file, and one on the gRPC tier."""
+    from milvus_m3.collection.manager import CollectionManager
+
+    if request.param == "lite":
+        m = CollectionManager(str(tmp_path / "r3.db"))
+        try:
+            yield m
+        finally:
+            m.close()
+    else:
+        yield request.getfixturevalue("server_manager")
+
+
+def test_a_foreign_model_registry_is_refused_by_name(tier: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """UNCLEAR (item 16): a collection named ``milvus_m3_models`` with another schema made create,
+    describe, check and drop of every collection created without a model raise raw MilvusExceptions."""
+    from milvus_m3.collection.manager import CollectionSpec
+    from milvus_m3.errors import SchemaMismatchError
+    from tests.fakes import FakeEncoder
+
+    m = tier
+    m.create_collection("older", dense_dim=16)  # no model named: its first write records one
+    m.client.create_collection("milvus_m3_models", dimension=4)  # someone else's collection
+    try:
+        for action in (
+            lambda: m.create_collection("fresh", dense_dim=16),
+            lambda: m.describe("older"),
+            lambda: m.check_collection("older", dense_dim=16),
+            lambda: m.check_collection("older", dense_dim=16, model_name="fake/m3", record_model=True),
+        ):
+            m._specs.clear()  # as a new process would: nothing cached
+            with pytest.raises(SchemaMismatchError) as exc:
+                action()
+            msg = str(exc.value)
+            assert "'milvus_m3_models'" in msg and "not milvus-m3's model registry" in msg, msg
+            assert "rename" in msg or "drop" in msg
+        assert not m.has_collection("fresh")  # refused before anything was created
+        enc = FakeEncoder(dim=16)
+        named = CollectionSpec(dense_dim=16, model_name="fake/m3")  # a named model needs no registry
+        m.create_collection("named", spec=named)
+        m.upsert("named", ids=["a"], texts=["x"], embeddings=enc.encode_documents(["x"]))
+        with caplog.at_level(logging.WARNING, logger="milvus_m3"):
+            assert m.drop("older") is True  # a drop still drops; the foreign registry is left alone
+        assert not m.has_collection("older") and "milvus_m3_models" in caplog.text
+        assert m.client.has_collection("milvus_m3_models")
+    finally:
+        m.client.drop_collection("milvus_m3_models")
+
+
+@pytest.mark.parametrize("raw", ["1 == 1", "nosuch == 3", "id >"])
+def test_raw_filters_the_engine_rejects_are_filter_errors(
+    tier: Any, raw: str, pymilvus_records: list[logging.LogRecord], caplog: pytest.LogCaptureFixture
+) -> None:
+    """UNCLEAR (item 16): ``delete(filter="1 == 1", tenant="A")`` raised a raw MilvusException, and
+    pymilvus logged its traceback. A FilterError naming the filter and the fix; no traceback logged."""
+    from milvus_m3.collection.manager import CollectionSpec
+    from milvus_m3.errors import FilterError
+    from tests.fakes import FakeEncoder
+
+    m = tier
+    enc = FakeEncoder(dim=16)
+    spec = CollectionSpec(dense_dim=16, model_name="fake/m3", partition_key="tenant")
+    m.create_collection("scoped", spec=spec)
+    m.upsert("scoped", ids=["a"], texts=["x"], embeddings=enc.encode_documents(["x"]), tenant="A")
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(FilterError) as exc:
+            m.delete("scoped", filter=raw, tenant="A")
+        assert raw in str(exc.value) and "filter" in str(exc.value)
+        with pytest.raises(FilterError):
+            m.delete("scoped", filter=raw)
+    assert m.get("scoped", ["a"], tenant="A")  # nothing was deleted
+    logged = caplog.text + "".join(f"{r.getMessage()} {r.exc_text or ''}" for r in pymilvus_records)
+    assert "Traceback" not in logged, logged
