@@ -224,3 +224,78 @@ def test_raw_filters_the_engine_rejects_are_filter_errors(
     assert m.get("scoped", ["a"], tenant="A")  # nothing was deleted
     logged = caplog.text + "".join(f"{r.getMessage()} {r.exc_text or ''}" for r in pymilvus_records)
     assert "Traceback" not in logged, logged
+
+
+# ------------------------------------------------------------------------- item 8: silently wrong eval
+
+
+def _beir(root: Path, qrels: list[str], queries: list[dict[str, str]] | None = None) -> Path:
+    import json
+
+    (root / "qrels").mkdir(parents=True)
+    docs = [{"_id": f"d{i}", "title": "", "text": f"document {i} about topic {i % 3}"} for i in range(6)]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    queries = queries or [{"_id": f"q{j}", "text": f"topic {j}"} for j in range(3)]
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n")
+    return root
+
+
+def test_qrels_naming_only_missing_documents_are_refused(tmp_path: Path) -> None:
+    """WRONG RESULT (item 8): qrels whose documents are all missing from the corpus scored 0.0 in every
+    mode, exit 0. Nothing can be evaluated: refused, with the counts and the file; the CLI exits 2 on one line."""
+    from milvus_m3.errors import InputError
+    from milvus_m3.evaluate import load_beir
+    from tests.integration.test_cli import run
+
+    root = _beir(tmp_path / "ghosts", ["q0\tx1\t1", "q1\tx2\t1", "q2\tx3\t2"])
+    with pytest.raises(InputError) as exc:
+        load_beir(root)
+    msg = str(exc.value)
+    assert "test.tsv" in msg and "corpus.jsonl" in msg and "3" in msg and "'x1'" in msg, msg
+    proc = run(
+        ["eval", str(root), "--uri", str(tmp_path / "e.db"), "--model", str(tmp_path / "none")], tmp_path
+    )
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("milvus-m3: error")]
+    assert proc.returncode == 2 and len(lines) == 1 and "corpus.jsonl" in lines[0], proc.stderr
+
+
+def test_qrels_naming_some_missing_documents_warn_and_judge_what_exists(tmp_path: Path) -> None:
+    """WRONG RESULT (item 8): half the relevant documents missing capped recall at 0.5 silently. A
+    warning with the counts; the missing documents are left out of the judgements (recall over what
+    exists), and a query left with none is left out."""
+    from milvus_m3.evaluate import load_beir
+
+    root = _beir(tmp_path / "half", ["q0\td0\t1", "q0\tx9\t1", "q1\tx8\t1", "q2\td2\t1"])
+    with pytest.warns(UserWarning, match=r"2 of 4 judgements.*2 documents.*1 query") as got:
+        ds = load_beir(root)
+    assert "test.tsv" in str(got[0].message) and "corpus.jsonl" in str(got[0].message)
+    assert ds.query_ids == ("q0", "q2") and ds.qrels == {"q0": {"d0": 1}, "q2": {"d2": 1}}
+
+
+def test_a_query_id_repeated_with_another_text_is_refused(tmp_path: Path) -> None:
+    """WRONG RESULT (item 8): the second text of a repeated query id silently replaced the first. Another
+    text: refused, naming the file, line and id; the same text: a warning."""
+    from milvus_m3.errors import InputError
+    from milvus_m3.evaluate import load_beir
+
+    qs = [{"_id": "q0", "text": "topic 0"}, {"_id": "q1", "text": "topic 1"}, {"_id": "q0", "text": "other"}]
+    root = _beir(tmp_path / "twice", ["q0\td0\t1", "q1\td1\t1"], qs)
+    with pytest.raises(InputError, match=r"queries.jsonl:3: query id 'q0' repeats with another text"):
+        load_beir(root)
+    qs[2]["text"] = "topic 0"
+    root = _beir(tmp_path / "same", ["q0\td0\t1", "q1\td1\t1"], qs)
+    with pytest.warns(UserWarning, match=r"queries.jsonl:3: query id 'q0' repeats"):
+        ds = load_beir(root)
+    assert ds.query_ids == ("q0", "q1") and ds.query_texts == ("topic 0", "topic 1")
+
+
+@pytest.mark.parametrize("score", ["inf", "1e400", "-inf", "nan"])
+def test_a_score_that_is_no_finite_number_names_the_file_and_line(tmp_path: Path, score: str) -> None:
+    """CRASH (item 8): a score of inf or 1e400 raised OverflowError with no file or line."""
+    from milvus_m3.errors import InputError
+    from milvus_m3.evaluate import load_beir
+
+    root = _beir(tmp_path / "inf", ["q0\td0\t1", f"q1\td1\t{score}"])
+    with pytest.raises(InputError, match=rf"test.tsv:3: score '{score}' is not a finite"):
+        load_beir(root)
