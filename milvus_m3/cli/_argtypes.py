@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import typing
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -111,12 +112,16 @@ def languages_arg(text: str) -> dict[str, str]:
 
 
 def weights_arg(text: str) -> list[float]:
+    """``0.7,0.3`` -> [0.7, 0.3]: decimal numbers >= 0 (no hex, inf or nan); the ranker checks the rest."""
     try:
-        return [float(w) for w in text.split(",") if w.strip()]
+        weights = [float(w) for w in text.split(",") if w.strip()]
     except ValueError:
+        weights = []
+    if not weights or not all(math.isfinite(w) and w >= 0 for w in weights):
         raise argparse.ArgumentTypeError(
-            f"give one number per leg separated by commas, got {text!r}"
-        ) from None
+            f"give one decimal number >= 0 per leg separated by commas (e.g. 0.7,0.3), got {text!r}"
+        )
+    return weights
 
 
 def field_list_arg(text: str) -> list[str]:

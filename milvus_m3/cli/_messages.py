@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ __all__ = [
     "FLAG_NAMES",
     "READ_ONLY_COMMANDS",
     "FirstRetryOnly",
+    "OneLineParser",
     "check_read_only_target",
     "drop_if_empty",
     "filter_hint",
@@ -256,6 +258,17 @@ _TERMINAL_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029
 # Inside JSON strings json.dumps(ensure_ascii=False) leaves these as they are; line-splitting readers
 # (str.splitlines, many log tools) break a line at U+0085, U+2028 and U+2029.
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, as every other error of the CLI: ``milvus-m3: error:
+    argument --legs: give legs from dense, sparse, bm25 ...; see milvus-m3 search --help``, exit 2.
+    (argparse prints the whole usage block first, a screen of flags that hides the one line that matters.)
+    Subparsers made by ``add_subparsers`` are of this class too."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        text = terminal_safe(" ".join(message.split()))
+        self.exit(2, f"milvus-m3: error: {text}; see {self.prog} --help\n")
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -18,6 +18,7 @@ from ..embedder.checkpoint import DEFAULT_MODEL, MODEL_ENV
 from ..errors import ConfigError
 from ..evaluate import ALL_MODES, CachedEncoder, EvalConfig, load_beir, run_evaluation
 from ..types import Encoder
+from ._argtypes import positive_arg
 
 __all__ = ["DEFAULT_CACHE_DIR", "add_eval_arguments", "add_eval_parser", "build_eval_parser", "run_eval_cli"]
 
@@ -56,10 +57,12 @@ def add_eval_arguments(p: Any) -> None:
         default=",".join(_cfg.modes),
         help=f"comma-separated, from {', '.join(ALL_MODES)} (default: all)",
     )
-    p.add_argument("--limit", type=int, default=_cfg.limit, help="results per query (default %(default)s)")
+    p.add_argument(
+        "--limit", type=positive_arg, default=_cfg.limit, help="results per query (default %(default)s)"
+    )
     p.add_argument(
         "--candidates",
-        type=int,
+        type=positive_arg,
         default=_cfg.candidates,
         help="depth of each field's list for fusion (default %(default)s)",
     )
@@ -159,11 +162,10 @@ def add_eval_parser(subparsers: Any, parents: Sequence[Any] = ()) -> Any:
 
 def build_eval_parser(prog: str = "milvus-m3 eval") -> Any:
     """A stand-alone parser for ``eval`` with the connection and model options (for scripts)."""
-    import argparse
-
     from ._connection_args import add_connection_arguments
+    from ._messages import OneLineParser
 
-    p = argparse.ArgumentParser(prog=prog, description="Evaluate retrieval modes on a BEIR-format dataset.")
+    p = OneLineParser(prog=prog, description="Evaluate retrieval modes on a BEIR-format dataset.")
     add_connection_arguments(p)
     p.set_defaults(uri="./milvus_m3_eval.db", token=None)
     p.add_argument("--model", default=os.environ.get(MODEL_ENV) or DEFAULT_MODEL, help="BGE-M3 checkpoint")

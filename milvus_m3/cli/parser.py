@@ -18,7 +18,7 @@ from ..ingest.readers import FORMATS
 from ..search.options import DEFAULT_MODE, DEFAULT_RANKER, MAX_RRF_K, MODES, RANKERS, SearchOptions
 from ..search.rankers import REGISTRY
 from ..search.rerank_stage import DEFAULT_RERANK_DEPTH
-from ._messages import EPILOG, EXIT_REJECTED
+from ._messages import EPILOG, EXIT_REJECTED, OneLineParser
 from .eval import add_eval_parser
 
 __all__ = [
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="most tokens per text (documents for ingest, queries for search)",
     )
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="milvus-m3",
         description="Hybrid dense + learned-sparse retrieval for Milvus with BGE-M3.",
         epilog=EPILOG,

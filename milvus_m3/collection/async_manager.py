@@ -27,12 +27,20 @@ from typing import Any
 
 from ..engine import lite as _lite
 from ..engine.capabilities import Capabilities
-from ..engine.connection import ConnectionOptions
+from ..engine.connection import ConnectionOptions, quiet_rpc_error_log
 from ..engine.retry import Secrets, acall_with_retry
 from ..engine.uri import is_local_file_uri
-from ..errors import ConfigError, MissingDependencyError
+from ..errors import ConfigError, MilvusM3Error, MissingDependencyError
 from ..types import M3Embeddings
-from .manager import DEFAULT_WRITE_BATCH, CollectionManager, delete_filter, read_request, upsert_rows
+from .manager import (
+    DEFAULT_WRITE_BATCH,
+    CollectionManager,
+    delete_filter,
+    read_request,
+    rejected_filter,
+    says_expression,
+    upsert_rows,
+)
 from .schema import CollectionSpec
 from .tenancy import check_owners, check_tenant, delete_count, owners_query
 
@@ -250,5 +258,17 @@ class AsyncCollectionManager:
         expr = delete_filter(spec, self.capabilities, ids=ids, filter=filter, tenant=scoped)
         if expr is None:
             return 0
-        res = await self.call(f"delete from {name!r}", "delete", collection_name=name, filter=expr)
+        if filter is None:
+            return delete_count(
+                await self.call(f"delete from {name!r}", "delete", collection_name=name, filter=expr)
+            )
+        try:
+            with quiet_rpc_error_log("delete"):
+                res = await self.call(f"delete from {name!r}", "delete", collection_name=name, filter=expr)
+        except MilvusM3Error:
+            raise
+        except Exception as exc:  # pymilvus raises MilvusException for an expression the engine rejects
+            if not says_expression(exc):
+                raise
+            raise rejected_filter(name, str(filter), exc) from exc
         return delete_count(res)

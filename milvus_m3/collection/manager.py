@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine.capabilities import Capabilities
-from ..engine.connection import Connection, ConnectionOptions
+from ..engine.connection import Connection, ConnectionOptions, quiet_rpc_error_log
 from ..errors import (
     CollectionExistsError,
     CollectionNotFoundError,
     ConfigError,
+    FilterError,
+    MilvusM3Error,
     SchemaMismatchError,
 )
 from ..types import M3Embeddings
@@ -169,6 +171,8 @@ class CollectionManager:
         caps = self.capabilities
         dense_index = spec.resolved_dense_index(caps)
         spec.check_engine(caps)
+        if is_unknown(spec):
+            self._registry.exists()  # a foreign collection under the registry's name: refused before create
         if self.has_collection(name):
             if recreate:
                 logger.info("dropping collection %r to recreate it", name)
@@ -532,7 +536,20 @@ class CollectionManager:
         expr = delete_filter(self.spec(name), self.capabilities, ids=ids, filter=filter, tenant=scoped)
         if expr is None:
             return 0
-        res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=expr, **extra)
+        if filter is None:
+            res = self._call(f"delete from {name!r}", "delete", collection_name=name, filter=expr, **extra)
+            return delete_count(res)
+        try:
+            with quiet_rpc_error_log("delete"):
+                res = self._call(
+                    f"delete from {name!r}", "delete", collection_name=name, filter=expr, **extra
+                )
+        except MilvusM3Error:
+            raise
+        except Exception as exc:  # pymilvus raises MilvusException for an expression the engine rejects
+            if not says_expression(exc):
+                raise
+            raise rejected_filter(name, str(filter), exc) from exc
         return delete_count(res)
 
     def get(
@@ -655,4 +672,25 @@ def upsert_rows(
         fields=tenant_fields(spec, len(texts), scoped, fields),
         parent_ids=parent_ids,
         chunk_indexes=chunk_indexes,
+    )
+
+
+_EXPRESSION_MARKERS = ("expr", "filter", "phyfilterbitsnode", "parse", "invalid parameter")
+
+
+def says_expression(exc: Exception) -> bool:
+    """Whether the engine's error is about the expression (measured on Lite 2.5.1 and its gRPC server:
+    'Invalid expr: ...: invalid parameter' (code 1100), and for '1 == 1' 'Operator::GetOutput failed for
+    [Operator:PhyFilterBitsNode ...] expr result must have a ColumnVector' (code 2000))."""
+    text = str(exc).lower()
+    return any(marker in text for marker in _EXPRESSION_MARKERS)
+
+
+def rejected_filter(name: str, raw: str, exc: Exception) -> MilvusM3Error:
+    """The error for a raw filter the engine refused (pymilvus's MilvusException), naming it and the fix."""
+    msg = " ".join(str(getattr(exc, "message", "") or exc).split())
+    return FilterError(
+        f"the engine rejected the filter {raw[:200]!r} on collection {name!r}: {msg[:300]}. Check field "
+        "names, value types and syntax (a filter must compare a field, e.g. 'lang == \"en\"'; '1 == 1' "
+        "is refused by Milvus), or build it with milvus_m3.filters.F"
     )

@@ -86,6 +86,20 @@ def _check_build_id(name: str, build_id: str) -> str:
     return build_id
 
 
+def _check_ours(desc: Any) -> None:
+    """SchemaMismatchError unless ``desc`` (describe_collection's answer) is milvus-m3's registry."""
+    fields = {str(f.get("name")) for f in desc.get("fields", [])} if isinstance(desc, dict) else set()
+    if {"record_id", *_FIELDS} <= fields:  # the description may differ between releases
+        return
+    raise SchemaMismatchError(
+        f"the collection {REGISTRY_COLLECTION!r} in this database is not milvus-m3's model registry "
+        f"(fields {', '.join(sorted(fields)) or 'none'}; another schema): milvus-m3 keeps there the model "
+        "that first wrote each collection created without naming one, and reserves that name. Rename or "
+        f"drop that collection (after moving its data), or use another database (--db-name); a collection "
+        "created with its model named (--model, CollectionSpec.model_name) does not need the registry"
+    )
+
+
 class ModelRegistry:
     """The registry collection of one database, through the manager's retried ``call(what, method, ...)``."""
 
@@ -94,10 +108,13 @@ class ModelRegistry:
         self._exists = False  # once seen it stays: milvus-m3 never drops it
 
     def exists(self) -> bool:
+        """Whether the registry exists; SchemaMismatchError when a collection of its name is not it."""
         if not self._exists:
-            self._exists = bool(
-                self._call("look for the model registry", "has_collection", REGISTRY_COLLECTION)
-            )
+            found = bool(self._call("look for the model registry", "has_collection", REGISTRY_COLLECTION))
+            if found:
+                desc = self._call("describe the model registry", "describe_collection", REGISTRY_COLLECTION)
+                _check_ours(desc)
+            self._exists = found
         return self._exists
 
     def lookup(self, name: str, build_id: str) -> list[Recorded]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -44,10 +45,12 @@ from ..errors import ConfigError, MilvusM3Error
 from . import lite as _lite
 from .capabilities import LITE_CAPABILITIES, Capabilities, capabilities_for_version
 from .retry import (
+    RequestSize,
     RetryPolicy,
     Secrets,
     call_with_retry,
     code_name,
+    disk_full_error,
     is_auth_failure,
     is_transient,
 )
@@ -62,6 +65,7 @@ __all__ = [
     "capabilities_for_version",
     "is_auth_failure",
     "is_transient",
+    "quiet_rpc_error_log",
     "redact_uri",
 ]
 
@@ -183,6 +187,28 @@ def _uri_and_options(uri: Any, options: ConnectionOptions) -> tuple[str, Connect
     return uri, replace(options, token=uri_cred)
 
 
+# ------------------------------------------------------------------------- requests
+
+
+def request_size(method: str, kwargs: dict[str, Any]) -> RequestSize | None:
+    """How many queries or rows a client call carries (for the messages and the deadline rule), or None."""
+    data: Any = None
+    unit = "queries"
+    if method == "hybrid_search":
+        reqs = kwargs.get("reqs") or []
+        data = getattr(reqs[0], "data", None) if reqs else None
+    elif method == "search":
+        data = kwargs.get("data")
+    elif method in ("upsert", "insert"):
+        data, unit = kwargs.get("data"), "rows"
+    elif method in ("query", "get", "delete") and kwargs.get("ids") is not None:
+        data, unit = kwargs.get("ids"), "ids"
+    try:
+        return None if data is None else RequestSize(len(data), unit)
+    except TypeError:  # a single value or an iterator: no count to give
+        return None
+
+
 # ------------------------------------------------------------------------- pymilvus
 
 
@@ -196,6 +222,27 @@ def _quiet_unimplemented_version_log() -> Iterator[None]:
     def keep(record: logging.LogRecord) -> bool:
         msg = record.getMessage()
         return not ("get_server_version" in msg and "UNIMPLEMENTED" in msg)
+
+    log = logging.getLogger("pymilvus.decorators")
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
+
+
+@contextmanager
+def quiet_rpc_error_log(method: str) -> Iterator[None]:
+    """Drop pymilvus's ERROR record (with a traceback) for a failed ``method`` call made by THIS thread.
+
+    For a failure the caller turns into an error of its own that says the fix (a raw filter the engine
+    rejects): the user sees that one error, not a pymilvus traceback in the log too. Levels are not touched.
+    """
+    thread = threading.get_ident()
+    tag = f"[{method}]"
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not (record.thread == thread and tag in record.getMessage())
 
     log = logging.getLogger("pymilvus.decorators")
     log.addFilter(keep)
@@ -394,16 +441,44 @@ class Connection:
     ) -> T:
         policy = self.retry if retry else RetryPolicy(attempts=1, total_seconds=self.retry.total_seconds)
         inject = self.timeout is not None and "timeout" not in kwargs and self._accepts_timeout(fn)
-        return call_with_retry(
-            fn,
-            args,
-            kwargs,
-            what=what,
-            where=self.display_uri,
-            policy=policy,
-            timeout=self.timeout if inject else None,
-            secrets=self._secrets,
-        )
+        lite_file = self._lite_file
+        if lite_file is not None and getattr(fn, "__name__", "") in _lite.WRITE_METHODS:
+            self._refuse_a_full_disk(what, lite_file, _lite.FULL_BYTES, "a write would fail")
+        try:
+            return call_with_retry(
+                fn,
+                args,
+                kwargs,
+                what=what,
+                where=self.display_uri,
+                policy=policy,
+                timeout=self.timeout if inject else None,
+                secrets=self._secrets,
+                request=request_size(getattr(fn, "__name__", ""), kwargs),
+            )
+        except MilvusM3Error:
+            raise
+        except Exception as exc:
+            if lite_file is not None:
+                detail = f"the engine answered {type(exc).__name__}: {self._secrets.text(exc)}"
+                try:
+                    self._refuse_a_full_disk(what, lite_file, _lite.NEARLY_FULL_BYTES, detail)
+                except MilvusM3Error as err:
+                    raise err from exc
+            raise
+
+    def _refuse_a_full_disk(self, what: str, lite_file: str, below: int, detail: str) -> None:
+        """A full-disk error when the disk of the Lite file has fewer than ``below`` bytes free.
+
+        Milvus Lite does not say ENOSPC (it answers "Unexpected error in RPC handling"), so the disk is asked.
+        """
+        free = _lite.free_bytes(lite_file)
+        if free is not None and free < below:
+            raise disk_full_error(
+                self.display_uri,
+                what,
+                f"{detail}; {free} bytes free on the disk of {os.path.abspath(lite_file)}",
+            )
 
     def close(self) -> None:
         client, self._client = self._client, None

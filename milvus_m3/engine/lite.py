@@ -28,6 +28,7 @@ __all__ = [
     "ReadWriteLock",
     "acquire",
     "check_lite_path",
+    "free_bytes",
     "guard",
     "open_lite",
     "release",
@@ -53,6 +54,23 @@ WRITE_METHODS = frozenset(
     }
 )
 """Client methods that change a Lite file: they take the file's lock for writing, every other one for reading."""
+
+FULL_BYTES = 1 << 20
+"""Free bytes below which a write to a Lite file is refused at once as a full disk (ENOSPC)."""
+
+NEARLY_FULL_BYTES = 64 << 20
+"""Free bytes below which a failed call on a Lite file is reported as a full disk. Milvus Lite answers
+ENOSPC with gRPC UNKNOWN "Unexpected error in RPC handling" (measured on milvus-lite 2.5.1 over a 2 MiB
+tmpfs, after pymilvus retried it for the whole call deadline), so the disk itself is asked."""
+
+
+def free_bytes(uri: str) -> int | None:
+    """Bytes free (to this user) on the disk that holds the Lite file ``uri``; None when unknown."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(uri)))
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return None
+    return int(st.f_bavail) * int(st.f_frsize)
 
 
 class ReadWriteLock:

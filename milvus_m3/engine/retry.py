@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import logging
 import random
 import time
@@ -20,14 +21,21 @@ from .._checks import short
 from ..errors import ConfigError, MilvusM3Error, MilvusUnavailableError
 
 __all__ = [
+    "BIG_REQUEST",
     "MIN_CALL_TIMEOUT",
+    "RequestSize",
     "RetryPolicy",
     "Secrets",
     "acall_with_retry",
     "call_with_retry",
     "chain",
     "code_name",
+    "detach_cycles",
+    "disk_full_cause",
+    "disk_full_error",
     "is_auth_failure",
+    "is_deadline",
+    "is_disk_full",
     "is_transient",
 ]
 
@@ -37,6 +45,10 @@ T = TypeVar("T")
 
 MIN_CALL_TIMEOUT = 1.0
 """The shortest per-call deadline handed to pymilvus, even when the retry budget is nearly spent."""
+
+BIG_REQUEST = 100
+"""Queries or rows above which a request that outlasts its deadline is not sent again: the same work
+under the same deadline would most likely time out again (and load the server twice)."""
 
 _TRANSIENT_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
 _AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
@@ -72,6 +84,9 @@ _AUTH_MARKERS = (
     "privilege not exist",
 )
 
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_DISK_FULL_MARKERS = ("no space left on device", "enospc", "disk quota exceeded", "edquot")
+
 # Milvus's legacy ErrorCode values (common.proto), which pymilvus keeps as MilvusException.compatible_code.
 _PERMISSION_DENIED = 3
 _TRANSIENT_COMPAT_CODES = frozenset({49, 56, 57})  # RateLimit, NotReadyServe, NotReadyCoordActivating
@@ -106,6 +121,21 @@ class RetryPolicy:
         return base * (0.5 + random.random() / 2)
 
 
+@dataclass(frozen=True)
+class RequestSize:
+    """How much one request carries, for the messages: ``RequestSize(10000, "queries")``."""
+
+    count: int
+    unit: str
+
+    def __str__(self) -> str:
+        return f"{self.count} {self.unit}"
+
+    @property
+    def big(self) -> bool:
+        return self.count > BIG_REQUEST
+
+
 # ------------------------------------------------------------------------- classification
 
 
@@ -131,6 +161,38 @@ def chain(exc: BaseException, depth: int = 4) -> Iterator[BaseException]:
         depth -= 1
 
 
+_MAX_CHAIN = 64
+"""Links of a cause chain kept at most (a deeper one is cut there: no real chain is that deep)."""
+
+
+def detach_cycles(exc: BaseException) -> BaseException:
+    """Cut every ``__cause__`` / ``__context__`` link of ``exc``'s chain that leads back into itself.
+
+    pymilvus's decorators ``raise e from e`` (and a gRPC error's context may point back at the
+    MilvusException raised from it), so a plain ``while exc: exc = exc.__cause__`` never ends. Only the
+    links that close a loop are set to None: every exception, its type, message, code and traceback stay,
+    and so does every link that leads somewhere new. Returns ``exc``.
+    """
+    path: list[BaseException] = []  # the links being followed (a link back into them closes a loop)
+    done: set[int] = set()  # ids of exceptions whose whole chain is already free of loops
+
+    def visit(e: BaseException, depth: int) -> None:
+        path.append(e)
+        for attr in ("__cause__", "__context__"):
+            nxt = getattr(e, attr)
+            if nxt is None or id(nxt) in done:
+                continue
+            if any(nxt is p for p in path) or depth >= _MAX_CHAIN:
+                setattr(e, attr, None)
+            else:
+                visit(nxt, depth + 1)
+        path.pop()
+        done.add(id(e))
+
+    visit(exc, 0)
+    return exc
+
+
 def _says_auth(e: BaseException) -> bool:
     if code_name(e) in _AUTH_CODES or getattr(e, "compatible_code", None) == _PERMISSION_DENIED:
         return True
@@ -153,9 +215,43 @@ def is_auth_failure(exc: BaseException) -> bool:
     return any(_says_auth(e) for e in chain(exc))
 
 
+def disk_full_cause(exc: BaseException) -> BaseException | None:
+    """The exception of ``exc``'s chain that says the disk is full (an OSError ENOSPC or EDQUOT, or an
+    engine message "No space left on device"), or None: no retry can cure it, only freeing space."""
+    if isinstance(exc, MilvusM3Error):
+        return None
+    for e in chain(exc):
+        if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:
+            return e
+        if any(marker in str(e).lower() for marker in _DISK_FULL_MARKERS):
+            return e
+    return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` or a cause says the disk is full (``disk_full_cause``)."""
+    return disk_full_cause(exc) is not None
+
+
+def disk_full_error(where: str, what: str, detail: str) -> MilvusM3Error:
+    """The one message for a full disk: what failed, where, that it was not retried, and the fix."""
+    return MilvusM3Error(
+        f"Milvus at {where}: '{what}' failed because the disk is full (ENOSPC: {detail}); it was not "
+        "retried. Free space on the disk that holds the data (a Milvus Lite file's folder, or the "
+        "server's volumes), or give a Lite file on another disk, then run it again."
+    )
+
+
+def is_deadline(exc: BaseException) -> bool:
+    """True when ``exc`` or a cause is a call that outlasted its deadline (gRPC DEADLINE_EXCEEDED)."""
+    return any(
+        code_name(e) == "DEADLINE_EXCEEDED" or "deadline exceeded" in str(e).lower() for e in chain(exc)
+    )
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures that a retry may cure: the server is down, restarting or overloaded."""
-    if isinstance(exc, MilvusM3Error) or is_auth_failure(exc):
+    if isinstance(exc, MilvusM3Error) or is_auth_failure(exc) or is_disk_full(exc):
         return False
     if getattr(exc, "is_input_error", False) is True:
         return False
@@ -225,6 +321,10 @@ class _Call:
     what: str
     where: str
     secrets: Secrets
+    request: RequestSize | None = None
+
+    def carried(self) -> str:
+        return "" if self.request is None else f" The request carried {self.request}."
 
 
 def call_with_retry(
@@ -237,6 +337,7 @@ def call_with_retry(
     policy: RetryPolicy,
     timeout: float | None,
     secrets: Secrets,
+    request: RequestSize | None = None,
 ) -> T:
     """Run ``fn`` with retries on transient failures under ``policy``.
 
@@ -245,7 +346,7 @@ def call_with_retry(
     MilvusUnavailableError; refused credentials a ConfigError; other errors pass through unchanged
     unless their text holds a secret, in which case a scrubbed MilvusM3Error replaces them.
     """
-    ctx = _Call(what=what, where=where, secrets=secrets)
+    ctx = _Call(what=what, where=where, secrets=secrets, request=request)
     start = time.monotonic()
     attempt = 0
     while True:
@@ -258,14 +359,17 @@ def call_with_retry(
         except MilvusM3Error:
             raise
         except Exception as exc:
-            if not is_auth_failure(exc) and not is_transient(exc) and not secrets.leaks(exc):
+            detach_cycles(exc)
+            if not (is_auth_failure(exc) or is_disk_full(exc) or is_transient(exc) or secrets.leaks(exc)):
                 raise  # not ours to handle: passes through unchanged
             _raise_unless_transient(ctx, exc)
+            _raise_on_a_big_deadline(ctx, exc, kwargs.get("timeout"))
             _give_up_or_wait(ctx, exc, policy, attempt, time.monotonic() - start)
 
 
 def _raise_unless_transient(ctx: _Call, exc: Exception) -> None:
-    """Refused credentials become a ConfigError; another final error that shows a secret a scrubbed one."""
+    """Refused credentials become a ConfigError, a full disk one clear error; another final error that
+    shows a secret a scrubbed one."""
     if is_auth_failure(exc):
         ctx.secrets.raise_from(
             ConfigError(
@@ -275,6 +379,9 @@ def _raise_unless_transient(ctx: _Call, exc: Exception) -> None:
             ),
             exc,
         )
+    full = disk_full_cause(exc)
+    if full is not None:
+        ctx.secrets.raise_from(disk_full_error(ctx.where, ctx.what, ctx.secrets.text(full)), exc)
     if not is_transient(exc):
         ctx.secrets.raise_from(
             MilvusM3Error(
@@ -282,6 +389,24 @@ def _raise_unless_transient(ctx: _Call, exc: Exception) -> None:
             ),
             exc,
         )
+
+
+def _raise_on_a_big_deadline(ctx: _Call, exc: Exception, deadline: Any) -> None:
+    """A big request that outlasted its deadline: one MilvusUnavailableError naming its size and the
+    timeout, and no retry (the same work would meet the same deadline)."""
+    if ctx.request is None or not ctx.request.big or not is_deadline(exc):
+        return
+    took = f"within its {deadline:g} s deadline" if isinstance(deadline, (int, float)) else "in time"
+    ctx.secrets.raise_from(
+        MilvusUnavailableError(
+            f"Milvus at {ctx.where} did not answer '{ctx.what}' {took} ({type(exc).__name__}: "
+            f"{ctx.secrets.text(exc)}); the request carried {ctx.request}, so it was not retried. A "
+            "request that big may need longer: raise the timeout (--timeout, ConnectionOptions.timeout; "
+            "RetryPolicy.total_seconds bounds it too) or send fewer per call (a smaller batch). If small "
+            "requests time out as well, the server is stuck: check it."
+        ),
+        exc,
+    )
 
 
 def _give_up_or_wait(ctx: _Call, exc: Exception, policy: RetryPolicy, attempt: int, elapsed: float) -> None:
@@ -298,7 +423,7 @@ def _backoff(ctx: _Call, exc: Exception, policy: RetryPolicy, attempt: int, elap
                 f"{elapsed:.1f} s ({type(exc).__name__}: {ctx.secrets.text(exc)}). Check that the server is "
                 "running and reachable (docker compose -f docker/docker-compose.yml ps; curl "
                 "http://HOST:9091/healthz), the URI and port, TLS settings and credentials; or "
-                "raise RetryPolicy.total_seconds."
+                f"raise RetryPolicy.total_seconds (and --timeout, ConnectionOptions.timeout).{ctx.carried()}"
             ),
             exc,
         )
@@ -325,10 +450,11 @@ async def acall_with_retry(
     policy: RetryPolicy,
     timeout: float | None,
     secrets: Secrets,
+    request: RequestSize | None = None,
 ) -> T:
     """``call_with_retry`` for a coroutine function (pymilvus's ``AsyncMilvusClient``): the same
     classification, deadlines and messages; the backoff is ``asyncio.sleep``, so the loop runs on."""
-    ctx = _Call(what=what, where=where, secrets=secrets)
+    ctx = _Call(what=what, where=where, secrets=secrets, request=request)
     start = time.monotonic()
     attempt = 0
     while True:
@@ -341,7 +467,9 @@ async def acall_with_retry(
         except MilvusM3Error:
             raise
         except Exception as exc:
-            if not is_auth_failure(exc) and not is_transient(exc) and not secrets.leaks(exc):
+            detach_cycles(exc)
+            if not (is_auth_failure(exc) or is_disk_full(exc) or is_transient(exc) or secrets.leaks(exc)):
                 raise
             _raise_unless_transient(ctx, exc)
+            _raise_on_a_big_deadline(ctx, exc, kwargs.get("timeout"))
             await asyncio.sleep(_backoff(ctx, exc, policy, attempt, time.monotonic() - start))

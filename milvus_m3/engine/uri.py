@@ -17,13 +17,22 @@ _SCHEMES = ("http", "https", "tcp", "unix")
 def _split_userinfo(uri: str) -> tuple[str, str | None]:
     """(the URI with its userinfo taken out, the raw userinfo or None).
 
-    The userinfo ends at the LAST ``@`` of the part after ``scheme://``: a password or token may hold
-    ``#``, ``/`` or ``?`` (``http://root:2024#Spring@host``), which a URL parser would take for the
-    start of a fragment, path or query, connecting to the wrong host and showing the secret.
+    As RFC 3986 reads it, the userinfo ends at the last ``@`` before the first ``/``, ``?`` or ``#``
+    after ``scheme://``: ``http://root:S3cret@127.0.0.1:1/db?x=a@b`` is host 127.0.0.1 with user root,
+    never host ``b`` (which the last ``@`` of the whole URI would give, sending it the password).
+    Only when no ``@`` comes before that first ``/``, ``?`` or ``#`` is the LAST ``@`` taken: a
+    password or token may hold ``#``, ``/`` or ``?`` (``http://root:2024#Spring@host``), which a URL
+    parser would take for the start of a fragment, path or query, connecting to the wrong host and
+    showing the secret.
     """
     scheme, sep, rest = uri.partition("://")
     if not sep or "@" not in rest:
         return uri, None
+    end = next((i for i, ch in enumerate(rest) if ch in "/?#"), len(rest))
+    authority = rest[:end]
+    if "@" in authority:
+        userinfo, _, hostpart = authority.rpartition("@")
+        return f"{scheme}://{hostpart}{rest[end:]}", userinfo
     userinfo, _, hostpart = rest.rpartition("@")
     return f"{scheme}://{hostpart}", userinfo
 

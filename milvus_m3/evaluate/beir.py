@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,13 +78,87 @@ def read_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
                 )
             qid, did, score = row[0].strip(), row[1].strip(), row[-1].strip()
             try:
-                rel = int(float(score))
+                value = float(score)
             except ValueError:
                 if lineno == 1:  # header
                     continue
                 raise InputError(f"{p}:{lineno}: score {score!r} is not a number", row=lineno) from None
+            if not math.isfinite(value):  # inf, 1e400 (inf as a float), nan
+                raise InputError(
+                    f"{p}:{lineno}: score {score!r} is not a finite number; give a relevance grade such as 0, 1 or 2",
+                    row=lineno,
+                )
+            rel = int(value)
             qrels.setdefault(qid, {})[did] = rel
     return qrels
+
+
+def _read_queries(path: Path) -> dict[str, str]:
+    """``query-id -> text``; an id that repeats with another text is refused (which one is meant?), with
+    the same text a warning."""
+    queries: dict[str, str] = {}
+    for lineno, obj in _read_jsonl(path):
+        qid, text = str(obj["_id"]), str(obj.get("text") or "").strip()
+        if qid in queries:
+            if queries[qid] != text:
+                raise InputError(
+                    f"{path}:{lineno}: query id {qid!r} repeats with another text ({_short_text(queries[qid])!r}, "
+                    f"then {_short_text(text)!r}); give each query its own id",
+                    field="_id",
+                    row=lineno,
+                )
+            warnings.warn(
+                f"{path}:{lineno}: query id {qid!r} repeats (same text); it is evaluated once",
+                UserWarning,
+                stacklevel=3,
+            )
+            continue
+        queries[qid] = text
+    return queries
+
+
+def _short_text(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _judged_in_corpus(
+    qrels: dict[str, dict[str, int]], corpus_ids: set[str], qrels_path: Path, corpus_path: Path
+) -> dict[str, dict[str, int]]:
+    """``qrels`` without the judgements of documents the corpus lacks (which no run can return: they
+    would cap recall silently). Refused when no relevant document is left at all; a warning with the
+    counts otherwise."""
+    total = sum(len(rels) for rels in qrels.values())
+    missing = sorted({d for rels in qrels.values() for d in rels if d not in corpus_ids})
+    if not missing:
+        return qrels
+    kept = {q: {d: r for d, r in rels.items() if d in corpus_ids} for q, rels in qrels.items()}
+    had = {q for q, rels in qrels.items() if any(r > 0 for r in rels.values())}
+    left = {q for q, rels in kept.items() if any(r > 0 for r in rels.values())}
+    gone = sum(1 for rels in qrels.values() for d in rels if d not in corpus_ids)
+    counts = (
+        f"{gone} of {total} judgements in {qrels_path} name {len(missing)} documents that {corpus_path} "
+        f"lacks (first: {missing[0]!r})"
+    )
+    if had and not left:
+        raise InputError(
+            f"{counts}: no judged query has a relevant document in the corpus, so nothing can be evaluated; "
+            "check that the qrels and the corpus come from the same dataset (and the split)",
+            field="corpus-id",
+        )
+    lost = len(had - left)
+    warnings.warn(
+        f"{counts}; they are left out of the judgements (recall counts the documents that exist)"
+        + (
+            f", and {lost} {'query' if lost == 1 else 'queries'} left with no relevant document "
+            f"{'is' if lost == 1 else 'are'} not evaluated"
+            if lost
+            else ""
+        )
+        + "; check that the qrels and the corpus come from the same dataset",
+        UserWarning,
+        stacklevel=3,
+    )
+    return kept
 
 
 def load_beir(
@@ -122,9 +198,8 @@ def load_beir(
             )
         doc_ids.append(did)
         doc_texts.append(text)
-    queries: dict[str, str] = {}
-    for _lineno, obj in _read_jsonl(queries_path):
-        queries[str(obj["_id"])] = str(obj.get("text") or "").strip()
+    qrels = _judged_in_corpus(qrels, seen, qrels_path, corpus_path)
+    queries = _read_queries(queries_path)
     missing = [q for q in qrels if q not in queries]
     if missing:
         raise InputError(

@@ -63,3 +63,21 @@ def test_async_bm25_search_on_an_empty_collection_is_no_hits(tmp_path: Any) -> N
                 return await searcher.search("anything at all")
 
     assert asyncio.run(main()) == []
+
+
+def test_async_delete_with_a_filter_the_engine_rejects_is_a_filter_error(tmp_path: Any) -> None:
+    """16, the async manager too: a raw filter Milvus refuses is a FilterError naming it, never a raw
+    MilvusException; nothing is deleted."""
+    from milvus_m3.errors import FilterError
+
+    enc = FakeEncoder(16)
+
+    async def main() -> int:
+        async with AsyncCollectionManager(uri=str(tmp_path / "d.db")) as manager:
+            manager.sync.create_collection("d", dense_dim=16, recreate=True, model_name=enc.model_name)
+            await manager.upsert("d", ids=["a"], texts=["x"], embeddings=enc.encode_documents(["x"]))
+            with pytest.raises(FilterError, match=r"'1 == 1'.*build it with milvus_m3\.filters\.F"):
+                await manager.delete("d", filter="1 == 1")
+            return await manager.count("d")
+
+    assert asyncio.run(main()) == 1

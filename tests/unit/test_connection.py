@@ -460,6 +460,8 @@ def test_down_server_fails_fast_with_one_clear_error(
     assert f"Fail connecting to server on 127.0.0.1:{port}" in cause.message
     everything = [msg, repr(err.value), str(cause), repr(cause), caplog.text, _all_text(pymilvus_records)]
     assert not any(SECRET in text for text in everything)
+    # issue 27, D: pymilvus raised that error "from" itself; the chain handed on ends.
+    assert not _loops(err.value, "__cause__") and not _loops(err.value, "__context__")
 
 
 def test_silent_host_is_bounded_by_connect_timeout_and_total() -> None:
@@ -515,3 +517,153 @@ def test_an_unknown_connection_option_names_the_valid_ones() -> None:
     assert "abc-secret-value" not in str(info.value)
     with pytest.raises(ConfigError, match="options must be a ConnectionOptions"):
         Connection("http://h:19530", {"token": "x"}, client=StubClient())  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------- cause chains that loop (issue 27, D)
+
+
+def _loops(exc: BaseException | None, attr: str) -> bool:
+    """Whether a plain walk along ``attr`` (``__cause__`` or ``__context__``) never ends."""
+    for _ in range(100):
+        if exc is None:
+            return False
+        exc = getattr(exc, attr)
+    return True
+
+
+def _looping(exc: MilvusException) -> Any:
+    """A call that fails as pymilvus's decorators do (``raise e from e``), with a gRPC error that loops back."""
+
+    def fn(**kwargs: Any) -> Any:
+        grpc_error = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+        try:
+            try:
+                raise grpc_error
+            except grpc.RpcError:
+                raise exc from exc
+        except MilvusException as e:
+            grpc_error.__context__ = e  # and a loop through __context__ too
+            e.__context__ = grpc_error
+            raise e from e
+
+    return fn
+
+
+@pytest.mark.parametrize("transient", [True, False])
+def test_no_error_out_of_a_call_has_a_cause_chain_that_loops(clock: Clock, transient: bool) -> None:
+    """CRASH (issue 27, D): pymilvus raises ``e from e``; MilvusUnavailableError carried that loop, and a
+    plain ``while exc: exc = exc.__cause__`` never ended (a consumer was killed at 23.9 GB)."""
+    conn = Connection("http://h:19530", client=StubClient(), retry=RetryPolicy(attempts=2, total_seconds=60))
+    exc = connect_failed() if transient else MilvusException(code=1100, message="invalid parameter")
+    with pytest.raises(MilvusException if not transient else MilvusUnavailableError) as err:
+        conn.call("search", _looping(exc))
+    assert not _loops(err.value, "__cause__") and not _loops(err.value, "__context__")
+    if transient:  # the useful part stays: pymilvus's error, its code and message
+        cause = err.value.__cause__
+        assert isinstance(cause, MilvusException) and cause.code == 2 and "Fail connecting" in cause.message
+        assert "Fail connecting" in str(err.value)
+
+
+def test_no_async_error_has_a_cause_chain_that_loops(clock: Clock) -> None:
+    """CRASH (issue 27, D): the async retry loop (AsyncMilvusClient calls) wraps the same way."""
+    import asyncio
+
+    from milvus_m3.engine.retry import Secrets, acall_with_retry
+
+    sync_fn = _looping(connect_failed())
+
+    async def fn(**kwargs: Any) -> Any:
+        return sync_fn(**kwargs)
+
+    async def run() -> None:
+        await acall_with_retry(
+            fn,
+            (),
+            {},
+            what="search",
+            where="http://h:19530",
+            policy=RetryPolicy(attempts=1, total_seconds=60),
+            timeout=None,
+            secrets=Secrets(),
+        )
+
+    with pytest.raises(MilvusUnavailableError) as err:
+        asyncio.run(run())
+    assert not _loops(err.value, "__cause__") and not _loops(err.value, "__context__")
+    assert isinstance(err.value.__cause__, MilvusException)
+
+
+# --------------------------------------------------------------------- disk full (issue 27, item 14)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(28, "No space left on device"),
+        MilvusException(code=65535, message="write segment: No space left on device"),
+        connect_failed(OSError(28, "No space left on device")),
+    ],
+)
+def test_a_full_disk_is_named_and_never_retried(clock: Clock, exc: BaseException) -> None:
+    """UNCLEAR (issue 27, item 14): a full disk was reported as the engine's 'Unexpected error in RPC
+    handling' after 30 s of retries; it is one clear error on the first try, naming ENOSPC and the fix."""
+    conn = Connection("http://h:19530", client=StubClient(), retry=RetryPolicy(attempts=5, total_seconds=60))
+    calls: list[int] = []
+
+    def fn(**kwargs: Any) -> Any:
+        calls.append(1)
+        raise exc
+
+    with pytest.raises(MilvusM3Error) as err:
+        conn.call("upsert 500 rows into 'docs'", fn)
+    msg = str(err.value)
+    assert calls == [1] and clock.sleeps == []
+    assert not isinstance(err.value, MilvusUnavailableError)
+    assert "ENOSPC" in msg and "No space left" in msg and "http://h:19530" in msg, msg
+    assert "Free space on the disk" in msg and "not retried" in msg
+
+
+# --------------------------------------------------------------------- a deadline on a big request (issue 27, 15)
+
+
+def test_a_deadline_on_a_big_batch_names_its_size_and_timeout_and_is_not_retried(clock: Clock) -> None:
+    """UNCLEAR (issue 27, item 15): a hybrid search of 10,000 queries that outlasted its deadline was
+    retried whole, then reported as 'Milvus did not answer ... check the server'. It is one error on the
+    first deadline, saying how many queries the request carried and naming the timeout to raise."""
+    from pymilvus import AnnSearchRequest
+
+    class SlowServer(StubClient):
+        def hybrid_search(self, collection_name: str, reqs: list[Any], ranker: Any, limit: int,
+                          timeout: float | None = None) -> None:  # fmt: skip
+            self.timeouts.append(timeout)
+            clock.now += timeout or 0
+            raise FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    client = SlowServer()
+    conn = Connection("http://h:19530", client=client, timeout=30, retry=RetryPolicy(total_seconds=600))
+    reqs = [
+        AnnSearchRequest(data=[[0.5, 0.5]] * 10_000, anns_field=f, param={}, limit=10) for f in ("d", "s")
+    ]
+    with pytest.raises(MilvusUnavailableError) as err:
+        conn.call("hybrid search on 'docs'", client.hybrid_search, "docs", reqs=reqs, ranker=None, limit=10)
+    msg = str(err.value)
+    assert client.timeouts == [30] and clock.sleeps == []  # one try: the batch is not sent again
+    assert (
+        "10000 queries" in msg and "30 s" in msg and "--timeout" in msg and "ConnectionOptions.timeout" in msg
+    )
+    assert "not retried" in msg
+
+
+def test_a_deadline_on_a_write_batch_names_its_rows(clock: Clock) -> None:
+    """UNCLEAR (issue 27, item 15): the same for a write: the message says how many rows it carried."""
+
+    class SlowServer(StubClient):
+        def upsert(self, collection_name: str, data: list[Any], timeout: float | None = None) -> None:
+            self.timeouts.append(timeout)
+            raise FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    client = SlowServer()
+    conn = Connection("http://h:19530", client=client, timeout=5, retry=RetryPolicy(total_seconds=600))
+    with pytest.raises(MilvusUnavailableError, match=r"500 rows.*--timeout"):
+        conn.call("upsert into 'docs'", client.upsert, "docs", data=[{"id": i} for i in range(500)])
+    assert len(client.timeouts) == 1

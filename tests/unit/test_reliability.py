@@ -69,3 +69,25 @@ def test_terminal_and_json_escaping() -> None:
     assert "\\x1b[2J" in shown and "\\u202e" in shown
     line = json_line({"t": s})
     assert len(line.splitlines()) == 1 and json.loads(line) == {"t": s}
+
+
+@pytest.mark.parametrize(
+    ("uri", "host", "cred"),
+    [
+        ("http://root:S3cret@127.0.0.1:1/db?x=a@b", "http://127.0.0.1:1/db?x=a@b", "root:S3cret"),
+        ("http://root:S3cret@db.example:19530#frag@x", "http://db.example:19530#frag@x", "root:S3cret"),
+        ("http://tok@db.example:19530/db1/a@b", "http://db.example:19530/db1/a@b", "tok"),
+        ("https://u:p@ss@db.example:443/?q=1@2@3", "https://db.example:443/?q=1@2@3", "u:p@ss"),
+    ],
+)
+def test_userinfo_ends_before_the_path_query_or_fragment(uri: str, host: str, cred: str) -> None:
+    """SECURITY (issue 27, item 9): ``http://root:S3cret@127.0.0.1:1/db?x=a@b`` was split on the LAST
+    ``@``: host ``b``, and ``root:S3cret@127.0.0.1:1/db?x=a`` sent to it as credentials. An ``@`` before
+    the first ``/``, ``?`` or ``#`` ends the userinfo at the last such ``@``."""
+    from milvus_m3.engine.uri import check_server_uri, redact_uri, split_credentials
+
+    check_server_uri(uri)
+    assert split_credentials(uri) == (host, cred)
+    shown = redact_uri(uri)
+    assert shown == host.replace("//", "//***@", 1)
+    assert cred.split(":")[-1] not in shown.split("@", 1)[0]
