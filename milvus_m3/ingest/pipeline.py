@@ -30,9 +30,9 @@ from typing import Any
 
 from ..collection.identity import identity
 from ..collection.manager import CollectionManager, CollectionSpec
-from ..collection.schema import CHUNK_FIELD, PARENT_FIELD
+from ..collection.schema import CHUNK_FIELD, ID_FIELD, PARENT_FIELD
 from ..engine.uri import is_local_file_uri
-from ..errors import ConfigError, IngestAborted, MilvusM3Error
+from ..errors import ConfigError, IngestAborted, InputError, MilvusM3Error
 from ..filters import literal
 from ..types import Encoder
 from .checkpoint import Checkpoint, ErrorLog, source_key
@@ -104,8 +104,14 @@ def ingest(
             "db_name": conn.db_name,
             "collection": collection,
             "build_id": manager.build_id(collection),
+            "collection_id": manager.collection_id(collection),
         }
         checkpoint = Checkpoint(state, opts.resume_options(collection), resume, target, force_resume)
+        if checkpoint.resumed and not _holds(manager, collection, checkpoint.probe):
+            checkpoint.start_over(
+                f"collection {collection!r} does not hold row {checkpoint.probe!r}, the last one the checkpoint "
+                "covers (it was dropped and recreated, or rows were deleted)"
+            )
         checkpoint.begin(sources)
         if not checkpoint.resumed:
             checkpoint.commit({}, {}, 0)  # a stale state file of another run must not be resumed from
@@ -127,6 +133,16 @@ def ingest(
             "%d bad rows%s", result.failed, f" (see {result.errors_path})" if result.errors_path else ""
         )
     return result
+
+
+def _holds(manager: CollectionManager, collection: str, row_id: str | int | None) -> bool:
+    """Whether ``collection`` holds the row ``row_id`` (True when there is none to look for)."""
+    if row_id is None:
+        return True
+    try:
+        return bool(manager.get(collection, [row_id], output_fields=[ID_FIELD]))
+    except InputError:  # an id this collection cannot hold (another id type): not the collection written
+        return False
 
 
 def _check_sources(files: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -341,7 +357,10 @@ class _Writer(RunCounts):
             self.manager.write_rows(self.collection, item.rows, mode="upsert")
             self._drop_stale_chunks(item.rows)
         self.errlog.write(item.errors)
-        self.checkpoint.commit(item.positions, item.id_choices, self._errors_offset(), digests=item.digests)
+        probe = item.rows[-1][ID_FIELD] if item.rows else None
+        self.checkpoint.commit(
+            item.positions, item.id_choices, self._errors_offset(), digests=item.digests, probe=probe
+        )
         self.written += item.written_docs
         self.chunks += len(item.rows)
         self.failed += len(item.errors)
