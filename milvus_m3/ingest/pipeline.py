@@ -39,7 +39,7 @@ from .checkpoint import Checkpoint, ErrorLog, source_key
 from .guard import JobLock, check_paths
 from .ids import IdChoices
 from .options import IngestOptions, build_options
-from .prepare import Batch, Preparer, check_encoder
+from .prepare import Batch, Preparer, check_encoder, split_foreign, write_owned
 from .readers import STDIN, Skipped, detect_format, estimate_records, read_source, require_pyarrow
 from .records import MAX_REPORTED_ERRORS, IngestReport, Record, RowError, RunCounts
 
@@ -351,10 +351,13 @@ class _Writer(RunCounts):
     def write(self, item: Batch) -> None:
         self.skipped = item.skipped
         self.read += item.read
+        rows, origins, foreign = split_foreign(self.manager, self.collection, item.rows, item.origins)
+        self._set_aside(item, rows, foreign)
         if item.errors and self.on_error == "fail":
             raise self._abort(item)
         if item.rows:
-            self.manager.write_rows(self.collection, item.rows, mode="upsert")
+            rows, foreign = write_owned(self.manager, self.collection, item.rows, origins)
+            self._set_aside(item, rows, foreign)
             self._drop_stale_chunks(item.rows)
         self.errlog.write(item.errors)
         probe = item.rows[-1][ID_FIELD] if item.rows else None
@@ -369,6 +372,17 @@ class _Writer(RunCounts):
         self._keep(item.errors)
         for err in item.errors:
             logger.debug("bad row %s", err)
+
+    @staticmethod
+    def _set_aside(item: Batch, rows: list[dict[str, Any]], foreign: Sequence[RowError]) -> None:
+        """``item`` with only ``rows`` left and the documents of ``foreign`` (another tenant's ids) as
+        bad rows, in input order."""
+        if not foreign:
+            return
+        order = {s: i for i, s in enumerate(item.positions)}
+        item.errors = sorted([*item.errors, *foreign], key=lambda e: (order.get(e.file, len(order)), e.line))
+        item.rows = rows
+        item.written_docs -= len(foreign)
 
     def _drop_stale_chunks(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """A document written again with fewer chunks: its old chunks past the new last one are deleted
