@@ -18,7 +18,7 @@ __all__ = ["run_ingest"]
 def run_ingest(args: argparse.Namespace) -> int:
     """``milvus-m3 ingest``: stream the files into the collection (``--engine ray``: on Ray Data)."""
     from ..collection.manager import CollectionSpec
-    from ..ingest import IngestOptions, default_state_path, detect_format, ingest
+    from ..ingest import IngestOptions, detect_format, ingest
 
     if args.engine == "ray":
         return _run_ray(args)
@@ -33,17 +33,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         raise ConfigError("--chunk-overlap needs --chunk-tokens")
     if args.force_resume and not args.resume:
         raise ConfigError("--force-resume goes with --resume")
-    state = (
-        Path(args.state) if args.state else default_state_path(args.uri, args.collection, inputs=args.files)
-    )
-    suffix = ".ingest-state.json"
-    default_errors = (
-        (  # never the state file itself (--state s.json: s.ingest-errors.jsonl)
-            state.name[: -len(suffix)] if state.name.endswith(suffix) else state.stem
-        )
-        + ".ingest-errors.jsonl"
-    )
-    errors = Path(args.errors) if args.errors else state.with_name(default_errors)
+    state, errors = _job_paths(args)
     with remove_new_lite_file(args.uri), manager_from_args(args) as manager:
         if manager.has_collection(args.collection):
             # refuses a collection milvus-m3 did not build, or other sparse sizes, before the model loads
@@ -95,10 +85,27 @@ def run_ingest(args: argparse.Namespace) -> int:
     return EXIT_REJECTED if args.strict_exit and report.failed else 0
 
 
+def _job_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(state, errors) of a job, both engines: as given, else the state keyed by the target and the
+    inputs (``default_state_path``) and the errors file next to it (never the state file itself:
+    ``--state s.json`` gives ``s.ingest-errors.jsonl``)."""
+    from ..ingest import default_state_path
+
+    state = (
+        Path(args.state) if args.state else default_state_path(args.uri, args.collection, inputs=args.files)
+    )
+    suffix = ".ingest-state.json"
+    stem = state.name[: -len(suffix)] if state.name.endswith(suffix) else state.stem
+    errors = Path(args.errors) if args.errors else state.with_name(stem + ".ingest-errors.jsonl")
+    return state, errors
+
+
 def _run_ray(args: argparse.Namespace) -> int:
     """ingest --engine ray: the model loads in the actors only (the dense dim comes from config.json)."""
     from ..collection.manager import CollectionSpec
-    from ..ingest import IngestOptions, default_state_path
+    from ..engine.uri import is_local_file_uri
+    from ..ingest import IngestOptions
+    from ..ingest.guard import check_paths
     from ..ingest.ray_engine import M3EmbedderFactory, RayOptions, ray_ingest
 
     if args.resume:
@@ -107,12 +114,11 @@ def _run_ray(args: argparse.Namespace) -> int:
             "(upserts make that safe), with --skip-existing to pass over what is stored"
         )
     ray_options = from_args(RayOptions, args, address=args.ray_address)  # checked before Ray starts
-    state = Path(args.state) if args.state else default_state_path(args.uri, args.collection)
-    errors = (
-        Path(args.errors)
-        if args.errors
-        else state.with_name(state.name.replace(".ingest-state.json", ".ingest-errors.jsonl"))
-    )
+    # the local engine's paths and guards: a Ray job writes no state, but --state names its errors file,
+    # and neither may be an input, the Lite database or a file that is not the job's own
+    state, errors = _job_paths(args)
+    local = [f for f in args.files if "://" not in f]  # not object-store URIs
+    check_paths(local, state, errors, args.uri if is_local_file_uri(args.uri) else None)
     kwargs: dict[str, Any] = {
         "device": args.device,
         "batch_size": args.encode_batch_size,
@@ -129,6 +135,7 @@ def _run_ray(args: argparse.Namespace) -> int:
                 dense_dim=dense_dim_of(args.model, args),
                 model_name=args.model,
                 chunked=args.chunk_tokens is not None,
+                partition_key=args.tenant_field,
                 **_sparse_size(args),
             )
             manager.create_collection(args.collection, spec=spec)

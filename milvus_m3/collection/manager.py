@@ -288,6 +288,14 @@ class CollectionManager:
             self._call(f"describe {name!r}", "describe_collection", name).get("description", "")
         )
 
+    def collection_id(self, name: str) -> int | None:
+        """The id the engine gave this instance of ``name``: a collection dropped and created again has
+        another one, whatever schema and description it was given. None where the engine gives none
+        (Milvus Lite reports 0 for every collection)."""
+        self._require(name)
+        value = self._call(f"describe {name!r}", "describe_collection", name).get("collection_id")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
     def check_collection(
         self,
         name: str,

@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from ..types import Encoder
 from .ids import IdChoices
 from .options import IngestOptions
-from .prepare import Doc, Preparer, check_encoder
+from .prepare import Doc, Origin, Preparer, check_encoder, split_foreign, write_owned
 from .readers import Skipped, read_source
 from .records import Record, RowError
 
@@ -70,6 +70,12 @@ class BatchResult:
     errors: list[RowError]
     aborted: bool
     rows: list[dict[str, Any]] = field(default_factory=list)
+    origins: list[Origin] = field(default_factory=list)
+    """Per row of ``rows``, its document's (input, line, id)."""
+    docs: list[tuple[str | int, int, int]] = field(default_factory=list)
+    """(id, line, rows) of each document written (or, for Lite, to be written by the driver), and
+    (id, line, 0) of each passed over by ``skip_existing``: what the driver needs to keep the first
+    record of an id across batches, as ``ingest`` does."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,24 +116,27 @@ def read_batches(
 
     The id field of an input is chosen from its first readable record, as ``ingest`` chooses it; a
     remote input is copied to a local temporary file first and its records keep the URI as their source.
+    With ``row["lines"]`` only the records starting on those lines are emitted (the driver's second pass
+    over the first records of repeated ids).
     """
     index, source = int(row["index"]), str(row["source"])
+    only = set(row["lines"]) if row.get("lines") is not None else None
     kind = formats[source]
     ids = IdChoices(id_field=options.id_field, hash_ids=options.hash_ids, formats=formats, known={})
     with tempfile.TemporaryDirectory(prefix="milvus-m3-ray-") as tmp:
         path = _local_copy(source, tmp) if is_remote(source) else source
 
         def emit(number: int, records: list[Record]) -> dict[str, bytes]:
-            if source not in ids.chosen:
-                first = next((r for r in records if r.data is not None), None)
-                if first is not None and first.data is not None:
-                    ids.field_for(source, first.data)
             known = {source: ids.chosen[source]} if source in ids.chosen else {}
             return {PAYLOAD: pickle.dumps(ReadBatch(index, number, records, known), protocol=5)}
 
         batch: list[Record] = []
         number = 0
         for rec in read_source(path, kind, 0, Skipped()):
+            if source not in ids.chosen and rec.data is not None:
+                ids.field_for(source, rec.data)
+            if only is not None and rec.line not in only:
+                continue
             batch.append(rec if path == source else dataclasses.replace(rec, source=source))
             if len(batch) >= options.batch_size:
                 yield emit(number, batch)
@@ -198,32 +207,46 @@ class EmbedWriter:
             formats=plan.formats,
             max_tokens=plan.max_tokens,
         )
-        records, skipped = rb.records, 0
+        records, passed = rb.records, list[tuple[str | int, int]]()
         if plan.skip_existing:
-            records, skipped = self._drop_stored(preparer, records)
+            records, passed = self._drop_stored(preparer, records)
         prepared = preparer.prepare(records, 0) if records else None
-        errors = prepared.errors if prepared is not None else []
+        errors = list(prepared.errors) if prepared is not None else []
         rows = prepared.rows if prepared is not None else []
+        origins = prepared.origins if prepared is not None else []
+        if plan.writes_in_actors:  # a document whose id is another tenant's is a bad row (prepare.py)
+            rows, origins, foreign = split_foreign(self.manager, plan.collection, rows, origins)
+            errors.extend(foreign)
         aborted = bool(errors) and plan.options.on_error == "fail"
         if rows and not aborted and plan.writes_in_actors:
-            self.manager.write_rows(plan.collection, rows, batch_size=plan.write_batch_size, mode="upsert")
+            rows, foreign = write_owned(self.manager, plan.collection, rows, origins, plan.write_batch_size)
+            errors.extend(foreign)
+            origins = [o for o in origins if (o[0], o[1]) not in {(e.file, e.line) for e in foreign}]
+        order = {(r.source, r.line): k for k, r in enumerate(rb.records)}
+        errors.sort(key=lambda e: order.get((e.file, e.line), 0))
+        docs = docs_of(origins) if not aborted else []
         return BatchResult(
             key=(rb.source_index, rb.number),
             read=len(rb.records),
-            written_docs=prepared.written_docs if prepared is not None else 0,
-            chunks=len(rows),
+            written_docs=len(docs),
+            chunks=len(rows) if not aborted else 0,
             tokens=prepared.tokens if prepared is not None else 0,
             truncated=prepared.truncated if prepared is not None else 0,
-            skipped=skipped,
+            skipped=len(passed),
             errors=errors,
             aborted=aborted,
             rows=[] if plan.writes_in_actors or aborted else rows,
+            origins=[] if plan.writes_in_actors or aborted else origins,
+            docs=[*docs, *((doc_id, line, 0) for doc_id, line in passed)],
         )
 
-    def _drop_stored(self, preparer: Preparer, records: list[Record]) -> tuple[list[Record], int]:
-        """The records to embed: all but valid documents whose id occurs once in the batch and whose
-        stored row has the same text, metadata and declared fields (so its vectors are the ones the
-        model would give again). Anything else is embedded and upserted, which is always safe."""
+    def _drop_stored(
+        self, preparer: Preparer, records: list[Record]
+    ) -> tuple[list[Record], list[tuple[str | int, int]]]:
+        """(the records to embed, (id, line) of those passed over): all but valid documents whose id
+        occurs once in the batch and whose stored row has the same text, metadata and declared fields
+        (so its vectors are the ones the model would give again). Anything else is embedded and
+        upserted, which is always safe."""
         docs: list[tuple[Record, Doc]] = []
         counts: dict[str | int, int] = {}
         for rec in records:
@@ -233,10 +256,18 @@ class EmbedWriter:
                 counts[got.id] = counts.get(got.id, 0) + 1
         unique = [doc for _, doc in docs if counts[doc.id] == 1]
         if not unique:
-            return records, 0
+            return records, []
         stored = {r[ID_FIELD]: r for r in self.manager.get(self.plan.collection, [d.id for d in unique])}
-        same = {id(rec) for rec, doc in docs if counts[doc.id] == 1 and _same(stored.get(doc.id), doc)}
-        return [r for r in records if id(r) not in same], len(same)
+        same = {id(rec): doc for rec, doc in docs if counts[doc.id] == 1 and _same(stored.get(doc.id), doc)}
+        return [r for r in records if id(r) not in same], [(doc.id, doc.line) for doc in same.values()]
+
+
+def docs_of(origins: Sequence[Origin]) -> list[tuple[str | int, int, int]]:
+    """(id, line, rows) per document of a batch's rows, in order."""
+    counts: dict[tuple[str | int, int], int] = {}
+    for _, line, doc_id in origins:
+        counts[(doc_id, line)] = counts.get((doc_id, line), 0) + 1
+    return [(doc_id, line, n) for (doc_id, line), n in counts.items()]
 
 
 def _same(row: Mapping[str, Any] | None, doc: Doc) -> bool:

@@ -6,8 +6,12 @@ temporary file, fsync, ``os.replace``, fsync the directory): per input file, how
 records and cuts the errors file back to the recorded length, so that after ``kill -9`` at any moment the
 job finishes with exactly the input's documents stored. A resume with no checkpoint file starts from the
 beginning. The state names its target (the URI without credentials, the database, the collection and
-the build id milvus-m3 wrote into the collection's record): a resume into another target is refused,
-and one into a collection dropped and recreated since starts from the beginning. Resume trusts that the
+the build id milvus-m3 wrote into the collection's record, and the engine's collection id where it gives
+one): a resume into another target is refused, and one into a collection dropped and recreated since
+starts from the beginning. A copied schema copies the build id, and Milvus Lite gives every collection
+the id 0, so the state also keeps the id of the last row written (``probe``): a resume into a collection
+that does not hold that row (a new instance, or one whose rows were deleted) starts from the beginning
+too, never skipping records whose rows are not there. Resume trusts that the
 first records of each file are the ones an earlier run saw, and checks it: the state keeps a blake2b
 digest of each JSONL / CSV / TSV input up to its last settled record, which the reader compares as it
 passes over those records (a fix or an append after that point resumes; a change before it is
@@ -135,13 +139,15 @@ class Checkpoint:
         self.force = force
         self.inputs: dict[str, dict[str, Any]] = {}
         self.errors_offset: int | None = None
+        self.probe: str | int | None = None
+        """The id of the last row written (what a resume checks the collection still holds)."""
         self.resumed = False
         if path is None or not resume:
             return
         if not path.is_file():
             logger.info("no checkpoint at %s: starting from the beginning", path)
             return
-        stored, inputs, offset, stored_target = _load(path)
+        stored, inputs, offset, stored_target, probe = _load(path)
         if not self._same_target(path, stored_target):
             return
         diff = sorted(k for k in set(stored) | set(self.options) if stored.get(k) != self.options.get(k))
@@ -153,7 +159,14 @@ class Checkpoint:
             )
         self.inputs = inputs
         self.errors_offset = int(offset) if isinstance(offset, int) else None
+        self.probe = probe
         self.resumed = True
+
+    def start_over(self, why: str) -> None:
+        """Forget what the state file settled (before ``begin``): the job starts from the beginning."""
+        if self.resumed:
+            logger.warning("%s: %s no longer applies; starting from the beginning", why, self.path)
+        self.inputs, self.errors_offset, self.probe, self.resumed = {}, None, None, False
 
     def _same_target(self, path: Path, stored: Mapping[str, Any]) -> bool:
         """ConfigError for a state of another target; False (start over) for a recreated collection."""
@@ -163,14 +176,17 @@ class Checkpoint:
                     f"cannot resume from {path}: it belongs to another target ({key} {stored[key]!r}, this job "
                     f"{self.target[key]!r}); give this job its own --state, or run without --resume"
                 )
-        old_id, new_id = stored.get("build_id"), self.target.get("build_id")
-        if old_id and new_id and old_id != new_id:
-            logger.warning(
-                "collection %r was recreated since %s was written: it no longer applies; starting from the beginning",
-                self.target.get("collection"),
-                path,
-            )
-            return False
+        for key in ("build_id", "collection_id"):
+            old_id, new_id = stored.get(key), self.target.get(key)
+            if old_id and new_id and old_id != new_id:
+                logger.warning(
+                    "collection %r was recreated since %s was written (another %s): it no longer applies; "
+                    "starting from the beginning",
+                    self.target.get("collection"),
+                    path,
+                    key,
+                )
+                return False
         return True
 
     def done(self, source: str) -> int:
@@ -235,7 +251,10 @@ class Checkpoint:
         errors_offset: int | None,
         finished: bool = False,
         digests: Mapping[str, str] | None = None,
+        probe: str | int | None = None,
     ) -> None:
+        """Record ``positions`` (records settled per input), id choices and the errors file's length;
+        ``probe``: the id of a row this commit covers, written (the last of the batch)."""
         for source, done in positions.items():
             entry = self.inputs.setdefault(source_key(source), {"done": 0})
             if done >= int(entry.get("done", 0)):
@@ -245,6 +264,8 @@ class Checkpoint:
         for source, choice in id_choices.items():
             self.inputs.setdefault(source_key(source), {"done": 0})["id_field"] = choice
         self.errors_offset = errors_offset
+        if probe is not None:
+            self.probe = probe
         if self.path is None:
             return
         atomic_write_json(
@@ -255,6 +276,7 @@ class Checkpoint:
                 "target": self.target,
                 "inputs": self.inputs,
                 "errors_offset": errors_offset,
+                "probe": self.probe,
                 "finished": finished,
                 "updated": time.time(),
             },
@@ -267,8 +289,10 @@ def _count(value: Any, what: str) -> int:
     return value
 
 
-def _load(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Any, dict[str, Any]]:
-    """(options, inputs, errors_offset, target) of a state file; ConfigError when it cannot be used."""
+def _load(
+    path: Path,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Any, dict[str, Any], str | int | None]:
+    """(options, inputs, errors_offset, target, probe) of a state file; ConfigError when it cannot be used."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("version") != STATE_VERSION:
@@ -287,13 +311,16 @@ def _load(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], Any, d
         if offset is not None:
             _count(offset, '"errors_offset"')
         target = dict(data.get("target") or {})
+        probe = data.get("probe")
+        if isinstance(probe, bool) or not isinstance(probe, (str, int, type(None))):
+            raise ValueError(f'"probe" is {probe!r}, not a row id')
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(
             f"the ingest state file {path} is unreadable ({exc}); if it is the state of an earlier run, delete it "
             "and run without --resume (upserts make re-ingesting safe); if it is another file, give --state "
             "another path"
         ) from exc
-    return stored, inputs, offset, target
+    return stored, inputs, offset, target, probe
 
 
 class ErrorLog:

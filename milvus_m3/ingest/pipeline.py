@@ -30,16 +30,16 @@ from typing import Any
 
 from ..collection.identity import identity
 from ..collection.manager import CollectionManager, CollectionSpec
-from ..collection.schema import CHUNK_FIELD, PARENT_FIELD
+from ..collection.schema import CHUNK_FIELD, ID_FIELD, PARENT_FIELD
 from ..engine.uri import is_local_file_uri
-from ..errors import ConfigError, IngestAborted, MilvusM3Error
+from ..errors import ConfigError, IngestAborted, InputError, MilvusM3Error
 from ..filters import literal
 from ..types import Encoder
 from .checkpoint import Checkpoint, ErrorLog, source_key
 from .guard import JobLock, check_paths
 from .ids import IdChoices
 from .options import IngestOptions, build_options
-from .prepare import Batch, Preparer, check_encoder
+from .prepare import Batch, Preparer, check_encoder, split_foreign, write_owned
 from .readers import STDIN, Skipped, detect_format, estimate_records, read_source, require_pyarrow
 from .records import MAX_REPORTED_ERRORS, IngestReport, Record, RowError, RunCounts
 
@@ -104,8 +104,14 @@ def ingest(
             "db_name": conn.db_name,
             "collection": collection,
             "build_id": manager.build_id(collection),
+            "collection_id": manager.collection_id(collection),
         }
         checkpoint = Checkpoint(state, opts.resume_options(collection), resume, target, force_resume)
+        if checkpoint.resumed and not _holds(manager, collection, checkpoint.probe):
+            checkpoint.start_over(
+                f"collection {collection!r} does not hold row {checkpoint.probe!r}, the last one the checkpoint "
+                "covers (it was dropped and recreated, or rows were deleted)"
+            )
         checkpoint.begin(sources)
         if not checkpoint.resumed:
             checkpoint.commit({}, {}, 0)  # a stale state file of another run must not be resumed from
@@ -127,6 +133,16 @@ def ingest(
             "%d bad rows%s", result.failed, f" (see {result.errors_path})" if result.errors_path else ""
         )
     return result
+
+
+def _holds(manager: CollectionManager, collection: str, row_id: str | int | None) -> bool:
+    """Whether ``collection`` holds the row ``row_id`` (True when there is none to look for)."""
+    if row_id is None:
+        return True
+    try:
+        return bool(manager.get(collection, [row_id], output_fields=[ID_FIELD]))
+    except InputError:  # an id this collection cannot hold (another id type): not the collection written
+        return False
 
 
 def _check_sources(files: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -335,13 +351,19 @@ class _Writer(RunCounts):
     def write(self, item: Batch) -> None:
         self.skipped = item.skipped
         self.read += item.read
+        rows, origins, foreign = split_foreign(self.manager, self.collection, item.rows, item.origins)
+        self._set_aside(item, rows, foreign)
         if item.errors and self.on_error == "fail":
             raise self._abort(item)
         if item.rows:
-            self.manager.write_rows(self.collection, item.rows, mode="upsert")
+            rows, foreign = write_owned(self.manager, self.collection, item.rows, origins)
+            self._set_aside(item, rows, foreign)
             self._drop_stale_chunks(item.rows)
         self.errlog.write(item.errors)
-        self.checkpoint.commit(item.positions, item.id_choices, self._errors_offset(), digests=item.digests)
+        probe = item.rows[-1][ID_FIELD] if item.rows else None
+        self.checkpoint.commit(
+            item.positions, item.id_choices, self._errors_offset(), digests=item.digests, probe=probe
+        )
         self.written += item.written_docs
         self.chunks += len(item.rows)
         self.failed += len(item.errors)
@@ -350,6 +372,17 @@ class _Writer(RunCounts):
         self._keep(item.errors)
         for err in item.errors:
             logger.debug("bad row %s", err)
+
+    @staticmethod
+    def _set_aside(item: Batch, rows: list[dict[str, Any]], foreign: Sequence[RowError]) -> None:
+        """``item`` with only ``rows`` left and the documents of ``foreign`` (another tenant's ids) as
+        bad rows, in input order."""
+        if not foreign:
+            return
+        order = {s: i for i, s in enumerate(item.positions)}
+        item.errors = sorted([*item.errors, *foreign], key=lambda e: (order.get(e.file, len(order)), e.line))
+        item.rows = rows
+        item.written_docs -= len(foreign)
 
     def _drop_stale_chunks(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """A document written again with fewer chunks: its old chunks past the new last one are deleted

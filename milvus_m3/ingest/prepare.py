@@ -23,6 +23,8 @@ Bad rows
     encoder and anything ``CollectionManager.prepare_rows`` refuses for one row (lone surrogates, ints
     beyond int64, colliding keys or deep nesting in metadata, ...): the row becomes a ``RowError`` and
     the rest of its batch goes on. Ids seen are kept in memory for the run (one entry per document).
+    On a collection with a tenant field, a document whose id is stored for another tenant is a bad row
+    too (``split_foreign``, checked when its batch is written: an upsert would move that tenant's row).
 """
 
 from __future__ import annotations
@@ -33,13 +35,24 @@ from typing import Any
 
 from .._checks import CheckedTexts, is_valid_utf8
 from ..collection.manager import CollectionManager, CollectionSpec, ScalarField
+from ..collection.schema import ID_FIELD
 from ..errors import ConfigError, InputError
 from ..types import ChunkingEncoder, Encoder, LengthLimited, M3Embeddings
 from .ids import IdChoices, check_id, content_id
 from .options import IngestOptions
 from .records import BadValue, Record, RowError, json_type
 
-__all__ = ["MAX_CHUNKED_BYTES", "Batch", "Doc", "Preparer", "check_encoder", "convert_scalar"]
+__all__ = [
+    "MAX_CHUNKED_BYTES",
+    "Batch",
+    "Doc",
+    "Origin",
+    "Preparer",
+    "check_encoder",
+    "convert_scalar",
+    "split_foreign",
+    "write_owned",
+]
 
 MAX_CHUNKED_BYTES = 4 * 2**20
 """The largest document (UTF-8 bytes) ingestion embeds, chunked or not: tokenising costs about 150x its
@@ -75,10 +88,14 @@ class Batch:
     first: tuple[str, int]
     digests: dict[str, str] = field(default_factory=dict)
     """Per input, the digest of its last record in the batch (what a resume checks against)."""
+    origins: list[Origin] = field(default_factory=list)
+    """Per row of ``rows``, its document's (input, line, id)."""
 
 
 _Chunk = tuple[Doc, int, str]
 """(document, chunk index, chunk text)."""
+Origin = tuple[str, int, "str | int"]
+"""Where a row comes from: (input, line, document id) of its document."""
 
 
 def check_encoder(options: IngestOptions, encoder: Encoder) -> int | None:
@@ -266,7 +283,7 @@ class Preparer:
                 continue
             seen[got.id] = got
             docs.append(got)
-        rows, written_docs, tokens, truncated = self._rows(docs, errors)
+        rows, written_docs, tokens, truncated, origins = self._rows(docs, errors)
         written = len(written_docs)
         self.written.update((d.id, (d.source, d.line)) for d in written_docs)
         order = {(r.source, r.line): k for k, r in enumerate(records)}
@@ -284,6 +301,7 @@ class Preparer:
             skipped,
             (records[0].source, records[0].line),
             digests,
+            origins,
         )
 
     def _chunks(self, docs: Sequence[Doc], errors: list[RowError]) -> list[_Chunk]:
@@ -326,24 +344,25 @@ class Preparer:
 
     def _rows(
         self, docs: Sequence[Doc], errors: list[RowError]
-    ) -> tuple[list[dict[str, Any]], list[Doc], int, int]:
-        """(rows, documents written, tokens embedded, documents truncated) of a batch's documents."""
+    ) -> tuple[list[dict[str, Any]], list[Doc], int, int, list[Origin]]:
+        """(rows, documents written, tokens embedded, documents truncated, origins of the rows) of a
+        batch's documents."""
         chunks, emb = self._encode(self._chunks(docs, errors), errors)
         if emb is None or not chunks:
-            return [], [], 0, 0
+            return [], [], 0, 0, []
         cut_docs = {id(chunks[i][0]): chunks[i][0] for i in emb.truncated}
         if cut_docs and not self.options.truncate:
             chunks, emb = self._refuse_cut(chunks, emb, cut_docs.values(), errors)
             if not chunks:
-                return [], [], 0, 0
+                return [], [], 0, 0, []
         built = self._build_all(chunks, emb, errors)
         if built is None:
-            return [], [], 0, 0
+            return [], [], 0, 0, []
         rows, chunks, emb = built
         written = list({id(c[0]): c[0] for c in chunks}.values())
         tokens = sum(emb.token_counts) if emb.token_counts else 0
         truncated = len({id(c[0]) for c in chunks if id(c[0]) in cut_docs}) if self.options.truncate else 0
-        return rows, written, tokens, truncated
+        return rows, written, tokens, truncated, [(d.source, d.line, d.id) for d, _, _ in chunks]
 
     def _refuse_cut(
         self, chunks: list[_Chunk], emb: M3Embeddings, cut: Iterable[Doc], errors: list[RowError]
@@ -398,6 +417,75 @@ class Preparer:
             parent_ids=[str(d.id) for d, _, _ in chunks] if chunked else None,
             chunk_indexes=[i for _, i, _ in chunks] if chunked else None,
         )
+
+
+_OWNER_LOOKUP = 1000
+"""Ids per query when looking up who owns the ids of a batch."""
+
+
+def split_foreign(
+    manager: CollectionManager, collection: str, rows: Sequence[dict[str, Any]], origins: Sequence[Origin]
+) -> tuple[list[dict[str, Any]], list[Origin], list[RowError]]:
+    """(rows, their origins, bad rows): ``rows`` less those of each document one of whose ids is stored
+    for another tenant of ``collection`` (an upsert would move that tenant's row), which becomes a bad row.
+    Nothing is dropped on a collection without a tenant field."""
+    pk = manager.spec(collection).partition_key
+    if pk is None or not rows:
+        return list(rows), list(origins), []
+    ids = list(dict.fromkeys(row[ID_FIELD] for row in rows))
+    owner: dict[Any, Any] = {}
+    for start in range(0, len(ids), _OWNER_LOOKUP):
+        for got in manager.get(collection, ids[start : start + _OWNER_LOOKUP], output_fields=[pk]):
+            owner[got[ID_FIELD]] = got.get(pk)
+    foreign: dict[tuple[str, int], RowError] = {}
+    for row, (source, line, doc_id) in zip(rows, origins, strict=True):
+        row_id = row[ID_FIELD]
+        if row_id in owner and owner[row_id] != row.get(pk) and (source, line) not in foreign:
+            foreign[(source, line)] = RowError(
+                source,
+                line,
+                doc_id,
+                ID_FIELD,
+                f"id {row_id!r} is already stored for another tenant ({pk} {owner[row_id]!r}) in {collection!r}; "
+                "an upsert would move that tenant's row. Use ids unique across tenants (e.g. prefix them with "
+                "the tenant) or delete the other row first",
+            )
+    if not foreign:
+        return list(rows), list(origins), []
+    keep = [i for i, o in enumerate(origins) if (o[0], o[1]) not in foreign]
+    return [rows[i] for i in keep], [origins[i] for i in keep], list(foreign.values())
+
+
+_OWNER_RETRIES = 3
+
+
+def write_owned(
+    manager: CollectionManager,
+    collection: str,
+    rows: Sequence[dict[str, Any]],
+    origins: Sequence[Origin],
+    batch_size: int | None = None,
+) -> tuple[list[dict[str, Any]], list[RowError]]:
+    """Upsert ``rows`` (checked by ``split_foreign`` already); when another writer took one of their ids
+    for another tenant since (the manager refuses the write), that document becomes a bad row and the
+    rest is written again (upserts make that safe). (rows written, bad rows)."""
+    kept, where = list(rows), list(origins)
+    bad: list[RowError] = []
+    for attempt in range(_OWNER_RETRIES + 1):
+        try:
+            if kept and batch_size is not None:
+                manager.write_rows(collection, kept, batch_size=batch_size, mode="upsert")
+            elif kept:
+                manager.write_rows(collection, kept, mode="upsert")
+            return kept, bad
+        except InputError as exc:
+            if attempt == _OWNER_RETRIES or exc.field != ID_FIELD:
+                raise
+            kept, where, more = split_foreign(manager, collection, kept, where)
+            if not more:
+                raise
+            bad.extend(more)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def convert_scalar(sf: ScalarField, value: Any) -> Any:

@@ -18,12 +18,25 @@ Exactly once
     server, unchunked collections) passes over documents already stored with the same text, metadata
     and fields, so a re-run after a crash embeds only what is missing.
 
+Repeated ids
+    As in ``ingest()``, the first record of an id in input order (the inputs in the order given, then
+    their lines) is the one stored, and every later one is a bad row ("duplicate id"); the report counts
+    what is stored. Batches run in any order, so the driver keeps the first record of each id: for Lite
+    it drops a later record's rows before writing them (and writes the first over a later one that came
+    back sooner); on a server, where actors write in parallel, the first records of repeated ids are
+    embedded and written once more after every batch is done, so that they are what stays. A chunked
+    document whose later copy had more chunks loses those extra chunks.
+
+Paths
+    The errors file goes through the same guard as ``ingest()``'s (``guard.check_paths``: never an
+    input, the Lite database, or an existing file that is not a milvus-m3 errors file) and is held
+    against other jobs for the whole run (``guard.JobLock``).
+
 Differences from ``ingest()``
-    Batches never span two inputs (``ingest`` fills a batch across files), so a duplicate id is
-    reported as one only when both copies fall in one batch of one file. There is no checkpoint file:
-    a re-run (with ``skip_existing``) is the resume. ``on_error="fail"`` stops at the first batch with
-    a bad row that the driver sees; batches other actors wrote before that stay. The errors file is
-    rewritten in input order at the end.
+    Batches never span two inputs (``ingest`` fills a batch across files). There is no checkpoint
+    file: a re-run (with ``skip_existing``) is the resume. ``on_error="fail"`` stops at the first batch
+    with a bad row that the driver sees; batches other actors wrote before that stay. The errors file
+    is rewritten in input order at the end.
 
 ``import milvus_m3`` never imports ray; this module imports it when ``ray_ingest`` runs (the ``ray``
 extra: ``pip install 'milvus-m3[ray]'``).
@@ -31,6 +44,7 @@ extra: ``pip install 'milvus-m3[ray]'``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -43,13 +57,17 @@ from pathlib import Path
 from typing import Any
 
 from ..collection.manager import CollectionManager
+from ..collection.schema import CHUNK_FIELD, PARENT_FIELD
 from ..engine.uri import is_local_file_uri
 from ..errors import ConfigError, IngestAborted, MilvusM3Error, MissingDependencyError
+from ..filters import literal
 from ..types import Encoder
 from ._ray_tasks import RESULT, ActorPlan, BatchResult, EmbedWriter, is_remote, probe_encoder, read_batches
 from .checkpoint import ErrorLog, fsync_dir, source_key
+from .guard import JobLock, check_paths
 from .options import IngestOptions, RayOptions, build_options
 from .pipeline import check_spec, progress_bar
+from .prepare import split_foreign, write_owned
 from .readers import EXTENSIONS, STDIN, detect_format, require_pyarrow
 from .records import MAX_REPORTED_ERRORS, IngestReport, RowError, RunCounts
 
@@ -145,12 +163,36 @@ def ray_ingest(
     formats = {s: _format_of(s, opts.format) for s in sources}
     # A Milvus Lite file is opened by one process at a time (``one_process_per_file``); a server, Milvus
     # Lite's own gRPC server over such a file included, takes writes from many clients.
-    lite = manager.capabilities.one_process_per_file and is_local_file_uri(manager.connection.uri)
+    local_file = is_local_file_uri(manager.connection.uri)
+    lite = manager.capabilities.one_process_per_file and local_file
     if ropts.skip_existing and lite:
         raise ConfigError(
             "skip_existing needs a Milvus server: the actors cannot read a Milvus Lite file (one process "
             "at a time may open it). Run without it: upserts make re-running safe"
         )
+    errors = Path(errors_path) if errors_path is not None else None
+    local_sources = [s for s in sources if not is_remote(s)]
+    check_paths(local_sources, None, errors, manager.connection.uri if local_file else None)
+    with JobLock().holding(errors):
+        return _run_job(
+            manager, collection, factory, opts, ropts, sources, formats, lite, errors, progress, started
+        )
+
+
+def _run_job(
+    manager: CollectionManager,
+    collection: str,
+    factory: Any,
+    opts: IngestOptions,
+    ropts: RayOptions,
+    sources: list[str],
+    formats: dict[str, str],
+    lite: bool,
+    errors: Path | None,
+    progress: bool | None,
+    started: float,
+) -> IngestReport:
+    """``ray_ingest`` once its paths are checked and held: Ray up, the collection checked, the job run."""
     ray = _require_ray()
     started_ray = _init_ray(ray, ropts.address)
     try:
@@ -176,16 +218,21 @@ def ray_ingest(
             write_batch_size=ropts.write_batch_size,
             skip_existing=ropts.skip_existing,
         )
-        tally = _Tally(manager, collection, opts, ropts, sources, errors_path, started)
+        tally = _Tally(manager, collection, opts, ropts, sources, errors, started)
         bar = progress_bar(progress, collection, lambda: _expected_total(sources, formats))
         try:
-            for result in _results(ray, _dataset(ray, plan, sources, formats, ropts, progress)):
+            for result in _results(ray, _dataset(ray, plan, _items(sources), formats, ropts, progress)):
                 tally.add(result)
                 if bar is not None:
                     bar.update(result.read)
         finally:
             if bar is not None:
                 bar.close()
+        again = tally.rewrite_first()
+        if again:  # a server: the first records of repeated ids, written once more after every batch
+            plan = dataclasses.replace(plan, skip_existing=False)
+            for result in _results(ray, _dataset(ray, plan, again, formats, ropts, False)):
+                tally.rewritten(result)
         return tally.finish()
     finally:
         if started_ray:
@@ -268,10 +315,15 @@ def _probe(
     return dict(model), max_tokens
 
 
+def _items(sources: Sequence[str]) -> list[dict[str, Any]]:
+    """The read step's input: one item per input, with its position in the job."""
+    return [{"index": i, "source": s} for i, s in enumerate(sources)]
+
+
 def _dataset(
     ray: Any,
     plan: ActorPlan,
-    sources: Sequence[str],
+    items: list[dict[str, Any]],
     formats: Mapping[str, str],
     ropts: RayOptions,
     progress: bool | None,
@@ -284,7 +336,6 @@ def _dataset(
     ctx.target_max_block_size = 1
     ctx.enable_progress_bars = bool(progress)
     try:
-        items = [{"index": i, "source": s} for i, s in enumerate(sources)]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.flat_map(
             read_batches,
@@ -327,7 +378,8 @@ def _results(ray: Any, ds: Any) -> Iterator[BatchResult]:
 
 
 class _Tally(RunCounts):
-    """The driver's side: count each batch once, write Lite rows, log bad rows, build the report."""
+    """The driver's side: count each batch once, keep the first record of each id, write Lite rows, log
+    bad rows, build the report."""
 
     def __init__(
         self,
@@ -336,14 +388,21 @@ class _Tally(RunCounts):
         opts: IngestOptions,
         ropts: RayOptions,
         sources: Sequence[str],
-        errors_path: str | os.PathLike[str] | None,
+        errors_path: Path | None,
         started: float,
     ) -> None:
         self.manager, self.collection, self.opts, self.ropts = manager, collection, opts, ropts
+        self.sources = list(sources)
         self.order = {s: i for i, s in enumerate(sources)}
         super().__init__(started)
-        self.errlog = ErrorLog(Path(errors_path) if errors_path is not None else None, None, False)
+        self.errlog = ErrorLog(errors_path, None, False)
         self.seen: set[tuple[int, int]] = set()
+        self.first: dict[str | int, tuple[int, int, int]] = {}
+        """Per id, the first record of it seen so far in input order: (input index, line, rows), rows 0
+        for a document ``skip_existing`` passed over (stored already), -1 for one not written (another
+        tenant's id)."""
+        self.repeated: set[str | int] = set()
+        """Ids with more than one record: their first records' rows must be the ones that stay."""
 
     def _key(self, err: RowError) -> tuple[int, int]:
         return self.order.get(err.file, len(self.order)), err.line
@@ -353,27 +412,124 @@ class _Tally(RunCounts):
             return
         self.seen.add(res.key)
         self.read += res.read
-        self.errlog.write(res.errors)
-        self.failed += len(res.errors)
-        self.kept = sorted([*self.kept, *res.errors], key=self._key)[:MAX_REPORTED_ERRORS]
+        self.skipped += res.skipped
+        errors = list(res.errors)
         if res.aborted:
+            self._bad(errors)
             first = min(res.errors, key=self._key)
-            raise IngestAborted(
-                f"bad row at {first.file}:{first.line}: {first.error} ({len(res.errors)} bad in its batch; "
-                f"on_error='fail'). Nothing of that batch was written; {self.written} documents of other "
-                "batches are stored. Fix the input and run again (upserts make that safe), or use --on-error skip",
-                report=self.report(),
-                error=first,
+            raise self._abort(first, len(res.errors), "its batch")
+        later = self._later_records(res.key[0], res.docs, errors)
+        rows, origins = res.rows, res.origins
+        if later:
+            keep = [i for i, o in enumerate(origins) if o[1] not in later]
+            rows, origins = [rows[i] for i in keep], [origins[i] for i in keep]
+        if rows:  # Milvus Lite: the driver writes
+            rows, origins, foreign = split_foreign(self.manager, self.collection, rows, origins)
+            if foreign and self.opts.on_error == "fail":  # nothing of this batch is written
+                counted = [n for _, line, n in res.docs if n > 0 and line not in later]
+                self.written, self.chunks = self.written - len(counted), self.chunks - sum(counted)
+                self._bad([*errors, *foreign])
+                raise self._abort(min(foreign, key=self._key), len(foreign), "its batch")
+            rows, more = write_owned(
+                self.manager, self.collection, rows, origins, self.ropts.write_batch_size
             )
-        if res.rows:
-            self.manager.write_rows(
-                self.collection, res.rows, batch_size=self.ropts.write_batch_size, mode="upsert"
-            )
-        self.written += res.written_docs
-        self.chunks += res.chunks
+            for err in [*foreign, *more]:
+                errors.append(err)
+                self._unwrite(res.key[0], err)
+        self._bad(errors)
         self.tokens += res.tokens
         self.truncated += res.truncated
-        self.skipped += res.skipped
+
+    def _later_records(
+        self, index: int, docs: Sequence[tuple[str | int, int, int]], errors: list[RowError]
+    ) -> set[int]:
+        """Count a batch's documents, keeping the first record of each id (``ingest``'s rule): a record
+        after the first is a bad row; a first record that came back after a later one makes that one a
+        bad row. Returns the lines of this batch's records that are not first (their rows are not
+        written)."""
+        later: set[int] = set()
+        source = self.sources[index]
+        for doc_id, line, rows in docs:
+            if rows > 0:
+                self.written += 1
+                self.chunks += rows
+            was = self.first.get(doc_id)
+            if was is None:
+                self.first[doc_id] = (index, line, rows)
+                continue
+            self.repeated.add(doc_id)
+            if was[:2] < (index, line):
+                errors.append(_duplicate(source, line, doc_id, self.sources[was[0]], was[1]))
+                later.add(line)
+                self.written -= rows > 0
+                self.chunks -= max(rows, 0)
+            else:
+                errors.append(_duplicate(self.sources[was[0]], was[1], doc_id, source, line))
+                self.written -= was[2] > 0
+                self.chunks -= max(was[2], 0)
+                self.first[doc_id] = (index, line, rows)
+        return later
+
+    def _unwrite(self, index: int, err: RowError) -> None:
+        """The document of ``err`` (of input ``index``) was not written after all (another tenant's id)."""
+        was = self.first.get(err.id) if err.id is not None else None
+        if err.id is not None and was is not None and was[:2] == (index, err.line) and was[2] > 0:
+            self.written -= 1
+            self.chunks -= was[2]
+            self.first[err.id] = (index, err.line, -1)
+
+    def _bad(self, errors: Sequence[RowError]) -> None:
+        self.errlog.write(errors)
+        self.failed += len(errors)
+        self.kept = sorted([*self.kept, *errors], key=self._key)[:MAX_REPORTED_ERRORS]
+
+    def _abort(self, first: RowError, bad: int, where: str) -> IngestAborted:
+        return IngestAborted(
+            f"bad row at {first.file}:{first.line}: {first.error} ({bad} bad in {where}; "
+            f"on_error='fail'). Nothing of that batch was written; {self.written} documents of other "
+            "batches are stored. Fix the input and run again (upserts make that safe), or use --on-error skip",
+            report=self.report(),
+            error=first,
+        )
+
+    def rewrite_first(self) -> list[dict[str, Any]]:
+        """After every batch: the read step's items for the first records of repeated ids when actors
+        wrote them (a server: a later record may have been written after the first); for Lite, where
+        the driver wrote only first records, none. Extra chunks of a later record go either way."""
+        self._drop_extra_chunks()
+        lines: dict[int, list[int]] = {}
+        for doc_id in self.repeated:
+            index, line, rows = self.first[doc_id]
+            if rows >= 0:  # written, or stored already (skip_existing): a later record may be over it
+                lines.setdefault(index, []).append(line)
+        if not lines or self._driver_writes():
+            return []
+        return [
+            {"index": i, "source": self.sources[i], "lines": sorted(ls)} for i, ls in sorted(lines.items())
+        ]
+
+    def _driver_writes(self) -> bool:
+        return self.manager.capabilities.one_process_per_file and is_local_file_uri(
+            self.manager.connection.uri
+        )
+
+    def rewritten(self, res: BatchResult) -> None:
+        """A batch of the second pass: its documents are counted already; a failure now is logged."""
+        for err in res.errors:
+            logger.warning("writing the first record of a repeated id again failed: %s", err)
+
+    def _drop_extra_chunks(self) -> None:
+        """Chunks of a later record of a repeated id beyond the first record's last chunk are deleted."""
+        if not self.repeated or not self.manager.spec(self.collection).chunked:
+            return
+        dialect = self.manager.capabilities.filter_dialect
+        parts = [  # only where the first record was written: never another tenant's rows
+            f"({PARENT_FIELD} == {literal(str(doc_id), dialect=dialect)} and {CHUNK_FIELD} >= {self.first[doc_id][2]})"
+            for doc_id in sorted(self.repeated, key=str)
+            if self.first[doc_id][2] > 0
+        ]
+        for start in range(0, len(parts), 100):
+            self.manager.delete(self.collection, filter=" or ".join(parts[start : start + 100]))
 
     def finish(self) -> IngestReport:
         path = self.errlog.path
@@ -399,6 +555,17 @@ class _Tally(RunCounts):
     def report(self) -> IngestReport:
         errors_path = str(self.errlog.path) if self.errlog.path is not None else None
         return self.counted_report(errors_path=errors_path, state_path=None)
+
+
+def _duplicate(source: str, line: int, doc_id: str | int, first_source: str, first_line: int) -> RowError:
+    """The bad row of a later record of an id (``prepare.Preparer``'s words)."""
+    return RowError(
+        source,
+        line,
+        doc_id,
+        "id",
+        f"duplicate id (first at {first_source}:{first_line}); the first one is kept",
+    )
 
 
 def _expected_total(sources: Sequence[str], formats: Mapping[str, str]) -> int | None:

@@ -5,7 +5,8 @@ JSONL (``.jsonl``, ``.ndjson``, ``.json``), CSV (``.csv``), TSV (``.tsv``, ``.ta
 ``corpus.jsonl``, or ``format="beir"``: ``_id``, ``title``, ``text``). ``-`` reads standard input. Gzip is
 recognised by its magic bytes, whatever the file is called. Files are read record by record (Parquet in
 row groups of at most 1,024 rows); none is loaded whole. A UTF-16 file is refused once, by name, rather
-than giving a "malformed" error on every line.
+than giving a "malformed" error on every line. A JSONL record that names one key twice (at any depth) is a
+bad row: which of its values is meant is ambiguous (``json`` would silently keep the last).
 """
 
 from __future__ import annotations
@@ -247,7 +248,11 @@ def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: Skip
             index += 1
             continue
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            yield Record(source, lineno, index, None, str(exc), field=exc.key, digest=digest)
+            index += 1
+            continue
         except RecursionError:
             yield Record(
                 source, lineno, index, None, "malformed JSON: nested too deep; flatten it", digest=digest
@@ -273,6 +278,28 @@ def _read_jsonl(stream: io.BufferedReader, source: str, skip: int, skipped: Skip
         index += 1
     if index < skip:
         skipped.verify(source, None)  # fewer records than were settled
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object names one key twice: which value is meant is ambiguous (``json`` keeps the last)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"malformed JSON: the key {key!r} appears twice in one object, so its value is ambiguous; "
+            "keep one of them"
+        )
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` of the JSONL reader: a dict, or ``_DuplicateKey`` for a repeated key (at
+    any depth)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
 
 
 def require_pyarrow(path: str) -> None:
