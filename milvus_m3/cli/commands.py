@@ -182,6 +182,7 @@ def _cmd_create(args: argparse.Namespace) -> int:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from ..collection.schema import PARENT_FIELD
+    from ..collection.tenancy import tenant_from_text
     from ..errors import FilterError
     from ..search import HybridSearcher
     from ..search.rerank_stage import DEFAULT_RERANK_DEPTH
@@ -225,7 +226,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 offset=args.offset,
                 filter=args.filter,
                 group_by=args.group_by,
-                tenant=args.tenant,
+                tenant=None if args.tenant is None else tenant_from_text(spec, args.tenant),
                 language=args.language,
             )
         except FilterError as exc:

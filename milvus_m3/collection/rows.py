@@ -33,6 +33,7 @@ from .schema import (
     CollectionSpec,
     ScalarField,
 )
+from .tenancy import tenant_value_problem
 
 # ---------------------------------------- jsonvalue
 # What Milvus cannot store in a JSON cell although ``json.dumps`` writes it: checked before any write.
@@ -136,6 +137,15 @@ def prepare_rows(
             row[CHUNK_FIELD] = _check_chunk_index(chunk_indexes[i], i)
         for key, col in columns.items():
             row[key] = check_scalar(declared[key], col[i], i)
+            if key == spec.partition_key:
+                problem = tenant_value_problem(row[key])
+                if problem is not None:
+                    raise InputError(
+                        f"row {i}: tenant field {key!r}: {row[key]!r} {problem}; the row could never be "
+                        "found again by its tenant: use another tenant value",
+                        field=key,
+                        row=i,
+                    )
         rows.append(row)
     return rows
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..collection.schema import ID_FIELD, METADATA_FIELD, TEXT_FIELD, CollectionSpec
 from ..fusion import id_order
 from ..types import Hit
+
+if TYPE_CHECKING:
+    from .options import SearchPlan
 
 __all__ = [
     "Ranked",
@@ -16,6 +19,8 @@ __all__ = [
     "first_per_group",
     "grouped_hits",
     "hit",
+    "page",
+    "tie_runs_past",
     "ties_by_id",
 ]
 
@@ -30,6 +35,19 @@ def hit(doc: Any, distance: Any, entity: Mapping[str, Any]) -> Hit:
     text = fields.pop(TEXT_FIELD, None)
     metadata = fields.pop(METADATA_FIELD, None)
     return Hit(doc, float(distance), text, {} if metadata is None else metadata, fields)
+
+
+def tie_runs_past(result: Sequence[Mapping[str, Any]], depth: int, read: int) -> bool:
+    """Whether the hits tied with the one at ``depth`` (the page's last) may go on past the ``read``
+    hits an engine returned: the list is full and its last hit has that score."""
+    if depth < 1 or len(result) < read or depth > len(result):
+        return False
+    return float(result[depth - 1]["distance"]) == float(result[read - 1]["distance"])
+
+
+def page(hits: list[list[Hit]], plan: SearchPlan) -> list[list[Hit]]:
+    """Each query's page: ``offset`` to ``offset + limit`` of its ranking (ordered by score, then id)."""
+    return [h[plan.offset : plan.depth] for h in hits]
 
 
 def ties_by_id(hits: list[Hit]) -> list[Hit]:

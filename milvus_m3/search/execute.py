@@ -54,6 +54,8 @@ from ._hits import (
     first_per_group,
     grouped_hits,
     hit,
+    page,
+    tie_runs_past,
     ties_by_id,
 )
 from ._steps import Call, Steps, drive, engine_error, missing_results, sent, spread
@@ -227,32 +229,56 @@ class PlanRunner:
         self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
     ) -> Steps[list[list[Hit]]]:
         leg = plan.legs[0]
-        limit = plan.depth if plan.group_by is not None else plan.limit
         rows = searchable_rows(leg, emb)
-        call = self._guarded(plan, lambda: self._leg_call(leg, emb, texts, rows, limit, plan, paged=True))
-        res = [] if call is None else (yield from sent([call], plan, self.collection))[0]
-        results = spread(res, rows, len(emb))
-        return (yield from self._mapped(results, len(emb), plan, f"{leg} search"))
+        n = len(emb)
+        if plan.group_by is not None:
+            call = self._guarded(
+                plan, lambda: self._leg_call(leg, emb, texts, rows, plan.depth, plan, paged=True)
+            )
+            res = [] if call is None else (yield from sent([call], plan, self.collection))[0]
+            return (yield from self._mapped(spread(res, rows, n), n, plan, f"{leg} search"))
+        # A page is a slice of one ranking: the top offset+limit+1 with the whole tie at the page's end
+        # (read deeper while it runs past what was read), ordered by (score, id), sliced here. Milvus's
+        # own offset breaks ties anew on every call, so pages of tied hits would repeat each other.
+        results: list[Any] = [[] for _ in range(n)]
+        todo, k = rows, min(MAX_TOPK, plan.depth + 1)
+        while todo:
+            ask, limit = todo, k
+            build = functools.partial(self._leg_call, leg, emb, texts, ask, limit, plan, paged=False)
+            call = self._guarded(plan, build)
+            got = spread([] if call is None else (yield from sent([call], plan, self.collection))[0], ask, n)
+            if len(got) != n:
+                raise missing_results(f"{leg} search", len(got), n, plan, self.collection)
+            for i in ask:
+                results[i] = got[i]
+            todo = [i for i in ask if limit < MAX_TOPK and tie_runs_past(got[i], plan.depth, limit)]
+            k = min(MAX_TOPK, k * CANDIDATE_FACTOR)
+        return page((yield from self._mapped(results, n, plan, f"{leg} search")), plan)
 
     def _engine_fused(
         self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
     ) -> Steps[list[list[Hit]]]:
+        """The engine's ranker over the top offset+limit+1, the whole tie at the page's end read (as in
+        ``_plain``), paged here."""
         n = len(emb)
         engine = ranker_spec(plan.ranker).milvus
-        if engine is not None and engine.by_rank and self._caps.rrf_ranks_across_batch:
-            # the engine numbers RRF ranks across a batch: only a one-query request is fused right
-            results: list[Any] = []
-            for i in range(n):
-                build = functools.partial(self._hybrid_call, emb, texts, range(i, i + 1), plan)
-                one = (yield from sent([self._guarded(plan, build)], plan, self.collection))[0]
-                if len(one) != 1:
-                    results = list(one)  # a short answer: _mapped raises with the reason
-                    break
-                results.append(one[0])
-        else:
-            call = self._guarded(plan, lambda: self._hybrid_call(emb, texts, range(n), plan))
-            results = (yield from sent([call], plan, self.collection))[0]
-        return (yield from self._mapped(results, n, plan, "hybrid search"))
+        one_by_one = engine is not None and engine.by_rank and self._caps.rrf_ranks_across_batch
+        results: list[Any] = [[] for _ in range(n)]
+        todo, k = list(range(n)), min(MAX_TOPK, plan.depth + 1)
+        while todo:
+            limit = k
+            # the engine numbers RRF ranks across a batch there: only a one-query request is fused right
+            groups = [[i] for i in todo] if one_by_one else [todo]
+            for group in groups:
+                build = functools.partial(self._hybrid_call, emb, texts, group, plan, limit)
+                got = (yield from sent([self._guarded(plan, build)], plan, self.collection))[0]
+                if len(got) != len(group):
+                    raise missing_results("hybrid search", len(got), n, plan, self.collection)
+                for i, hits in zip(group, got, strict=True):
+                    results[i] = hits
+            todo = [i for i in todo if limit < MAX_TOPK and tie_runs_past(results[i], plan.depth, limit)]
+            k = min(MAX_TOPK, k * CANDIDATE_FACTOR)
+        return page((yield from self._mapped(results, n, plan, "hybrid search")), plan)
 
     def _client_fused(
         self, emb: M3Embeddings, texts: Sequence[str] | None, plan: SearchPlan
@@ -367,12 +393,15 @@ class PlanRunner:
         kwargs: dict[str, Any] = {"output_fields": list(plan.output_fields), **self._partitions(plan)}
         if plan.group_by is not None:
             kwargs["group_by_field"] = plan.group_by  # paged here, over groups
-        elif plan.offset:
-            kwargs["offset"] = plan.offset
         return kwargs
 
     def _hybrid_call(
-        self, emb: M3Embeddings, texts: Sequence[str] | None, rows: range, plan: SearchPlan
+        self,
+        emb: M3Embeddings,
+        texts: Sequence[str] | None,
+        rows: Sequence[int],
+        plan: SearchPlan,
+        limit: int,
     ) -> Call:
         reqs = [
             self._request(leg, emb, texts, rows, plan.candidates, plan).ann_request() for leg in plan.legs
@@ -387,7 +416,7 @@ class PlanRunner:
                 "collection_name": self.collection,
                 "reqs": reqs,
                 "ranker": rank,
-                "limit": plan.limit,
+                "limit": limit,
                 **self._result_kwargs(plan),
             },
         )

@@ -81,3 +81,153 @@ def test_async_delete_with_a_filter_the_engine_rejects_is_a_filter_error(tmp_pat
             return await manager.count("d")
 
     assert asyncio.run(main()) == 1
+
+
+# ----------------------------------------------------------------------------- 5: pages under ties
+
+
+def _tied_collection(manager: CollectionManager, name: str) -> FakeEncoder:
+    """240 rows of tenant 'a' in 4 groups of 60 identical texts (tied scores on every leg), and 40 rows of
+    tenant 'b'."""
+    enc = FakeEncoder(16)
+    manager.create_collection(
+        name,
+        spec=__import__("milvus_m3").CollectionSpec(
+            dense_dim=16, bm25=True, model_name=enc.model_name, partition_key="tenant"
+        ),
+        recreate=True,
+    )
+    words = ["vector search engine", "vector search", "search engine tuning", "engine oil"]
+    texts = [words[i % 4] for i in range(240)]
+    ids = [f"a{i:03d}" for i in range(240)]
+    for start in range(0, 240, 80):
+        chunk = texts[start : start + 80]
+        manager.upsert(
+            name, ids=ids[start : start + 80], texts=chunk, embeddings=enc.encode_documents(chunk), tenant="a"
+        )
+    other = [words[i % 4] for i in range(40)]
+    manager.upsert(
+        name,
+        ids=[f"b{i:03d}" for i in range(40)],
+        texts=other,
+        embeddings=enc.encode_documents(other),
+        tenant="b",
+    )
+    return enc
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"legs": ("sparse",)},
+        {"legs": ("dense",)},
+        {"legs": ("bm25",)},
+        {"legs": ("dense", "sparse")},
+        {"legs": ("dense", "sparse", "bm25"), "ranker": "weighted"},
+        {"legs": ("sparse", "bm25"), "ranker": "dbsf"},
+    ],
+    ids=lambda o: "+".join(o["legs"]) + "-" + o.get("ranker", "rrf"),
+)
+def test_pages_under_tied_scores_are_slices_of_one_ranking(
+    any_manager: CollectionManager, options: dict[str, Any]
+) -> None:
+    enc = _tied_collection(any_manager, "tied")
+    searcher = HybridSearcher(any_manager, "tied", enc)
+    query = "vector search engine"
+    whole = searcher.search(query, limit=200, tenant="a", candidate_limit=240, **options)
+    pages = [
+        searcher.search(query, limit=20, offset=20 * p, tenant="a", candidate_limit=240, **options)
+        for p in range(10)
+    ]
+    paged = [h.id for pg in pages for h in pg]
+    assert len(paged) == len(set(paged)) == 200, f"{200 - len(set(paged))} repeated ids across pages"
+    assert paged == [h.id for h in whole]
+    assert all(str(i).startswith("a") for i in paged)
+    scores = [(-h.score, h.id) for pg in pages for h in pg]
+    assert scores == sorted(scores)  # a total order: score, then id
+
+
+# ----------------------------------------------------------------------------- 17: unreachable tenants
+
+
+@pytest.mark.parametrize("bad", ["a\rb", "a\x00b", "\r"])
+def test_string_tenants_no_search_can_reach_are_refused_at_write_time(
+    any_manager: CollectionManager, bad: str
+) -> None:
+    from milvus_m3 import CollectionSpec
+    from milvus_m3.errors import InputError
+
+    enc = FakeEncoder(16)
+    spec = CollectionSpec(dense_dim=16, model_name=enc.model_name, partition_key="tenant")
+    any_manager.create_collection("t17", spec=spec, recreate=True)
+    emb = enc.encode_documents(["one", "two"])
+    with pytest.raises(InputError, match="tenant"):
+        any_manager.upsert("t17", ids=["x", "y"], texts=["one", "two"], embeddings=emb, tenant=bad)
+    with pytest.raises(InputError, match=r"row 1: tenant field 'tenant'"):
+        any_manager.upsert(
+            "t17", ids=["x", "y"], texts=["one", "two"], embeddings=emb, fields={"tenant": ["ok", bad]}
+        )
+    assert any_manager.count("t17") == 0
+    any_manager.upsert(
+        "t17", ids=["x"], texts=["one"], embeddings=enc.encode_documents(["one"]), tenant="a\r\nb"
+    )
+    assert [h.id for h in HybridSearcher(any_manager, "t17", enc).search("one", tenant="a\r\nb")] == ["x"]
+
+
+def test_the_int64_minimum_as_a_tenant_is_refused_and_cli_tenants_of_an_int_field_are_ints(
+    tmp_path: Any,
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from milvus_m3 import CollectionSpec, ScalarField
+    from milvus_m3.errors import InputError
+
+    enc = FakeEncoder(16)
+    db = str(tmp_path / "i.db")
+    spec = CollectionSpec(
+        dense_dim=16,
+        model_name=enc.model_name,
+        partition_key="org",
+        scalar_fields=(ScalarField(name="org", dtype="int64"),),
+    )
+    with CollectionManager(uri=db) as manager:
+        manager.create_collection("ints", spec=spec, recreate=True)
+        emb = enc.encode_documents(["alpha"])
+        with pytest.raises(InputError, match="int64 minimum"):
+            manager.upsert("ints", ids=["m"], texts=["alpha"], embeddings=emb, tenant=-(2**63))
+        manager.upsert("ints", ids=["five"], texts=["alpha"], embeddings=emb, tenant=5)
+        manager.upsert("ints", ids=["six"], texts=["alpha"], embeddings=emb, tenant=6)
+        assert manager.count("ints") == 2
+    # the CLI's --tenant is text: on an int64 tenant field it is read as an int
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MILVUS_", "PYTEST_"))}
+    env["PYTHONPATH"] = str(__import__("pathlib").Path(__file__).resolve().parents[2])
+    code = (
+        "import sys; from tests.fakes import FakeEncoder; import milvus_m3.cli.commands as c; "
+        "c.embedder_from_args = lambda args, **kw: FakeEncoder(16); sys.exit(c.main(sys.argv[1:]))"
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "search",
+            "alpha",
+            "--uri",
+            db,
+            "--collection",
+            "ints",
+            "--tenant",
+            "5",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert [json.loads(line)["id"] for line in run.stdout.splitlines() if line.strip()] == ["five"]
