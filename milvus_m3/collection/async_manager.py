@@ -43,7 +43,7 @@ from .manager import (
     upsert_rows,
 )
 from .schema import CollectionSpec
-from .tenancy import check_owners, check_tenant, delete_count, owners_query
+from .tenancy import check_owners, check_tenant, check_written_owners, delete_count, owners_query
 
 __all__ = ["AsyncCollectionManager"]
 
@@ -240,6 +240,11 @@ class AsyncCollectionManager:
             await self.call(
                 f"upsert {len(chunk)} rows into {name!r}", "upsert", collection_name=name, data=chunk
             )
+            if query is not None:  # another writer of the same id for another tenant: at most one wins
+                stored = await self.call(
+                    f"read the tenants of {len(chunk)} ids in {name!r}", "query", **query
+                )
+                check_written_owners(spec, name, chunk, stored)
             written += len(chunk)
         return written
 

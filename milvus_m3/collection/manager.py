@@ -8,6 +8,7 @@ embedder and spec and refuses a mismatch with the fix in the message.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,8 +52,10 @@ from .tenancy import (
     check_partition_names,
     check_tenant,
     check_tenant_rows,
+    check_written_owners,
     delete_count,
     ids_filter,
+    owner_lock,
     owners_query,
     scoped_expr,
     tenant_fields,
@@ -458,13 +461,13 @@ class CollectionManager:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         extra = self._partition_kwargs(partition_names, key="partition_name")
         written = 0
+        owners = mode == "upsert" and self.spec(name).partition_key is not None
         for start in range(0, len(rows), batch_size):
             chunk = list(rows[start : start + batch_size])
-            if mode == "upsert":
-                self._check_owners(name, chunk)
             # upsert is idempotent and retried; a retried insert could store rows twice (the first try may
             # have landed before the connection broke), so an insert gets one try.
-            self._call(
+            write = functools.partial(
+                self._call,
                 f"{mode} {len(chunk)} rows into {name!r}",
                 mode,
                 collection_name=name,
@@ -472,6 +475,13 @@ class CollectionManager:
                 _retry=(mode == "upsert"),
                 **extra,
             )
+            if owners:
+                with owner_lock(self.connection.display_uri, name):  # check and write: one step here
+                    self._check_owners(name, chunk)
+                    write()
+                    self._check_owners(name, chunk, written=True)  # and a writer in another process
+            else:
+                write()
             written += len(chunk)
         return written
 
@@ -514,12 +524,14 @@ class CollectionManager:
     def _tenant(self, name: str, tenant: Any) -> str | int | None:
         return None if tenant is None else check_tenant(self.spec(name), tenant, collection=name)
 
-    def _check_owners(self, name: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Refuse an upsert that would replace a row of another tenant (see ``owners_query``)."""
+    def _check_owners(self, name: str, rows: Sequence[Mapping[str, Any]], *, written: bool = False) -> None:
+        """Refuse an upsert that would replace a row of another tenant (see ``owners_query``); ``written``:
+        after the write, refuse when another writer's upsert of the same id replaced it."""
         query = owners_query(self.spec(name), self.capabilities, name, rows)
         if query is not None:
             stored = self._call(f"read the tenants of {len(rows)} ids in {name!r}", "query", **query)
-            check_owners(self.spec(name), name, rows, stored)
+            check = check_written_owners if written else check_owners
+            check(self.spec(name), name, rows, stored)
 
     # --------------------------------------------------------------------- shared with the async manager
 

@@ -16,6 +16,7 @@ Private; imports neither pymilvus nor torch.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -267,24 +268,64 @@ def owners_query(
     }
 
 
-def check_owners(
-    spec: CollectionSpec, name: str, rows: Sequence[Mapping[str, Any]], stored: Iterable[Mapping[str, Any]]
-) -> None:
-    """InputError naming the row when an id of ``rows`` is ``stored`` for another tenant."""
+def _conflict(
+    spec: CollectionSpec, rows: Sequence[Mapping[str, Any]], stored: Iterable[Mapping[str, Any]]
+) -> tuple[int, Any] | None:
+    """(row, id) of the first id of ``rows`` that ``stored`` holds for another tenant, or None."""
     pk = spec.partition_key
     if pk is None:
-        return
+        return None
     want = {row[ID_FIELD]: (i, row.get(pk)) for i, row in enumerate(rows)}
     for row in stored:
         doc = row[ID_FIELD]
         if doc in want and row.get(pk) != want[doc][1]:
-            raise InputError(
-                f"row {want[doc][0]}: id {doc!r} is already stored for another tenant in {name!r}; "
-                "an upsert would move that tenant's row. Use ids unique across tenants (e.g. prefix them "
-                "with the tenant) or delete the other row first",
-                row=want[doc][0],
-                field=ID_FIELD,
-            )
+            return want[doc][0], doc
+    return None
+
+
+def check_owners(
+    spec: CollectionSpec, name: str, rows: Sequence[Mapping[str, Any]], stored: Iterable[Mapping[str, Any]]
+) -> None:
+    """InputError naming the row when an id of ``rows`` is ``stored`` for another tenant."""
+    found = _conflict(spec, rows, stored)
+    if found is not None:
+        row, doc = found
+        raise InputError(
+            f"row {row}: id {doc!r} is already stored for another tenant in {name!r}; "
+            "an upsert would move that tenant's row. Use ids unique across tenants (e.g. prefix them "
+            "with the tenant) or delete the other row first",
+            row=row,
+            field=ID_FIELD,
+        )
+
+
+def check_written_owners(
+    spec: CollectionSpec, name: str, rows: Sequence[Mapping[str, Any]], stored: Iterable[Mapping[str, Any]]
+) -> None:
+    """After an upsert: InputError naming the row when an id of ``rows`` is now stored for another
+    tenant, i.e. another writer upserted the same id for its tenant between this batch's owner check and
+    its write (on a server, from another process): of two such writers at most one succeeds."""
+    found = _conflict(spec, rows, stored)
+    if found is not None:
+        row, doc = found
+        raise InputError(
+            f"row {row}: id {doc!r} was upserted for another tenant in {name!r} at the same time as this "
+            "batch, and that write replaced this one; nothing of the other tenant was lost. Use ids "
+            "unique across tenants (e.g. prefix them with the tenant)",
+            row=row,
+            field=ID_FIELD,
+        )
+
+
+_OWNER_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_OWNER_LOCKS_GUARD = threading.Lock()
+
+
+def owner_lock(uri: str, name: str) -> threading.Lock:
+    """The lock that makes the owner check and the write of a tenant upsert one step for every writer in
+    this process (threads, managers) to collection ``name`` at ``uri``."""
+    with _OWNER_LOCKS_GUARD:
+        return _OWNER_LOCKS.setdefault((uri, name), threading.Lock())
 
 
 def delete_count(res: Any) -> int:

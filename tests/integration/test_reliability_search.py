@@ -231,3 +231,47 @@ def test_the_int64_minimum_as_a_tenant_is_refused_and_cli_tenants_of_an_int_fiel
     )
     assert run.returncode == 0, run.stderr
     assert [json.loads(line)["id"] for line in run.stdout.splitlines() if line.strip()] == ["five"]
+
+
+# ----------------------------------------------------------------------------- 2: tenants racing
+
+
+def test_two_tenants_racing_for_one_id_never_both_succeed(
+    any_manager: CollectionManager, tmp_path: Any
+) -> None:
+    """Two threads upsert the same id for tenants A and B, 40 rounds: exactly one succeeds each round,
+    and the stored row belongs to the one that did (before: both succeeded, one row silently replaced)."""
+    import threading
+
+    from milvus_m3 import CollectionSpec
+    from milvus_m3.errors import InputError
+
+    enc = FakeEncoder(16)
+    spec = CollectionSpec(dense_dim=16, model_name=enc.model_name, partition_key="tenant")
+    any_manager.create_collection("race", spec=spec, recreate=True)
+    emb = enc.encode_documents(["contested text"])
+    both = 0
+    for r in range(40):
+        doc = f"id{r}"
+        wins: dict[str, bool] = {}
+        start = threading.Barrier(2)
+
+        def write(tenant: str, doc: str = doc, wins: dict[str, bool] = wins, start: Any = start) -> None:
+            start.wait()
+            try:
+                any_manager.upsert("race", ids=[doc], texts=["contested text"], embeddings=emb, tenant=tenant)
+                wins[tenant] = True
+            except InputError:
+                wins[tenant] = False
+
+        threads = [threading.Thread(target=write, args=(t,)) for t in ("A", "B")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        both += wins == {"A": True, "B": True}
+        assert sum(wins.values()) == 1, (r, wins)
+        winner = next(t for t, won in wins.items() if won)
+        (row,) = any_manager.get("race", [doc])
+        assert row["tenant"] == winner
+    assert both == 0
