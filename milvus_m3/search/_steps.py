@@ -9,6 +9,7 @@ set of requests, the same fusion and result mapping, two transports.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Literal, TypeVar
@@ -51,20 +52,33 @@ def drive(steps: Steps[T], send: Callable[[list[Call]], list[Any]]) -> T:
         return result
 
 
-async def adrive(steps: Steps[T], send: Callable[[list[Call]], Awaitable[list[Any]]]) -> T:
-    """``drive`` with an awaited ``send``."""
+def _resume(steps: Steps[T], how: str, value: Any) -> tuple[bool, Any]:
+    """One step of ``steps`` (``next`` / ``send`` / ``throw``) as (done, calls or answer): a
+    StopIteration cannot cross a thread's future, so it comes back as a value."""
     try:
-        calls = next(steps)
-        while True:
-            try:
-                got = await send(calls)
-            except Exception as exc:  # the generator decides what the engine's error means
-                calls = steps.throw(exc)
-            else:
-                calls = steps.send(got)
+        if how == "next":
+            return False, next(steps)
+        if how == "send":
+            return False, steps.send(value)
+        return False, steps.throw(value)
     except StopIteration as stop:
-        result: T = stop.value
-        return result
+        return True, stop.value
+
+
+async def adrive(steps: Steps[T], send: Callable[[list[Call]], Awaitable[list[Any]]]) -> T:
+    """``drive`` with an awaited ``send``. The plan's own work between calls (building requests,
+    fusing, building hits: 0.6 s for a 16,384-hit page) runs in a worker thread, so the event loop only
+    ever waits on Milvus, never on the plan."""
+    done, out = await asyncio.to_thread(_resume, steps, "next", None)
+    while not done:
+        try:
+            got = await send(out)
+        except Exception as exc:  # the generator decides what the engine's error means
+            done, out = await asyncio.to_thread(_resume, steps, "throw", exc)
+        else:
+            done, out = await asyncio.to_thread(_resume, steps, "send", got)
+    result: T = out
+    return result
 
 
 def sent(calls: list[Call], plan: SearchPlan, collection: str) -> Steps[list[Any]]:

@@ -275,3 +275,43 @@ def test_two_tenants_racing_for_one_id_never_both_succeed(
         (row,) = any_manager.get("race", [doc])
         assert row["tenant"] == winner
     assert both == 0
+
+
+# ----------------------------------------------------------------------------- 12: the event loop
+
+
+def test_async_search_never_fuses_or_builds_hits_on_the_event_loop(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """12: a deep async hybrid search spends its CPU (fusion, hit building) in a worker thread; the loop
+    only awaits Milvus. Checked by where the work runs, not by timing."""
+    import threading
+
+    import milvus_m3.search.execute as execute
+
+    enc = FakeEncoder(16)
+    texts = [f"document {i} about topic {i % 17} and word{i % 29}" for i in range(600)]
+    threads: set[int] = set()
+    real_hit = execute.hit
+
+    def recording_hit(*args: Any) -> Any:
+        threads.add(threading.get_ident())
+        return real_hit(*args)
+
+    async def main() -> tuple[int, int]:
+        async with AsyncCollectionManager(uri=str(tmp_path / "loop.db")) as manager:
+            manager.sync.create_collection(
+                "deep", dense_dim=16, bm25=True, recreate=True, model_name=enc.model_name
+            )
+            await manager.upsert(
+                "deep", ids=[f"d{i}" for i in range(600)], texts=texts, embeddings=enc.encode_documents(texts)
+            )
+            loop_thread = threading.get_ident()
+            monkeypatch.setattr(execute, "hit", recording_hit)
+            async with await AsyncHybridSearcher.create(manager, "deep", enc) as searcher:
+                hits = await searcher.search("topic 3 word7", limit=500, offset=50, candidate_limit=600)
+            return loop_thread, len(hits)
+
+    loop_thread, n = asyncio.run(main())
+    assert n == 500
+    assert threads and loop_thread not in threads
