@@ -91,7 +91,8 @@ FLAG_NAMES: tuple[tuple[str, str], ...] = (
 """(regex, replacement) pairs turning the library's parameter names into the CLI's flags."""
 
 _UNAVAILABLE_TAIL = re.compile(
-    r"the URI and port, TLS settings and credentials; or raise RetryPolicy\.total_seconds\."
+    r"the URI and port, TLS settings and credentials; or raise RetryPolicy\.total_seconds"
+    r"(?: \(and --timeout, ConnectionOptions\.timeout\))?\."
 )
 _CLI_UNAVAILABLE = (
     "--uri (host and port), the TLS flags (--secure, --server-pem, --ca-pem, ...) and --token. "

@@ -6,6 +6,7 @@ identity by fingerprint.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -104,10 +105,12 @@ def _leg_list(
         req = sparse_request([q.sparse[0]], limit=limit)
     else:
         req = bm25_request([query], field="bm25", limit=limit)
+    if by_id:  # read deep enough that no tie at the last place is cut where Milvus happened to cut it
+        req = dataclasses.replace(req, limit=max(limit * 10, 200))
     res = manager.client.search("legs", output_fields=[], **req.search_kwargs())
     pairs = [(h["id"], float(h["distance"])) for h in res[0]]
-    # as Milvus ranks it; by_id: ties in id order, as the searcher gives a single leg's hits
-    return sorted(pairs, key=lambda p: (-p[1], id_order(p[0]))) if by_id else pairs
+    # as Milvus ranks it; by_id: one ranking, ties in id order, as the searcher gives a single leg's hits
+    return sorted(pairs, key=lambda p: (-p[1], id_order(p[0])))[:limit] if by_id else pairs
 
 
 def test_collection_records_and_checks_the_bm25_leg(manager: CollectionManager, docs: str) -> None:

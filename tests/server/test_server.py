@@ -208,8 +208,10 @@ def run_contract(manager: CollectionManager, enc: FakeEncoder) -> dict[str, Any]
         assert len(hits) == 10 and len({h[0] for h in hits}) == 10
         seen[mode] = hits
         # The searcher gives what pymilvus alone gives (the same RRF k and candidate depth in hybrid mode).
-        raw = raw_search(manager, "contract", enc, QUERIES[0], mode=mode, limit=10)
-        assert [h[0] for h in ties_by_id(hits)] == [h[0] for h in ties_by_id(raw)]
+        # a page is a slice of one ranking, ties in id order (issue 27 item 5): the reference reads deep
+        # enough that no tie at the tenth place is cut where Milvus happened to cut it
+        raw = ties_by_id(raw_search(manager, "contract", enc, QUERIES[0], mode=mode, limit=100))[:10]
+        assert [h[0] for h in ties_by_id(hits)] == [h[0] for h in raw]
         np.testing.assert_allclose([h[1] for h in hits], [h[1] for h in raw], atol=1e-6)
         de = search(manager, "contract", enc, QUERIES[0], mode=mode, filter=F.eq("lang", "de"))
         assert de and all(int(h[0].split("-")[1]) % 3 == 1 for h in de)
