@@ -198,6 +198,12 @@ def load_beir(
             )
         doc_ids.append(did)
         doc_texts.append(text)
+    if not doc_ids:
+        raise InputError(
+            f"{corpus_path} has no documents: there is nothing to search, so nothing can be evaluated; "
+            "check the dataset folder (a BEIR corpus.jsonl holds one JSON document per line)",
+            field="corpus",
+        )
     qrels = _judged_in_corpus(qrels, seen, qrels_path, corpus_path)
     queries = _read_queries(queries_path)
     missing = [q for q in qrels if q not in queries]

@@ -315,3 +315,35 @@ def test_async_search_never_fuses_or_builds_hits_on_the_event_loop(
     loop_thread, n = asyncio.run(main())
     assert n == 500
     assert threads and loop_thread not in threads
+
+
+def test_an_empty_eval_corpus_is_one_clear_error(tmp_path: Any) -> None:
+    """10, evaluation: an empty corpus says so before anything is written, never the engine's NaN."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "empty"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text("", encoding="utf-8")
+    (data / "queries.jsonl").write_text('{"_id": "q1", "text": "what"}\n', encoding="utf-8")
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n", encoding="utf-8")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "milvus_m3",
+            "eval",
+            str(data),
+            "--uri",
+            str(tmp_path / "e.db"),
+            "--modes",
+            "bm25",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert run.returncode == 2, run.stderr
+    assert "corpus.jsonl has no documents" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "e.db").exists()
