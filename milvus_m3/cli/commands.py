@@ -76,10 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_read_only_target(args)
             code: int = COMMANDS[args.command](args)
         return code
-    except _Terminated:
-        print("milvus-m3: terminated (SIGTERM); stopped as on Ctrl-C", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (_Terminated; Ray Data re-raises it as a plain one)
+        if _TERMINATED.is_set():
+            print("milvus-m3: terminated (SIGTERM); stopped as on Ctrl-C", file=sys.stderr)
+            return 143
         print("milvus-m3: interrupted", file=sys.stderr)
         return 130
     except MilvusM3Error as exc:
@@ -111,8 +111,13 @@ class _Terminated(KeyboardInterrupt):
     (``ingest`` saves its state, a Ray job shuts its Ray down); the exit code is 143 (128 + SIGTERM)."""
 
 
+_TERMINATED = threading.Event()
+"""Set by SIGTERM: whatever KeyboardInterrupt the command ends with is then its exit 143."""
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    _TERMINATED.set()
     raise _Terminated
 
 
@@ -123,6 +128,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
         return
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    _TERMINATED.clear()
     try:
         yield
     finally:
