@@ -16,7 +16,7 @@
 ``--uri``, ``--token`` and ``--model`` default to ``$MILVUS_URI`` (else ``./milvus_m3.db``, Milvus Lite),
 ``$MILVUS_TOKEN`` and ``$MILVUS_M3_MODEL`` (else ``BAAI/bge-m3``). ``--help``, ``info`` and ``drop``
 never load torch, and ``create`` reads the dense dim from the checkpoint's ``config.json``. Exit codes:
-0 done, 1 failure, 2 usage or input error, 3 ``ingest --strict-exit`` with rejected rows, 130 interrupted.
+0 done, 1 failure, 2 usage or input error, 3 ``ingest --strict-exit`` with rejected rows, 130 interrupted, 143 terminated (SIGTERM, stopped as on Ctrl-C).
 """
 
 from __future__ import annotations

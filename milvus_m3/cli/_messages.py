@@ -61,6 +61,7 @@ exit codes:
   2    a usage or input error: bad option, bad file, a bad row with ingest --on-error fail
   {EXIT_REJECTED}    ingest --strict-exit finished but rejected rows (listed in the errors file)
   130  interrupted
+  143  terminated (SIGTERM), stopped as on Ctrl-C
 
 Run 'milvus-m3 COMMAND --help' for a command's options."""
 """The end of ``milvus-m3 --help``: the commands, the shared options and the exit codes."""

@@ -20,18 +20,21 @@ Read-only commands (``info``, ``search``, ``drop``) never create a Milvus Lite f
 
 Exit codes: 0 done; 1 a failure (Milvus, model, collection); 2 a usage or input error (bad option,
 bad file, a bad row with ``--on-error fail``); 3 ``ingest --strict-exit`` finished with rejected rows;
-130 interrupted. Errors are one line on stderr, without a traceback and without the token, and name
+130 interrupted, 143 terminated (SIGTERM; stopped as on Ctrl-C). Errors are one line on stderr, without a traceback and without the token, and name
 the CLI's flags (``--exists-ok``, ``--model``) where the library's message names its parameters.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, InputError, MilvusM3Error
@@ -69,10 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # pymilvus parses $MILVUS_URI when it is imported and refuses a Milvus Lite path; it is read above.
         del os.environ[URI_ENV]
     try:
-        check_read_only_target(args)
-        code: int = COMMANDS[args.command](args)
+        with _sigterm_as_interrupt():
+            check_read_only_target(args)
+            code: int = COMMANDS[args.command](args)
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (_Terminated; Ray Data re-raises it as a plain one)
+        if _TERMINATED.is_set():
+            print("milvus-m3: terminated (SIGTERM); stopped as on Ctrl-C", file=sys.stderr)
+            return 143
         print("milvus-m3: interrupted", file=sys.stderr)
         return 130
     except MilvusM3Error as exc:
@@ -97,6 +104,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the command as Ctrl-C's KeyboardInterrupt is, so that a job stops the same way
+    (``ingest`` saves its state, a Ray job shuts its Ray down); the exit code is 143 (128 + SIGTERM)."""
+
+
+_TERMINATED = threading.Event()
+"""Set by SIGTERM: whatever KeyboardInterrupt the command ends with is then its exit 143."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    _TERMINATED.set()
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``_Terminated`` while the command runs (the main thread only can set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    _TERMINATED.clear()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _setup_logging(verbose: bool) -> None:

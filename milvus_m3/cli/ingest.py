@@ -103,6 +103,7 @@ def _job_paths(args: argparse.Namespace) -> tuple[Path, Path]:
 def _run_ray(args: argparse.Namespace) -> int:
     """ingest --engine ray: the model loads in the actors only (the dense dim comes from config.json)."""
     from ..collection.manager import CollectionSpec
+    from ..embedder.checkpoint import fingerprint_of
     from ..engine.uri import is_local_file_uri
     from ..ingest import IngestOptions
     from ..ingest.guard import check_paths
@@ -131,9 +132,14 @@ def _run_ray(args: argparse.Namespace) -> int:
         if manager.has_collection(args.collection):
             _check_sparse_size(args, manager.spec(args.collection))
         else:
+            # the local engine's record: the model's name and fingerprint (read on the driver without
+            # loading it); a model the driver cannot see is recorded by the job's first write instead
+            # (its actors' fingerprint, check_collection(record_model=True)), never by name alone
+            fingerprint = fingerprint_of(args.model)
             spec = CollectionSpec(
                 dense_dim=dense_dim_of(args.model, args),
-                model_name=args.model,
+                model_name=args.model if fingerprint is not None else "",
+                model_fingerprint=fingerprint,
                 chunked=args.chunk_tokens is not None,
                 partition_key=args.tenant_field,
                 **_sparse_size(args),

@@ -13,8 +13,10 @@ import dataclasses
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +27,7 @@ from ..collection.identity import identity
 from ..collection.manager import CollectionManager, CollectionSpec
 from ..collection.schema import ID_FIELD, METADATA_FIELD, TEXT_FIELD
 from ..engine.connection import Connection, ConnectionOptions
-from ..errors import ConfigError
+from ..errors import ConfigError, MilvusM3Error
 from ..types import Encoder
 from .ids import IdChoices
 from .options import IngestOptions
@@ -95,6 +97,63 @@ class ActorPlan:
     skip_existing: bool
 
 
+@dataclass(frozen=True)
+class WorkerFailure:
+    """An exception raised in a Ray worker, sent back to the driver as data in place of a batch.
+
+    Raised in a worker, Ray would wrap it (``RayTaskError(UserCodeException)``: ANSI colours, the remote
+    traceback, and Ray Data drops the original); as data it reaches the driver intact, which raises
+    ``to_error()``: milvus-m3's own error when it was one of ours, else one naming the worker's error.
+    """
+
+    kind: str
+    """The exception's type name."""
+    message: str
+    """Its message on one line, without ANSI escapes."""
+    where: str
+    """What the worker was doing ("reading docs.jsonl", "embedding a batch of docs.jsonl")."""
+    error: bytes | None
+    """The milvus-m3 error itself, pickled, when it is one and survives a pickle round trip."""
+    details: str
+    """The worker's traceback, for the driver's log (``-v``), never for the error's message."""
+    ours: bool = False
+    """A milvus-m3 error (its message says the fix)."""
+
+    @classmethod
+    def of(cls, exc: Exception, where: str) -> WorkerFailure:
+        error: bytes | None = None
+        if isinstance(exc, MilvusM3Error):
+            try:
+                error = pickle.dumps(exc, protocol=5)
+                pickle.loads(error)  # an error whose __init__ needs more than its message cannot come back
+            except Exception:
+                error = None
+        details = "".join(traceback.format_exception(exc))
+        ours = isinstance(exc, MilvusM3Error)
+        return cls(type(exc).__name__, one_line(str(exc)), where, error, details, ours)
+
+    def to_error(self) -> MilvusM3Error:
+        """The error the driver raises (never a Ray error)."""
+        if self.error is not None:
+            got = pickle.loads(self.error)
+            if isinstance(got, MilvusM3Error):
+                return got
+        if self.ours:
+            return MilvusM3Error(self.message)
+        return MilvusM3Error(
+            f"{self.where} failed in a Ray worker: {self.kind}: {self.message} (not an error milvus-m3 "
+            "expected; -v logs the worker's traceback)"
+        )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def one_line(text: str) -> str:
+    """``text`` without ANSI escape sequences, its whitespace runs (newlines too) as one space."""
+    return " ".join(_ANSI.sub("", text).split())
+
+
 # ---------------------------------------------------------------------------------------- read step
 
 
@@ -120,6 +179,15 @@ def read_batches(
     over the first records of repeated ids).
     """
     index, source = int(row["index"]), str(row["source"])
+    try:
+        yield from _read_batches(index, source, row, options, formats)
+    except Exception as exc:  # to the driver as data (WorkerFailure): Ray would bury it in its own error
+        yield {PAYLOAD: pickle.dumps(WorkerFailure.of(exc, f"reading {source}"), protocol=5)}
+
+
+def _read_batches(
+    index: int, source: str, row: Mapping[str, Any], options: IngestOptions, formats: Mapping[str, str]
+) -> Iterator[dict[str, bytes]]:
     only = set(row["lines"]) if row.get("lines") is not None else None
     kind = formats[source]
     ids = IdChoices(id_field=options.id_field, hash_ids=options.hash_ids, formats=formats, known={})
@@ -179,16 +247,34 @@ class EmbedWriter:
 
     def __init__(self, plan: ActorPlan) -> None:
         self.plan = plan
-        self.encoder = plan.encoder()
-        if plan.writes_in_actors:
-            self.manager = CollectionManager(plan.uri, options=plan.connection)
-        else:
-            offline = Connection(plan.uri, plan.connection, client=_DriverWritesOnly(plan.uri))
-            self.manager = CollectionManager(connection=offline)
+        self.failure: WorkerFailure | None = None
+        """Building the encoder or the manager failed: every batch's result is this failure."""
+        try:
+            self.encoder = plan.encoder()
+            if plan.writes_in_actors:
+                self.manager = CollectionManager(plan.uri, options=plan.connection)
+            else:
+                offline = Connection(plan.uri, plan.connection, client=_DriverWritesOnly(plan.uri))
+                self.manager = CollectionManager(connection=offline)
+        except Exception as exc:
+            self.failure = WorkerFailure.of(exc, "starting an embedding actor")
 
     def __call__(self, batch: Mapping[str, Sequence[bytes]]) -> dict[str, Any]:
-        out = [pickle.dumps(self.run(pickle.loads(p)), protocol=5) for p in batch[PAYLOAD]]
+        out = [pickle.dumps(self.result(pickle.loads(p)), protocol=5) for p in batch[PAYLOAD]]
         return {RESULT: np.array(out, dtype=object)}
+
+    def result(self, item: ReadBatch | WorkerFailure) -> BatchResult | WorkerFailure:
+        """A batch's result, or the failure of the read step, of this actor, or of this batch: raised
+        here, Ray would wrap it in its own error (see ``WorkerFailure``)."""
+        if isinstance(item, WorkerFailure):
+            return item
+        if self.failure is not None:
+            return self.failure
+        try:
+            return self.run(item)
+        except Exception as exc:
+            where = item.records[0].source if item.records else f"input {item.source_index + 1}"
+            return WorkerFailure.of(exc, f"embedding a batch of {where}")
 
     def run(self, rb: ReadBatch) -> BatchResult:
         plan = self.plan

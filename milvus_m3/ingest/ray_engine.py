@@ -49,6 +49,8 @@ import json
 import logging
 import os
 import pickle
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -62,7 +64,18 @@ from ..engine.uri import is_local_file_uri
 from ..errors import ConfigError, IngestAborted, MilvusM3Error, MissingDependencyError
 from ..filters import literal
 from ..types import Encoder
-from ._ray_tasks import RESULT, ActorPlan, BatchResult, EmbedWriter, is_remote, probe_encoder, read_batches
+from ._ray_reaper import Reaper
+from ._ray_tasks import (
+    RESULT,
+    ActorPlan,
+    BatchResult,
+    EmbedWriter,
+    WorkerFailure,
+    is_remote,
+    one_line,
+    probe_encoder,
+    read_batches,
+)
 from .checkpoint import ErrorLog, fsync_dir, source_key
 from .guard import JobLock, check_paths
 from .options import IngestOptions, RayOptions, build_options
@@ -194,7 +207,7 @@ def _run_job(
 ) -> IngestReport:
     """``ray_ingest`` once its paths are checked and held: Ray up, the collection checked, the job run."""
     ray = _require_ray()
-    started_ray = _init_ray(ray, ropts.address)
+    reaper = _init_ray(ray, ropts.address)
     try:
         model, max_tokens = _probe(ray, factory, opts, ropts)
         spec = manager.check_collection(collection, **model)
@@ -235,8 +248,9 @@ def _run_job(
                 tally.rewritten(result)
         return tally.finish()
     finally:
-        if started_ray:
+        if reaper is not None:
             ray.shutdown()
+            reaper.close()
 
 
 def _check_inputs(files: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -277,18 +291,33 @@ def _format_of(source: str, format: str) -> str:
     return kind
 
 
-def _init_ray(ray: Any, address: str | None) -> bool:
-    """Connect to (or start) Ray unless this process already has; True when this call did."""
+def _init_ray(ray: Any, address: str | None) -> Reaper | None:
+    """Connect to (or start) Ray unless this process already has; when this call did, the watchdog that
+    ends the Ray processes this job started (a local instance) if the driver dies without shutting
+    it down (SIGKILL: Ray's agents outlived the driver by more than 30 s).
+
+    ``ray.init`` replaces this process's SIGTERM handler (with one whose exit ends in SIGABRT, 134, once
+    Ray's core worker runs); the caller's handler (the CLI's: a clean, named exit) is put back.
+    """
     if ray.is_initialized():
         if address is not None:
             logger.info("Ray is already initialised in this process; address %r is not used", address)
-        return False
-    ray.init(address=address, log_to_driver=False, include_dashboard=False)
-    return True
+        return None
+    main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main else None
+    before = Reaper.children()
+    try:
+        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, sigterm if sigterm is not None else signal.SIG_DFL)
+    return Reaper.start(Reaper.children() - before)
 
 
 def _unwrap(exc: BaseException) -> BaseException:
-    """The milvus-m3 error inside a Ray task error (Ray wraps what a worker raised), else ``exc``."""
+    """What to raise for an error of Ray's: the milvus-m3 error inside it (Ray wraps what a worker
+    raised), else a ``MilvusM3Error`` naming Ray's error on one line (no ANSI colours, no remote
+    traceback); any other error as it is."""
     seen: BaseException | None = exc
     while seen is not None:
         cause = getattr(seen, "cause", None)
@@ -297,7 +326,17 @@ def _unwrap(exc: BaseException) -> BaseException:
         if isinstance(cause, MilvusM3Error):
             return cause
         seen = seen.__cause__ or (cause if isinstance(cause, BaseException) else None)
-    return exc
+    if not type(exc).__module__.startswith("ray"):
+        return exc
+    cause = getattr(exc, "cause", None)
+    inner = cause if isinstance(cause, BaseException) else exc
+    name = type(inner).__name__.removeprefix("RayTaskError(").removesuffix(")")
+    text = one_line(str(inner).splitlines()[0] if str(inner) else "")
+    if type(inner).__module__.startswith("ray") and "Traceback" in str(inner):
+        text = one_line(str(inner).split("Traceback")[0])
+    return MilvusM3Error(
+        f"the Ray job failed: {name}: {text} (the workers' logs are in the Ray session's log folder)"
+    )
 
 
 def _probe(
@@ -367,9 +406,16 @@ def _map(ray: Any, ds: Any, plan: ActorPlan, ropts: RayOptions, gpus: float | No
 
 
 def _results(ray: Any, ds: Any) -> Iterator[BatchResult]:
+    """The actors' results; a worker's failure (``WorkerFailure``) is raised as milvus-m3's error."""
     try:
         for row in ds.iter_rows():
-            yield pickle.loads(row[RESULT])
+            got = pickle.loads(row[RESULT])
+            if isinstance(got, WorkerFailure):
+                logger.info("%s failed in a Ray worker:\n%s", got.where, got.details)
+                raise got.to_error()
+            yield got
+    except MilvusM3Error:
+        raise
     except Exception as exc:
         unwrapped = _unwrap(exc)
         if unwrapped is exc:
