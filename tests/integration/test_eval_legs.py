@@ -15,7 +15,7 @@ from milvus_m3.collection.manager import CollectionManager
 from milvus_m3.errors import SchemaMismatchError
 from milvus_m3.evaluate import EvalConfig, evaluate_run, load_beir, run_evaluation
 from milvus_m3.fusion import dbsf, id_order, rrf, weighted
-from milvus_m3.search.requests import bm25_request
+from milvus_m3.search.requests import bm25_request, dense_request, sparse_request
 from milvus_m3.sparse import lexical_score
 from milvus_m3.types import M3Embeddings
 from tests.fakes import FakeEncoder
@@ -75,12 +75,17 @@ def test_every_fused_mode_equals_a_brute_force_reference(tmp_path: Path, manager
                 ]
             ),
         }
-        # BM25's statistics live in the engine: its own top list is the reference
+        # BM25's statistics live in the engine: its own top list is the reference. The fused modes fuse the
+        # candidate list Milvus gives (so they equal Milvus's own rankers); the bm25 mode alone is a page
+        # of one ranking, read deep enough that no tie at its last place is cut (issue 27 item 5)
         req = bm25_request([ds.query_texts[i]], field="bm25", limit=cand)
         res = manager.client.search("brute", output_fields=[], **req.search_kwargs())[0]
         top = {leg: x[:cand] for leg, x in legs.items()}
         top["bm25"] = [(str(h["id"]), float(h["distance"])) for h in res]
-        for leg in ("dense", "sparse", "bm25"):
+        deep = bm25_request([ds.query_texts[i]], field="bm25", limit=len(ds.doc_ids))
+        every = manager.client.search("brute", output_fields=[], **deep.search_kwargs())[0]
+        runs["bm25"][qid] = _sorted([(str(h["id"]), float(h["distance"])) for h in every])[:cand]
+        for leg in ("dense", "sparse"):
             runs[leg][qid] = top[leg]
         for mode in FUSED:
             names = {"rrf": ("dense", "sparse"), "rrf-dense-bm25": ("dense", "bm25")}.get(mode)
@@ -116,10 +121,25 @@ def test_dbsf_modes_equal_fusion_dbsf_over_the_legs_runs(tmp_path: Path, manager
     config = EvalConfig(modes=("dense", "sparse", "bm25", *dbsf_modes), limit=20, candidates=20, recall_k=20)
     report = run_evaluation(ds, NoisyEncoder(dim=16), manager, collection="dbsf", config=config)
     assert [r.mode for r in report.results] == list(config.modes)
+    enc = NoisyEncoder(dim=16)
+    q = enc.encode_queries(list(ds.query_texts))
+    index = {qid: i for i, qid in enumerate(ds.query_ids)}
+
+    def candidates(leg: str, qid: str) -> list[tuple[str, float]]:
+        """The candidate list the mode fused: the leg's top 20 as Milvus gives it."""
+        i = index[qid]
+        if leg == "dense":
+            req = dense_request([q.dense[i]], limit=20, index_kind="FLAT")
+        elif leg == "sparse":
+            req = sparse_request([q.sparse[i]], limit=20)
+        else:
+            req = bm25_request([ds.query_texts[i]], field="bm25", limit=20)
+        res = manager.client.search("dbsf", output_fields=[], **req.search_kwargs())[0]
+        return [(str(h["id"]), float(h["distance"])) for h in res]
+
     for mode, legs in dbsf_modes.items():
-        # each leg's run is its top 20 = the candidate list the mode fused
         for qid, got in report.result(mode).run.items():
-            want = dbsf([report.result(leg).run[qid] for leg in legs], limit=20)
+            want = dbsf([candidates(leg, qid) for leg in legs], limit=20)
             assert [d for d, _ in got] == [d for d, _ in want], (mode, qid)
             assert [x for _, x in got] == pytest.approx([x for _, x in want], abs=1e-9)
         assert report.result(mode).significance["against"] in legs
