@@ -25,7 +25,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..engine import lite as _lite
+from ..engine import lite
 from ..engine.capabilities import Capabilities
 from ..engine.connection import ConnectionOptions, quiet_rpc_error_log
 from ..engine.retry import Secrets, acall_with_retry
@@ -85,7 +85,7 @@ class AsyncCollectionManager:
         )
         self._client: Any = None
         local = is_local_file_uri(self._uri) and self.capabilities.reads_during_writes_unsafe
-        self._lock = _lite.acquire(self._uri) if local else None
+        self._lock = lite.acquire(self._uri) if local else None
 
     def __repr__(self) -> str:
         return f"AsyncCollectionManager(uri={self.uri!r})"
@@ -113,7 +113,7 @@ class AsyncCollectionManager:
                 logger.debug("closing the async client failed", exc_info=True)
         if self._lock is not None:
             self._lock = None
-            _lite.release(self._uri)
+            lite.release(self._uri)
         if self._owns_sync:
             self.sync.close()
 
@@ -151,7 +151,7 @@ class AsyncCollectionManager:
         )
         if self._lock is None:
             return await run
-        guard = _lite.guard(self._lock, method)
+        guard = lite.guard(self._lock, method)
         entered = asyncio.ensure_future(asyncio.to_thread(guard.__enter__))
         try:
             await asyncio.shield(entered)

@@ -1,7 +1,7 @@
 """Connecting to Milvus: ``ConnectionOptions``, ``Connection`` (connect, detect capabilities once, call).
 
 The retry loop, failure classification and secret scrubbing live in ``_retry.py``; the Milvus Lite
-in-process lock and user counting in ``_lite.py``; URI parsing and redaction in ``_uri.py``. pymilvus is imported here, in those two, in
+in-process lock and user counting in ``lite.py``; URI parsing and redaction in ``uri.py``. pymilvus is imported here, in those two, in
 ``schema.py``, ``collection.py`` (and its ``_rows.py``) and in ``search/``.
 
 What pymilvus 3.0.2 does when the server is away (measured against Milvus Lite's gRPC server,
@@ -21,7 +21,7 @@ tests/unit/test_connection.py and tests/server/test_server.py keep it true):
 A Milvus Lite gRPC server (``milvus_lite.server.Server`` behind ``http://...``; it answers
 UNIMPLEMENTED to GetVersion) runs the same engine as a Lite file, whose readers see rows vanish while
 an upsert rewrites them: every Connection of one process to such a server shares one readers-writer
-lock (``_lite.server_lock``), as Connections to one Lite file do. Readers in another process are not
+lock (``lite.server_lock``), as Connections to one Lite file do. Readers in another process are not
 covered: run writes and reads in one process, or use a Milvus server.
 
 So every call made through ``Connection.call`` on a client method gets ``timeout=`` (the smaller of
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from ..errors import ConfigError, MilvusM3Error
-from . import lite as _lite
+from . import lite
 from .capabilities import LITE_CAPABILITIES, Capabilities, capabilities_for_version
 from .retry import (
     RequestSize,
@@ -321,7 +321,7 @@ class Connection:
         self.db_name = opts.db_name
         self._client = client
         self._lite_file: str | None = None
-        self._lite_lock: _lite.ReadWriteLock | None = None
+        self._lite_lock: lite.ReadWriteLock | None = None
         self._capabilities: Capabilities | None = None
         self._detecting = False
         self._timeout_params: dict[str, bool] = {}
@@ -337,7 +337,7 @@ class Connection:
         MilvusClient = _import_milvus_client()
 
         if is_local_file_uri(self.uri):
-            client, lock = _lite.open_lite(MilvusClient, self.uri)
+            client, lock = lite.open_lite(MilvusClient, self.uri)
             self._lite_file = self.uri
             if self.capabilities.reads_during_writes_unsafe:
                 self._lite_lock = lock
@@ -369,7 +369,7 @@ class Connection:
                 and not is_local_file_uri(self.uri)
             ):
                 # A Milvus Lite gRPC server: the same engine, so the same guard (within this process).
-                self._lite_lock = _lite.server_lock(self.uri)
+                self._lite_lock = lite.server_lock(self.uri)
             self._capabilities = caps
         return self._capabilities
 
@@ -432,7 +432,7 @@ class Connection:
             self.capabilities  # noqa: B018 - detected first: a Lite server's calls take the lock below
         lock = self._lite_lock
         if lock is not None and own:
-            with _lite.guard(lock, getattr(fn, "__name__", "")):
+            with lite.guard(lock, getattr(fn, "__name__", "")):
                 return self._call(what, fn, args, kwargs, _retry)
         return self._call(what, fn, args, kwargs, _retry)
 
@@ -442,8 +442,8 @@ class Connection:
         policy = self.retry if retry else RetryPolicy(attempts=1, total_seconds=self.retry.total_seconds)
         inject = self.timeout is not None and "timeout" not in kwargs and self._accepts_timeout(fn)
         lite_file = self._lite_file
-        if lite_file is not None and getattr(fn, "__name__", "") in _lite.WRITE_METHODS:
-            self._refuse_a_full_disk(what, lite_file, _lite.FULL_BYTES, "a write would fail")
+        if lite_file is not None and getattr(fn, "__name__", "") in lite.WRITE_METHODS:
+            self._refuse_a_full_disk(what, lite_file, lite.FULL_BYTES, "a write would fail")
         try:
             return call_with_retry(
                 fn,
@@ -462,7 +462,7 @@ class Connection:
             if lite_file is not None:
                 detail = f"the engine answered {type(exc).__name__}: {self._secrets.text(exc)}"
                 try:
-                    self._refuse_a_full_disk(what, lite_file, _lite.NEARLY_FULL_BYTES, detail)
+                    self._refuse_a_full_disk(what, lite_file, lite.NEARLY_FULL_BYTES, detail)
                 except MilvusM3Error as err:
                     raise err from exc
             raise
@@ -472,7 +472,7 @@ class Connection:
 
         Milvus Lite does not say ENOSPC (it answers "Unexpected error in RPC handling"), so the disk is asked.
         """
-        free = _lite.free_bytes(lite_file)
+        free = lite.free_bytes(lite_file)
         if free is not None and free < below:
             raise disk_full_error(
                 self.display_uri,
@@ -490,4 +490,4 @@ class Connection:
         self._lite_lock = None
         if self._lite_file is not None:
             self._lite_file = None
-            _lite.release(self.uri)
+            lite.release(self.uri)
