@@ -151,17 +151,19 @@ def test_a_parse_error_is_one_line_naming_the_flag_and_the_allowed_values(
 
 @pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
 def tier(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """A CollectionManager on a Milvus Lite file, and one on the gRPC tier."""
+    """A CollectionManager on a Milvus Lite file, and one on the gRPC tier: a private server, since these
+    tests create and drop a collection named ``milvus_m3_models``, which the shared session server's
+    real registry may hold."""
     from milvus_m3.collection.manager import CollectionManager
 
     if request.param == "lite":
         m = CollectionManager(str(tmp_path / "r3.db"))
-        try:
-            yield m
-        finally:
-            m.close()
     else:
-        yield request.getfixturevalue("server_manager")
+        m = CollectionManager(request.getfixturevalue("lite_server").uri)
+    try:
+        yield m
+    finally:
+        m.close()
 
 
 def test_a_foreign_model_registry_is_refused_by_name(tier: Any, caplog: pytest.LogCaptureFixture) -> None:
